@@ -1,0 +1,1 @@
+"""The dpl command line: a thin typer skin over the engine."""

@@ -1,0 +1,1 @@
+"""dpl engine: repos, commits, files, pipelines, jobs, provenance. This is the Python API."""

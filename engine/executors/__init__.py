@@ -1,0 +1,1 @@
+"""Pipeline executors: one module per backend."""

@@ -1,0 +1,1 @@
+"""The pipeline spec JSON Schema and example specs (package data)."""

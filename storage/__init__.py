@@ -1,0 +1,1 @@
+"""dpl storage layer: bytes and metadata."""

@@ -1,0 +1,119 @@
+"""Typed errors for everything a user can get wrong or the store can report.
+
+Every error carries one sentence (`message`) and an optional `hint`; the CLI
+turns any `DplError` into those two lines on stderr and a non-zero exit, in
+one place, so no user error ever shows a traceback.  They live in the lowest
+layer so that storage and engine raise the same types.
+"""
+
+from __future__ import annotations
+
+
+class DplError(Exception):
+    """Base of every error dpl reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StoreNotFound(DplError):
+    pass
+
+
+class StoreExists(DplError):
+    pass
+
+
+class InvalidName(DplError):
+    pass
+
+
+class InvalidPath(DplError):
+    pass
+
+
+class InvalidRef(DplError):
+    pass
+
+
+class RepoNotFound(DplError):
+    pass
+
+
+class RepoExists(DplError):
+    pass
+
+
+class RepoInUse(DplError):
+    pass
+
+
+class BranchNotFound(DplError):
+    pass
+
+
+class CommitNotFound(DplError):
+    pass
+
+
+class AmbiguousRef(DplError):
+    pass
+
+
+class CommitNotOpen(DplError):
+    pass
+
+
+class FileNotFound(DplError):
+    pass
+
+
+class SourceNotFound(DplError):
+    pass
+
+
+class Conflict(DplError):
+    """A concurrent writer changed what this operation relied on."""
+
+
+class InvalidSpec(DplError):
+    pass
+
+
+class PipelineNotFound(DplError):
+    pass
+
+
+class PipelineExists(DplError):
+    pass
+
+
+class JobNotFound(DplError):
+    pass
+
+
+class DatumNotFound(DplError):
+    pass
+
+
+class JobFailed(DplError):
+    pass
+
+
+class ExecutorUnavailable(DplError):
+    pass
+
+
+class Corruption(DplError):
+    """Stored bytes or metadata do not match what was written."""
+
+
+class StorageUnavailable(DplError):
+    """The object store could not be reached or refused a request."""
