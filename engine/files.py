@@ -1,0 +1,418 @@
+"""Files: putting local files into a commit, and reading commits back.
+
+A write streams every source file through one `ChunkWriter`, collects the
+file rows in plain arrays (so a million files cost a few hundred bytes each,
+not a Python object graph), and lands them as one index layer: either a new
+commit on the branch or, when the branch has an open commit, one more layer
+of that commit.  Nothing becomes visible until the metadata transaction that
+moves the branch head, so a killed writer leaves only unreferenced chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from array import array
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from dpl.engine.repos import pc_sum
+from dpl.storage import index
+from dpl.storage.chunking import BLOCK, ChunkWriter
+from dpl.storage.chunkstore import object_id
+from dpl.storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
+from dpl.storage.paths import normalize_path
+
+SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
+Progress = Callable[[int, int], None]  # (files done, bytes done)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One thing to put: a local path (file or directory) or `-` for stdin."""
+
+    local: str
+    dest: str  # repo path of the file, or of the directory the tree lands in
+
+
+def plan_sources(dest: str | None, sources: list[str], *, recursive: bool) -> list[Source]:
+    """Where each source lands, following `cp` conventions.
+
+    One file and a destination path: the file is stored at that path (or
+    inside it when it ends in `/`).  One directory: its contents land under
+    the destination (default the root).  Several sources: each lands under
+    the destination by its base name.
+    """
+    if not sources:
+        raise SourceNotFound("No source was given.", hint="Give a file, a directory with -r, or - for stdin.")
+    plans = []
+    for src in sources:
+        if src == "-":
+            if dest is None or dest.endswith("/") or dest == "/":
+                raise InvalidPath("Reading stdin needs a file path to store it at.", hint="Write REPO@BRANCH:/path/file -")
+            plans.append(Source("-", normalize_path(dest)))
+            continue
+        try:
+            mode = os.stat(src).st_mode
+        except FileNotFoundError:
+            raise SourceNotFound(f"Source {src!r} does not exist.") from None
+        except PermissionError:
+            raise SourceNotFound(f"Source {src!r} cannot be read (permission denied).") from None
+        if stat.S_ISDIR(mode) and not recursive:
+            raise SourceNotFound(f"Source {src!r} is a directory.", hint="Pass -r to put a directory recursively.")
+        base = os.path.basename(os.path.normpath(src))
+        if stat.S_ISDIR(mode):
+            target = dest or "/"
+            if len(sources) > 1:
+                target = target.rstrip("/") + "/" + base
+            plans.append(Source(src, normalize_path(target, allow_root=True)))
+        elif dest is None or dest.endswith("/") or dest == "/" or len(sources) > 1:
+            plans.append(Source(src, normalize_path((dest or "/").rstrip("/") + "/" + base)))
+        else:
+            plans.append(Source(src, normalize_path(dest)))
+    return plans
+
+
+def _walk(src: Source) -> Iterator[tuple[str, str]]:
+    """(repo path, local path) of every file a source holds, directories expanded."""
+    if src.local == "-" or not os.path.isdir(src.local):
+        yield src.dest, src.local
+        return
+    prefix = "" if src.dest == "/" else src.dest
+    root_len = len(os.path.join(src.local, ""))
+    for dirpath, dirnames, filenames in os.walk(src.local):
+        dirnames.sort()
+        rel = dirpath[root_len:]
+        base = f"{prefix}/{rel}/" if rel else f"{prefix}/"
+        for name in filenames:
+            yield base + name, os.path.join(dirpath, name)
+
+
+class _Batch:
+    """The rows of one write, in compact arrays."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.sizes = array("q")
+        self.starts = array("q")
+        self.hashes: list[bytes] = []
+        self.bytes = 0
+
+
+class FileOps:
+    """Mixed into `Store`: needs `self.db`, `self.chunks` and `RepoOps`."""
+
+    # ----------------------------------------------------------------- write
+
+    def put_files(
+        self,
+        repo: str,
+        branch: str,
+        sources: list[Source],
+        *,
+        append: bool = False,
+        description: str = "",
+        progress: Progress | None = None,
+    ):
+        self._repo_row(repo)
+        writer = ChunkWriter(self.chunks)
+        batch = _Batch()
+        seen: dict[bytes, int] = {}  # content hash -> stream start, to store duplicates once
+        for src in sources:
+            for path, local in _walk(src):
+                self._put_one(writer, batch, seen, path, local)
+                if progress and len(batch.paths) % 1000 == 0:
+                    progress(len(batch.paths), batch.bytes)
+        writer.close()
+        try:
+            refs = writer.refs(batch.starts, batch.sizes)
+            layer_table = index.make_table(batch.paths, batch.sizes, batch.hashes, refs)
+        except (UnicodeEncodeError, pa.ArrowInvalid):
+            bad = next(p for p in batch.paths if not _is_utf8(p))
+            raise InvalidPath(f"File name {bad.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8.", hint="Rename it.") from None
+        if progress:
+            progress(len(batch.paths), batch.bytes)
+        if append:
+            return self._write_layer_append(repo, branch, layer_table, description)
+        return self._write_layer(repo, branch, layer_table, description)
+
+    def _put_one(self, writer: ChunkWriter, batch: _Batch, seen: dict, path: str, local: str) -> None:
+        if local == "-":
+            f = sys.stdin.buffer
+            start, size, digest = self._stream(writer, f)
+        else:
+            try:
+                fd = os.open(local, os.O_RDONLY)
+            except FileNotFoundError:
+                raise SourceNotFound(f"Source {local!r} disappeared while it was being read.") from None
+            except (PermissionError, IsADirectoryError) as e:
+                raise SourceNotFound(f"Source {local!r} cannot be read ({e.strerror}).") from None
+            try:
+                data = os.read(fd, SMALL)
+                if len(data) < SMALL:
+                    # A short read of a regular file is its end: the common case
+                    # of a small file costs one open, one read and one close.
+                    digest = xxhash.xxh3_128_digest(data)
+                    size = len(data)
+                    start = seen.get(digest)
+                    if start is None:
+                        start = writer.write(data)
+                        seen[digest] = start
+                else:
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        start, size, digest = self._stream(writer, f, data)
+            finally:
+                os.close(fd)
+        batch.paths.append(path)
+        batch.sizes.append(size)
+        batch.starts.append(start)
+        batch.hashes.append(digest)
+        batch.bytes += size
+
+    @staticmethod
+    def _stream(writer: ChunkWriter, f, first: bytes = b"") -> tuple[int, int, bytes]:
+        hasher = xxhash.xxh3_128()
+        start = writer.write(first)
+        hasher.update(first)
+        size = len(first)
+        while True:
+            block = f.read(BLOCK)
+            if not block:
+                break
+            hasher.update(block)
+            writer.write(block)
+            size += len(block)
+        return start, size, hasher.digest()
+
+    def _write_layer(self, repo: str, branch: str, table: pa.Table, description: str, expect_head=False):
+        layer = index.write_layer(self.chunks, table)
+        open_commit = self.open_commit(repo, branch)
+        if open_commit is not None:
+            return self._add_to_open(open_commit, layer)
+        return self._land(repo, branch, [layer], description=description, expect_head=expect_head)
+
+    def _add_to_open(self, commit, layer: index.Layer):
+        self.chunks.sync()
+        delta = commit.delta + [layer]
+        with self.db.write() as db:
+            cur = db.execute(
+                "UPDATE commits SET delta=?, layers=? WHERE repo=? AND id=? AND state='open'",
+                (json.dumps([l.to_json() for l in delta]), "[]", commit.repo, commit.id),
+            )
+            if cur.rowcount != 1:
+                raise Conflict(f"Commit {commit.id} was finished while this write was running.", hint="Run the command again.")
+        return self.get_commit(commit.repo, commit.id)
+
+    def _write_layer_append(self, repo: str, branch: str, table: pa.Table, description: str):
+        """Appends extend the current version of each file; the write is
+        refused (not rebased) if the branch moves meanwhile."""
+        open_commit = self.open_commit(repo, branch)
+        row = self.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, branch))
+        head = row["head"] if row else None
+        if open_commit is not None:
+            base = self.commit_table(open_commit)
+        elif head is not None:
+            base = self.commit_table(self.get_commit(repo, head))
+        else:
+            base = index.EMPTY
+        old = index.lookup([base], table["path"].to_pylist())
+        old_rows = {r["path"]: r for r in old.to_pylist()}
+        rows = table.to_pylist()
+        for row in rows:
+            prev = old_rows.get(row["path"])
+            if prev is None:
+                continue
+            hasher = xxhash.xxh3_128()
+            for ref in prev["refs"] + row["refs"]:
+                hasher.update(self._chunk_slice(ref))
+            row["refs"] = prev["refs"] + row["refs"]
+            row["size"] = prev["size"] + row["size"]
+            row["hash"] = hasher.digest()
+        table = pa.Table.from_pylist(rows, schema=index.SCHEMA)
+        if open_commit is not None:
+            return self._add_to_open(open_commit, index.write_layer(self.chunks, table))
+        return self._write_layer(repo, branch, table, description, expect_head=head)
+
+    def delete_files(self, repo: str, branch: str, paths: list[str], description: str = ""):
+        open_commit = self.open_commit(repo, branch)
+        current = self.commit_table(open_commit or self.resolve_commit(repo, branch))
+        tombstones = []
+        for raw in paths:
+            path = normalize_path(raw)
+            if index.lookup([current], [path]).num_rows:
+                tombstones.append(path)
+            elif index.under([current], path).num_rows:
+                tombstones.append(path + "/")
+            else:
+                raise FileNotFound(f"{repo}@{branch}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{branch}`.")
+        n = len(tombstones)
+        table = index.make_table(tombstones, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+        return self._write_layer(repo, branch, table, description)
+
+    # ------------------------------------------------------------------ read
+
+    def commit_table(self, commit) -> pa.Table:
+        """Every file of a commit (open commits: parent + writes so far)."""
+        layers = commit.layers
+        if commit.state == "open":
+            parent = self.get_commit(commit.repo, commit.parent).layers if commit.parent else []
+            layers = parent + commit.delta
+        key = (commit.repo, commit.id, tuple(layers))
+        cache = self.__dict__.setdefault("_table_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = index.merge([index.read_layer(self.chunks, l) for l in layers])
+        return cache[key]
+
+    def file_table(self, repo: str, ref: str | None) -> tuple[object, pa.Table]:
+        commit = self.resolve_commit(repo, ref)
+        return commit, self.commit_table(commit)
+
+    def list_files(self, repo: str, ref: str | None, path: str = "/", *, recursive: bool = False) -> pa.Table:
+        """Entries under a directory: path, type (file/dir), size, hash (hex)."""
+        commit, table = self.file_table(repo, ref)
+        path = normalize_path(path, allow_root=True)
+        exact = table.filter(pc.equal(table["path"], path)) if path != "/" else table.slice(0, 0)
+        if exact.num_rows:
+            return _entries(exact)
+        prefix = "/" if path == "/" else path + "/"
+        sub = table.filter(pc.starts_with(table["path"], prefix)) if path != "/" else table
+        if sub.num_rows == 0 and path != "/":
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        if recursive:
+            return _entries(sub)
+        # Direct children: the first path component below the prefix.
+        rest = pc.utf8_slice_codeunits(sub["path"], len(prefix))
+        first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), 0)
+        is_dir = pc.invert(pc.equal(first, rest))
+        grouped = (
+            pa.table({"name": first, "size": sub["size"], "dir": is_dir})
+            .group_by("name", use_threads=False)
+            .aggregate([("size", "sum"), ("dir", "max")])
+        )
+        grouped = grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
+        names = pc.binary_join_element_wise(pa.scalar(prefix), grouped["name"], "")
+        files = sub.filter(pc.invert(is_dir))
+        hashes = dict(zip(files["path"].to_pylist(), files["hash"].to_pylist())) if files.num_rows < 1_000_000 else {}
+        return pa.table(
+            {
+                "path": names,
+                "type": pc.if_else(grouped["dir_max"], "dir", "file"),
+                "size": grouped["size_sum"],
+                "hash": pa.array([hashes[p].hex() if p in hashes else None for p in names.to_pylist()], pa.string()),
+            }
+        )
+
+    def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
+        from dpl.engine import globs
+
+        _, table = self.file_table(repo, ref)
+        rows = []
+        for m in globs.match(table, pattern):
+            files = m.files
+            is_file = files.num_rows == 1 and files["path"][0].as_py() == m.path
+            rows.append(
+                {
+                    "path": m.path,
+                    "type": "file" if is_file else "dir",
+                    "size": pc_sum(files["size"]),
+                    "hash": files["hash"][0].as_py().hex() if is_file else None,
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA)
+
+    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None) -> pa.Table:
+        """added / modified / deleted files from `other` (default: the parent) to `ref`."""
+        commit, new = self.file_table(repo, ref)
+        if other_ref is None and other_repo is None:
+            old = self.commit_table(self.get_commit(repo, commit.parent)) if commit.parent else index.EMPTY
+        else:
+            _, old = self.file_table(other_repo or repo, other_ref)
+        return diff_tables(old, new)
+
+    def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
+        out = bytearray()
+        for piece in self.file_pieces(repo, ref, path):
+            out += piece
+        return bytes(out)
+
+    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
+        commit, table = self.file_table(repo, ref)
+        path = normalize_path(path)
+        rows = table.filter(pc.equal(table["path"], path))
+        if rows.num_rows == 0:
+            if index.under([table], path).num_rows:
+                raise FileNotFound(f"{repo}@{ref or 'master'}:{path} is a directory.", hint="Pass -r to get a directory.")
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        return rows.to_pylist()[0]
+
+    def file_pieces(self, repo: str, ref: str | None, path: str) -> Iterator[memoryview]:
+        row = self.file_row(repo, ref, path)
+        for ref_ in row["refs"]:
+            yield self._chunk_slice(ref_)
+
+    def files_under(self, repo: str, ref: str | None, path: str) -> pa.Table:
+        _, table = self.file_table(repo, ref)
+        return index.under([table], normalize_path(path, allow_root=True))
+
+    def write_file_to(self, row: dict, fd: int) -> None:
+        """Write one file's bytes (a row of a file table) to an open descriptor."""
+        for ref in row["refs"]:
+            view = self._chunk_slice(ref)
+            while view:
+                view = view[os.write(fd, view):]
+
+    def _chunk_slice(self, ref: dict) -> memoryview:
+        """The bytes of one ref, verified against the chunk's id."""
+        chunk = ref["chunk"]
+        cache = self.__dict__.setdefault("_chunk_cache", {})
+        data = cache.get(chunk)
+        if data is None:
+            data = self.chunks.get(chunk)
+            if object_id(data) != chunk:
+                raise Corruption(f"Chunk {chunk.hex()} is damaged (its bytes no longer match its hash).", hint="Run `dpl fsck`.")
+            if len(cache) > 8:
+                cache.clear()
+            cache[chunk] = data
+        return memoryview(data)[ref["offset"] : ref["offset"] + ref["length"]]
+
+
+ENTRY_SCHEMA = pa.schema([("path", pa.string()), ("type", pa.string()), ("size", pa.int64()), ("hash", pa.string())])
+
+
+def _entries(table: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            "path": table["path"],
+            "type": pa.array(["file"] * table.num_rows, pa.string()),
+            "size": table["size"],
+            "hash": pa.array([h.hex() for h in table["hash"].to_pylist()], pa.string()),
+        }
+    )
+
+
+def diff_tables(old: pa.Table, new: pa.Table) -> pa.Table:
+    a = old.select(["path", "size", "hash"]).rename_columns(["path", "old_size", "old_hash"])
+    b = new.select(["path", "size", "hash"]).rename_columns(["path", "new_size", "new_hash"])
+    j = a.join(b, keys="path", join_type="full outer", use_threads=False)
+    added = pc.is_null(j["old_hash"])
+    deleted = pc.is_null(j["new_hash"])
+    modified = pc.and_(pc.and_(pc.invert(added), pc.invert(deleted)), pc.not_equal(j["old_hash"], j["new_hash"]))
+    change = pc.if_else(added, "added", pc.if_else(deleted, "deleted", pc.if_else(modified, "modified", None)))
+    j = j.append_column("change", change).filter(pc.is_valid(change))
+    j = j.take(pc.sort_indices(j, [("path", "ascending")]))
+    return j.select(["path", "change", "old_size", "new_size"])
+
+
+def _is_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -1,0 +1,86 @@
+"""Opening, creating and finding a dpl store.
+
+A store is a directory (default `.dpl/` in the current directory, found again
+from any sub-directory the way git finds `.git`; `DPL_STORE` overrides) that
+holds `config.json`, the metadata database and, for the embedded default, the
+chunk store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dpl.engine.files import FileOps
+from dpl.engine.repos import RepoOps
+from dpl.storage.chunkstore import ChunkStore
+from dpl.storage.errors import StoreExists, StoreNotFound
+from dpl.storage.local import LocalChunkStore
+from dpl.storage.metadata import Metadata
+
+STORE_DIR = ".dpl"
+CONFIG = "config.json"
+
+
+def find_store(start: str | os.PathLike | None = None) -> Path:
+    env = os.environ.get("DPL_STORE")
+    if env:
+        path = Path(env)
+        if (path / CONFIG).exists():
+            return path
+        raise StoreNotFound(f"DPL_STORE points at {env}, which is not a dpl store.", hint="Run `dpl init` there first.")
+    here = Path(start or os.getcwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / STORE_DIR / CONFIG).exists():
+            return directory / STORE_DIR
+    raise StoreNotFound(
+        "This directory is not inside a dpl store.",
+        hint="Run `dpl init` to create one here, or set DPL_STORE.",
+    )
+
+
+def init_store(path: str | os.PathLike | None = None, *, object_store: str | None = None, durable: bool = True) -> Path:
+    """Create a store; `path` defaults to DPL_STORE or ./.dpl."""
+    root = Path(path or os.environ.get("DPL_STORE") or Path.cwd() / STORE_DIR)
+    if (root / CONFIG).exists():
+        raise StoreExists(f"A dpl store already exists at {root}.")
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": "local"}
+    if config["object_store"] == "local":
+        LocalChunkStore.create(str(root / "chunks"))
+    Metadata(str(root / "meta.db")).close()
+    tmp = root / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, root / CONFIG)  # the config appears last: a half-made store is never found
+    return root
+
+
+def open_chunk_store(root: Path, config: dict) -> ChunkStore:
+    url = config.get("object_store", "local")
+    if url == "local":
+        return LocalChunkStore(str(root / "chunks"), durable=config.get("durable", True))
+    raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use a local store.")
+
+
+class Store(RepoOps, FileOps):
+    """The Python API of dpl: one store's repos, commits, files (and, as
+    they are added, pipelines and jobs)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.config = json.loads((self.root / CONFIG).read_text())
+        self.db = Metadata(str(self.root / "meta.db"))
+        self.chunks = open_chunk_store(self.root, self.config)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None) -> "Store":
+        """Open the store at `path`, or the one found from the current directory."""
+        return cls(path if path is not None else find_store())
+
+    @classmethod
+    def init(cls, path: str | os.PathLike | None = None, **options) -> "Store":
+        return cls(init_store(path, **options))
+
+    def close(self) -> None:
+        self.db.close()

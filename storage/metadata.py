@@ -1,0 +1,121 @@
+"""The metadata database: SQLite in WAL mode with a schema version.
+
+Repos, branches, commits, pipelines, jobs, datums and lineage edges live here.
+WAL lets any number of readers run beside one writer; every change that must
+be atomic (moving a branch head, finishing a commit, recording a job) happens
+inside one `write()` transaction, which takes the write lock up front
+(BEGIN IMMEDIATE) so that a read-modify-write can never interleave with
+another writer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+
+from dpl.storage.errors import Corruption
+
+# Each entry migrates the schema from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE repos (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL DEFAULT 'user'          -- 'user' or 'pipeline'
+    );
+    CREATE TABLE branches (
+        repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        head TEXT,                                 -- commit id, NULL when empty
+        created REAL NOT NULL,
+        PRIMARY KEY (repo, name)
+    );
+    CREATE TABLE commits (
+        repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+        id TEXT NOT NULL,                          -- global id, shared downstream
+        branch TEXT,
+        parent TEXT,
+        state TEXT NOT NULL,                       -- 'open' or 'finished'
+        layers TEXT NOT NULL DEFAULT '[]',         -- full index: parent's layers + own
+        delta TEXT NOT NULL DEFAULT '[]',          -- own layers only
+        size INTEGER NOT NULL DEFAULT 0,
+        nfiles INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        finished REAL,
+        description TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL DEFAULT 'user',       -- 'user' or 'auto' (made by a job)
+        job TEXT,
+        PRIMARY KEY (repo, id)
+    );
+    CREATE INDEX commits_by_id ON commits(id);
+    CREATE INDEX commits_by_branch ON commits(repo, branch, state);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Metadata:
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    def _migrate(self) -> None:
+        with self.write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise Corruption(
+                    f"This store has schema version {version}, newer than this dpl ({SCHEMA_VERSION}).",
+                    hint="Upgrade dpl.",
+                )
+            for i in range(version, SCHEMA_VERSION):
+                script = MIGRATIONS[i]
+                if i == 0:
+                    script = script.replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta")
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @contextlib.contextmanager
+    def write(self):
+        """One atomic read-modify-write transaction holding the write lock."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, args=()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def one(self, sql: str, args=()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, args).fetchone()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
