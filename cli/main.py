@@ -1,2 +1,385 @@
-def run():
-    print("hi")
+"""The `dpl` command: typer commands over the engine, in pachctl's style.
+
+Each command parses its arguments, makes one engine call and renders the
+result.  Errors are typed `DplError`s raised by the engine and turned into one
+sentence plus a hint on stderr, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from dpl.cli import render
+from dpl.cli.render import Output, ago, short, size
+from dpl.storage.errors import DplError
+
+app = typer.Typer(
+    name="dpl",
+    help="dpl: data-versioned pipelines. Content-addressed data repos, Pachyderm-compatible pipelines, full provenance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
+
+
+def store():
+    from dpl.engine import Store
+
+    return Store.open()
+
+
+def _repo_branch(text: str, default_path: str | None = None):
+    from dpl.engine import refs
+
+    return refs.parse(text, default_path=default_path)
+
+
+COMMIT_COLUMNS = [
+    ("repo", "REPO", None),
+    ("branch", "BRANCH", None),
+    ("id", "COMMIT", short),
+    ("finished", "FINISHED", ago),
+    ("size", "SIZE", size),
+    ("files", "FILES", None),
+    ("origin", "ORIGIN", None),
+    ("description", "DESCRIPTION", None),
+]
+COMMIT_FIELDS = [
+    ("repo", "Repo", None),
+    ("id", "Commit", None),
+    ("branch", "Branch", None),
+    ("parent", "Parent", None),
+    ("state", "State", None),
+    ("origin", "Origin", None),
+    ("created", "Started", ago),
+    ("finished", "Finished", ago),
+    ("size", "Size", size),
+    ("files", "Files", None),
+    ("description", "Description", None),
+    ("job", "Job", None),
+]
+
+
+# --------------------------------------------------------------------- store
+
+
+@app.command()
+def init(
+    path: Optional[str] = typer.Argument(None, help="Where to create the store (default: DPL_STORE or ./.dpl)."),
+    no_fsync: bool = typer.Option(False, "--no-fsync", help="Skip flushing to disk before each commit (faster; safe against process crashes, not power loss)."),
+):
+    """Create a dpl store (default .dpl/ in the current directory)."""
+    from dpl.engine import init_store
+
+    root = init_store(path, durable=not no_fsync)
+    render.info(f"Initialised an empty dpl store in {root}")
+
+
+@app.command()
+def fsck(output: Output = OutputOpt):
+    """Re-hash every chunk and check every file index and commit reference."""
+    from dpl.engine.fsck import fsck as run_fsck
+
+    report = run_fsck(store())
+    if output == Output.json:
+        render.emit_json(report.to_dict())
+    else:
+        for p in report.problems:
+            render.info(f"{p.kind}: {p.message}")
+            for a in p.affected:
+                render.info(f"    affects {a}")
+        render.info(
+            f"Checked {report.commits} commits, {report.indexes} file indexes and {report.chunks} objects: "
+            + ("no problems." if report.ok else f"{len(report.problems)} problem(s).")
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------- repos
+
+
+@app.command("create-repo")
+def create_repo(name: str, description: str = typer.Option("", "--description", "-d")):
+    """Create a data repo."""
+    store().create_repo(name, description)
+
+
+@app.command("list-repo")
+def list_repo(output: Output = OutputOpt):
+    """List repos with their size, number of commits and last commit time."""
+    render.table(
+        store().list_repos(),
+        [("name", "NAME", None), ("size", "SIZE (MASTER)", size), ("files", "FILES", None), ("commits", "COMMITS", None),
+         ("last_commit", "LAST COMMIT", ago), ("description", "DESCRIPTION", None)],
+        output,
+    )
+
+
+@app.command("inspect-repo")
+def inspect_repo(name: str, output: Output = OutputOpt):
+    """Show one repo."""
+    data = store().inspect_repo(name)
+    render.record(data, output, [("name", "Name", None), ("kind", "Kind", None), ("description", "Description", None),
+                                 ("created", "Created", ago), ("size", "Size (master)", size), ("files", "Files", None),
+                                 ("commits", "Commits", None), ("last_commit", "Last commit", ago),
+                                 ("branches", "Branches", lambda b: ", ".join(b) or "-")])
+
+
+@app.command("delete-repo")
+def delete_repo(name: str, force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read it.")):
+    """Delete a repo and all its commits."""
+    store().delete_repo(name, force=force)
+
+
+# --------------------------------------------------------------------- files
+
+
+@app.command("put-file")
+def put_file(
+    target: str = typer.Argument(..., metavar="REPO@BRANCH[:PATH]"),
+    sources: List[str] = typer.Argument(..., metavar="SOURCE...", help="Files, directories (with -r), or - for stdin."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Put directories recursively."),
+    append: bool = typer.Option(False, "--append", "-a", help="Append to existing files instead of replacing them."),
+    message: str = typer.Option("", "--message", "-m", help="The commit description."),
+):
+    """Put files into a branch as one atomic commit."""
+    from dpl.engine.files import plan_sources
+
+    ref = _repo_branch(target)
+    s = store()
+    plans = plan_sources(ref.path, sources, recursive=recursive)
+    with _progress("putting files") as progress:
+        commit = s.put_files(ref.repo, ref.ref_or_default, plans, append=append, description=message, progress=progress)
+    state = "added to open commit" if commit.state == "open" else "committed"
+    render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+
+
+class _progress:
+    """A rich progress line on stderr, only for people watching a terminal."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.live = None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=True)
+        self.live.start()
+        task = self.live.add_task(self.what)
+
+        def update(files: int, nbytes: int):
+            self.live.update(task, description=f"{self.what}: {files} files, {size(nbytes)}")
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.stop()
+
+
+@app.command("get-file")
+def get_file(
+    source: str = typer.Argument(..., metavar="REPO@REF:PATH"),
+    dest: Optional[str] = typer.Option(None, "--output", "-o", help="Write to this file or directory instead of stdout."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Get a directory."),
+):
+    """Write a file's bytes to stdout (or -o DEST); directories with -r."""
+    ref = _repo_branch(source, default_path="/")
+    s = store()
+    if recursive:
+        if not dest:
+            raise DplError("Getting a directory needs a destination.", hint="Pass -o DIR.")
+        n = s.export_dir(ref.repo, ref.ref_or_default, ref.path, dest)
+        render.info(f"wrote {n} files to {dest}")
+        return
+    row = s.file_row(ref.repo, ref.ref_or_default, ref.path)
+    if dest:
+        s.export_file(row, dest)
+    else:
+        sys.stdout.flush()
+        s.write_file_to(row, sys.stdout.fileno())
+
+
+FILE_COLUMNS = [("path", "NAME", None), ("type", "TYPE", None), ("size", "SIZE", size), ("hash", "HASH", None)]
+
+
+@app.command("list-file")
+def list_file(
+    target: str = typer.Argument(..., metavar="REPO@REF[:PATH]"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="List every file beneath, not just the direct children."),
+    output: Output = OutputOpt,
+):
+    """List the files and directories under a path of a commit."""
+    ref = _repo_branch(target, default_path="/")
+    entries = store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive=recursive)
+    render.table(entries.to_pylist(), FILE_COLUMNS, output)
+
+
+@app.command("glob-file")
+def glob_file(target: str = typer.Argument(..., metavar="REPO@REF:PATTERN"), output: Output = OutputOpt):
+    """List the files and directories matching a glob pattern."""
+    repo_ref, _, pattern = target.partition(":")
+    ref = _repo_branch(repo_ref)
+    entries = store().glob_files(ref.repo, ref.ref_or_default, pattern or "/*")
+    render.table(entries.to_pylist(), FILE_COLUMNS, output)
+
+
+@app.command("diff-file")
+def diff_file(
+    new: str = typer.Argument(..., metavar="REPO@REF"),
+    old: Optional[str] = typer.Argument(None, metavar="[REPO@OTHER]", help="Compare against this (default: the parent commit)."),
+    output: Output = OutputOpt,
+):
+    """Show files added, modified and deleted between two commits."""
+    a = _repo_branch(new)
+    b = _repo_branch(old) if old else None
+    diff = store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
+    render.table(
+        diff.to_pylist(),
+        [("change", "CHANGE", None), ("path", "PATH", None), ("old_size", "OLD SIZE", size), ("new_size", "NEW SIZE", size)],
+        output,
+    )
+
+
+@app.command("delete-file")
+def delete_file(
+    target: str = typer.Argument(..., metavar="REPO@BRANCH:PATH"),
+    message: str = typer.Option("", "--message", "-m"),
+):
+    """Delete a file or directory in a new commit."""
+    ref = _repo_branch(target)
+    if ref.path is None:
+        raise DplError("delete-file needs a path.", hint="Write REPO@BRANCH:/path.")
+    commit = store().delete_files(ref.repo, ref.ref_or_default, [ref.path], message)
+    render.info(f"committed {ref.repo}@{commit.id}")
+
+
+# --------------------------------------------------------- commits, branches
+
+
+@app.command("start-commit")
+def start_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH"), message: str = typer.Option("", "--message", "-m")):
+    """Open a commit: put-files to the branch join it until finish-commit."""
+    ref = _repo_branch(target)
+    commit = store().start_commit(ref.repo, ref.ref_or_default, message)
+    sys.stdout.write(commit.id + "\n")
+
+
+@app.command("finish-commit")
+def finish_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH|REPO@COMMIT"), message: Optional[str] = typer.Option(None, "--message", "-m")):
+    """Finish an open commit: it becomes the branch head, atomically."""
+    ref = _repo_branch(target)
+    commit = store().finish_commit(ref.repo, ref.ref_or_default, message)
+    render.info(f"finished {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+
+
+@app.command("list-commit")
+def list_commit(
+    target: str = typer.Argument(..., metavar="REPO[@BRANCH]|ID"),
+    number: Optional[int] = typer.Option(None, "--number", "-n", help="Show at most this many."),
+    output: Output = OutputOpt,
+):
+    """List commits, newest first: a repo's, a branch's history, or every commit sharing a global id."""
+    s = store()
+    ref = _maybe_global_id(s, target)
+    if ref is None:
+        commits = s.commits_with_id(target)
+    else:
+        commits = s.list_commits(ref.repo, ref.ref, limit=number)
+    render.table([c.to_dict() for c in commits], COMMIT_COLUMNS, output)
+
+
+def _maybe_global_id(s, text: str):
+    """REPO[@REF] unless `text` is a bare id that names no repo."""
+    if "@" not in text and len(text) >= 4 and all(c in "0123456789abcdef" for c in text):
+        if s.db.one("SELECT 1 FROM repos WHERE name=?", (text,)) is None:
+            return None
+    return _repo_branch(text)
+
+
+@app.command("inspect-commit")
+def inspect_commit(target: str = typer.Argument(..., metavar="REPO@REF|ID"), output: Output = OutputOpt):
+    """Show a commit (or every commit sharing a global id)."""
+    s = store()
+    ref = _maybe_global_id(s, target)
+    if ref is None:
+        render.table([c.to_dict() for c in s.commits_with_id(target)], COMMIT_COLUMNS, output)
+        return
+    commit = s.inspect_commit(ref.repo, ref.ref_or_default)
+    render.record(commit.to_dict(), output, COMMIT_FIELDS)
+
+
+@app.command("create-branch")
+def create_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH"), head: Optional[str] = typer.Option(None, "--head", help="Commit or branch to point at.")):
+    """Create (or move) a branch."""
+    ref = _repo_branch(target)
+    store().create_branch(ref.repo, ref.ref_or_default, head)
+
+
+@app.command("list-branch")
+def list_branch(repo: str, output: Output = OutputOpt):
+    """List a repo's branches."""
+    render.table(store().list_branches(repo), [("branch", "BRANCH", None), ("head", "HEAD", short), ("updated", "UPDATED", ago)], output)
+
+
+@app.command("delete-branch")
+def delete_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH")):
+    """Delete a branch (its commits stay readable by id)."""
+    ref = _repo_branch(target)
+    store().delete_branch(ref.repo, ref.ref_or_default)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def run() -> None:
+    """Console entry point: the one place user errors become exit codes."""
+    try:
+        app(standalone_mode=False)
+    except DplError as e:
+        sys.stderr.write(f"error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"hint: {e.hint}\n")
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ENOSPC:
+            sys.stderr.write("error: The disk is full; nothing was committed.\nhint: Free some space and run the command again.\n")
+        else:
+            sys.stderr.write(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "") + "\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    run()

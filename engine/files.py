@@ -368,6 +368,38 @@ class FileOps:
             while view:
                 view = view[os.write(fd, view):]
 
+    def export_file(self, row: dict, dest: str) -> str:
+        """Write one file to a local path atomically (temp file + rename)."""
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, row["path"].rsplit("/", 1)[-1])
+        tmp = f"{dest}.dpl-tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.write_file_to(row, fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, dest)
+        return dest
+
+    def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
+        """Write every file under `path` into the local directory `dest`."""
+        files = self.files_under(repo, ref, path)
+        if files.num_rows == 0:
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        strip = 0 if path == "/" else len(path.rstrip("/"))
+        made: set[str] = set()
+        for row in files.to_pylist():
+            target = os.path.join(dest, row["path"][strip:].lstrip("/") or os.path.basename(row["path"]))
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            self.export_file(row, target)
+        return files.num_rows
+
     def _chunk_slice(self, ref: dict) -> memoryview:
         """The bytes of one ref, verified against the chunk's id."""
         chunk = ref["chunk"]

@@ -1,0 +1,118 @@
+"""One renderer for people (rich tables) and one for programs (`-o json`).
+
+Commands hand over rows (dicts) and column specs; nothing else in the CLI
+formats output.  When stdout is not a terminal, tables are printed as plain
+aligned text so that `dpl list-file ... | grep` and a 100,000-row listing
+stay fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+
+class Output(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+Column = tuple[str, str, Callable[[Any], str] | None]  # key, header, formatter
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def ago(t: float | None) -> str:
+    if not t:
+        return "-"
+    seconds = max(0, time.time() - t)
+    for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= span:
+            n = int(seconds // span)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return f"{int(seconds)} seconds ago"
+
+
+def short(commit_id: str | None) -> str:
+    return commit_id[:12] if commit_id else "-"
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and value > 1e9:  # epoch seconds
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def emit_json(data) -> None:
+    sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def table(rows: Sequence[dict], columns: Sequence[Column], output: Output, *, title: str | None = None) -> None:
+    if output == Output.json:
+        emit_json(list(rows))
+        return
+    cells = [[(fmt(r.get(key)) if fmt else _plain(r.get(key))) for key, _, fmt in columns] for r in rows]
+    headers = [header for _, header, _ in columns]
+    if sys.stdout.isatty() and len(cells) < 5000:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, header_style="bold", box=None, pad_edge=False)
+        for h in headers:
+            t.add_column(h, overflow="fold")
+        for row in cells:
+            t.add_row(*row)
+        Console().print(t)
+        return
+    _plain_table(headers, cells)
+
+
+def _plain(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _plain_table(headers: list[str], cells: Iterable[list[str]]) -> None:
+    cells = list(cells)
+    widths = [len(h) for h in headers]
+    for row in cells[:1000]:  # enough to size the columns without a second pass over big listings
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def record(data: dict, output: Output, fields: Sequence[Column] | None = None) -> None:
+    """One object: key/value lines for people, an object for programs."""
+    if output == Output.json:
+        emit_json(data)
+        return
+    fields = fields or [(k, k.replace("_", " ").capitalize(), None) for k in data]
+    width = max(len(h) for _, h, _ in fields)
+    for key, header, fmt in fields:
+        value = data.get(key)
+        text = fmt(value) if fmt else (json.dumps(value) if isinstance(value, (list, dict)) else _plain(value))
+        sys.stdout.write(f"{header + ':':<{width + 1}} {text}\n")
+
+
+def info(message: str) -> None:
+    """A message for people, on stderr so stdout stays data."""
+    sys.stderr.write(message + "\n")
