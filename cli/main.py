@@ -346,9 +346,13 @@ def delete_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH")):
 
 
 def run() -> None:
-    """Console entry point: the one place user errors become exit codes."""
+    """Console entry point: the one place user errors become exit codes.
+
+    Typer (click) handles its own usage errors with exit code 2; every
+    `DplError` the engine raises passes through it and is reported here.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except DplError as e:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:
@@ -365,20 +369,6 @@ def run() -> None:
         else:
             sys.stderr.write(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "") + "\n")
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

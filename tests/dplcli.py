@@ -1,0 +1,33 @@
+"""Run the real `dpl` command in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+DPL = os.path.join(os.path.dirname(sys.executable), "dpl")
+
+
+def dpl(*args, store=None, cwd=None, input=None, check=True, env=None, timeout=300) -> subprocess.CompletedProcess:
+    environ = dict(os.environ, **(env or {}))
+    if store is not None:
+        environ["DPL_STORE"] = str(store)
+    proc = subprocess.run(
+        [DPL, *map(str, args)],
+        cwd=cwd,
+        input=input if isinstance(input, (bytes, type(None))) else input.encode(),
+        capture_output=True,
+        env=environ,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dpl {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr.decode()}")
+    return proc
+
+
+def popen(*args, store=None, **kw) -> subprocess.Popen:
+    environ = dict(os.environ)
+    if store is not None:
+        environ["DPL_STORE"] = str(store)
+    return subprocess.Popen([DPL, *map(str, args)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)

@@ -1,0 +1,174 @@
+"""Storage guarantees: dedup, atomic commits under SIGKILL, fsck, layered indexes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from dpl.engine import Store
+from dpl.engine.files import plan_sources
+from dplcli import dpl, popen
+
+MB = 1 << 20
+
+
+def store_bytes(root) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root / "chunks" / "objects"):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+def test_identical_bytes_are_stored_once_across_commits_branches_and_repos(tmp_path):
+    s = Store.init(tmp_path / "store")
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(100 * MB))
+    s.create_repo("a")
+    s.create_repo("b")
+    s.put_files("a", "master", plan_sources("/one.bin", [str(data)], recursive=False))
+    first = store_bytes(s.root)
+    assert first >= 100 * MB
+    s.put_files("a", "master", plan_sources("/copy.bin", [str(data)], recursive=False))
+    s.put_files("a", "dev", plan_sources("/x.bin", [str(data)], recursive=False))
+    s.put_files("b", "master", plan_sources("/y.bin", [str(data)], recursive=False))
+    assert store_bytes(s.root) - first < 0.01 * first
+    assert s.read_file("b", "master", "/y.bin") == data.read_bytes()
+
+
+def test_one_byte_edit_in_a_big_file_stores_under_two_percent_new_bytes(tmp_path):
+    s = Store.init(tmp_path / "store")
+    big = bytearray(os.urandom(256 * MB))
+    src = tmp_path / "big.bin"
+    src.write_bytes(big)
+    s.create_repo("a")
+    s.put_files("a", "master", plan_sources("/big.bin", [str(src)], recursive=False))
+    before = store_bytes(s.root)
+    big[128 * MB] ^= 0xFF
+    src.write_bytes(big)
+    s.put_files("a", "master", plan_sources("/big.bin", [str(src)], recursive=False))
+    assert store_bytes(s.root) - before < 0.02 * 256 * MB
+    assert s.read_file("a", "master", "/big.bin") == bytes(big)
+    assert s.read_file("a", "master^", "/big.bin")[128 * MB] == big[128 * MB] ^ 0xFF
+
+
+def test_small_files_share_chunks(tmp_path):
+    s = Store.init(tmp_path / "store")
+    src = tmp_path / "small"
+    src.mkdir()
+    for i in range(2000):
+        (src / f"{i:05}.txt").write_bytes(os.urandom(500))
+    s.create_repo("a")
+    s.put_files("a", "master", plan_sources(None, [str(src)], recursive=True))
+    objects = sum(len(f) for _, _, f in os.walk(s.root / "chunks" / "objects"))
+    assert objects < 10  # ~1 MB of data: one or two chunks plus the index
+
+
+def make_tree(root, n_files=20000, n_big=3):
+    root.mkdir()
+    for d in range(20):
+        (root / f"d{d:02}").mkdir()
+    for i in range(n_files):
+        (root / f"d{i % 20:02}" / f"f{i:06}").write_bytes(os.urandom(256))
+    for i in range(n_big):
+        (root / f"big{i}.bin").write_bytes(os.urandom(20 * MB))
+
+
+def test_sigkill_during_put_leaves_branch_unchanged_and_store_readable(tmp_path):
+    root = tmp_path / "store"
+    dpl("init", root)
+    dpl("create-repo", "data", store=root)
+    dpl("put-file", "data@master:/before.txt", "-", input=b"committed", store=root)
+    tree = tmp_path / "tree"
+    make_tree(tree)
+    head = json.loads(dpl("inspect-commit", "data@master", "-o", "json", store=root).stdout)["id"]
+    outcomes = []
+    for delay in (0.05, 0.3, 0.8, 1.5, 3.0):
+        proc = popen("put-file", "data@master", tree, "-r", store=root)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = json.loads(dpl("inspect-commit", "data@master", "-o", "json", store=root).stdout)
+        if now["id"] == head:
+            outcomes.append("unchanged")
+        else:  # the put finished before the kill: the commit must be whole
+            assert now["files"] == 20000 + 3 + 1 and now["parent"] == head
+            outcomes.append("complete")
+            head = now["id"]
+        assert dpl("get-file", "data@master:/before.txt", store=root).stdout == b"committed"
+        fsck = dpl("fsck", "-o", "json", store=root, check=False)
+        assert fsck.returncode == 0, fsck.stdout.decode()
+    assert "unchanged" in outcomes  # at least one kill landed mid-write
+    dpl("put-file", "data@master", tree, "-r", store=root)
+    assert json.loads(dpl("inspect-commit", "data@master", "-o", "json", store=root).stdout)["files"] == 20004
+
+
+def test_fsck_names_the_file_whose_chunk_was_corrupted(tmp_path):
+    root = tmp_path / "store"
+    dpl("init", root)
+    dpl("create-repo", "data", store=root)
+    (tmp_path / "victim.bin").write_bytes(os.urandom(3 * MB))
+    (tmp_path / "other.txt").write_text("fine")
+    dpl("put-file", "data@master:/models/victim.bin", tmp_path / "victim.bin", store=root)
+    dpl("put-file", "data@master:/other.txt", tmp_path / "other.txt", store=root)
+    assert dpl("fsck", store=root).returncode == 0
+    s = Store.open(root)
+    row = s.file_row("data", "master", "/models/victim.bin")
+    chunk = row["refs"][1]["chunk"]
+    path = s.chunks.local_path(chunk)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    proc = dpl("fsck", store=root, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert chunk.hex() in err and "/models/victim.bin" in err and "/other.txt" not in err
+    # Reading the damaged file fails loudly instead of returning wrong bytes.
+    get = dpl("get-file", "data@master:/models/victim.bin", store=root, check=False)
+    assert get.returncode != 0 and "damaged" in get.stderr.decode()
+
+
+def test_a_commit_on_a_big_head_writes_only_its_own_rows(tmp_path):
+    s = Store.init(tmp_path / "store")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5000):
+        (src / f"{i:05}").write_bytes(b"x")
+    s.create_repo("a")
+    base = s.put_files("a", "master", plan_sources(None, [str(src)], recursive=True))
+    (tmp_path / "one").write_text("1")
+    for i in range(30):
+        c = s.put_files("a", "master", plan_sources(f"/new/{i}", [str(tmp_path / "one")], recursive=False))
+        # The 5000-row base layer is shared, never rewritten by small commits.
+        assert c.layers[0] == base.layers[0]
+        assert len(c.layers) <= 8
+    assert c.nfiles == 5030
+    assert s.list_files("a", "master", "/", recursive=True).num_rows == 5030
+
+
+def test_concurrent_writers_lose_no_commit(tmp_path):
+    root = tmp_path / "store"
+    dpl("init", root)
+    dpl("create-repo", "data", store=root)
+    procs = []
+    for w in range(4):
+        script = (
+            "from dpl.engine import Store\n"
+            "import sys\n"
+            f"s = Store.open({str(root)!r})\n"
+            "from dpl.engine.files import Source\n"
+            "for i in range(25):\n"
+            f"    open('/tmp/dpl-w{w}-{os.getpid()}', 'w').write(str(i))\n"
+            f"    s.put_files('data', 'master', [Source('/tmp/dpl-w{w}-{os.getpid()}', '/w{w}/' + str(i))])\n"
+        )
+        procs.append(__import__("subprocess").Popen([__import__("sys").executable, "-c", script]))
+    assert all(p.wait() == 0 for p in procs)
+    history = json.loads(dpl("list-commit", "data@master", "-o", "json", store=root).stdout)
+    assert len(history) == 100
+    assert json.loads(dpl("inspect-commit", "data@master", "-o", "json", store=root).stdout)["files"] == 100
