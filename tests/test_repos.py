@@ -11,13 +11,6 @@ import pytest
 from dplcli import dpl
 
 
-@pytest.fixture
-def store(tmp_path):
-    root = tmp_path / "store"
-    dpl("init", root)
-    return root
-
-
 def put(store, target, *sources, **kw):
     return dpl("put-file", target, *sources, store=store, **kw)
 

