@@ -312,6 +312,7 @@ class RepoOps:
         commit_id: str | None = None,
         origin: str = "user",
         job: str | None = None,
+        hook=None,
     ) -> Commit:
         """Make `delta` the new head commit of `branch`, atomically.
 
@@ -319,7 +320,8 @@ class RepoOps:
         commit's parent is whatever the head is at that instant (a writer
         that raced us simply becomes our parent).  `expect_head` turns that
         rebase into a refusal, for writes that depended on the old head
-        (appends).
+        (appends).  `hook(db, commit_id)` runs inside the same transaction
+        (a job records its success there, so output and job state agree).
         """
         self.chunks.sync()  # bytes durable before any commit refers to them
         delta_tables = [index.read_layer(self.chunks, l) for l in delta]
@@ -349,8 +351,16 @@ class RepoOps:
                     (repo, cid, branch, head, layers_json, delta_json, size, nfiles, now, now, description or "", origin, job),
                 )
             db.execute("UPDATE branches SET head=? WHERE repo=? AND name=?", (cid, repo, branch))
+            # Downstream jobs are created in the same transaction as the commit:
+            # a crash can never leave a commit whose pipelines never hear of it.
+            self._on_commit_landed(db, repo, branch, cid, origin)
+            if hook is not None:
+                hook(db, cid)
         self._compact(repo, cid)
         return self.get_commit(repo, cid)
+
+    def _on_commit_landed(self, db, repo: str, branch: str, commit_id: str, origin: str) -> None:
+        """Called inside the landing transaction; the job layer starts waves here."""
 
     def _stats_after(self, base: Commit | None, delta_tables) -> tuple[int, int]:
         """Size and file count of base + delta, touching only the changed paths."""

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 from dpl.engine.files import FileOps
+from dpl.engine.jobs import JobOps
+from dpl.engine.pipelines import PipelineOps
 from dpl.engine.repos import RepoOps
 from dpl.storage.chunkstore import ChunkStore
 from dpl.storage.errors import StoreExists, StoreNotFound
@@ -21,6 +23,7 @@ from dpl.storage.metadata import Metadata
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
+S3_DEFAULT_CACHE_BYTES = 2 << 30
 
 
 def find_store(start: str | os.PathLike | None = None) -> Path:
@@ -40,13 +43,26 @@ def find_store(start: str | os.PathLike | None = None) -> Path:
     )
 
 
-def init_store(path: str | os.PathLike | None = None, *, object_store: str | None = None, durable: bool = True) -> Path:
-    """Create a store; `path` defaults to DPL_STORE or ./.dpl."""
+def init_store(
+    path: str | os.PathLike | None = None,
+    *,
+    object_store: str | None = None,
+    durable: bool = True,
+    cache_bytes: int | None = None,
+) -> Path:
+    """Create a store; `path` defaults to DPL_STORE or ./.dpl.
+
+    `object_store` is "local" (chunks under the store directory) or
+    `s3://BUCKET/PREFIX`; then `cache_bytes` bounds the local read cache.
+    """
     root = Path(path or os.environ.get("DPL_STORE") or Path.cwd() / STORE_DIR)
     if (root / CONFIG).exists():
         raise StoreExists(f"A dpl store already exists at {root}.")
-    root.mkdir(parents=True, exist_ok=True)
     config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": "local"}
+    if config["object_store"] != "local":
+        config["cache_bytes"] = cache_bytes or S3_DEFAULT_CACHE_BYTES
+        open_chunk_store(root, config).check()  # a wrong URL, bucket or credential fails here, not at the first put
+    root.mkdir(parents=True, exist_ok=True)
     if config["object_store"] == "local":
         LocalChunkStore.create(str(root / "chunks"))
     Metadata(str(root / "meta.db")).close()
@@ -60,15 +76,18 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     url = config.get("object_store", "local")
     if url == "local":
         return LocalChunkStore(str(root / "chunks"), durable=config.get("durable", True))
-    raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use a local store.")
+    if url.startswith("s3://"):
+        from dpl.storage.s3 import S3ChunkStore
+
+        return S3ChunkStore(url, str(root / "cache"), cache_bytes=int(config.get("cache_bytes", S3_DEFAULT_CACHE_BYTES)))
+    raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
 
 
-class Store(RepoOps, FileOps):
-    """The Python API of dpl: one store's repos, commits, files (and, as
-    they are added, pipelines and jobs)."""
+class Store(JobOps, PipelineOps, RepoOps, FileOps):
+    """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.config = json.loads((self.root / CONFIG).read_text())
         self.db = Metadata(str(self.root / "meta.db"))
         self.chunks = open_chunk_store(self.root, self.config)

@@ -32,6 +32,10 @@ SCHEMA = pa.schema(
         ("hash", pa.binary(16)),
         ("refs", REFS_TYPE),
         ("deleted", pa.bool_()),
+        # The datum that wrote the file, in a pipeline's output repo (null in
+        # user repos): provenance of a file is one lookup, and removing a
+        # datum's outputs is a filter on this column, not a scan of logs.
+        ("datum", pa.binary(16)),
     ]
 )
 EMPTY = SCHEMA.empty_table()
@@ -51,7 +55,7 @@ class Layer:
         return cls(bytes.fromhex(d["id"]), int(d["rows"]))
 
 
-def make_table(paths, sizes, hashes, refs, deleted=None) -> pa.Table:
+def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Table:
     n = len(paths)
     table = pa.table(
         {
@@ -60,6 +64,7 @@ def make_table(paths, sizes, hashes, refs, deleted=None) -> pa.Table:
             "hash": pa.array(hashes, pa.binary(16)),
             "refs": refs if isinstance(refs, pa.Array) else pa.array(refs, REFS_TYPE),
             "deleted": pa.array(deleted if deleted is not None else np.zeros(n, bool), pa.bool_()),
+            "datum": datums if isinstance(datums, pa.Array) else pa.array(datums if datums is not None else [None] * n, pa.binary(16)),
         },
         schema=SCHEMA,
     )
@@ -86,13 +91,28 @@ def _first_of_each_path(table: pa.Table) -> pa.Table:
 
 
 def write_layer(store: ChunkStore, table: pa.Table) -> Layer:
+    return Layer(write_table(store, table), table.num_rows)
+
+
+def write_table(store: ChunkStore, table: pa.Table) -> bytes:
+    """Store any Arrow table as one IPC-file object; return its id."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, SCHEMA) as writer:
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=1 << 20)
     data = sink.getvalue()
     oid = object_id(data)
     store.put(oid, data)
-    return Layer(oid, table.num_rows)
+    return oid
+
+
+def read_table(store: ChunkStore, oid: bytes) -> pa.Table:
+    """Read an Arrow table object (memory-mapped where the store is local)."""
+    try:
+        path = store.local_path(oid)
+        source = pa.memory_map(path) if path is not None else pa.py_buffer(store.get(oid))
+        return pa.ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowInvalid) as e:
+        raise Corruption(f"Table object {oid.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
 
 
 def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:

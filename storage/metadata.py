@@ -53,6 +53,98 @@ MIGRATIONS: list[str] = [
     CREATE INDEX commits_by_id ON commits(id);
     CREATE INDEX commits_by_branch ON commits(repo, branch, state);
     """,
+    """
+    CREATE TABLE pipelines (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL,                        -- normalised spec JSON (secrets by name only)
+        spec_hash TEXT NOT NULL,
+        transform_hash TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'running',     -- 'running' or 'stopped'
+        output_branch TEXT NOT NULL DEFAULT 'master',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE pipeline_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        spec_hash TEXT NOT NULL,
+        transform_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        history_commit TEXT,                       -- commit in the store's spec git repository
+        code TEXT NOT NULL DEFAULT '{}',           -- git HEAD / dirty of the spec's work tree
+        reprocess INTEGER NOT NULL DEFAULT 0,      -- bumped by update-pipeline --reprocess
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE pipeline_inputs (
+        pipeline TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        PRIMARY KEY (pipeline, repo, branch)
+    );
+    CREATE TABLE jobs (
+        id TEXT NOT NULL,                          -- the global id of the wave
+        pipeline TEXT NOT NULL,
+        version INTEGER NOT NULL,                  -- pipeline version it runs
+        state TEXT NOT NULL,                       -- created, running, success, failure, unrunnable
+        reason TEXT NOT NULL DEFAULT 'commit',     -- commit, create, update, reprocess, start
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        heartbeat REAL,
+        owner TEXT,                                -- host:pid:nonce of the runner holding the job
+        inputs TEXT NOT NULL DEFAULT '[]',         -- [{name, repo, branch, commit}], pinned at start
+        salt TEXT,                                 -- transform hash the datum ids were made with
+        executor TEXT NOT NULL DEFAULT '{}',       -- kind, sandbox, image digest
+        datum_list TEXT,                           -- object id of the Arrow table of every datum
+        output_commit TEXT,
+        processed INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        PRIMARY KEY (pipeline, id)
+    );
+    CREATE INDEX jobs_by_id ON jobs(id);
+    CREATE INDEX jobs_by_state ON jobs(state, created);
+    CREATE TABLE datums (
+        pipeline TEXT NOT NULL,
+        job TEXT NOT NULL,
+        datum TEXT NOT NULL,
+        key TEXT NOT NULL,                         -- the glob matches it is made of
+        state TEXT NOT NULL,                       -- success, failed
+        reason TEXT,                               -- why it ran: new input, changed content, spec changed, ...
+        inputs TEXT NOT NULL,                      -- [{name, repo, commit, path, files: [[path, hash, size]]}]
+        started REAL,
+        finished REAL,
+        tries INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        stdout TEXT,
+        stderr TEXT,
+        error TEXT,
+        outputs INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pipeline, job, datum)
+    );
+    CREATE INDEX datums_by_id ON datums(pipeline, datum);
+    CREATE TABLE datum_outputs (
+        pipeline TEXT NOT NULL,
+        datum TEXT NOT NULL,
+        batch TEXT NOT NULL,                       -- object id of the Arrow table holding the rows
+        start INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        job TEXT NOT NULL,                         -- the job that really ran it
+        PRIMARY KEY (pipeline, datum)
+    );
+    CREATE TABLE lineage (
+        repo TEXT NOT NULL,                        -- an input file version ...
+        path TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        pipeline TEXT NOT NULL,                    -- ... was read by this datum
+        datum TEXT NOT NULL,
+        PRIMARY KEY (repo, path, hash, pipeline, datum)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -77,6 +169,12 @@ class Metadata:
         return conn
 
     def _migrate(self) -> None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row and int(row[0]) == SCHEMA_VERSION:
+                return  # the common case takes no write lock
+        except sqlite3.OperationalError:
+            pass  # a new database: no meta table yet
         with self.write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

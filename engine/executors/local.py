@@ -1,0 +1,208 @@
+"""The local executor (the embedded default): one sandbox per datum.
+
+With bubblewrap the step sees exactly Pachyderm's layout: `/pfs/<input>`
+read-only, `/pfs/out` writable, the host's system directories read-only, a
+private `/tmp`, its own pid namespace and no network (unless the spec's
+`dpl.network` asks for it).  Nothing the step does can change a stored
+byte: the store is either hidden (under `/tmp`) or mounted read-only.
+
+Without bubblewrap (or with DPL_SANDBOX=none) the step runs as a plain
+subprocess; `/pfs/` in its command, stdin and environment is rewritten to
+the datum's real directory so that the same specs still work, and the
+engine says once that the step is not isolated.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
+from dpl.engine.workspace import ChunkReader, collect, materialize
+
+log = logging.getLogger("dpl")
+LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail)
+_HIDDEN = {"proc", "dev", "sys", "tmp", "pfs", "run", "lost+found"}
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_path() -> str | None:
+    """bubblewrap, if it is installed and can make a sandbox here."""
+    if os.environ.get("DPL_SANDBOX", "").lower() in ("none", "subprocess", "0", "off"):
+        return None
+    path = shutil.which("bwrap")
+    if not path:
+        return None
+    probe = subprocess.run([path, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"], capture_output=True)
+    return path if probe.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _say_unsandboxed() -> None:
+    log.warning(
+        "bubblewrap (bwrap) is not available: datums run as plain subprocesses, with /pfs paths "
+        "rewritten to their real directories and no isolation (install bubblewrap for a sandbox)."
+    )
+
+
+def base_env() -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["HOME"] = "/tmp"
+    return env
+
+
+class LocalExecutor:
+    kind = "local"
+
+    def __init__(self):
+        self._running: dict[str, set[subprocess.Popen]] = {}
+
+    def start(self, ctx: JobContext) -> dict:
+        ctx.scratch.mkdir(parents=True, exist_ok=True)
+        (ctx.scratch / "cache").mkdir(exist_ok=True)
+        self._running[ctx.job] = set()
+        if bwrap_path() is None:
+            _say_unsandboxed()
+        return {"kind": "local", "sandbox": "bwrap" if bwrap_path() else "subprocess"}
+
+    def slots(self, ctx: JobContext) -> int:
+        return ctx.spec.parallelism
+
+    def stop(self, ctx: JobContext) -> None:
+        for proc in list(self._running.pop(ctx.job, ())):
+            _kill(proc)
+
+    def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult:
+        result = DatumResult(task.datum, None, started=time.time())
+        work = ctx.scratch / f"{task.datum[:16]}-{uuid.uuid4().hex[:8]}"
+        pfs, out = work / "pfs", work / "pfs" / "out"
+        try:
+            out.mkdir(parents=True)
+            materialize(_reader(ctx), task, str(pfs), cache_dir=str(ctx.scratch / "cache"))
+            self._execute(ctx, task, work, pfs, result)
+            if result.ok:
+                pfs_map = {f"/pfs/{i.name}": str(pfs / i.name) for i in task.inputs}
+                result.outputs = collect(ctx.chunks, str(out), pfs_map=pfs_map)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            result.finished = time.time()
+        return result
+
+    def _execute(self, ctx: JobContext, task: DatumTask, work, pfs, result: DatumResult) -> None:
+        t = ctx.spec.transform
+        cmd, stdin = list(t["cmd"]), "\n".join(t.get("stdin", []))
+        env = {**base_env(), **t.get("env", {}), **ctx.secrets, **task.env}
+        cwd = t.get("working_dir") or ctx.code_dir or "/"
+        sandbox = bwrap_path()
+        if sandbox:
+            argv = self._bwrap(sandbox, ctx, task, pfs, cwd) + cmd
+            popen_cwd = "/"
+        else:
+            real = str(pfs) + "/"
+            cmd = [c.replace("/pfs/", real) for c in cmd]
+            stdin = stdin.replace("/pfs/", real)
+            env = {k: v.replace("/pfs/", real) if v.startswith("/pfs/") else v for k, v in env.items()}
+            env["PFS"] = str(pfs)
+            argv = cmd
+            popen_cwd = cwd if os.path.isdir(cwd) else "/"
+        stdin_path, out_path, err_path = work / "stdin", work / "stdout", work / "stderr"
+        stdin_path.write_text(stdin + ("\n" if stdin else ""))
+        with open(stdin_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
+            try:
+                proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, env=env, cwd=popen_cwd, start_new_session=True)
+            except (FileNotFoundError, PermissionError) as e:
+                result.error = f"cannot run {cmd[0]!r}: {e.strerror}"
+                return
+            running = self._running.setdefault(ctx.job, set())
+            running.add(proc)
+            try:
+                result.exit_code, result.error = _wait(proc, ctx)
+            finally:
+                running.discard(proc)
+        result.stdout, result.stderr = _tail(out_path), _tail(err_path)
+        accepted = set(t.get("accept_return_code", [])) | {0}
+        if result.error is None and result.exit_code in accepted:
+            result.exit_code = 0
+        elif result.error is None:
+            result.error = f"exited with code {result.exit_code}"
+
+    def _bwrap(self, bwrap: str, ctx: JobContext, task: DatumTask, pfs, cwd: str) -> list[str]:
+        args = [bwrap, "--die-with-parent", "--unshare-all", "--hostname", "dpl"]
+        if ctx.spec.network:
+            args.append("--share-net")
+        for entry in sorted(os.listdir("/")):
+            if entry in _HIDDEN:
+                continue
+            host = "/" + entry
+            if os.path.islink(host):
+                args += ["--symlink", os.readlink(host), host]
+            elif os.path.isdir(host):
+                args += ["--ro-bind", host, host]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/pfs"]
+        if os.path.isdir(cwd) and cwd.startswith(("/tmp/", "/run/")):
+            args += ["--ro-bind", cwd, cwd]  # a spec directory the /tmp tmpfs would hide
+        for inp in task.inputs:
+            args += ["--ro-bind", str(pfs / inp.name), f"/pfs/{inp.name}"]
+        args += ["--bind", str(pfs / "out"), "/pfs/out"]
+        for mount_path, data in ctx.secret_files.items():
+            host = pfs.parent / ("secret-" + uuid.uuid4().hex)
+            host.write_bytes(data)
+            args += ["--ro-bind", str(host), mount_path]
+        args += ["--chdir", cwd if os.path.isdir(cwd) else "/"]
+        return args
+
+
+def _wait(proc: subprocess.Popen, ctx: JobContext) -> tuple[int | None, str | None]:
+    """Wait for the step; kill its whole process tree on a timeout or cancel."""
+    limit = ctx.spec.datum_timeout
+    started = time.time()
+    while True:
+        left = [x for x in (limit - (time.time() - started) if limit else None, ctx.time_left()) if x is not None]
+        try:
+            return proc.wait(timeout=min([0.5] + left)), None
+        except subprocess.TimeoutExpired:
+            pass
+        if ctx.cancelled.is_set():
+            _kill(proc)
+            return None, "cancelled"
+        if limit and time.time() - started >= limit:
+            _kill(proc)
+            return None, f"timed out after {ctx.spec.raw['datum_timeout']} (datum_timeout)"
+        if ctx.deadline and time.time() >= ctx.deadline:
+            _kill(proc)
+            return None, f"killed when the job timed out after {ctx.spec.raw['job_timeout']} (job_timeout)"
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _tail(path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - LOG_LIMIT))
+        return f.read()
+
+
+def _reader(ctx: JobContext) -> ChunkReader:
+    reader = getattr(ctx, "_reader", None)
+    if reader is None:
+        reader = ChunkReader(ctx.chunks)
+        ctx._reader = reader
+    return reader

@@ -1,0 +1,752 @@
+"""Jobs: the waves of work a commit starts, run incrementally and resumably.
+
+A finished user commit starts a *wave*: one job, sharing the commit's global
+id, for every pipeline downstream of its branch (created in the commit's own
+transaction).  A job may run when no older job of its pipeline and no job of
+an upstream pipeline in its wave is still unfinished, which runs each wave
+in DAG order and each pipeline's waves in commit order.
+
+Running a job:
+1. pin its input commits (the wave's commit where the wave touched the repo,
+   else the branch head) and record them, so a resumed job sees the same data;
+2. cut them into datums (`datums`), each with an id that hashes the
+   transform with the input files;
+3. compare with the datums of the job that made the current output: equal
+   ids are carried forward, ids that disappeared take their outputs with
+   them, and of the new ids only those never processed before are run;
+4. run those on the executor, `datum_tries` times at most, recording each
+   datum's outputs as it finishes (a killed runner redoes none of them);
+5. land the output commit (previous output + tombstones + new outputs) and
+   the job's success in one transaction.
+
+Two runners never hold one job: a job is claimed by compare-and-swap on its
+owner, kept by a heartbeat, and taken over when its owner has died.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dpl.engine import datums as datums_mod
+from dpl.engine.executors import get_executor
+from dpl.engine.executors.base import DatumResult, JobContext
+from dpl.storage import index
+from dpl.storage.errors import DatumNotFound, DplError, JobFailed, JobNotFound
+
+log = logging.getLogger("dpl")
+
+LEASE_SECONDS = 30.0
+HEARTBEAT_SECONDS = 2.0
+FLUSH_SECONDS = 1.0
+FLUSH_DATUMS = 500
+LOG_TAIL = 2000  # characters of a failed datum's log quoted in the job's error
+UNFINISHED = ("created", "running")
+DATUM_LIST_SCHEMA = pa.schema([("datum", pa.binary(16)), ("key", pa.string()), ("state", pa.string())])
+
+Progress = Callable[[dict, int, int], None]  # (job, datums done, datums total)
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, pid, _ = (owner.split(":") + ["", ""])[:3]
+    if host != socket.gethostname():
+        return True  # another machine: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+
+
+class _Graph:
+    """Pipelines, what they read and where they write, from the metadata."""
+
+    def __init__(self, db):
+        self.pipelines = {r["name"]: r for r in db.execute("SELECT name, version, state, output_branch FROM pipelines").fetchall()}
+        self.inputs: dict[str, set[tuple[str, str]]] = {}
+        self.readers: dict[tuple[str, str], set[str]] = {}
+        for r in db.execute("SELECT pipeline, repo, branch FROM pipeline_inputs").fetchall():
+            self.inputs.setdefault(r["pipeline"], set()).add((r["repo"], r["branch"]))
+            self.readers.setdefault((r["repo"], r["branch"]), set()).add(r["pipeline"])
+
+    def output(self, pipeline: str) -> tuple[str, str]:
+        return pipeline, self.pipelines[pipeline]["output_branch"]
+
+    def downstream(self, sources: list[tuple[str, str]], roots: list[str] = ()) -> list[str]:
+        found, frontier = set(roots), list(sources) + [self.output(p) for p in roots if p in self.pipelines]
+        while frontier:
+            for p in self.readers.get(frontier.pop(), ()):
+                if p not in found and self.pipelines[p]["state"] == "running":
+                    found.add(p)
+                    frontier.append(self.output(p))
+        return sorted(found)
+
+    def upstream(self, pipeline: str) -> set[str]:
+        found, frontier = set(), [pipeline]
+        while frontier:
+            for repo, branch in self.inputs.get(frontier.pop(), ()):
+                if repo in self.pipelines and repo not in found and self.output(repo) == (repo, branch):
+                    found.add(repo)
+                    frontier.append(repo)
+        return found
+
+
+class JobOps:
+    """Mixed into `Store`: waves, the job runner, and reading jobs and datums."""
+
+    # ----------------------------------------------------------------- waves
+
+    def _on_commit_landed(self, db, repo, branch, commit_id, origin) -> None:
+        if origin == "user":
+            self._start_wave(db, commit_id, [(repo, branch)], reason="commit")
+
+    def _start_wave(self, db, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
+        graph = _Graph(db)
+        targets = graph.downstream(sources, roots)
+        now = time.time()
+        for p in targets:
+            db.execute(
+                "INSERT OR IGNORE INTO jobs (id, pipeline, version, state, reason, created) VALUES (?, ?, ?, 'created', ?, ?)",
+                (wave, p, graph.pipelines[p]["version"], reason if p in roots or reason == "commit" else "upstream", now),
+            )
+        return targets
+
+    def trigger_pipeline(self, name: str, reason: str = "create") -> str:
+        """Start a wave at pipeline `name` (and everything downstream of it)."""
+        wave = uuid.uuid4().hex
+        with self.db.write() as db:
+            self._start_wave(db, wave, [], roots=[name], reason=reason)
+        return wave
+
+    # ---------------------------------------------------------------- runner
+
+    def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress: Progress | None = None, wait: bool = True) -> list[dict]:
+        """Run every runnable job until the wave `wave` (or all work) is done.
+
+        Returns the jobs this call ran.  With `wait`, jobs held by another
+        live runner are waited for; a runner that died is taken over.
+        """
+        ran = []
+        owner = _owner_id()
+        while True:
+            if wave is not None and not self._unfinished(wave):
+                break
+            job = self._claim(owner)
+            if job is not None:
+                ran.append(self._run_claimed(job, owner, executor, progress))
+                continue
+            if not wait or not self._unfinished(wave):
+                break
+            time.sleep(0.2)
+        return ran
+
+    def _unfinished(self, wave: str | None) -> bool:
+        if wave is None:
+            return self.db.one("SELECT 1 FROM jobs WHERE state IN ('created', 'running') LIMIT 1") is not None
+        return self.db.one("SELECT 1 FROM jobs WHERE id=? AND state IN ('created', 'running') LIMIT 1", (wave,)) is not None
+
+    def _claim(self, owner: str):
+        with self.db.write() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state IN ('created', 'running') ORDER BY created, rowid").fetchall()
+            if not rows:
+                return None
+            graph = _Graph(db)
+            now = time.time()
+            seen_pipelines: set[str] = set()
+            for r in rows:
+                first_of_pipeline = r["pipeline"] not in seen_pipelines
+                seen_pipelines.add(r["pipeline"])
+                if not first_of_pipeline:
+                    continue  # an older job of this pipeline comes first
+                if r["state"] == "running" and _owner_alive(r["owner"]) and (r["heartbeat"] or 0) > now - LEASE_SECONDS:
+                    continue
+                ups = graph.upstream(r["pipeline"]) if r["pipeline"] in graph.pipelines else set()
+                if any(o["id"] == r["id"] and o["pipeline"] in ups for o in rows):
+                    continue  # an upstream job of the same wave is not done yet
+                bad = [
+                    o["pipeline"]
+                    for o in db.execute("SELECT pipeline FROM jobs WHERE id=? AND state IN ('failure', 'unrunnable')", (r["id"],)).fetchall()
+                    if o["pipeline"] in ups
+                ]
+                if bad or r["pipeline"] not in graph.pipelines:
+                    why = f"upstream job {bad[0]}@{r['id'][:12]} did not succeed" if bad else "the pipeline was deleted"
+                    db.execute(
+                        "UPDATE jobs SET state='unrunnable', finished=?, error=? WHERE pipeline=? AND id=?",
+                        (now, why, r["pipeline"], r["id"]),
+                    )
+                    continue
+                db.execute(
+                    "UPDATE jobs SET state='running', owner=?, heartbeat=?, started=COALESCE(started, ?) WHERE pipeline=? AND id=?",
+                    (owner, now, now, r["pipeline"], r["id"]),
+                )
+                return db.execute("SELECT * FROM jobs WHERE pipeline=? AND id=?", (r["pipeline"], r["id"])).fetchone()
+        return None
+
+    def _run_claimed(self, job, owner: str, executor: str | None, progress: Progress | None) -> dict:
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(HEARTBEAT_SECONDS):
+                with self.db.write() as db:
+                    db.execute("UPDATE jobs SET heartbeat=? WHERE pipeline=? AND id=? AND owner=?", (time.time(), job["pipeline"], job["id"], owner))
+
+        heart = threading.Thread(target=beat, daemon=True)
+        heart.start()
+        try:
+            _JobRun(self, job, owner, executor, progress).run()
+        except DplError as e:
+            self._fail(job, owner, e.message)
+        except Exception as e:
+            self._fail(job, owner, f"internal error: {type(e).__name__}: {e}")
+            raise
+        finally:
+            stop.set()
+            heart.join()
+        return self.inspect_job(job["pipeline"], job["id"])
+
+    def _fail(self, job, owner: str, message: str) -> None:
+        with self.db.write() as db:
+            db.execute(
+                "UPDATE jobs SET state='failure', finished=?, error=? WHERE pipeline=? AND id=? AND owner=?",
+                (time.time(), message, job["pipeline"], job["id"], owner),
+            )
+
+    # ------------------------------------------------------------------ read
+
+    def _job_row(self, pipeline: str | None, job: str):
+        if pipeline:
+            rows = self.db.query("SELECT * FROM jobs WHERE pipeline=? AND id >= ? AND id < ?", (pipeline, job, job + "g"))
+        else:
+            rows = self.db.query("SELECT * FROM jobs WHERE id >= ? AND id < ?", (job, job + "g"))
+        if not rows:
+            raise JobNotFound(f"No job {job!r}" + (f" of pipeline {pipeline!r}." if pipeline else "."), hint="See `dpl list-job`.")
+        if len(rows) > 1:
+            names = ", ".join(sorted(f"{r['pipeline']}@{r['id'][:12]}" for r in rows)[:5])
+            raise JobNotFound(f"{job!r} names several jobs ({names}).", hint="Write PIPELINE@JOB.")
+        return rows[0]
+
+    def inspect_job(self, pipeline: str | None, job: str) -> dict:
+        return _job_dict(self._job_row(pipeline, job))
+
+    def list_jobs(self, pipeline: str | None = None, wave: str | None = None, limit: int | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if pipeline:
+            self._pipeline_row(pipeline)
+            sql += " AND pipeline=?"
+            args.append(pipeline)
+        if wave:
+            sql += " AND id >= ? AND id < ?"
+            args += [wave, wave + "g"]
+        sql += " ORDER BY created DESC, pipeline" + (f" LIMIT {int(limit)}" if limit else "")
+        return [_job_dict(r) for r in self.db.query(sql, args)]
+
+    def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
+        """Every datum of a job: the ones it ran and the ones it skipped."""
+        row = self._job_row(pipeline, job)
+        ran = {r["datum"]: r for r in self.db.query("SELECT * FROM datums WHERE pipeline=? AND job=?", (row["pipeline"], row["id"]))}
+        out = []
+        if row["datum_list"]:
+            table = index.read_table(self.chunks, bytes.fromhex(row["datum_list"]))
+            for d, key, state in zip(table["datum"].to_pylist(), table["key"].to_pylist(), table["state"].to_pylist()):
+                r = ran.pop(d.hex(), None)
+                out.append(_datum_dict(r) if r is not None else {"datum": d.hex(), "key": key, "state": state, "job": row["id"]})
+        out.extend(_datum_dict(r) for r in ran.values())
+        return out
+
+    def inspect_datum(self, pipeline: str | None, job: str, datum: str) -> dict:
+        row = self._job_row(pipeline, job)
+        rows = self.db.query(
+            "SELECT * FROM datums WHERE pipeline=? AND datum >= ? AND datum < ? ORDER BY finished DESC",
+            (row["pipeline"], datum, datum + "g"),
+        )
+        mine = [r for r in rows if r["job"] == row["id"]] or rows
+        if not mine:
+            raise DatumNotFound(f"Datum {datum!r} was not processed by pipeline {row['pipeline']!r}.", hint=f"See `dpl list-datum {row['pipeline']}@{row['id'][:12]}`.")
+        info = _datum_dict(mine[0], full=True)
+        if mine[0]["job"] != row["id"]:
+            info["carried_from_job"] = mine[0]["job"]
+        return info
+
+    def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
+        row = self._job_row(pipeline, job)
+        sql, args = "SELECT * FROM datums WHERE pipeline=? AND job=?", [row["pipeline"], row["id"]]
+        if datum:
+            sql += " AND datum >= ? AND datum < ?"
+            args += [datum, datum + "g"]
+        rows = self.db.query(sql + " ORDER BY started", args)
+        if datum and not rows:
+            raise DatumNotFound(f"Job {row['id'][:12]} of {row['pipeline']!r} ran no datum {datum!r}.", hint="See `dpl list-datum`.")
+        return [{"pipeline": r["pipeline"], "job": r["job"], "datum": r["datum"], "key": r["key"], "state": r["state"],
+                 "stdout": r["stdout"] or "", "stderr": r["stderr"] or ""} for r in rows]
+
+
+def _job_dict(r) -> dict:
+    return {
+        "pipeline": r["pipeline"],
+        "id": r["id"],
+        "version": r["version"],
+        "state": r["state"],
+        "reason": r["reason"],
+        "created": r["created"],
+        "started": r["started"],
+        "finished": r["finished"],
+        "duration": (r["finished"] - r["started"]) if r["finished"] and r["started"] else None,
+        "inputs": json.loads(r["inputs"]),
+        "output_commit": r["output_commit"],
+        "executor": json.loads(r["executor"]),
+        "total": r["total"],
+        "processed": r["processed"],
+        "skipped": r["skipped"],
+        "failed": r["failed"],
+        "error": r["error"],
+    }
+
+
+def _datum_dict(r, full: bool = False) -> dict:
+    d = {
+        "datum": r["datum"],
+        "job": r["job"],
+        "key": r["key"],
+        "state": r["state"],
+        "reason": r["reason"],
+        "started": r["started"],
+        "finished": r["finished"],
+        "duration": (r["finished"] - r["started"]) if r["finished"] and r["started"] else None,
+        "tries": r["tries"],
+        "exit_code": r["exit_code"],
+        "outputs": r["outputs"],
+        "error": r["error"],
+    }
+    if full:
+        d["inputs"] = json.loads(r["inputs"])
+    return d
+
+
+class _JobRun:
+    """One attempt at running one claimed job."""
+
+    def __init__(self, store, job, owner: str, executor: str | None, progress: Progress | None):
+        self.store, self.job, self.owner, self.progress = store, job, owner, progress
+        self.pipeline, self.wave = job["pipeline"], job["id"]
+        self.spec = store.pipeline_spec(self.pipeline, job["version"])
+        self.kind = executor or self.spec.executor or store.config.get("executor", "local")
+
+    # ------------------------------------------------------------------ plan
+
+    def _pin_inputs(self) -> list[dict]:
+        pinned = json.loads(self.job["inputs"])
+        if pinned:
+            return pinned
+        for p in self.spec.pfs_inputs():
+            # The wave's own commit where the wave touched this repo, else the head.
+            row = self.store.db.one(
+                "SELECT id FROM commits WHERE repo=? AND id=? AND branch=? AND state='finished'", (p.repo, self.wave, p.branch)
+            )
+            if row is None:
+                row = self.store.db.one("SELECT head AS id FROM branches WHERE repo=? AND name=?", (p.repo, p.branch))
+            commit = row["id"] if row else None
+            pinned.append({"name": p.name, "repo": p.repo, "branch": p.branch, "commit": commit})
+        with self.store.db.write() as db:
+            db.execute("UPDATE jobs SET inputs=? WHERE pipeline=? AND id=?", (json.dumps(pinned), self.pipeline, self.wave))
+        return pinned
+
+    def _salt(self, info: dict) -> str:
+        reprocess = self.store.db.one("SELECT reprocess FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
+        parts = [self.spec.transform_hash(), info.get("image_digest", ""), str(reprocess["reprocess"] if reprocess else 0)]
+        if self.spec.reprocess_every_job:
+            parts.append(self.wave)
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def run(self) -> None:
+        store = self.store
+        pins = self._pin_inputs()
+        scratch = store.root / "tmp" / "jobs" / f"{self.pipeline}-{self.wave[:12]}-{self.owner.rsplit(':', 1)[-1]}"
+        code = store.db.one("SELECT code FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
+        timeout = self.spec.job_timeout
+        started = self.job["started"] or time.time()
+        ctx = JobContext(
+            job=self.wave, pipeline=self.pipeline, spec=self.spec, store_root=store.root, chunks=store.chunks,
+            config=store.config, scratch=scratch, code_dir=json.loads(code["code"]).get("dir") if code else None,
+            deadline=started + timeout if timeout else None,
+        )
+        ctx.secrets, ctx.secret_files = store.resolve_secrets(self.spec) if hasattr(store, "resolve_secrets") else ({}, {})
+        executor = get_executor(self.kind, store.config)
+        info = executor.start(ctx)
+        try:
+            self._run(ctx, executor, info, pins)
+        finally:
+            executor.stop(ctx)
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, ctx: JobContext, executor, info: dict, pins: list[dict]) -> None:
+        store = self.store
+        salt = self._salt(info)
+        pinned = []
+        for p, pin in zip(self.spec.pfs_inputs(), pins):
+            table = store.commit_table(store.get_commit(p.repo, pin["commit"])) if pin["commit"] else index.EMPTY
+            pinned.append(datums_mod.pin(p, pin["commit"], table))
+        dset = datums_mod.build(self.spec, pinned, salt)
+        with store.db.write() as db:
+            db.execute(
+                "UPDATE jobs SET salt=?, executor=?, total=? WHERE pipeline=? AND id=?",
+                (salt, json.dumps(info), len(dset), self.pipeline, self.wave),
+            )
+
+        prev_commit, prev_job = self._previous_output()
+        ids = pa.array(dset.ids, pa.binary(16))
+        prev_ids, prev_keys = self._prev_datums(prev_job)
+        in_prev = pc.is_in(ids, value_set=prev_ids).to_numpy(zero_copy_only=False) if len(prev_ids) else np.zeros(len(dset), bool)
+        candidates = np.flatnonzero(~in_prev).tolist()
+        cached = self._cached([dset.ids[i].hex() for i in candidates])
+        to_run = [i for i in candidates if dset.ids[i].hex() not in cached]
+        resumed = sum(1 for i in candidates if cached.get(dset.ids[i].hex(), {}).get("job") == self.wave)
+        removed = prev_ids.filter(pc.invert(pc.is_in(prev_ids, value_set=ids))) if len(prev_ids) else prev_ids
+
+        reasons = self._reasons(dset, to_run, prev_keys, prev_job, salt)
+        recorder = _Recorder(store, self.pipeline, self.wave)
+        done = len(dset) - len(to_run)
+        self._report(done, len(dset))
+        failure = self._execute(ctx, executor, dset, to_run, reasons, recorder, done)
+        recorder.flush()
+        processed = len(to_run) + resumed
+        skipped = len(dset) - processed
+        states = np.full(len(dset), "skipped", dtype=object)
+        for i in to_run:
+            states[i] = "processed"
+        for i in candidates:
+            if cached.get(dset.ids[i].hex(), {}).get("job") == self.wave:
+                states[i] = "processed"
+        for i in recorder.failed_index:
+            states[i] = "failed"
+        datum_list = pa.table(
+            {"datum": ids, "key": pa.array([dset.key(i) for i in range(len(dset))], pa.string()), "state": pa.array(states.tolist(), pa.string())},
+            schema=DATUM_LIST_SCHEMA,
+        )
+        list_id = index.write_table(store.chunks, datum_list).hex()
+        with store.db.write() as db:
+            db.execute(
+                "UPDATE jobs SET datum_list=?, processed=?, skipped=?, failed=? WHERE pipeline=? AND id=?",
+                (list_id, processed - len(recorder.failed_index), skipped, len(recorder.failed_index), self.pipeline, self.wave),
+            )
+        if failure:
+            raise JobFailed(failure)
+        new = [i for i in candidates]
+        self._land(dset, new, removed, prev_commit, recorder)
+
+    def _report(self, done: int, total: int) -> None:
+        if self.progress:
+            self.progress({"pipeline": self.pipeline, "id": self.wave}, done, total)
+
+    def _previous_output(self):
+        store = self.store
+        head = store.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (self.pipeline, self.spec.output_branch))
+        if head is None or head["head"] is None:
+            return None, None
+        commit = store.get_commit(self.pipeline, head["head"])
+        job = store.db.one("SELECT * FROM jobs WHERE pipeline=? AND id=? AND state='success'", (self.pipeline, commit.job)) if commit.job else None
+        return commit, job
+
+    def _prev_datums(self, prev_job):
+        if prev_job is None or not prev_job["datum_list"]:
+            return pa.array([], pa.binary(16)), {}
+        table = index.read_table(self.store.chunks, bytes.fromhex(prev_job["datum_list"]))
+        return table["datum"].combine_chunks(), None if table.num_rows > 200_000 else table
+
+    def _cached(self, hex_ids: list[str]) -> dict[str, dict]:
+        out = {}
+        for i in range(0, len(hex_ids), 500):
+            part = hex_ids[i : i + 500]
+            rows = self.store.db.query(
+                f"SELECT * FROM datum_outputs WHERE pipeline=? AND datum IN ({','.join('?' * len(part))})", [self.pipeline, *part]
+            )
+            out.update({r["datum"]: dict(r) for r in rows})
+        return out
+
+    def _reasons(self, dset, to_run: list[int], prev_table, prev_job, salt: str) -> dict[int, str]:
+        """Why each datum runs: what a user asks when a job does more than expected."""
+        if not to_run:
+            return {}
+        if prev_job is None:
+            return {i: "new input" for i in to_run}
+        if prev_job["salt"] != salt:
+            return {i: "spec changed" if self.job["reason"] != "reprocess" else "reprocess requested" for i in to_run}
+        prev_by_key = {}
+        if prev_table is not None and len(to_run) < 10_000:
+            wanted = {dset.key(i) for i in to_run}
+            for d, k in zip(prev_table["datum"].to_pylist(), prev_table["key"].to_pylist()):
+                if k in wanted:
+                    prev_by_key[k] = d.hex()
+        failed_before = set()
+        if len(to_run) < 10_000:
+            for i in range(0, len(to_run), 500):
+                part = [dset.ids[j].hex() for j in to_run[i : i + 500]]
+                failed_before.update(
+                    r["datum"]
+                    for r in self.store.db.query(
+                        f"SELECT datum FROM datums WHERE pipeline=? AND state='failed' AND datum IN ({','.join('?' * len(part))})",
+                        [self.pipeline, *part],
+                    )
+                )
+        out = {}
+        for i in to_run:
+            key = dset.key(i)
+            if dset.ids[i].hex() in failed_before:
+                out[i] = "retried after failure"
+            elif key in prev_by_key:
+                out[i] = "changed content: " + self._changed_files(dset, i, prev_by_key[key])
+            else:
+                out[i] = "new input"
+        return out
+
+    def _changed_files(self, dset, i: int, prev_datum: str) -> str:
+        row = self.store.db.one("SELECT inputs FROM datums WHERE pipeline=? AND datum=? LIMIT 1", (self.pipeline, prev_datum))
+        if row is None:
+            return dset.key(i)
+        before = {(inp["name"], f[0]): f[1] for inp in json.loads(row["inputs"]) for f in inp["files"]}
+        now = {}
+        for p, u in dset.tuples[i]:
+            pin = dset.inputs[p]
+            unit = pin.matches.unit(u)
+            for path, h in zip(unit["path"].to_pylist(), unit["hash"].to_pylist()):
+                now[(pin.name, path)] = h.hex()
+        changed = sorted(f"{n}:{p}" for (n, p), h in now.items() if before.get((n, p)) != h)
+        changed += sorted(f"{n}:{p} (deleted)" for (n, p) in before if (n, p) not in now)
+        return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") if changed else dset.key(i)
+
+    # --------------------------------------------------------------- execute
+
+    def _execute(self, ctx, executor, dset, to_run, reasons, recorder, done: int) -> str | None:
+        """Run datums with retries; return the job's error, if it failed."""
+        if not to_run:
+            return None
+        tries_allowed = self.spec.datum_tries
+        failure: list[str] = []
+        lock = threading.Lock()
+        counter = [done]
+
+        def one(i: int):
+            task = dset.task(i, self.wave, self.pipeline)
+            result = None
+            for attempt in range(1, tries_allowed + 1):
+                if ctx.cancelled.is_set() and result is not None:
+                    break
+                try:
+                    result = executor.run_datum(ctx, task)
+                except DplError as e:
+                    result = DatumResult(task.datum, None, error=e.message, started=time.time(), finished=time.time())
+                if result.ok or ctx.cancelled.is_set() or ctx.time_left() == 0:
+                    break
+            recorder.add(i, dset, task, result, attempt, reasons.get(i, "new input"), ctx.secrets)
+            with lock:
+                counter[0] += 1
+                self._report(counter[0], len(dset))
+                if not result.ok and not failure:
+                    failure.append(self._datum_error(task, result, attempt))
+
+        slots = max(1, executor.slots(ctx))
+        pending = iter(to_run)
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="datum") as pool:
+            running = set()
+            for i in pending:
+                running.add(pool.submit(one, i))
+                if len(running) >= slots:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        f.result()
+                    if failure or ctx.time_left() == 0:
+                        break
+            for f in running:
+                f.result()
+        if ctx.time_left() == 0 and not failure:
+            return f"Job {self.wave[:12]} of pipeline {self.pipeline!r} timed out after {self.spec.raw['job_timeout']} (job_timeout)."
+        return failure[0] if failure else None
+
+    def _datum_error(self, task, result: DatumResult, tries: int) -> str:
+        tail = (result.stderr or result.stdout or b"").decode("utf-8", "replace")[-LOG_TAIL:].strip()
+        for value in self.store_secrets():
+            tail = tail.replace(value, "***")
+        code = f" (exit code {result.exit_code})" if result.exit_code not in (None, 0) and "code" not in (result.error or "") else ""
+        return (
+            f"Datum {task.datum[:12]} of pipeline {self.pipeline!r} failed after {tries} "
+            f"{'try' if tries == 1 else 'tries'}: {result.error}{code}." + (f"\n--- log tail ---\n{tail}" if tail else "")
+        )
+
+    def store_secrets(self) -> list[str]:
+        if hasattr(self.store, "resolve_secrets"):
+            env, files = self.store.resolve_secrets(self.spec)
+            return [v for v in env.values() if v]
+        return []
+
+    # ------------------------------------------------------------------ land
+
+    def _land(self, dset, new: list[int], removed: pa.Array, prev_commit, recorder) -> None:
+        store = self.store
+        base = store.commit_table(prev_commit) if prev_commit is not None else index.EMPTY
+        parts, tomb_paths = [], []
+        if prev_commit is not None and prev_commit.job is None:
+            tomb_paths = ["/"]  # the output branch holds files no job made: replace them all
+            base = index.EMPTY
+        elif len(removed) and base.num_rows:
+            gone = base.filter(pc.is_in(base["datum"], value_set=removed))
+            tomb_paths = gone["path"].to_pylist()
+            base = base.filter(pc.invert(pc.is_in(base["datum"], value_set=removed)))
+        new_ids = [dset.ids[i].hex() for i in new]
+        outputs = self._outputs_of(new_ids, recorder)
+        if outputs.num_rows:
+            parts.append(outputs)
+        self._check_duplicates(outputs, base)
+        n = len(tomb_paths)
+        tombs = index.make_table(tomb_paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+        delta = pa.concat_tables([tombs] + [p.select(index.SCHEMA.names) for p in parts]) if parts else tombs
+        delta = index.sort_unique(delta.combine_chunks()) if delta.num_rows else delta
+        layers = [index.write_layer(store.chunks, delta)] if delta.num_rows else []
+
+        def finish(db, cid):
+            db.execute(
+                "UPDATE jobs SET state='success', finished=?, output_commit=? WHERE pipeline=? AND id=? AND owner=?",
+                (time.time(), cid, self.pipeline, self.wave, self.owner),
+            )
+
+        existing = store.db.one("SELECT id FROM commits WHERE repo=? AND id=?", (self.pipeline, self.wave))
+        commit_id = self.wave if existing is None else uuid.uuid4().hex
+        store._land(
+            self.pipeline, self.spec.output_branch, layers, description=f"output of job {self.wave[:12]}",
+            commit_id=commit_id, origin="auto", job=self.wave, hook=finish,
+        )
+
+    def _outputs_of(self, hex_ids: list[str], recorder) -> pa.Table:
+        """The output rows of these datums, from the batches they were recorded in."""
+        rows = self._cached(hex_ids)
+        by_batch: dict[str, list[tuple[int, int]]] = {}
+        for r in rows.values():
+            if r["count"]:
+                by_batch.setdefault(r["batch"], []).append((r["start"], r["count"]))
+        tables = []
+        for batch, spans in by_batch.items():
+            table = index.read_table(self.store.chunks, bytes.fromhex(batch))
+            take = np.concatenate([np.arange(s, s + c) for s, c in sorted(spans)])
+            tables.append(table.take(pa.array(take)))
+        if not tables:
+            return index.EMPTY
+        return pa.concat_tables(tables).combine_chunks()
+
+    def _check_duplicates(self, outputs: pa.Table, base: pa.Table) -> None:
+        """Pachyderm 2's rule: two datums may not write the same path."""
+        if outputs.num_rows == 0:
+            return
+        counts = outputs.group_by("path").aggregate([("path", "count")])
+        dup = counts.filter(pc.greater(counts["path_count"], 1))
+        if dup.num_rows:
+            path = dup["path"][0].as_py()
+            owners = outputs.filter(pc.equal(outputs["path"], path))["datum"].to_pylist()
+            raise JobFailed(self._dup_message(path, owners[0], owners[1]))
+        if base.num_rows:
+            clash = base.filter(pc.is_in(base["path"], value_set=outputs["path"]))
+            if clash.num_rows:
+                path = clash["path"][0].as_py()
+                other = outputs.filter(pc.equal(outputs["path"], path))["datum"][0].as_py()
+                raise JobFailed(self._dup_message(path, clash["datum"][0].as_py(), other))
+
+    def _dup_message(self, path: str, a: bytes, b: bytes) -> str:
+        return (
+            f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: duplicate path output by different datums: "
+            f"{path} was written by datum {a.hex()[:12]} and by datum {b.hex()[:12]}."
+        )
+
+
+class _Recorder:
+    """Buffers finished datums and records them in batches.
+
+    Outputs of many datums share one Arrow table object (a datum is a row
+    range of it); the datum records, their output ranges and their lineage
+    are written in one transaction per batch, after the chunks are durable.
+    """
+
+    def __init__(self, store, pipeline: str, job: str):
+        self.store, self.pipeline, self.job = store, pipeline, job
+        self.lock = threading.Lock()
+        self.pending: list[tuple] = []
+        self.failed_index: list[int] = []
+        self.last_flush = time.time()
+
+    def add(self, i: int, dset, task, result: DatumResult, tries: int, reason: str, secrets: dict) -> None:
+        def scrub(b: bytes) -> str:
+            text = b.decode("utf-8", "replace")
+            for value in secrets.values():
+                if value:
+                    text = text.replace(value, "***")
+            return text
+
+        inputs = [
+            {"name": inp.name, "repo": inp.repo, "commit": inp.commit, "path": inp.match,
+             "files": [[f["path"], f["hash"].hex(), f["size"]] for f in inp.files]}
+            for inp in task.inputs
+        ]
+        record = (i, task.datum, dset.key(i), result, tries, reason, inputs, scrub(result.stdout), scrub(result.stderr))
+        with self.lock:
+            self.pending.append(record)
+            if not result.ok:
+                self.failed_index.append(i)
+            if len(self.pending) >= FLUSH_DATUMS or time.time() - self.last_flush > FLUSH_SECONDS:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self.last_flush = time.time()
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        tables, spans, start = [], {}, 0
+        for _, datum, _, result, *_ in pending:
+            if result.ok and result.outputs is not None:
+                t = result.outputs
+                n = t.num_rows
+                t = t.set_column(t.schema.get_field_index("datum"), "datum", pa.array([bytes.fromhex(datum)] * n, pa.binary(16)))
+                tables.append(t)
+                spans[datum] = (start, n)
+                start += n
+        batch = index.write_table(self.store.chunks, pa.concat_tables(tables)).hex() if start else ""
+        self.store.chunks.sync()
+        with self.store.db.write() as db:
+            for _, datum, key, result, tries, reason, inputs, stdout, stderr in pending:
+                db.execute(
+                    "INSERT OR REPLACE INTO datums (pipeline, job, datum, key, state, reason, inputs, started, finished, tries, "
+                    "exit_code, stdout, stderr, error, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.pipeline, self.job, datum, key, "success" if result.ok else "failed", reason, json.dumps(inputs),
+                     result.started, result.finished, tries, result.exit_code, stdout, stderr, result.error, spans.get(datum, (0, 0))[1]),
+                )
+                if result.ok:
+                    s, n = spans.get(datum, (0, 0))
+                    db.execute(
+                        "INSERT OR REPLACE INTO datum_outputs (pipeline, datum, batch, start, count, job) VALUES (?, ?, ?, ?, ?, ?)",
+                        (self.pipeline, datum, batch, s, n, self.job),
+                    )
+                    db.executemany(
+                        "INSERT OR IGNORE INTO lineage (repo, path, hash, pipeline, datum) VALUES (?, ?, ?, ?, ?)",
+                        [(inp["repo"], f[0], f[1], self.pipeline, datum) for inp in inputs for f in inp["files"]],
+                    )

@@ -1,0 +1,284 @@
+"""Pipeline specs: Pachyderm's JSON format, validated against specs/pipeline.schema.json.
+
+The JSON Schema is the single source of truth for what a spec may hold;
+this module turns its verdicts into one sentence naming the JSON path of the
+offending field (`spec.transform.cmd: ...`), then checks what a schema cannot
+say (globs that do not compile, input names that collide, join inputs
+without `join_on`).  A `Spec` is the validated, normalised spec with the
+hashes that decide what a job may skip.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import jsonschema
+
+from dpl.storage.errors import InvalidSpec
+
+DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(resources.files("dpl.specs").joinpath("pipeline.schema.json").read_text())
+
+
+def _path(parts) -> str:
+    out = "spec"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> InvalidSpec:
+    where = _path(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        field = f"{where}.{extra[0]}" if extra else where
+        return InvalidSpec(f"{field}: unknown field.", hint=f"Fields allowed here: {known}.")
+    if v == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return InvalidSpec(f"{where}.{missing}: required field is missing.")
+    if v == "type":
+        return InvalidSpec(f"{where}: expected {error.validator_value}, got {json.dumps(error.instance)[:60]}.")
+    if v == "pattern":
+        return InvalidSpec(f"{where}: {json.dumps(error.instance)[:60]} is not valid here.", hint=f"It must match {error.validator_value}.")
+    if v == "enum":
+        return InvalidSpec(f"{where}: {json.dumps(error.instance)} is not one of {', '.join(map(str, error.validator_value))}.")
+    if v in ("minProperties", "maxProperties") and "cross" in error.schema.get("properties", {}):
+        return InvalidSpec(f"{where}: an input must have exactly one of pfs, cross, union, join, group, cron.")
+    if v in ("minItems", "minLength"):
+        return InvalidSpec(f"{where}: must not be empty.")
+    if v == "minimum":
+        return InvalidSpec(f"{where}: must be at least {error.validator_value}.")
+    return InvalidSpec(f"{where}: {error.message}.")
+
+
+# -------------------------------------------------------------------- hashes
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Go-style durations as Pachyderm writes them: `30s`, `1h30m`, `250ms`."""
+    if not text:
+        return None
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", text))
+
+
+def parse_memory(text: str | None) -> int | None:
+    """Kubernetes quantities (`512Mi`, `2G`, `1.5Gi`) in bytes."""
+    if not text:
+        return None
+    m = re.fullmatch(r"([0-9.]+)([KMGTPEkmgtpe])?(i?)B?", text)
+    if not m:
+        return None
+    power = "kmgtpe".index(m.group(2).lower()) + 1 if m.group(2) else 0
+    return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** power)
+
+
+# ---------------------------------------------------------------------- spec
+
+
+@dataclass(frozen=True)
+class PfsInput:
+    name: str
+    repo: str
+    branch: str
+    glob: str
+    join_on: str | None
+    group_by: str | None
+    outer_join: bool
+    lazy: bool
+    empty_files: bool
+
+
+class Spec:
+    def __init__(self, raw: dict):
+        self.raw = raw
+
+    @property
+    def name(self) -> str:
+        return self.raw["pipeline"]["name"]
+
+    @property
+    def transform(self) -> dict:
+        return self.raw["transform"]
+
+    @property
+    def input(self) -> dict:
+        return self.raw["input"]
+
+    @property
+    def parallelism(self) -> int:
+        return max(1, int(self.raw.get("parallelism_spec", {}).get("constant", 1) or 1))
+
+    @property
+    def datum_tries(self) -> int:
+        return int(self.raw.get("datum_tries", DEFAULT_DATUM_TRIES))
+
+    @property
+    def datum_timeout(self) -> float | None:
+        return parse_duration(self.raw.get("datum_timeout"))
+
+    @property
+    def job_timeout(self) -> float | None:
+        return parse_duration(self.raw.get("job_timeout"))
+
+    @property
+    def output_branch(self) -> str:
+        return self.raw.get("output_branch", "master")
+
+    @property
+    def executor(self) -> str | None:
+        return self.raw.get("dpl", {}).get("executor")
+
+    @property
+    def network(self) -> bool:
+        return bool(self.raw.get("dpl", {}).get("network", False))
+
+    @property
+    def reprocess_every_job(self) -> bool:
+        return self.raw.get("reprocess_spec") == "every_job"
+
+    def pfs_inputs(self) -> list[PfsInput]:
+        return list(_pfs_nodes(self.input))
+
+    def input_repos(self) -> list[tuple[str, str]]:
+        return sorted({(p.repo, p.branch) for p in self.pfs_inputs()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, indent=2, sort_keys=True)
+
+    def spec_hash(self) -> str:
+        return _digest(self.raw)
+
+    def transform_hash(self) -> str:
+        """What a datum's output depends on besides its input files.
+
+        Image, command, stdin and env (and Pachyderm's `salt`) go in;
+        secrets go in by name and key only, never by value; parallelism and
+        resources stay out, so scaling a pipeline reprocesses nothing.
+        """
+        t = self.transform
+        keep = {k: t.get(k) for k in ("image", "cmd", "stdin", "env", "user", "working_dir", "err_cmd", "err_stdin", "accept_return_code")}
+        keep["secrets"] = [{k: s.get(k) for k in ("name", "key", "env_var", "mount_path")} for s in t.get("secrets", [])]
+        keep["salt"] = self.raw.get("salt")
+        keep["empty_files"] = [(p.name, p.empty_files) for p in self.pfs_inputs()]
+        return _digest(keep)
+
+
+def _pfs_nodes(node: dict):
+    for kind, value in node.items():
+        if kind == "pfs":
+            yield PfsInput(
+                name=value.get("name") or value["repo"],
+                repo=value["repo"],
+                branch=value.get("branch", "master"),
+                glob=value["glob"],
+                join_on=value.get("join_on"),
+                group_by=value.get("group_by"),
+                outer_join=bool(value.get("outer_join", False)),
+                lazy=bool(value.get("lazy", False)),
+                empty_files=bool(value.get("empty_files", False)),
+            )
+        elif kind in ("cross", "union", "join", "group"):
+            for child in value:
+                yield from _pfs_nodes(child)
+
+
+def load_spec(text: str, source: str = "<spec>") -> Spec:
+    """Parse and validate a spec; raise `InvalidSpec` naming the field."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
+    if not isinstance(raw, dict):
+        raise InvalidSpec(f"{source}: a spec is a JSON object, not {type(raw).__name__}.")
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    if errors:
+        raise _best(errors)
+    _check_semantics(raw)
+    return Spec(raw)
+
+
+def _best(errors):
+    # Prefer the error deepest in the document: "spec.input.pfs.glob: required"
+    # says more than "spec.input: is not valid under any schema".
+    errors = sorted(errors, key=lambda e: -len(list(e.absolute_path)))
+    return _describe(errors[0])
+
+
+def _check_semantics(raw: dict) -> None:
+    from dpl.engine import globs
+
+    def walk(node, path):
+        (kind, value), = node.items()
+        where = f"{path}.{kind}"
+        if kind == "cron":
+            raise InvalidSpec(f"{where}: cron inputs are not supported by dpl yet.", hint="Use a pfs input and commit on a schedule.")
+        if kind == "pfs":
+            try:
+                globs.compile_glob(value["glob"])
+            except InvalidSpec as e:
+                raise InvalidSpec(f"{where}.glob: {e.message}", hint=e.hint) from None
+            return
+        for i, child in enumerate(value):
+            child_where = f"{where}[{i}]"
+            if kind in ("join", "group"):
+                if "pfs" not in child:
+                    raise InvalidSpec(f"{child_where}: a {kind} input combines pfs inputs only.")
+                key = "join_on" if kind == "join" else "group_by"
+                if not child["pfs"].get(key):
+                    raise InvalidSpec(f"{child_where}.pfs.{key}: required inside a {kind} input.", hint="Use a capture group of the glob, e.g. glob /(*).csv with $1.")
+                n = globs.compile_glob(child["pfs"]["glob"]).groups
+                for ref in re.findall(r"\$(\d+)", child["pfs"][key]):
+                    if int(ref) > n or int(ref) == 0:
+                        raise InvalidSpec(f"{child_where}.pfs.{key}: ${ref} refers to a capture group the glob does not have ({n}).")
+            walk(child, child_where)
+
+    walk(raw["input"], "spec.input")
+    names = [p.name for p in _pfs_nodes(raw["input"])]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidSpec(f"spec.input: the input name {dupes[0]!r} is used twice.", hint="Give each pfs input a distinct `name`.")
+    if "out" in names:
+        raise InvalidSpec("spec.input: an input may not be called 'out' (that is /pfs/out).", hint="Set the input's `name`.")
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle in pipeline -> input repo edges, as a list of names, if any."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None

@@ -1,0 +1,76 @@
+"""Pipeline spec history and code versions, kept with git (pygit2).
+
+Every version of every pipeline spec is a commit in a bare git repository
+inside the store (`specs.git`, one file per pipeline), so the history of a
+spec and the diff between two versions are plain git.  When a spec file lives
+in a git work tree, `code_version` records that repository's HEAD and
+whether the tree was dirty, which is the code version a job ran with.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pygit2
+
+_AUTHOR = ("dpl", "dpl@localhost")
+
+
+class SpecHistory:
+    def __init__(self, path: Path):
+        self.path = path
+        if not (path / "HEAD").exists():
+            pygit2.init_repository(str(path), bare=True)
+        self.repo = pygit2.Repository(str(path))
+
+    def record(self, name: str, spec_json: str, message: str) -> str:
+        """Commit `spec_json` as `<name>.json`; return the git commit id."""
+        parent = None if self.repo.head_is_unborn else self.repo.head.target
+        builder = self.repo.TreeBuilder(self.repo[parent].tree) if parent else self.repo.TreeBuilder()
+        builder.insert(f"{name}.json", self.repo.create_blob(spec_json.encode()), pygit2.GIT_FILEMODE_BLOB)
+        sig = pygit2.Signature(*_AUTHOR, int(time.time()), 0)
+        oid = self.repo.create_commit("HEAD", sig, sig, message, builder.write(), [parent] if parent else [])
+        return str(oid)
+
+    def remove(self, name: str) -> None:
+        if self.repo.head_is_unborn:
+            return
+        parent = self.repo.head.target
+        builder = self.repo.TreeBuilder(self.repo[parent].tree)
+        if builder.get(f"{name}.json") is None:
+            return
+        builder.remove(f"{name}.json")
+        sig = pygit2.Signature(*_AUTHOR, int(time.time()), 0)
+        self.repo.create_commit("HEAD", sig, sig, f"delete pipeline {name}", builder.write(), [parent])
+
+    def diff(self, name: str, old_commit: str | None, new_commit: str) -> str:
+        """The unified diff of one pipeline's spec between two history commits."""
+        path = f"{name}.json"
+        new_blob = self.repo[new_commit].tree[path]
+        if old_commit is None:
+            old_text = ""
+        else:
+            tree = self.repo[old_commit].tree
+            old_text = self.repo[tree[path].id].data.decode() if path in tree else ""
+        patch = pygit2.Patch.create_from(old_text.encode(), self.repo[new_blob.id].data, old_as_path=path, new_as_path=path)
+        return patch.text if patch else ""
+
+
+def code_version(spec_path: str | None) -> dict:
+    """{repo, head, dirty} of the git work tree holding the spec file, if any."""
+    if not spec_path or spec_path == "-":
+        return {}
+    spec_dir = os.path.dirname(os.path.abspath(spec_path))
+    found = pygit2.discover_repository(spec_dir)
+    if not found:
+        return {"dir": spec_dir}
+    repo = pygit2.Repository(found)
+    if repo.head_is_unborn:
+        return {"dir": spec_dir, "repo": repo.workdir, "head": None, "dirty": True}
+    dirty = any(
+        flags not in (pygit2.GIT_STATUS_CURRENT, pygit2.GIT_STATUS_IGNORED, pygit2.GIT_STATUS_WT_NEW)
+        for flags in repo.status().values()
+    )
+    return {"dir": spec_dir, "repo": repo.workdir, "head": str(repo.head.target), "dirty": dirty}
