@@ -182,6 +182,12 @@ class PipelineOps:
         if not keep_repo:
             self.delete_repo(name, force=True)
 
+    def pipeline_wave(self, name: str) -> str | None:
+        """The global id of the pipeline's newest job."""
+        self._pipeline_row(name)
+        row = self.db.one("SELECT id FROM jobs WHERE pipeline=? ORDER BY created DESC LIMIT 1", (name,))
+        return row["id"] if row else None
+
     def pipelines_reading(self, repo: str) -> set[str]:
         return {r["pipeline"] for r in self.db.query("SELECT pipeline FROM pipeline_inputs WHERE repo=?", (repo,))}
 

@@ -1,0 +1,318 @@
+"""`dpl` commands for pipelines, jobs, datums and logs.
+
+Like every command module, each command parses, makes one engine call and
+renders; `register(app)` adds them to the main typer app.  Commands that
+start work (create-pipeline, put-file, run, wait-commit) run the jobs in this
+process and show their progress, because the embedded default has no daemon:
+the CLI call that makes work is the worker, unless --no-wait.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from dpl.cli import render
+from dpl.cli.render import Output, ago, short
+from dpl.storage.errors import DplError, InvalidRef
+
+OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
+ExecutorOpt = typer.Option(None, "--executor", "-x", help="Run datums on this executor: local, docker or ray (default: the spec's, else the store's).")
+NoWaitOpt = typer.Option(False, "--no-wait", help="Return at once; `dpl run` or `dpl wait-commit` picks the work up.")
+
+
+def _store():
+    from dpl.engine import Store
+
+    return Store.open()
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+JOB_COLUMNS = [
+    ("pipeline", "PIPELINE", None),
+    ("id", "JOB", short),
+    ("state", "STATE", None),
+    ("reason", "REASON", None),
+    ("created", "STARTED", ago),
+    ("duration", "DURATION", _seconds),
+    ("processed", "PROCESSED", None),
+    ("skipped", "SKIPPED", None),
+    ("failed", "FAILED", None),
+    ("total", "TOTAL", None),
+]
+DATUM_COLUMNS = [
+    ("datum", "DATUM", short),
+    ("state", "STATE", None),
+    ("key", "INPUTS", None),
+    ("reason", "WHY IT RAN", None),
+    ("duration", "TIME", _seconds),
+    ("tries", "TRIES", None),
+    ("outputs", "OUTPUTS", None),
+]
+
+
+def job_ref(text: str) -> tuple[str | None, str]:
+    """`PIPELINE@JOB` or a bare job id (prefix)."""
+    pipeline, at, job = text.rpartition("@")
+    if at and not (pipeline and job):
+        raise InvalidRef(f"{text!r} is not a job.", hint="Write PIPELINE@JOB or a job id.")
+    return (pipeline or None), job
+
+
+class JobProgress:
+    """One progress bar per running job, on stderr, for people watching."""
+
+    def __init__(self):
+        self.live = None
+        self.tasks: dict[tuple, int] = {}
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.live = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=Console(stderr=True))
+            self.live.start()
+        return self
+
+    def __call__(self, job: dict, done: int, total: int) -> None:
+        if self.live is None:
+            return
+        key = (job["pipeline"], job["id"])
+        if key not in self.tasks:
+            self.tasks[key] = self.live.add_task(f"job {job['pipeline']}@{job['id'][:12]}", total=total)
+        self.live.update(self.tasks[key], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.stop()
+
+
+def run_and_report(store, wave: str | None, executor: str | None) -> None:
+    """Run the work of `wave` (or all work), then say what happened; fail if a job did."""
+    with JobProgress() as progress:
+        store.run_jobs(wave, executor=executor, progress=progress)
+    jobs = store.list_jobs(wave=wave) if wave else []
+    for job in reversed(jobs):
+        render.info(
+            f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} datums processed, "
+            f"{job['skipped']} skipped" + (f", {job['failed']} failed" if job["failed"] else "")
+        )
+    bad = [j for j in jobs if j["state"] in ("failure", "unrunnable")]
+    if bad:
+        raise DplError(bad[-1]["error"] or f"Job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]} failed.",
+                       hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}` and `dpl logs`.")
+
+
+def _read_spec(spec: Optional[str], file: Optional[str]) -> tuple[str, str]:
+    path = file or spec
+    if not path:
+        raise DplError("No spec was given.", hint="dpl create-pipeline spec.json (or -f spec.json, or - for stdin).")
+    if path == "-":
+        return sys.stdin.read(), "-"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except FileNotFoundError:
+        raise DplError(f"Spec file {path!r} does not exist.") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise DplError(f"Spec file {path!r} cannot be read ({e.__class__.__name__}).") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("create-pipeline")
+    def create_pipeline(
+        spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="The spec file (JSON), or - for stdin."),
+        file: Optional[str] = typer.Option(None, "--file", "-f", help="The spec file (as pachctl takes it)."),
+        no_wait: bool = NoWaitOpt,
+        executor: Optional[str] = ExecutorOpt,
+    ):
+        """Create a pipeline from a Pachyderm-style JSON spec and run its first job."""
+        s = _store()
+        text, source = _read_spec(spec, file)
+        info = s.create_pipeline(text, source=source)
+        render.info(f"created pipeline {info['name']} (version {info['version']})")
+        if not no_wait:
+            run_and_report(s, s.pipeline_wave(info["name"]), executor)
+
+    @app.command("update-pipeline")
+    def update_pipeline(
+        spec: Optional[str] = typer.Argument(None, metavar="SPEC"),
+        file: Optional[str] = typer.Option(None, "--file", "-f"),
+        reprocess: bool = typer.Option(False, "--reprocess", help="Reprocess every datum, even those the change does not affect."),
+        no_wait: bool = NoWaitOpt,
+        executor: Optional[str] = ExecutorOpt,
+    ):
+        """Change a pipeline: a new version, kept in its history."""
+        s = _store()
+        text, source = _read_spec(spec, file)
+        info = s.update_pipeline(text, source=source, reprocess=reprocess)
+        render.info(f"updated pipeline {info['name']} to version {info['version']}")
+        if not no_wait:
+            run_and_report(s, s.pipeline_wave(info["name"]), executor)
+
+    @app.command("list-pipeline")
+    def list_pipeline(output: Output = OutputOpt):
+        """List pipelines with their state and last job."""
+        render.table(
+            _store().list_pipelines(),
+            [("name", "NAME", None), ("version", "VERSION", None), ("inputs", "INPUT", lambda v: ", ".join(v)),
+             ("state", "STATE", None), ("last_job_state", "LAST JOB", None), ("updated", "UPDATED", ago),
+             ("description", "DESCRIPTION", None)],
+            output,
+        )
+
+    @app.command("inspect-pipeline")
+    def inspect_pipeline(
+        name: str,
+        history: bool = typer.Option(False, "--history", help="Every version, with the diff of its spec."),
+        output: Output = OutputOpt,
+    ):
+        """Show a pipeline: its spec, state, inputs (and versions with --history)."""
+        info = _store().inspect_pipeline(name, history=history)
+        if output == Output.json:
+            render.emit_json(info)
+            return
+        render.record(info, output, [("name", "Name", None), ("version", "Version", None), ("state", "State", None),
+                                     ("description", "Description", None), ("inputs", "Inputs", ", ".join),
+                                     ("spec_hash", "Spec hash", None), ("transform_hash", "Transform hash", None),
+                                     ("last_job", "Last job", short), ("last_job_state", "Last job state", None),
+                                     ("updated", "Updated", ago)])
+        sys.stdout.write("Spec:\n" + json.dumps(info["spec"], indent=2) + "\n")
+        for v in info.get("history", []):
+            code = v["code"]
+            where = f" code {code['head'][:12]}{' (dirty)' if code.get('dirty') else ''}" if code.get("head") else ""
+            flags = " transform changed" if v["transform_changed"] else ""
+            flags += " reprocess" if v["reprocess"] else ""
+            sys.stdout.write(f"\n--- version {v['version']} ({ago(v['created'])}, spec {v['spec_hash'][:12]}{where}){flags}\n")
+            sys.stdout.write(v["diff"])
+
+    @app.command("delete-pipeline")
+    def delete_pipeline(
+        name: str,
+        force: bool = typer.Option(False, "--force", "-f", help="Delete even if other pipelines read its output."),
+        keep_repo: bool = typer.Option(False, "--keep-repo", help="Keep the output repo and its commits."),
+    ):
+        """Delete a pipeline (and its output repo, unless --keep-repo)."""
+        _store().delete_pipeline(name, force=force, keep_repo=keep_repo)
+        render.info(f"deleted pipeline {name}")
+
+    @app.command("stop-pipeline")
+    def stop_pipeline(name: str):
+        """Stop a pipeline: new commits start no job for it until start-pipeline."""
+        _store().stop_pipeline(name)
+
+    @app.command("start-pipeline")
+    def start_pipeline(name: str, no_wait: bool = NoWaitOpt, executor: Optional[str] = ExecutorOpt):
+        """Restart a stopped pipeline; it processes its inputs as they are now."""
+        s = _store()
+        s.start_pipeline(name)
+        if not no_wait:
+            run_and_report(s, s.pipeline_wave(name), executor)
+
+    @app.command("list-job")
+    def list_job(
+        wave: Optional[str] = typer.Argument(None, metavar="[ID]", help="Only the jobs of this global id."),
+        pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p"),
+        number: Optional[int] = typer.Option(None, "--number", "-n", help="At most this many."),
+        output: Output = OutputOpt,
+    ):
+        """List jobs, newest first."""
+        render.table(_store().list_jobs(pipeline, wave, number), JOB_COLUMNS, output)
+
+    @app.command("inspect-job")
+    def inspect_job(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
+        """Show a job: state, datums processed / skipped / failed, input and output commits, and why datums ran."""
+        pipeline, jid = job_ref(job)
+        s = _store()
+        info = s.inspect_job(pipeline, jid)
+        info["why"] = s.why(info["pipeline"], info["id"]) if hasattr(s, "why") else None
+        if output == Output.json:
+            render.emit_json(info)
+            return
+        render.record(info, output, [("pipeline", "Pipeline", None), ("id", "Job", None), ("version", "Pipeline version", None),
+                                     ("state", "State", None), ("reason", "Started by", None), ("created", "Created", ago),
+                                     ("duration", "Duration", _seconds), ("total", "Datums", None),
+                                     ("processed", "Processed", None), ("skipped", "Skipped", None), ("failed", "Failed", None),
+                                     ("executor", "Executor", lambda e: " ".join(f"{k}={v}" for k, v in (e or {}).items()) or "-"),
+                                     ("output_commit", "Output commit", None)])
+        for i in info["inputs"]:
+            sys.stdout.write(f"Input:            {i['name']} = {i['repo']}@{i['commit'] or '(empty)'} (branch {i['branch']})\n")
+        if info["why"]:
+            sys.stdout.write("Why datums ran:\n")
+            for reason, count in info["why"]["reasons"].items():
+                sys.stdout.write(f"  {count:>6}  {reason}\n")
+        if info["error"]:
+            sys.stdout.write(f"Error:\n{info['error']}\n")
+
+    @app.command("list-datum")
+    def list_datum(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
+        """List every datum of a job: processed, skipped or failed."""
+        pipeline, jid = job_ref(job)
+        render.table(_store().list_datums(pipeline, jid), DATUM_COLUMNS, output)
+
+    @app.command("inspect-datum")
+    def inspect_datum(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), datum: str = typer.Argument(...), output: Output = OutputOpt):
+        """Show one datum: its input files, state, time, tries and outputs."""
+        pipeline, jid = job_ref(job)
+        info = _store().inspect_datum(pipeline, jid, datum)
+        if output == Output.json:
+            render.emit_json(info)
+            return
+        render.record({k: v for k, v in info.items() if k != "inputs"}, output)
+        for inp in info["inputs"]:
+            sys.stdout.write(f"Input {inp['name']} ({inp['repo']}@{inp['commit'][:12]}) {inp['path']}:\n")
+            for path, h, size in inp["files"][:50]:
+                sys.stdout.write(f"  {path}  {render.size(size)}  {h[:16]}\n")
+            if len(inp["files"]) > 50:
+                sys.stdout.write(f"  ... and {len(inp['files']) - 50} more\n")
+
+    @app.command("logs")
+    def logs(
+        job: str = typer.Option(..., "--job", "-j", help="PIPELINE@JOB or a job id."),
+        datum: Optional[str] = typer.Option(None, "--datum", "-d", help="Only this datum (id or prefix)."),
+        pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p"),
+        output: Output = OutputOpt,
+    ):
+        """Show the stdout and stderr of a job's datums."""
+        p, jid = job_ref(job)
+        entries = _store().datum_logs(pipeline or p, jid, datum)
+        if output == Output.json:
+            render.emit_json(entries)
+            return
+        for e in entries:
+            sys.stdout.write(f"== datum {e['datum'][:12]} {e['key']} ({e['state']})\n")
+            if e["stdout"]:
+                sys.stdout.write(e["stdout"] if e["stdout"].endswith("\n") else e["stdout"] + "\n")
+            if e["stderr"]:
+                sys.stdout.write("-- stderr\n" + (e["stderr"] if e["stderr"].endswith("\n") else e["stderr"] + "\n"))
+
+    @app.command("run")
+    def run(executor: Optional[str] = ExecutorOpt):
+        """Run every pending job (after --no-wait, or to resume work a killed process left)."""
+        s = _store()
+        with JobProgress() as progress:
+            ran = s.run_jobs(None, executor=executor, progress=progress)
+        for job in ran:
+            render.info(f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped")
+        bad = [j for j in ran if j["state"] != "success"]
+        if bad:
+            raise DplError(bad[-1]["error"] or "A job failed.", hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}`.")
+        if not ran:
+            render.info("no pending jobs")
+
+    @app.command("wait-commit")
+    def wait_commit(commit: str = typer.Argument(..., metavar="ID|REPO@COMMIT"), executor: Optional[str] = ExecutorOpt):
+        """Wait until every job of a commit's wave is done (running them here if nobody else is)."""
+        s = _store()
+        wave = commit.rpartition("@")[2]
+        wave = s.resolve_commit(commit.partition("@")[0], wave).id if "@" in commit else s.commits_with_id(wave)[0].id
+        run_and_report(s, wave, executor)
+
