@@ -15,6 +15,7 @@ from pathlib import Path
 from dpl.engine.files import FileOps
 from dpl.engine.jobs import JobOps
 from dpl.engine.pipelines import PipelineOps
+from dpl.engine.provenance import ProvenanceOps
 from dpl.engine.repos import RepoOps
 from dpl.storage.chunkstore import ChunkStore
 from dpl.storage.errors import StoreExists, StoreNotFound
@@ -83,7 +84,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
 
 
-class Store(JobOps, PipelineOps, RepoOps, FileOps):
+class Store(ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
 
     def __init__(self, root: str | os.PathLike):
