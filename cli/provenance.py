@@ -68,7 +68,8 @@ def _tree(node: dict, key: str, label) -> "Tree":
 def _print_tree(tree) -> None:
     from rich.console import Console
 
-    Console(soft_wrap=True, highlight=False).print(tree)
+    # Piped output is not cut to 80 columns: ids and paths must survive grep.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 1000).print(tree)
 
 
 def _split(target: str):
