@@ -24,7 +24,6 @@ checks against the store.  DPL_DEMO_OUT puts demo/out elsewhere.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -33,6 +32,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_data import BATCH, BATCHES as HELD_OUT_BATCHES, FIRST_TRAINING_ROWS, make_data  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 SPECS = HERE / "pipelines"
 OUT = Path(os.environ.get("DPL_DEMO_OUT") or HERE / "out").resolve()
@@ -40,13 +42,7 @@ STORE = OUT / ".dpl"
 DATA = OUT / "data"
 PIPELINES = ["model", "inference", "report"]  # DAG order, for narration
 
-BATCH = 7  # samples per attributes file
-HELD_OUT_BATCHES = 5  # 1.csv .. 4.csv at first, 5.csv arrives later
-FIRST_TRAINING_ROWS = 40  # the first training commit; the second has them all
-SEED = 4
 PROVENANCE_FILE = "/3.csv"  # the prediction whose provenance we trace
-
-FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 started = time.time()
 summary: dict = {"store": str(STORE), "steps": {}}
 
@@ -143,41 +139,6 @@ def wave_jobs(commit_id: str) -> list[dict]:
     return records("list-job", commit_id)
 
 
-# --------------------------------------------------------------------- data
-
-
-def write_csv(path: Path, header: list[str], rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def make_data() -> dict:
-    """The iris data set (shipped with scikit-learn), split the demo's way."""
-    import numpy as np
-    from sklearn.datasets import load_iris
-
-    iris = load_iris()
-    species = [str(s) for s in iris.target_names]
-    order = np.random.RandomState(SEED).permutation(len(iris.target))
-    held, pool = order[: BATCH * HELD_OUT_BATCHES], order[BATCH * HELD_OUT_BATCHES :]
-
-    def measures(i):
-        return [f"{v:.1f}" for v in iris.data[i]]
-
-    training = [measures(i) + [species[iris.target[i]]] for i in pool]
-    write_csv(DATA / "training-v1" / "iris.csv", FEATURES + ["species"], training[:FIRST_TRAINING_ROWS])
-    write_csv(DATA / "training-v2" / "iris.csv", FEATURES + ["species"], training)
-    for b in range(HELD_OUT_BATCHES):
-        ids = held[b * BATCH : (b + 1) * BATCH]
-        folder = "attributes" if b < HELD_OUT_BATCHES - 1 else "attributes-later"
-        write_csv(DATA / folder / f"{b + 1}.csv", ["id"] + FEATURES, ([f"s{i:03d}"] + measures(i) for i in ids))
-        write_csv(DATA / "labels" / f"{b + 1}.csv", ["id", "species"], ([f"s{i:03d}", species[iris.target[i]]] for i in ids))
-    return {"training_rows": [FIRST_TRAINING_ROWS, len(training)], "batches": HELD_OUT_BATCHES, "samples_per_batch": BATCH}
-
-
 # --------------------------------------------------------------------- demo
 
 
@@ -190,7 +151,7 @@ def main() -> None:
     step("0. A fresh store in demo/out (the embedded default: local chunks, SQLite, sandboxed steps)")
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    summary["data"] = make_data()
+    summary["data"] = make_data(DATA)
     say(f"iris from scikit-learn, written as CSV under {DATA}:")
     say(f"  training-v1/iris.csv: {FIRST_TRAINING_ROWS} labelled flowers; training-v2/iris.csv: {summary['data']['training_rows'][1]}")
     say(f"  attributes/1.csv .. {HELD_OUT_BATCHES - 1}.csv: {BATCH} unlabelled samples each; labels/N.csv: their species")
@@ -290,7 +251,8 @@ def trace_provenance() -> None:
     (OUT / "provenance.mmd").write_text(graph)
     say(f"Provenance graph (Mermaid): {os.path.relpath(OUT / 'provenance.mmd')}")
     if available("subvenance"):
-        dpl("subvenance", f"training@{summary['training_v2']}:/iris.csv")
+        say(f"And forwards: what was derived from the samples of attributes{PROVENANCE_FILE}?")
+        dpl("subvenance", f"attributes@master:{PROVENANCE_FILE}")
     dpl("inspect-commit", f"inference@{summary['training_v2']}")
 
 
@@ -337,11 +299,20 @@ def _find_file(node, repo: str, path: str):
 
 
 def write_dag() -> None:
-    """The pipeline graph as Mermaid, from `dpl list-pipeline -o json` and each spec's input."""
+    """The pipeline graph as Mermaid (dag.mmd) and, from `dpl draw-dag`, DOT (dag.dot)."""
     pipelines = records("list-pipeline")
     names = {p["name"] for p in pipelines}
-    lines = ["flowchart LR"]
     repos = sorted({i.split("@")[0] for p in pipelines for i in p["inputs"]} - names)
+    summary["dag"] = {"file": str(OUT / "dag.mmd"), "pipelines": sorted(names), "repos": repos}
+    if available("draw-dag"):
+        dpl("draw-dag")
+        (OUT / "dag.mmd").write_text(dpl("draw-dag", "--graph", "mermaid", show=False).stdout)
+        (OUT / "dag.dot").write_text(dpl("draw-dag", "--graph", "dot", show=False).stdout)
+        say(f"Written to {os.path.relpath(OUT / 'dag.mmd')} (Mermaid) and {os.path.relpath(OUT / 'dag.dot')} (DOT).")
+        return
+    # PENDING: until `dpl draw-dag` is in every dpl the demo runs with, draw
+    # the graph here from the pipelines' records.
+    lines = ["flowchart LR"]
     lines += [f'    {r}[("{r}")]' for r in repos]
     for p in pipelines:
         kinds = [k for k in ("cross", "join", "union", "group") if k in p["spec"]["input"]]
@@ -355,7 +326,6 @@ def write_dag() -> None:
     say(f"Mermaid graph of the pipelines, written to {os.path.relpath(OUT / 'dag.mmd')}:")
     for line in lines:
         say("    " + line)
-    summary["dag"] = {"file": str(OUT / "dag.mmd"), "pipelines": sorted(names), "repos": repos}
 
 
 def _pfs(node: dict):
