@@ -12,6 +12,8 @@ from typing import Iterator, Protocol
 
 import xxhash
 
+from dpl.storage.errors import Corruption
+
 
 def object_id(data) -> bytes:
     """The 16-byte xxh3-128 digest that names an object."""
@@ -38,3 +40,29 @@ class ChunkStore(Protocol):
 
     def sync(self) -> None:
         """Make every object put so far durable (survive power loss)."""
+
+
+# Optional capabilities.  A backend may offer more than the Protocol (the S3
+# store does); engine code reaches those through these helpers so that every
+# backend keeps working with the Protocol alone.
+
+
+def prefetch(store: ChunkStore, oids) -> None:
+    """Hint that `oids` will be read soon (a remote store fetches them in parallel)."""
+    fetch = getattr(store, "prefetch", None)
+    if fetch is not None:
+        fetch(oids)
+
+
+def scan(store: ChunkStore) -> Iterator[tuple[bytes, bytes | None]]:
+    """Every stored object with its bytes as the backend holds them (never a
+    cache's copy); None for an object that vanished after it was listed."""
+    own = getattr(store, "scan", None)
+    if own is not None:
+        yield from own()
+        return
+    for oid in store.iterate():
+        try:
+            yield oid, store.get(oid)
+        except Corruption:
+            yield oid, None
