@@ -74,11 +74,14 @@ COMMIT_FIELDS = [
 def init(
     path: Optional[str] = typer.Argument(None, help="Where to create the store (default: DPL_STORE or ./.dpl)."),
     no_fsync: bool = typer.Option(False, "--no-fsync", help="Skip flushing to disk before each commit (faster; safe against process crashes, not power loss)."),
+    object_store: Optional[str] = typer.Option(None, "--object-store", help="Keep chunks and file indexes in s3://BUCKET/PREFIX (endpoint and credentials: the standard AWS_* variables and config files)."),
+    cache_size: Optional[str] = typer.Option(None, "--cache-size", help="Bound of the local read cache of an object store, e.g. 2G (the default) or 500M."),
 ):
     """Create a dpl store (default .dpl/ in the current directory)."""
     from dpl.engine import init_store
 
-    root = init_store(path, durable=not no_fsync)
+    cache_bytes = render.parse_size(cache_size) if cache_size else None
+    root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes)
     render.info(f"Initialised an empty dpl store in {root}")
 
 

@@ -35,6 +35,22 @@ def size(n: int | None) -> str:
     return str(n)
 
 
+def parse_size(text: str) -> int:
+    """`2G`, `500M`, `1.5GiB` or a byte count, in binary units."""
+    from dpl.storage.errors import DplError
+
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (clean[:-1], clean[-1]) if clean and clean[-1] in units else (clean, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise DplError(f"{text!r} is not a size.", hint="Write a size such as 2G, 500M or 1048576.")
+    return int(value)
+
+
 def ago(t: float | None) -> str:
     if not t:
         return "-"

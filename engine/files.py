@@ -23,13 +23,14 @@ import pyarrow.compute as pc
 import xxhash
 
 from dpl.engine.repos import pc_sum
-from dpl.storage import index
+from dpl.storage import chunkstore, index
 from dpl.storage.chunking import BLOCK, ChunkWriter
 from dpl.storage.chunkstore import object_id
 from dpl.storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
 from dpl.storage.paths import normalize_path
 
 SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
+PREFETCH = 16  # chunks of a big file fetched ahead of the one being written
 Progress = Callable[[int, int], None]  # (files done, bytes done)
 
 
@@ -363,7 +364,10 @@ class FileOps:
 
     def write_file_to(self, row: dict, fd: int) -> None:
         """Write one file's bytes (a row of a file table) to an open descriptor."""
-        for ref in row["refs"]:
+        refs = row["refs"]
+        for i, ref in enumerate(refs):
+            if i % PREFETCH == 0 and len(refs) > 1:  # a remote store downloads the next chunks meanwhile
+                chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
             view = self._chunk_slice(ref)
             while view:
                 view = view[os.write(fd, view):]

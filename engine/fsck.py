@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.storage import index
+from dpl.storage import chunkstore, index
 from dpl.storage.chunkstore import object_id
 from dpl.storage.errors import Corruption
 
@@ -94,18 +94,20 @@ def fsck(store, progress=None) -> Report:
             chunk_layers.setdefault(chunk, []).append(lid)
 
     stored = set()
-    for oid in store.chunks.iterate():
+    for oid, data in chunkstore.scan(store.chunks):  # the backend's bytes, never a cache's copy
         stored.add(oid)
-        try:
-            data = store.chunks.get(oid)
-        except Corruption:
+        if data is None:
             continue
         report.chunks += 1
         if progress:
             progress(report.chunks)
         if object_id(data) != oid:
             if oid in layer_rows:
-                continue  # a damaged index was reported above, when it failed to read
+                if oid in tables:  # read fine through a cache, but the stored copy is damaged
+                    report.problems.append(
+                        Problem("bad-index", f"File index {oid.hex()} is damaged: its bytes no longer match its hash.", sorted(set(users[oid]))[:MAX_PATHS])
+                    )
+                continue  # otherwise it was reported above, when it failed to read
             report.problems.append(
                 Problem("damaged-chunk", f"Chunk {oid.hex()} is damaged: its bytes no longer match its hash.", _affected(oid, chunk_layers, tables, users))
             )
