@@ -20,8 +20,10 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
 from dpl.engine.workspace import ChunkReader, collect, materialize
@@ -64,6 +66,7 @@ class LocalExecutor:
 
     def __init__(self):
         self._running: dict[str, set[subprocess.Popen]] = {}
+        self._trash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpl-cleanup")
 
     def start(self, ctx: JobContext) -> dict:
         ctx.scratch.mkdir(parents=True, exist_ok=True)
@@ -77,8 +80,11 @@ class LocalExecutor:
         return ctx.spec.parallelism
 
     def stop(self, ctx: JobContext) -> None:
+        ctx.cancelled.set()
         for proc in list(self._running.pop(ctx.job, ())):
             _kill(proc)
+        self._trash.shutdown(wait=True)
+        self._trash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpl-cleanup")
 
     def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult:
         result = DatumResult(task.datum, None, started=time.time())
@@ -92,8 +98,8 @@ class LocalExecutor:
                 pfs_map = {f"/pfs/{i.name}": str(pfs / i.name) for i in task.inputs}
                 result.outputs = collect(ctx.chunks, str(out), pfs_map=pfs_map)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
             result.finished = time.time()
+            self._trash.submit(shutil.rmtree, work, True)  # off the datum's critical path
         return result
 
     def _execute(self, ctx: JobContext, task: DatumTask, work, pfs, result: DatumResult) -> None:
@@ -161,35 +167,51 @@ class LocalExecutor:
 
 
 def _wait(proc: subprocess.Popen, ctx: JobContext) -> tuple[int | None, str | None]:
-    """Wait for the step; kill its whole process tree on a timeout or cancel."""
-    limit = ctx.spec.datum_timeout
-    started = time.time()
-    while True:
-        left = [x for x in (limit - (time.time() - started) if limit else None, ctx.time_left()) if x is not None]
-        try:
-            return proc.wait(timeout=min([0.5] + left)), None
-        except subprocess.TimeoutExpired:
-            pass
-        if ctx.cancelled.is_set():
-            _kill(proc)
-            return None, "cancelled"
-        if limit and time.time() - started >= limit:
-            _kill(proc)
-            return None, f"timed out after {ctx.spec.raw['datum_timeout']} (datum_timeout)"
-        if ctx.deadline and time.time() >= ctx.deadline:
-            _kill(proc)
-            return None, f"killed when the job timed out after {ctx.spec.raw['job_timeout']} (job_timeout)"
+    """Wait for the step; kill its whole process tree on a timeout.
+
+    The wait blocks in waitpid (a polling wait would add up to its poll
+    interval to every datum); a timer does the killing, and `stop()` kills
+    whatever still runs when the job is cancelled.
+    """
+    reasons = []
+    limits = []
+    if ctx.spec.datum_timeout:
+        limits.append((ctx.spec.datum_timeout, f"timed out after {ctx.spec.raw.get('datum_timeout')} (datum_timeout)"))
+    if ctx.time_left() is not None:
+        limits.append((ctx.time_left(), f"killed when the job timed out after {ctx.spec.raw.get('job_timeout')} (job_timeout)"))
+    timer = None
+    if limits:
+        seconds, why = min(limits)
+
+        def expire():
+            reasons.append(why)
+            _kill(proc, wait=False)
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+    try:
+        code = proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if reasons:
+        return None, reasons[0]
+    if ctx.cancelled.is_set() and code < 0:
+        return None, "cancelled"
+    return code, None
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, wait: bool = True) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    if wait:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _tail(path) -> bytes:
