@@ -15,8 +15,8 @@ what dpl did from dpl's own records (`list-job -o json`, `list-datum -o json`):
 3. adds one attributes file: only its inference datum runs;
 4. changes the training data: the model and every inference datum rerun,
    and report reruns only the batches whose predictions changed;
-5. traces one prediction back to training@...:/iris.csv and writes a graph
-   of the DAG to demo/out/dag.mmd.
+5. traces one prediction back to training@...:/iris.csv (`dpl provenance`)
+   and writes graphs of the DAG to demo/out/dag.mmd and dag.dot.
 
 Everything it claims goes to demo/out/summary.json, which tests/test_demo.py
 checks against the store.  DPL_DEMO_OUT puts demo/out elsewhere.
@@ -32,10 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from make_data import BATCH, BATCHES as HELD_OUT_BATCHES, FIRST_TRAINING_ROWS, make_data  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 SPECS = HERE / "pipelines"
 OUT = Path(os.environ.get("DPL_DEMO_OUT") or HERE / "out").resolve()
 STORE = OUT / ".dpl"
