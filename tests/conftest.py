@@ -28,13 +28,45 @@ def service_unavailable(what: str, why: str):
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback for the whole session.
+
+    Started once with free ports, a temporary data directory and a random key
+    pair; the AWS_* variables that point boto3 at it are set in this process,
+    so every `dpl` subprocess finds it the standard way.  Stopped at the end.
+    """
+    from services.seaweedfs import SeaweedFS, Unavailable
+
+    try:
+        server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+        server.start()
+    except Unavailable as e:
+        service_unavailable("The S3 server (SeaweedFS)", str(e))
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+            mp.delenv(key, raising=False)
+        for key, value in server.environ().items():
+            mp.setenv(key, value)
+        yield server
+    server.stop()
+
+
 @pytest.fixture
-def store(tmp_path):
-    """A fresh store; DPL_TEST_OBJECT_STORE runs the suite on another object store."""
+def store(tmp_path, request):
+    """A fresh store; DPL_TEST_OBJECT_STORE runs the suite on another object store.
+
+    `DPL_TEST_OBJECT_STORE=s3://BUCKET/PREFIX` uses the S3 server that the
+    AWS_* variables name, or, when AWS_ENDPOINT_URL is unset, a SeaweedFS
+    started for the session (with that bucket created).
+    """
     root = tmp_path / "store"
     args = ["init", root]
     url = os.environ.get("DPL_TEST_OBJECT_STORE")
     if url:
+        if not os.environ.get("AWS_ENDPOINT_URL"):
+            server = request.getfixturevalue("s3_server")
+            server.client().create_bucket(Bucket=url.split("/")[2])
         args += ["--object-store", f"{url.rstrip('/')}/{tmp_path.name}"]
     dpl(*args)
     return root

@@ -1,0 +1,227 @@
+"""The S3 object store, against a real S3 server (SeaweedFS, see conftest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from dplcli import dpl, popen
+
+pytestmark = pytest.mark.s3
+
+MB = 1 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def s3_store(s3_server, tmp_path):
+    """A store whose chunks live under a fresh prefix of the session's bucket."""
+    prefix = f"t-{uuid.uuid4().hex[:12]}"
+    root = tmp_path / "store"
+    dpl("init", root, "--object-store", f"s3://{s3_server.bucket}/{prefix}")
+    dpl("create-repo", "data", store=root)
+    return root, prefix
+
+
+def bucket_objects(server, prefix) -> dict[str, int]:
+    """Key -> size of every object under `prefix`."""
+    out, request = {}, {"Bucket": server.bucket, "Prefix": prefix + "/"}
+    client = server.client()
+    while True:
+        page = client.list_objects_v2(**request)
+        out.update({o["Key"]: o["Size"] for o in page.get("Contents", ())})
+        if not page.get("IsTruncated"):
+            return out
+        request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def local_bytes(root, exclude=("cache",)) -> int:
+    total = 0
+    for dirpath, dirnames, files in os.walk(root):
+        if os.path.relpath(dirpath, root) == ".":
+            dirnames[:] = [d for d in dirnames if d not in exclude]
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+def head(root, branch="master"):
+    proc = dpl("inspect-commit", f"data@{branch}", "-o", "json", store=root, check=False)
+    return json.loads(proc.stdout)["id"] if proc.returncode == 0 else None
+
+
+def test_put_and_get_round_trip_keeps_the_bytes_in_the_bucket(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "big.bin").write_bytes(os.urandom(24 * MB))
+    for i in range(200):
+        (src / "sub" / f"{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    dpl("put-file", "data@master", src, "-r", store=root)
+
+    assert dpl("get-file", "data@master:/big.bin", store=root).stdout == (src / "big.bin").read_bytes()
+    assert dpl("get-file", "data@master:/sub/7.txt", store=root).stdout == b"file 7\n" * 8
+    objects = bucket_objects(s3_server, prefix)
+    assert sum(objects.values()) >= 24 * MB
+    assert all(k.startswith(f"{prefix}/objects/") and len(k.split("/")[-2]) == 2 for k in objects)
+    # Only metadata and the read cache live under the store directory.
+    assert not (root / "chunks").exists()
+    assert local_bytes(root) < 2 * MB
+
+    # Without the cache every read comes from the bucket.
+    subprocess.run(["rm", "-rf", str(root / "cache")], check=True)
+    out = tmp_path / "out"
+    dpl("get-file", "data@master:/", "-o", out, "-r", store=root)
+    assert (out / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert sorted(os.listdir(out / "sub")) == sorted(os.listdir(src / "sub"))
+    assert dpl("fsck", store=root).returncode == 0
+
+
+def test_identical_bytes_are_uploaded_once(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(32 * MB))
+    dpl("put-file", "data@master:/one.bin", data, store=root)
+    first = sum(bucket_objects(s3_server, prefix).values())
+    dpl("put-file", "data@master:/copy.bin", data, store=root)
+    dpl("put-file", "data@dev:/x.bin", data, store=root)
+    subprocess.run(["rm", "-rf", str(root / "cache")], check=True)  # dedup must not rely on the cache
+    dpl("put-file", "data@dev:/y.bin", data, store=root)
+    assert sum(bucket_objects(s3_server, prefix).values()) - first < 0.01 * first
+    assert hashlib.sha256(dpl("get-file", "data@dev:/y.bin", store=root).stdout).digest() == hashlib.sha256(data.read_bytes()).digest()
+
+
+def test_the_read_cache_stays_within_its_bound(s3_server, tmp_path):
+    root = tmp_path / "store"
+    dpl("init", root, "--object-store", f"s3://{s3_server.bucket}/t-{uuid.uuid4().hex[:12]}", "--cache-size", "16M")
+    assert json.loads((root / "config.json").read_text())["cache_bytes"] == 16 * MB
+    dpl("create-repo", "data", store=root)
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(64 * MB))
+    dpl("put-file", "data@master:/data.bin", data, store=root)
+    assert dpl("get-file", "data@master:/data.bin", store=root).stdout == data.read_bytes()
+    assert local_bytes(root / "cache", exclude=()) <= 16 * MB
+
+
+def test_fsck_checks_the_bucket_not_the_cache(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    (tmp_path / "victim.bin").write_bytes(os.urandom(3 * MB))
+    (tmp_path / "other.txt").write_text("fine")
+    dpl("put-file", "data@master:/models/victim.bin", tmp_path / "victim.bin", store=root)
+    dpl("put-file", "data@master:/other.txt", tmp_path / "other.txt", store=root)
+    assert dpl("fsck", store=root).returncode == 0
+
+    from dpl.engine import Store
+
+    s = Store.open(root)
+    chunk = s.file_row("data", "master", "/models/victim.bin")["refs"][1]["chunk"]
+    s.close()
+    key = f"{prefix}/objects/{chunk.hex()[:2]}/{chunk.hex()[2:]}"
+    client = s3_server.client()
+    body = bytearray(client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read())
+    body[1000] ^= 1
+    client.put_object(Bucket=s3_server.bucket, Key=key, Body=bytes(body))  # the cached copy is still good
+
+    proc = dpl("fsck", store=root, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert chunk.hex() in err and "/models/victim.bin" in err and "/other.txt" not in err
+
+
+def test_an_unreachable_server_is_one_sentence_and_changes_nothing(s3_server, s3_store, tmp_path):
+    root, _ = s3_store
+    (tmp_path / "f").write_bytes(os.urandom(3 * MB))
+    dpl("put-file", "data@master:/kept", tmp_path / "f", store=root)
+    before = head(root)
+    (tmp_path / "g").write_bytes(os.urandom(3 * MB))
+    nowhere = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "DPL_S3_RETRY_SECONDS": "2"}
+    proc = dpl("put-file", "data@master:/new", tmp_path / "g", store=root, env=nowhere, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert err.startswith("error: The object store at s3://") and "could not be reached" in err
+    assert head(root) == before
+    assert dpl("get-file", "data@master:/kept", store=root).stdout == (tmp_path / "f").read_bytes()
+
+
+def test_gc_deletes_unreferenced_objects_from_the_bucket(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    (tmp_path / "keep.bin").write_bytes(os.urandom(4 * MB))
+    (tmp_path / "drop.bin").write_bytes(os.urandom(12 * MB))
+    dpl("put-file", "data@master:/keep.bin", tmp_path / "keep.bin", store=root)
+    dpl("create-repo", "scratch", store=root)
+    dpl("put-file", "scratch@master:/drop.bin", tmp_path / "drop.bin", store=root)
+    before = sum(bucket_objects(s3_server, prefix).values())
+    dpl("delete-repo", "scratch", store=root)
+    dpl("gc", "--grace", "0", store=root)
+    assert before - sum(bucket_objects(s3_server, prefix).values()) >= 12 * MB
+    subprocess.run(["rm", "-rf", str(root / "cache")], check=True)
+    assert dpl("get-file", "data@master:/keep.bin", store=root).stdout == (tmp_path / "keep.bin").read_bytes()
+    assert dpl("fsck", store=root).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "url, env, needle",
+    [
+        ("s3://no-such-bucket-for-dpl/x", {}, "does not exist"),
+        ("s3://{bucket}/x", {"AWS_SECRET_ACCESS_KEY": "wrong"}, "refused the credentials"),
+        ("s3://x/y", {}, "not a valid S3 bucket name"),
+        ("gs://bucket/x", {}, "not supported"),
+    ],
+)
+def test_init_checks_the_object_store(s3_server, tmp_path, url, env, needle):
+    proc = dpl("init", tmp_path / "store", "--object-store", url.format(bucket=s3_server.bucket), env=env, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "store" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_server_restart_during_a_big_put_retries_or_fails_cleanly(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    dpl("put-file", "data@master:/before.txt", "-", input=b"committed", store=root)
+    before = head(root)
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(300):
+            f.write(os.urandom(MB))
+    proc = popen("put-file", "data@master:/big.bin", big, store=root)
+    deadline = time.monotonic() + 120
+    while len(bucket_objects(s3_server, prefix)) < 40 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # restart once the upload is well under way
+    assert proc.poll() is None, "the put finished before the server could be restarted"
+    s3_server.restart(down=1.0)
+    out, err = proc.communicate(timeout=600)
+    err = err.decode()
+    print(f"put-file across the restart: exit {proc.returncode}, {err.strip() or out.decode().strip()}")
+    assert "Traceback" not in err
+    if proc.returncode == 0:
+        assert head(root) != before
+        got = dpl("get-file", "data@master:/big.bin", store=root, timeout=600).stdout
+        assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
+    else:
+        assert err.startswith("error: ") and len(err.strip().splitlines()) <= 2, err
+        assert "object store" in err
+        assert head(root) == before
+    assert dpl("get-file", "data@master:/before.txt", store=root).stdout == b"committed"
+    fsck = dpl("fsck", "-o", "json", store=root, check=False, timeout=600)
+    assert fsck.returncode == 0 and json.loads(fsck.stdout)["ok"], fsck.stdout.decode()
+
+
+@pytest.mark.slow
+def test_the_repo_suite_passes_on_s3(s3_server):
+    """tests/test_repos.py, unchanged, with every store on S3 (see the `store` fixture)."""
+    env = dict(os.environ, DPL_TEST_OBJECT_STORE=f"s3://{s3_server.bucket}/suite-{uuid.uuid4().hex[:8]}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.join(HERE, "test_repos.py")],
+        cwd=os.path.dirname(HERE),
+        env=env,
+        capture_output=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout.decode()[-4000:] + proc.stderr.decode()[-2000:]
