@@ -76,12 +76,13 @@ def init(
     no_fsync: bool = typer.Option(False, "--no-fsync", help="Skip flushing to disk before each commit (faster; safe against process crashes, not power loss)."),
     object_store: Optional[str] = typer.Option(None, "--object-store", help="Keep chunks and file indexes in s3://BUCKET/PREFIX (endpoint and credentials: the standard AWS_* variables and config files)."),
     cache_size: Optional[str] = typer.Option(None, "--cache-size", help="Bound of the local read cache of an object store, e.g. 2G (the default) or 500M."),
+    executor: str = typer.Option("local", "--executor", "-x", help="Where datums run by default: local, docker or ray (a spec's dpl.executor or a command's --executor overrides it)."),
 ):
     """Create a dpl store (default .dpl/ in the current directory)."""
     from dpl.engine import init_store
 
     cache_bytes = render.parse_size(cache_size) if cache_size else None
-    root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes)
+    root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes, executor=executor)
     render.info(f"Initialised an empty dpl store in {root}")
 
 
@@ -343,6 +344,52 @@ def delete_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH")):
     """Delete a branch (its commits stay readable by id)."""
     ref = _repo_branch(target)
     store().delete_branch(ref.repo, ref.ref_or_default)
+
+
+# ------------------------------------------------------------------- secrets
+
+
+def _secret_pairs(pairs: List[str], option: str) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DplError(f"{option} {pair!r} is not KEY=VALUE.", hint=f"Write {option} key=value.")
+        out.append((key, value))
+    return out
+
+
+@app.command("create-secret")
+def create_secret(
+    name: str,
+    from_literal: List[str] = typer.Option([], "--from-literal", help="A key and its value, KEY=VALUE (repeatable)."),
+    from_file: List[str] = typer.Option([], "--from-file", help="A key and a file holding its value, KEY=PATH (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a secret of that name."),
+):
+    """Store a secret that pipeline specs can name in transform.secrets (values never appear in specs or logs)."""
+    data = dict(_secret_pairs(from_literal, "--from-literal"))
+    for key, path in _secret_pairs(from_file, "--from-file"):
+        try:
+            data[key] = open(path, encoding="utf-8").read()
+        except OSError as e:
+            raise DplError(f"Cannot read {path} for key {key!r}: {e.strerror}.") from None
+        except UnicodeDecodeError:
+            raise DplError(f"{path} (key {key!r}) is not UTF-8 text; secrets hold text.") from None
+    info = store().create_secret(name, data, overwrite=overwrite)
+    render.info(f"created secret {name} ({', '.join(info['keys'])})")
+
+
+@app.command("list-secret")
+def list_secret(output: Output = OutputOpt):
+    """List secrets: names and keys, never values."""
+    render.table(store().list_secrets(), [("name", "NAME", None), ("keys", "KEYS", ", ".join), ("created", "CREATED", ago)], output)
+
+
+@app.command("delete-secret")
+def delete_secret(name: str):
+    """Delete a secret (pipelines that name it fail at their next job until it exists again)."""
+    store().delete_secret(name)
+    render.info(f"deleted secret {name}")
 
 
 # ---------------------------------------------------------------------- main

@@ -544,6 +544,8 @@ class _JobRun:
         tries_allowed = self.spec.datum_tries
         failure: list[str] = []
         lock = threading.Lock()
+        # Values given as files (mount_path) are scrubbed from the logs as well as env values.
+        secrets = {**ctx.secrets, **{path: data.decode("utf-8", "replace") for path, data in ctx.secret_files.items()}}
         counter = [done]
 
         def one(i: int):
@@ -558,7 +560,7 @@ class _JobRun:
                     result = DatumResult(task.datum, None, error=e.message, started=time.time(), finished=time.time())
                 if result.ok or ctx.cancelled.is_set() or ctx.time_left() == 0:
                     break
-            recorder.add(i, dset, task, result, attempt, reasons.get(i, "new input"), ctx.secrets)
+            recorder.add(i, dset, task, result, attempt, reasons.get(i, "new input"), secrets)
             with lock:
                 counter[0] += 1
                 self._report(counter[0], len(dset))
@@ -596,7 +598,7 @@ class _JobRun:
     def store_secrets(self) -> list[str]:
         if hasattr(self.store, "resolve_secrets"):
             env, files = self.store.resolve_secrets(self.spec)
-            return [v for v in env.values() if v]
+            return [v for v in env.values() if v] + [b.decode("utf-8", "replace") for b in files.values() if b]
         return []
 
     # ------------------------------------------------------------------ land

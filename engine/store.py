@@ -12,13 +12,15 @@ import json
 import os
 from pathlib import Path
 
+from dpl.engine.executors import KINDS
 from dpl.engine.files import FileOps
 from dpl.engine.jobs import JobOps
 from dpl.engine.pipelines import PipelineOps
 from dpl.engine.provenance import ProvenanceOps
 from dpl.engine.repos import RepoOps
+from dpl.engine.secrets import SecretOps
 from dpl.storage.chunkstore import ChunkStore
-from dpl.storage.errors import StoreExists, StoreNotFound
+from dpl.storage.errors import ExecutorUnavailable, StoreExists, StoreNotFound
 from dpl.storage.local import LocalChunkStore
 from dpl.storage.metadata import Metadata
 
@@ -50,16 +52,20 @@ def init_store(
     object_store: str | None = None,
     durable: bool = True,
     cache_bytes: int | None = None,
+    executor: str = "local",
 ) -> Path:
     """Create a store; `path` defaults to DPL_STORE or ./.dpl.
 
     `object_store` is "local" (chunks under the store directory) or
     `s3://BUCKET/PREFIX`; then `cache_bytes` bounds the local read cache.
+    `executor` is where datums run unless a spec or a call says otherwise.
     """
     root = Path(path or os.environ.get("DPL_STORE") or Path.cwd() / STORE_DIR)
     if (root / CONFIG).exists():
         raise StoreExists(f"A dpl store already exists at {root}.")
-    config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": "local"}
+    if executor not in KINDS:
+        raise ExecutorUnavailable(f"Unknown executor {executor!r}.", hint=f"Use one of: {', '.join(KINDS)}.")
+    config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": executor}
     if config["object_store"] != "local":
         config["cache_bytes"] = cache_bytes or S3_DEFAULT_CACHE_BYTES
         open_chunk_store(root, config).check()  # a wrong URL, bucket or credential fails here, not at the first put
@@ -84,7 +90,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps):
+class Store(ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps, SecretOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
 
     def __init__(self, root: str | os.PathLike):

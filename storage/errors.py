@@ -111,6 +111,14 @@ class ExecutorUnavailable(DplError):
     pass
 
 
+class SecretNotFound(DplError):
+    pass
+
+
+class SecretExists(DplError):
+    pass
+
+
 class Corruption(DplError):
     """Stored bytes or metadata do not match what was written."""
 
