@@ -1,0 +1,372 @@
+"""What every benchmark shares: generated data, timed child processes, peers.
+
+A benchmark times whole commands in child processes, the way a user meets
+them: `dpl` is the real console script next to `sys.executable`, so CLI
+start-up counts.  Each timed run is preceded by an (untimed) `sync`, so that
+no command pays for the writeback of the one before it; `dpl` itself still
+pays for its own flush before a commit (its durability guarantee), `cp` and
+git do not flush at all.
+
+Generated data is kept under the data directory (bench/data by default,
+gitignored) with a marker file, so a second run reuses it; scratch space for
+stores and copies is a temporary directory beside it, on the same file
+system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+DPL = os.path.join(BIN, "dpl")
+
+# Full sizes are the figures of issue 2; quick sizes are a smoke run.
+SIZES = {
+    "full": {"small_files": 100_000, "big_bytes": 2 << 30, "head_files": 1_000_000, "repeat": 3},
+    "quick": {"small_files": 2_000, "big_bytes": 32 << 20, "head_files": 5_000, "repeat": 1},
+}
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+DVC_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATER": "1"}
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    max_rss: int  # bytes, of the child (and any children it waited for)
+
+
+@dataclasses.dataclass
+class Figure:
+    """One measured command: every run of it, summarised by the median."""
+
+    label: str
+    runs: list[Run]
+    nbytes: int | None = None  # bytes moved, for throughput
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def max_rss(self) -> int:
+        return max(r.max_rss for r in self.runs)
+
+    @property
+    def throughput(self) -> float | None:
+        return self.nbytes / self.seconds if self.nbytes else None
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "runs": [r.seconds for r in self.runs],
+            "max_rss": self.max_rss,
+            "bytes": self.nbytes,
+            "throughput": self.throughput,
+            "note": self.note,
+        }
+
+
+@dataclasses.dataclass
+class Ratio:
+    label: str
+    value: float
+    limit: float
+    at_most: bool  # True: value <= limit passes; False: value >= limit passes
+    unit: str = "x"  # "x" for a ratio, "s" for an absolute time
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.limit if self.at_most else self.value >= self.limit
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "value": self.value, "limit": self.limit,
+                "at_most": self.at_most, "unit": self.unit, "ok": self.ok}
+
+
+class Context:
+    """Sizes, directories and the report of one `run.py` invocation."""
+
+    def __init__(self, *, quick: bool, data_dir: str, repeat: int | None = None):
+        self.quick = quick
+        self.sizes = dict(SIZES["quick" if quick else "full"])
+        if repeat:
+            self.sizes["repeat"] = repeat
+        self.repeat = self.sizes["repeat"]
+        self.data_dir = os.path.abspath(data_dir)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.results: list[dict] = []
+        self.dvc: str | None = None  # the dvc executable, when available
+        self.dvc_why = ""  # why not, otherwise
+        self._scratch: list[str] = []
+
+    # ------------------------------------------------------------ directories
+
+    def scratch(self, name: str) -> str:
+        """A fresh directory on the data's file system, removed at the end."""
+        path = tempfile.mkdtemp(prefix=f"tmp-{name}-", dir=self.data_dir)
+        self._scratch.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        for path in self._scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self._scratch.clear()
+
+    # ---------------------------------------------------------------- report
+
+    def section(self, name: str, title: str) -> "Section":
+        return Section(self, name, title)
+
+
+class Section:
+    """The printed (and saved) figures and ratios of one benchmark."""
+
+    def __init__(self, ctx: Context, name: str, title: str):
+        self.ctx = ctx
+        self.name = name
+        self.figures: dict[str, Figure] = {}
+        self.ratios: list[Ratio] = []
+        self.notes: list[str] = []
+        say(f"\n== {name}: {title}")
+
+    def add(self, key: str, fig: Figure) -> Figure:
+        self.figures[key] = fig
+        runs = " ".join(f"{r.seconds:.3f}" for r in fig.runs)
+        extra = f"  {human_rate(fig.throughput)}" if fig.throughput else ""
+        note = f"  ({fig.note})" if fig.note else ""
+        say(f"  {fig.label:<44} {fig.seconds:8.3f} s{extra}  max RSS {human_bytes(fig.max_rss)}"
+            f"  [runs: {runs}]{note}")
+        return fig
+
+    def unavailable(self, label: str, why: str) -> None:
+        self.notes.append(f"{label}: unavailable ({why})")
+        say(f"  {label:<44} unavailable: {why}")
+
+    def ratio(self, label: str, value: float, *, at_most: float | None = None, at_least: float | None = None) -> Ratio:
+        r = Ratio(label, value, at_most if at_most is not None else at_least, at_most is not None)
+        self.ratios.append(r)
+        target = f"{'<=' if r.at_most else '>='} {r.limit:g}"
+        say(f"  {'ratio ' + label:<44} {value:8.2f} x  target {target:<8} {'OK' if r.ok else 'MISSED'}")
+        return r
+
+    def limit(self, label: str, value: float, *, at_most: float, unit: str = "s") -> Ratio:
+        """An absolute target (a time in seconds, or another unit)."""
+        r = Ratio(label, value, at_most, True, unit)
+        self.ratios.append(r)
+        say(f"  {'limit ' + label:<44} {value:8.3f} {unit}  target <= {at_most:g} {unit} {'OK' if r.ok else 'MISSED'}")
+        return r
+
+    def info(self, label: str, value: str) -> None:
+        self.notes.append(f"{label}: {value}")
+        say(f"  {label:<44} {value}")
+
+    def close(self) -> None:
+        self.ctx.results.append({
+            "name": self.name,
+            "figures": {k: f.to_dict() for k, f in self.figures.items()},
+            "ratios": [r.to_dict() for r in self.ratios],
+            "notes": self.notes,
+        })
+
+
+# ------------------------------------------------------------------ running
+
+
+def sync() -> None:
+    os.sync()
+
+
+# Peak memory comes from /usr/bin/time: a child forked straight from this
+# (big) Python process would report this process's RSS as its own peak,
+# because Linux carries the high-water mark across exec.
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
+def run(cmd, *, cwd=None, env=None, stdout=None, check=True) -> Run:
+    """Run a command (a list, or a string for bash) and time all of it."""
+    environ = dict(os.environ, **(env or {}))
+    argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    with tempfile.NamedTemporaryFile("w+") as rss, tempfile.TemporaryFile() as err:
+        if TIME:
+            argv = [TIME, "-f", "%M", "-o", rss.name, *argv]
+        out = stdout if stdout is not None else subprocess.DEVNULL
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=environ, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if check and proc.returncode != 0:
+            err.seek(0)
+            tail = err.read()[-2000:].decode(errors="replace")
+            raise CommandFailed(f"{cmd!r} exited {proc.returncode}:\n{tail}")
+        lines = rss.read().split()
+        max_rss = int(lines[-1]) * 1024 if TIME and lines and lines[-1].isdigit() else usage.ru_maxrss * 1024
+    return Run(seconds, max_rss)
+
+
+def measure(label: str, cmd_or_fn, *, repeat: int, setup=None, teardown=None, nbytes=None, note="", **kw) -> Figure:
+    """Run a command `repeat` times, each after its own setup and a sync.
+
+    `cmd_or_fn` is a command, or a function of the setup's result returning
+    one (or a dict of `run` arguments), so that each repetition can write to
+    a fresh place.
+    """
+    runs = []
+    for i in range(repeat):
+        state = setup(i) if setup else None
+        cmd = cmd_or_fn(state) if callable(cmd_or_fn) else cmd_or_fn
+        args = dict(kw, **cmd) if isinstance(cmd, dict) else dict(kw, cmd=cmd)
+        sync()
+        runs.append(run(**args))
+        if teardown:
+            teardown(state)
+    return Figure(label, runs, nbytes=nbytes, note=note)
+
+
+def dpl(*args, store: str, check=True, stdout=None) -> Run:
+    return run([DPL, *map(str, args)], env={"DPL_STORE": store}, check=check, stdout=stdout)
+
+
+def dpl_cmd(*args) -> list[str]:
+    return [DPL, *map(str, args)]
+
+
+def new_store(path: str, *repos: str) -> str:
+    """An empty durable store (the default) with these repos, untimed."""
+    run([DPL, "init", path])
+    for repo in repos:
+        run([DPL, "create-repo", repo], env={"DPL_STORE": path})
+    return path
+
+
+# -------------------------------------------------------------------- peers
+
+
+def find_dvc() -> str | None:
+    """A dvc executable: $DPL_BENCH_DVC, this venv, the bench's own venv, PATH."""
+    for candidate in (
+        os.environ.get("DPL_BENCH_DVC"),
+        os.path.join(BIN, "dvc"),
+        os.path.join(BENCH_DIR, "data", "dvc-venv", "bin", "dvc"),
+        shutil.which("dvc"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def install_dvc(timeout: float = 300) -> tuple[str | None, str]:
+    """Install dvc from PyPI into a venv of its own under bench/data.
+
+    Its own venv, not dpl's: dvc pins many libraries (pygit2, dulwich,
+    rich...) and is not a dependency of dpl, so it must not move the
+    versions dpl is tested with.  Returns (path or None, why not).
+    """
+    venv = os.path.join(BENCH_DIR, "data", "dvc-venv")
+    dvc = os.path.join(venv, "bin", "dvc")
+    try:
+        if not os.path.exists(os.path.join(venv, "bin", "python")):
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=timeout)
+        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "dvc"],
+                       check=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"pip install dvc took longer than {timeout:.0f} s"
+    except subprocess.CalledProcessError as e:
+        lines = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        return None, "pip install dvc failed" + (f": {lines[-1]}" if lines else "")
+    return (dvc, "") if os.access(dvc, os.X_OK) else (None, "pip installed no dvc executable")
+
+
+# --------------------------------------------------------------------- data
+
+
+def small_files(ctx: Context, n: int) -> tuple[str, int]:
+    """A tree of `n` files of 400-600 random bytes, 1,000 per directory."""
+    root = os.path.join(ctx.data_dir, f"small-{n}")
+    marker = root + ".ok"
+    if not os.path.exists(marker):
+        import numpy as np
+
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"  (generating {n:,} small files in {root})")
+        rng = np.random.default_rng(n)
+        sizes = rng.integers(400, 601, n)
+        total = int(sizes.sum())
+        blob = rng.bytes(total)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for i in range(n):
+            if i % 1000 == 0:
+                directory = os.path.join(root, f"d{i // 1000:04d}")
+                os.makedirs(directory)
+            fd = os.open(os.path.join(directory, f"f{i % 1000:04d}.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, blob[offsets[i] : offsets[i + 1]])
+            os.close(fd)
+        sync()
+        with open(marker, "w") as f:
+            f.write(f"{total}\n")
+    with open(marker) as f:
+        return root, int(f.read())
+
+
+def big_file(ctx: Context, nbytes: int) -> str:
+    """One file of `nbytes` random (incompressible, undeduplicable) bytes."""
+    path = os.path.join(ctx.data_dir, f"big-{nbytes}.bin")
+    marker = path + ".ok"
+    if not os.path.exists(marker):
+        import numpy as np
+
+        say(f"  (generating a {human_bytes(nbytes)} file {path})")
+        rng = np.random.default_rng(nbytes)
+        with open(path, "wb") as f:
+            left = nbytes
+            while left:
+                n = min(left, 64 << 20)
+                f.write(rng.bytes(n))
+                left -= n
+        sync()
+        open(marker, "w").close()
+    return path
+
+
+# ------------------------------------------------------------------- output
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def human_rate(bps: float | None) -> str:
+    return "-" if bps is None else f"{bps / (1 << 20):7.0f} MiB/s"
