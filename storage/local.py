@@ -29,6 +29,7 @@ class LocalChunkStore:
         self.root = root
         self.objects = os.path.join(root, "objects")
         self.tmp = os.path.join(root, "tmp")
+        self.trash = os.path.join(root, "trash")
         self.durable = durable
         self._dirty = False
 
@@ -45,16 +46,29 @@ class LocalChunkStore:
 
     def put(self, oid: bytes, data) -> bool:
         path = self._path(oid)
-        if os.path.exists(path):
-            return False
+        try:
+            # An object already there is reused, and its mtime refreshed: `gc`
+            # spares objects touched after it started, so a writer that is
+            # about to refer to an old unreferenced object keeps it alive.
+            # One of the wrong size (truncated) is damaged: it is written again.
+            if os.stat(path).st_size == memoryview(data).nbytes:
+                os.utime(path)
+                return False
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return False  # another user's object: there, but not ours to touch
         tmp = os.path.join(self.tmp, f"{oid.hex()}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-        finally:
+        except BaseException:
             os.close(fd)
+            os.unlink(tmp)  # a full disk must not keep the half-written object's space
+            raise
+        os.close(fd)
         os.rename(tmp, path)
         self._dirty = True
         return True
@@ -84,6 +98,65 @@ class LocalChunkStore:
     def local_path(self, oid: bytes) -> str:
         return self._path(oid)
 
+    # ------------------------------------------- optional capabilities for gc
+
+    def ages(self) -> Iterator[tuple[bytes, float, int]]:
+        """(id, mtime, size) of every stored object."""
+        for fan in sorted(os.listdir(self.objects)):
+            with os.scandir(os.path.join(self.objects, fan)) as entries:
+                for e in entries:
+                    if len(e.name) == 30:
+                        try:
+                            st = e.stat()
+                        except FileNotFoundError:
+                            continue
+                        yield bytes.fromhex(fan + e.name), st.st_mtime, st.st_size
+
+    def delete_if_older(self, oid: bytes, cutoff: float) -> int | None:
+        """Delete an object unless it was touched at or after `cutoff`; return
+        the bytes freed, or None if it was kept.
+
+        The object is first renamed away, then its mtime is read again: a
+        writer that reused it (`put` refreshes the mtime) before the rename is
+        seen and the object is put back; one that comes after the rename finds
+        it missing and writes it anew.  So a concurrent writer never ends up
+        referring to a deleted object.
+        """
+        path = self._path(oid)
+        trash = os.path.join(self.trash, f"{oid.hex()}.{os.getpid()}")
+        os.makedirs(self.trash, exist_ok=True)
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        st = os.stat(trash)
+        if st.st_mtime >= cutoff:
+            try:
+                os.link(trash, path)  # never over a copy a writer just made
+            except FileExistsError:
+                pass
+            os.unlink(trash)
+            return None
+        os.unlink(trash)
+        return st.st_size
+
+    def restore_trash(self) -> int:
+        """Put back objects a killed `gc` left renamed away; return how many."""
+        restored = 0
+        for name in os.listdir(self.trash) if os.path.isdir(self.trash) else []:
+            oid_hex, _, pid = name.partition(".")
+            if pid.isdigit() and _pid_alive(int(pid)):
+                continue  # a running gc's: it decides
+            src = os.path.join(self.trash, name)
+            oid = bytes.fromhex(oid_hex)
+            try:
+                os.link(src, self._path(oid))
+                restored += 1
+            except FileExistsError:
+                pass
+            os.unlink(src)
+        return restored
+
     def sync(self) -> None:
         if not (self.durable and self._dirty):
             return
@@ -94,3 +167,13 @@ class LocalChunkStore:
         finally:
             os.close(fd)
         self._dirty = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
