@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from dpl.engine.repos import pc_sum
+from dpl.engine.writers import writes_objects
 from dpl.storage import chunkstore, index
 from dpl.storage.chunking import BLOCK, ChunkWriter
 from dpl.storage.chunkstore import object_id
@@ -111,6 +112,7 @@ class FileOps:
 
     # ----------------------------------------------------------------- write
 
+    @writes_objects
     def put_files(
         self,
         repo: str,
@@ -240,6 +242,7 @@ class FileOps:
             return self._add_to_open(open_commit, index.write_layer(self.chunks, table))
         return self._write_layer(repo, branch, table, description, expect_head=head)
 
+    @writes_objects
     def delete_files(self, repo: str, branch: str, paths: list[str], description: str = ""):
         open_commit = self.open_commit(repo, branch)
         current = self.commit_table(open_commit or self.resolve_commit(repo, branch))

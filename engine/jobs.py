@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from dpl.engine import datums as datums_mod
 from dpl.engine.executors import get_executor
 from dpl.engine.executors.base import DatumResult, JobContext
+from dpl.engine.writers import writes_objects
 from dpl.storage import index
 from dpl.storage.errors import DatumNotFound, DplError, JobFailed, JobNotFound
 
@@ -202,6 +203,7 @@ class JobOps:
                 return db.execute("SELECT * FROM jobs WHERE pipeline=? AND id=?", (r["pipeline"], r["id"])).fetchone()
         return None
 
+    @writes_objects
     def _run_claimed(self, job, owner: str, executor: str | None, progress: Progress | None) -> dict:
         stop = threading.Event()
 

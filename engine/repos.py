@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 
 from dpl.engine import refs
+from dpl.engine.writers import writes_objects
 from dpl.storage import index
 from dpl.storage.errors import (
     AmbiguousRef,
@@ -300,6 +301,7 @@ class RepoOps:
             raise CommitNotOpen(f"Commit {commit.id} of repo {repo!r} is already finished.")
         return commit
 
+    @writes_objects
     def _land(
         self,
         repo: str,

@@ -15,9 +15,9 @@ its path ends in `/` it removes the whole directory.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,11 +59,11 @@ def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Tabl
     n = len(paths)
     table = pa.table(
         {
-            "path": pa.array(paths, pa.string()),
+            "path": paths if isinstance(paths, (pa.Array, pa.ChunkedArray)) else pa.array(paths, pa.string()),
             "size": pa.array(sizes, pa.int64()),
             "hash": pa.array(hashes, pa.binary(16)),
             "refs": refs if isinstance(refs, pa.Array) else pa.array(refs, REFS_TYPE),
-            "deleted": pa.array(deleted if deleted is not None else np.zeros(n, bool), pa.bool_()),
+            "deleted": pa.array(deleted if deleted is not None else pa.repeat(False, n), pa.bool_()),
             "datum": datums if isinstance(datums, pa.Array) else pa.array(datums if datums is not None else [None] * n, pa.binary(16)),
         },
         schema=SCHEMA,
@@ -71,12 +71,19 @@ def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Tabl
     return sort_unique(table)
 
 
+def is_sorted_unique(paths) -> bool:
+    """Whether a path column is strictly increasing (one vectorised pass)."""
+    n = len(paths)
+    return n < 2 or pc.all(pc.less(paths.slice(0, n - 1), paths.slice(1))).as_py()
+
+
 def sort_unique(table: pa.Table) -> pa.Table:
     """Sort by path; where a path repeats, the later row wins."""
-    if table.num_rows < 2:
+    if table.num_rows < 2 or is_sorted_unique(table["path"]):
         return table
-    order = np.arange(table.num_rows)
-    table = table.append_column("_order", pa.array(order))
+    import numpy as np  # here: listing and diffing never sort, and the CLI starts faster without numpy
+
+    table = table.append_column("_order", pa.array(np.arange(table.num_rows)))
     table = table.take(pc.sort_indices(table, [("path", "ascending"), ("_order", "descending")]))
     return _first_of_each_path(table).drop_columns(["_order"])
 
@@ -133,51 +140,170 @@ def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:
 
 
 def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
-    """Combine layers (oldest first) into one sorted table; newest wins."""
+    """Combine layers (oldest first) into one sorted table; newest wins.
+
+    Layers are folded oldest first.  A newer layer that is small next to what
+    it lands on is laid over it by binary search and zero-copy slices, so the
+    usual shape (one big layer plus a few small changes) costs O(k log n),
+    not a sort of every row; two layers of similar size are merged by one
+    vectorised sort.  `keep_tombstones` keeps the deletion rows (needed while
+    older layers remain below the merged ones).
+    """
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return EMPTY
-    if len(tables) == 1:
-        merged = tables[0]
-    else:
-        live = []
-        for i, t in enumerate(tables):
-            newer = tables[i + 1 :]
-            if newer:
-                t = _drop_shadowed(t, newer)
-            live.append(t)
-        merged = pa.concat_tables(live)
-        merged = merged.take(pc.sort_indices(merged, [("path", "ascending")]))
+    merged = tables[0]
     if not keep_tombstones and pc.any(merged["deleted"]).as_py():
         merged = merged.filter(pc.invert(merged["deleted"]))
+    for newer in tables[1:]:
+        if _few(newer.num_rows, merged.num_rows):
+            merged = _overlay(merged, newer, keep_tombstones)
+        else:
+            merged = _merge_sorted(merged, newer, keep_tombstones)
     return merged
 
 
-def _drop_shadowed(table: pa.Table, newer: list[pa.Table]) -> pa.Table:
-    """Rows of `table` not overwritten or deleted by any newer layer."""
-    shadow = pa.chunked_array([c for t in newer for c in t["path"].chunks], pa.string())
-    keep = pc.invert(pc.is_in(table["path"], value_set=shadow.combine_chunks()))
-    for t in newer:
-        dirs = t.filter(pc.and_(t["deleted"], pc.ends_with(t["path"], "/")))["path"].to_pylist()
-        for d in dirs:
-            keep = pc.and_(keep, pc.invert(pc.starts_with(table["path"], d)))
-    return table.filter(keep)
+def _few(k: int, n: int) -> bool:
+    """Whether k binary searches in n sorted rows beat one scan of them."""
+    return k * max(n.bit_length(), 1) * 100 < n
+
+
+class _Sorted:
+    """Binary search over a sorted string column, one scalar read per probe.
+
+    Arrow orders strings by their UTF-8 bytes, which is also the order of
+    Python's str comparison (UTF-8 preserves code point order).
+    """
+
+    def __init__(self, column):
+        self.chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
+        self.starts = [0]
+        for c in self.chunks:
+            self.starts.append(self.starts[-1] + len(c))
+        self.n = self.starts[-1]
+
+    def __getitem__(self, i: int) -> str:
+        c = bisect.bisect_right(self.starts, i) - 1
+        return self.chunks[c][i - self.starts[c]].as_py()
+
+    def lower(self, key: str, lo: int = 0) -> int:
+        """The first index at or after `lo` whose value is >= key."""
+        hi = self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find(self, key: str) -> int | None:
+        i = self.lower(key)
+        return i if i < self.n and self[i] == key else None
+
+
+def _after_dir(directory: str) -> str:
+    """The smallest string above every path under `directory` (which ends in /)."""
+    return directory[:-1] + "0"  # "0" is the byte right after "/"
+
+
+def _overlay(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa.Table:
+    """`newer` (few rows) laid over `older`: zero-copy slices of `older`
+    between the newer rows, skipping the rows they replace or delete."""
+    index = _Sorted(older["path"])
+    pieces = []
+    pos = 0  # rows of `older` before this are placed (or dropped)
+    run = None  # start of the current run of newer rows to emit
+    paths = newer["path"].to_pylist()
+    deleted = newer["deleted"].to_pylist()
+    for j, (path, dead) in enumerate(zip(paths, deleted)):
+        i = index.lower(path, pos)
+        if i > pos:
+            if run is not None:
+                pieces.append(newer.slice(run, j - run))
+                run = None
+            pieces.append(older.slice(pos, i - pos))
+            pos = i
+        if pos < index.n and index[pos] == path:
+            pos += 1  # replaced (or deleted) by the newer row
+        if dead and path.endswith("/"):
+            pos = max(pos, index.lower(_after_dir(path), pos))  # the whole directory goes
+        if dead and not keep_tombstones:
+            if run is not None:
+                pieces.append(newer.slice(run, j - run))
+                run = None
+        elif run is None:
+            run = j
+    if run is not None:
+        pieces.append(newer.slice(run))
+    if pos < index.n:
+        pieces.append(older.slice(pos))
+    return pa.concat_tables(pieces) if pieces else EMPTY
+
+
+def _merge_sorted(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa.Table:
+    """Two layers of similar size: drop what `newer` shadows, then one sort."""
+    keep = pc.invert(pc.is_in(older["path"], value_set=newer["path"].combine_chunks()))
+    for d in _dir_tombstones(newer)["path"].to_pylist():
+        keep = pc.and_(keep, pc.invert(pc.starts_with(older["path"], d)))
+    if not keep_tombstones and pc.any(newer["deleted"]).as_py():
+        newer = newer.filter(pc.invert(newer["deleted"]))
+    merged = pa.concat_tables([older.filter(keep), newer])
+    return merged.take(pc.sort_indices(merged, [("path", "ascending")]))
+
+
+def _dir_tombstones(table: pa.Table) -> pa.Table:
+    """The rows of a layer that delete a whole directory."""
+    if not pc.any(table["deleted"]).as_py():  # a bitmap scan: most layers delete nothing
+        return table.slice(0, 0)
+    dead = table.filter(table["deleted"])
+    return dead.filter(pc.ends_with(dead["path"], "/"))
+
+
+def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
+    """The rows of one layer at exactly these (sorted, unique) paths."""
+    if _few(len(paths), table.num_rows):
+        index = _Sorted(table["path"])
+        found = [i for i in map(index.find, paths) if i is not None]
+        return table.take(pa.array(found, pa.int64()))
+    return table.filter(pc.is_in(table["path"], value_set=pa.array(paths, pa.string())))
+
+
+def _range(table: pa.Table, lo_key: str, hi_key: str) -> pa.Table:
+    """The rows of one layer with lo_key <= path < hi_key."""
+    index = _Sorted(table["path"])
+    lo = index.lower(lo_key)
+    return table.slice(lo, index.lower(hi_key, lo) - lo)
+
+
+def _with_tombstones(table: pa.Table, subset: pa.Table) -> pa.Table:
+    """A subset of a layer plus the layer's directory tombstones, sorted:
+    those still delete older rows of the subset's paths."""
+    dirs = _dir_tombstones(table)
+    if not dirs.num_rows:
+        return subset
+    both = pa.concat_tables([dirs, subset])
+    return _first_of_each_path(both.take(pc.sort_indices(both, [("path", "ascending")])))
 
 
 def lookup(tables: list[pa.Table], paths) -> pa.Table:
     """The current rows (tombstones removed) for just these paths."""
-    wanted = pa.array(list(paths), pa.string())
-    subset = [t.filter(pc.is_in(t["path"], value_set=wanted)) for t in tables]
-    # Directory tombstones in the subset's layers still apply.
-    dirs = [t.filter(pc.and_(t["deleted"], pc.ends_with(t["path"], "/"))) for t in tables]
-    return merge([pa.concat_tables([d, s]) if d.num_rows else s for d, s in zip(dirs, subset)])
+    wanted = sorted(set(paths))
+    return merge([_with_tombstones(t, _rows(t, wanted)) for t in tables])
 
 
 def under(tables: list[pa.Table], prefix: str) -> pa.Table:
     """The current files at or beneath a directory prefix (`/` for all)."""
     if prefix == "/":
         return merge(tables)
-    return merge([t.filter(pc.or_(pc.starts_with(t["path"], prefix.rstrip("/") + "/"), pc.equal(t["path"], prefix))) for t in tables])
+    directory = prefix.rstrip("/") + "/"
+    subsets = []
+    for t in tables:
+        subset = _range(t, directory, _after_dir(directory))
+        if not prefix.endswith("/"):
+            subset = pa.concat_tables([_rows(t, [prefix]), subset])  # the file itself sorts just before
+        subsets.append(_with_tombstones(t, subset))
+    return merge(subsets)
 
 
 def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
@@ -211,4 +337,4 @@ def compact(store: ChunkStore, layers: list[Layer]) -> list[Layer]:
     merged = merge(tables, keep_tombstones=start > 0)
     if merged.num_rows == 0:
         return layers[:start]
-    return layers[:start] + [write_layer(store, merged)]
+    return layers[:start] + [write_layer(store, merged.combine_chunks())]
