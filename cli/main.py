@@ -138,7 +138,7 @@ def inspect_repo(name: str, output: Output = OutputOpt):
 
 
 @app.command("delete-repo")
-def delete_repo(name: str, force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read it.")):
+def delete_repo(name: str, force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read it, with the commits they made from it.")):
     """Delete a repo and all its commits."""
     store().delete_repo(name, force=force)
 
@@ -340,10 +340,20 @@ def list_branch(repo: str, output: Output = OutputOpt):
 
 
 @app.command("delete-branch")
-def delete_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH")):
+def delete_branch(
+    target: str = typer.Argument(..., metavar="REPO@BRANCH"),
+    force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read or write it, or it has an open commit."),
+):
     """Delete a branch (its commits stay readable by id)."""
     ref = _repo_branch(target)
-    store().delete_branch(ref.repo, ref.ref_or_default)
+    store().delete_branch(ref.repo, ref.ref_or_default, force=force)
+
+
+# ------------------------------------------------------------ history and gc
+
+from dpl.cli import maintenance as _maintenance  # noqa: E402
+
+_maintenance.register(app)
 
 
 # ------------------------------------------------------------------- secrets

@@ -173,11 +173,26 @@ class PipelineOps:
                 f"Pipeline {name!r} feeds pipeline(s) {', '.join(sorted(readers))}.",
                 hint="Delete those first, or pass --force.",
             )
+        if not keep_repo and not force:
+            # Pipelines that read its output before (and no longer do) made commits from it.
+            down, _ = self.downstream({(name, r["id"]) for r in self.db.query("SELECT id FROM commits WHERE repo=?", (name,))})
+            if down:
+                from dpl.engine.history import _names
+                from dpl.storage.errors import WouldOrphan
+
+                raise WouldOrphan(
+                    f"Deleting pipeline {name!r} and its output repo would orphan {len(down)} downstream commit(s) made from it: {_names(down)}.",
+                    hint="Pass --keep-repo to keep its output, or --force to delete those commits too.",
+                )
         with self.db.write() as db:
-            for table in ("pipeline_inputs", "datum_outputs", "datums"):
+            for table in ("pipeline_inputs", "datum_outputs", "datums", "lineage"):
                 db.execute(f"DELETE FROM {table} WHERE pipeline=?", (name,))
             db.execute("DELETE FROM jobs WHERE pipeline=?", (name,))
             db.execute("DELETE FROM pipelines WHERE name=?", (name,))
+            if keep_repo:
+                # The repo stays as a plain repo: its commits no longer name jobs that are gone.
+                db.execute("UPDATE commits SET origin='user', job=NULL WHERE repo=?", (name,))
+                db.execute("UPDATE repos SET kind='user' WHERE name=?", (name,))
         self.spec_history.remove(name)
         if not keep_repo:
             self.delete_repo(name, force=True)

@@ -24,6 +24,7 @@ from dpl.storage import index
 from dpl.storage.errors import (
     AmbiguousRef,
     BranchNotFound,
+    CommitInUse,
     CommitNotFound,
     CommitNotOpen,
     Conflict,
@@ -146,8 +147,11 @@ class RepoOps:
     def list_repos(self) -> list[dict]:
         return [self.inspect_repo(r["name"]) for r in self.db.query("SELECT name FROM repos ORDER BY name")]
 
-    def delete_repo(self, name: str, *, force: bool = False) -> None:
+    def delete_repo(self, name: str, *, force: bool = False) -> dict:
+        """Delete a repo; with `force` also what pipelines made from its commits (see `history`)."""
         self._repo_row(name)
+        if self.db.one("SELECT 1 FROM pipelines WHERE name=?", (name,)):
+            raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
         readers = self.pipelines_reading(name)
         if readers and not force:
             raise RepoInUse(
@@ -155,9 +159,13 @@ class RepoOps:
                 hint="Delete those pipelines first, or pass --force.",
             )
         with self.db.write() as db:
+            commits = {(name, r["id"]) for r in db.execute("SELECT id FROM commits WHERE repo=?", (name,)).fetchall()}
+            plan = self._plan_removal(db, commits, force=force, what=f"Deleting repo {name!r}")
+            result = self._apply_removal(db, plan)
             db.execute("DELETE FROM commits WHERE repo=?", (name,))
             db.execute("DELETE FROM branches WHERE repo=?", (name,))
             db.execute("DELETE FROM repos WHERE name=?", (name,))
+        return result
 
     def pipelines_reading(self, repo: str) -> set[str]:
         """Pipelines that take `repo` as an input (the pipeline layer overrides this)."""
@@ -186,9 +194,21 @@ class RepoOps:
             )
         return {"repo": repo, "branch": branch, "head": commit.id if commit else None}
 
-    def delete_branch(self, repo: str, branch: str) -> None:
+    def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
+        """Delete a branch; its commits stay readable by id (and keep their provenance)."""
         self._branch_head(repo, branch)
+        readers = sorted(r["pipeline"] for r in self.db.query("SELECT pipeline FROM pipeline_inputs WHERE repo=? AND branch=?", (repo, branch)))
+        writer = self.db.one("SELECT name FROM pipelines WHERE name=? AND output_branch=?", (repo, branch))
+        opened = self.open_commit(repo, branch)
+        if not force:
+            if readers:
+                raise RepoInUse(f"Branch {repo}@{branch} is an input of pipeline(s) {', '.join(readers)}.", hint="Delete or update those pipelines first, or pass --force.")
+            if writer:
+                raise RepoInUse(f"Branch {repo}@{branch} is where pipeline {repo!r} writes its output.", hint="Delete the pipeline first, or pass --force.")
+            if opened:
+                raise CommitInUse(f"Branch {repo}@{branch} has an open commit ({opened.id[:12]}).", hint="Finish it, or pass --force to drop it with the branch.")
         with self.db.write() as db:
+            db.execute("DELETE FROM commits WHERE repo=? AND branch=? AND state='open'", (repo, branch))
             db.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, branch))
 
     def _branch_head(self, repo: str, branch: str) -> str | None:

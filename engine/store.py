@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dpl.engine.executors import KINDS
 from dpl.engine.files import FileOps
+from dpl.engine.history import HistoryOps
 from dpl.engine.jobs import JobOps
 from dpl.engine.pipelines import PipelineOps
 from dpl.engine.provenance import ProvenanceOps
@@ -90,7 +91,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps, SecretOps):
+class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps, SecretOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
 
     def __init__(self, root: str | os.PathLike):

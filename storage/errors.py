@@ -55,6 +55,14 @@ class RepoInUse(DplError):
     pass
 
 
+class CommitInUse(DplError):
+    """A commit cannot be deleted or squashed as it stands (children, branches, a running job)."""
+
+
+class WouldOrphan(DplError):
+    """Deleting this would leave downstream commits whose provenance names data that is gone."""
+
+
 class BranchNotFound(DplError):
     pass
 
@@ -121,6 +129,10 @@ class SecretExists(DplError):
 
 class Corruption(DplError):
     """Stored bytes or metadata do not match what was written."""
+
+
+class DiskFull(DplError):
+    """The disk holding the store ran out of space; nothing was committed."""
 
 
 class StorageUnavailable(DplError):

