@@ -77,8 +77,11 @@ class _Pool:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def submit(self, fn: Callable, *args) -> Future:
+        if self._pid != os.getpid():  # a forked child inherits the list, not the threads
+            self.__init__(self._size, self._name)
         future: Future = Future()
         self._queue.put((future, fn, args))
         if len(self._threads) < self._size:
@@ -225,6 +228,7 @@ class S3ChunkStore:
             retry_seconds = float(os.environ.get("DPL_S3_RETRY_SECONDS", DEFAULT_RETRY_SECONDS))
         self.retry_seconds = retry_seconds
         self._client = None
+        self._client_pid = 0
         self._client_lock = threading.Lock()
         self._uploads = _Pool(workers, "dpl-s3-put")
         self._downloads = _Pool(workers, "dpl-s3-get")
@@ -240,10 +244,11 @@ class S3ChunkStore:
 
     @property
     def client(self):
-        if self._client is None:
+        if self._client is None or self._client_pid != os.getpid():  # boto3 clients do not survive a fork
             with self._client_lock:
-                if self._client is None:
+                if self._client is None or self._client_pid != os.getpid():
                     self._client = _make_client(self.workers)
+                    self._client_pid = os.getpid()
         return self._client
 
     def _key(self, oid: bytes) -> str:
@@ -324,16 +329,17 @@ class S3ChunkStore:
 
     def _upload(self, oid: bytes, body: bytes) -> None:
         try:
-            if self._failure is None:
-                key = self._key(oid)
-                if len(body) < HEAD_BEFORE_PUT or not self._exists(key):
-                    self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=body)
-                try:
-                    self.cache.insert(oid, body)
-                except OSError:
-                    pass  # a cache that cannot be written costs speed, not data
-                with self._lock:
-                    self._known.add(oid)
+            if self._failure is not None:
+                raise self._failure  # another upload of this write failed: do not retry for nothing
+            key = self._key(oid)
+            if len(body) < HEAD_BEFORE_PUT or not self._exists(key):
+                self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=body)
+            try:
+                self.cache.insert(oid, body)
+            except OSError:
+                pass  # a cache that cannot be written costs speed, not data
+            with self._lock:
+                self._known.add(oid)
         except DplError as e:
             with self._lock:
                 if self._failure is None:
@@ -345,19 +351,27 @@ class S3ChunkStore:
                 self._lock.notify_all()
 
     def sync(self) -> None:
-        """Wait for every upload so far; raise if any of them failed."""
+        """Wait for every upload so far; raise if any of them failed.
+
+        Uploads leave `_pending` only once finished, so a second thread's
+        sync() waits for them too instead of returning early.
+        """
         with self._lock:
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
+            waiting = list(self._pending.items())
+        failure: DplError | None = None
+        for _, future in waiting:
             try:
                 future.result()
-            except DplError:
-                pass  # recorded in self._failure
-            except Exception as e:  # a bug or an OS error in a worker: still one clear failure
-                with self._lock:
-                    self._failure = self._failure or self._unreachable(e)
+            except DplError as e:
+                failure = failure or e
+            except Exception as e:  # an OS error or a bug in a worker: still one clear failure
+                failure = failure or self._unreachable(e)
         with self._lock:
-            failure, self._failure = self._failure, None
+            for oid, future in waiting:
+                if self._pending.get(oid) is future:
+                    del self._pending[oid]
+            if failure is not None:
+                self._failure = None  # this write is over; a later one may try again
         if failure is not None:
             raise failure
 

@@ -181,6 +181,13 @@ def test_init_checks_the_object_store(s3_server, tmp_path, url, env, needle):
     assert not (tmp_path / "store" / "config.json").exists()
 
 
+def _wait_for_upload(s3_server, prefix, proc, objects):
+    deadline = time.monotonic() + 120
+    while len(bucket_objects(s3_server, prefix)) < objects and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the put finished before the server went away"
+
+
 @pytest.mark.slow
 def test_a_server_restart_during_a_big_put_retries_or_fails_cleanly(s3_server, s3_store, tmp_path):
     root, prefix = s3_store
@@ -191,10 +198,7 @@ def test_a_server_restart_during_a_big_put_retries_or_fails_cleanly(s3_server, s
         for _ in range(300):
             f.write(os.urandom(MB))
     proc = popen("put-file", "data@master:/big.bin", big, store=root)
-    deadline = time.monotonic() + 120
-    while len(bucket_objects(s3_server, prefix)) < 40 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # restart once the upload is well under way
-    assert proc.poll() is None, "the put finished before the server could be restarted"
+    _wait_for_upload(s3_server, prefix, proc, 40)  # restart once the upload is well under way
     s3_server.restart(down=1.0)
     out, err = proc.communicate(timeout=600)
     err = err.decode()
@@ -208,6 +212,38 @@ def test_a_server_restart_during_a_big_put_retries_or_fails_cleanly(s3_server, s
         assert err.startswith("error: ") and len(err.strip().splitlines()) <= 2, err
         assert "object store" in err
         assert head(root) == before
+    assert dpl("get-file", "data@master:/before.txt", store=root).stdout == b"committed"
+    fsck = dpl("fsck", "-o", "json", store=root, check=False, timeout=600)
+    assert fsck.returncode == 0 and json.loads(fsck.stdout)["ok"], fsck.stdout.decode()
+
+
+@pytest.mark.slow
+def test_a_server_gone_longer_than_the_retries_fails_in_one_sentence_and_changes_nothing(s3_server, s3_store, tmp_path):
+    root, prefix = s3_store
+    dpl("put-file", "data@master:/before.txt", "-", input=b"committed", store=root)
+    before = head(root)
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(150):
+            f.write(os.urandom(MB))
+    environ = dict(os.environ, DPL_STORE=str(root), DPL_S3_RETRY_SECONDS="3")
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "dpl"), "put-file", "data@master:/big.bin", str(big)],
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_upload(s3_server, prefix, proc, 20)
+    s3_server.stop()
+    try:
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=300)
+        gave_up_after = time.monotonic() - started
+    finally:
+        s3_server.start()
+    err = err.decode()
+    print(f"put-file with the server gone: exit {proc.returncode} after {gave_up_after:.1f} s, {err.strip()}")
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert err.startswith("error: The object store at s3://") and "could not be reached" in err
+    assert len(err.strip().splitlines()) == 2 and err.strip().splitlines()[1].startswith("hint: ")
+    assert gave_up_after < 60, f"gave up only after {gave_up_after:.0f} s"
+    assert head(root) == before
     assert dpl("get-file", "data@master:/before.txt", store=root).stdout == b"committed"
     fsck = dpl("fsck", "-o", "json", store=root, check=False, timeout=600)
     assert fsck.returncode == 0 and json.loads(fsck.stdout)["ok"], fsck.stdout.decode()
