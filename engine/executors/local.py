@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
+from dpl.engine.executors.sandbox import Sandbox, SandboxDied
 from dpl.engine.workspace import ChunkReader, collect, materialize
 
 log = logging.getLogger("dpl")
@@ -66,6 +67,7 @@ class LocalExecutor:
 
     def __init__(self):
         self._running: dict[str, set[subprocess.Popen]] = {}
+        self._slots: dict[str, dict[int, Sandbox]] = {}
         self._trash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpl-cleanup")
 
     def start(self, ctx: JobContext) -> dict:
@@ -83,10 +85,14 @@ class LocalExecutor:
         ctx.cancelled.set()
         for proc in list(self._running.pop(ctx.job, ())):
             _kill(proc)
+        for box in self._slots.pop(ctx.job, {}).values():
+            box.close()
         self._trash.shutdown(wait=True)
         self._trash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpl-cleanup")
 
     def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult:
+        if bwrap_path():
+            return self._run_in_slot(ctx, task)
         result = DatumResult(task.datum, None, started=time.time())
         work = ctx.scratch / f"{task.datum[:16]}-{uuid.uuid4().hex[:8]}"
         pfs, out = work / "pfs", work / "pfs" / "out"
@@ -102,23 +108,77 @@ class LocalExecutor:
             self._trash.submit(shutil.rmtree, work, True)  # off the datum's critical path
         return result
 
+    # ------------------------------------------------- bwrap: one sandbox per slot
+
+    def _slot(self, ctx: JobContext) -> Sandbox:
+        """This thread's sandbox for the job, started on first use or after one died."""
+        slots = self._slots.setdefault(ctx.job, {})
+        key = threading.get_ident()
+        box = slots.get(key)
+        if box is None or not box.alive:
+            if box is not None:
+                box.close()
+            cwd = self._cwd(ctx)
+            binds = [(cwd, cwd)] if os.path.isdir(cwd) and cwd.startswith(("/tmp/", "/run/")) else []
+            secrets = ctx.scratch / "secrets"
+            for mount_path, data in ctx.secret_files.items():
+                secrets.mkdir(exist_ok=True)
+                host = secrets / uuid.uuid4().hex
+                host.write_bytes(data)
+                binds.append((str(host), mount_path))
+            names = [p.name for p in ctx.spec.pfs_inputs()]
+            box = Sandbox(self._bwrap_base(bwrap_path(), ctx), ctx.scratch / f"slot-{len(slots)}-{uuid.uuid4().hex[:6]}", names, binds=binds)
+            slots[key] = box
+        return box
+
+    def _cwd(self, ctx: JobContext) -> str:
+        cwd = ctx.spec.transform.get("working_dir") or ctx.code_dir or "/"
+        return cwd if ctx.spec.transform.get("working_dir") or os.path.isdir(cwd) else "/"
+
+    def _run_in_slot(self, ctx: JobContext, task: DatumTask) -> DatumResult:
+        result = DatumResult(task.datum, None, started=time.time())
+        t = ctx.spec.transform
+        box = self._slot(ctx)
+        try:
+            box.clear()
+            materialize(_reader(ctx), task, str(box.pfs), cache_dir=str(ctx.scratch / "cache"))
+            stdin = "\n".join(t.get("stdin", []))
+            (box.io / "stdin").write_text(stdin + ("\n" if stdin else ""))
+            env = {**base_env(), **t.get("env", {}), **ctx.secrets, **task.env}
+            reasons: list[str] = []
+            timer = _timer(ctx, box.kill, reasons)
+            try:
+                result.exit_code = box.run(list(t["cmd"]), env, self._cwd(ctx))
+            except SandboxDied:
+                result.error = reasons[0] if reasons else ("cancelled" if ctx.cancelled.is_set() else "the sandbox died")
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            result.stdout, result.stderr = _tail(box.io / "stdout"), _tail(box.io / "stderr")
+            accepted = set(t.get("accept_return_code", [])) | {0}
+            if result.error is None and result.exit_code in accepted:
+                result.exit_code = 0
+            elif result.error is None:
+                result.error = f"exited with code {result.exit_code}"
+            if result.ok:
+                pfs_map = {f"/pfs/{i.name}": str(box.pfs / i.name) for i in task.inputs}
+                result.outputs = collect(ctx.chunks, str(box.pfs / "out"), pfs_map=pfs_map)
+        finally:
+            result.finished = time.time()
+        return result
+
     def _execute(self, ctx: JobContext, task: DatumTask, work, pfs, result: DatumResult) -> None:
         t = ctx.spec.transform
         cmd, stdin = list(t["cmd"]), "\n".join(t.get("stdin", []))
         env = {**base_env(), **t.get("env", {}), **ctx.secrets, **task.env}
-        cwd = t.get("working_dir") or ctx.code_dir or "/"
-        sandbox = bwrap_path()
-        if sandbox:
-            argv = self._bwrap(sandbox, ctx, task, pfs, cwd) + cmd
-            popen_cwd = "/"
-        else:
-            real = str(pfs) + "/"
-            cmd = [c.replace("/pfs/", real) for c in cmd]
-            stdin = stdin.replace("/pfs/", real)
-            env = {k: v.replace("/pfs/", real) if v.startswith("/pfs/") else v for k, v in env.items()}
-            env["PFS"] = str(pfs)
-            argv = cmd
-            popen_cwd = cwd if os.path.isdir(cwd) else "/"
+        cwd = self._cwd(ctx)
+        real = str(pfs) + "/"
+        cmd = [c.replace("/pfs/", real) for c in cmd]
+        stdin = stdin.replace("/pfs/", real)
+        env = {k: v.replace("/pfs/", real) if v.startswith("/pfs/") else v for k, v in env.items()}
+        env["PFS"] = str(pfs)
+        argv = cmd
+        popen_cwd = cwd if os.path.isdir(cwd) else "/"
         stdin_path, out_path, err_path = work / "stdin", work / "stdout", work / "stderr"
         stdin_path.write_text(stdin + ("\n" if stdin else ""))
         with open(stdin_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
@@ -140,7 +200,8 @@ class LocalExecutor:
         elif result.error is None:
             result.error = f"exited with code {result.exit_code}"
 
-    def _bwrap(self, bwrap: str, ctx: JobContext, task: DatumTask, pfs, cwd: str) -> list[str]:
+    def _bwrap_base(self, bwrap: str, ctx: JobContext) -> list[str]:
+        """The sandbox without /pfs: host system read-only, private /tmp and /run, no network."""
         args = [bwrap, "--die-with-parent", "--unshare-all", "--hostname", "dpl"]
         if ctx.spec.network:
             args.append("--share-net")
@@ -152,18 +213,28 @@ class LocalExecutor:
                 args += ["--symlink", os.readlink(host), host]
             elif os.path.isdir(host):
                 args += ["--ro-bind", host, host]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/pfs"]
-        if os.path.isdir(cwd) and cwd.startswith(("/tmp/", "/run/")):
-            args += ["--ro-bind", cwd, cwd]  # a spec directory the /tmp tmpfs would hide
-        for inp in task.inputs:
-            args += ["--ro-bind", str(pfs / inp.name), f"/pfs/{inp.name}"]
-        args += ["--bind", str(pfs / "out"), "/pfs/out"]
-        for mount_path, data in ctx.secret_files.items():
-            host = pfs.parent / ("secret-" + uuid.uuid4().hex)
-            host.write_bytes(data)
-            args += ["--ro-bind", str(host), mount_path]
-        args += ["--chdir", cwd if os.path.isdir(cwd) else "/"]
-        return args
+        return args + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+
+
+def _timer(ctx: JobContext, kill, reasons: list[str]) -> threading.Timer | None:
+    """Kill the step (via `kill`) when the datum or the job runs out of time."""
+    limits = []
+    if ctx.spec.datum_timeout:
+        limits.append((ctx.spec.datum_timeout, f"timed out after {ctx.spec.raw.get('datum_timeout')} (datum_timeout)"))
+    if ctx.time_left() is not None:
+        limits.append((ctx.time_left(), f"killed when the job timed out after {ctx.spec.raw.get('job_timeout')} (job_timeout)"))
+    if not limits:
+        return None
+    seconds, why = min(limits)
+
+    def expire():
+        reasons.append(why)
+        kill()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _wait(proc: subprocess.Popen, ctx: JobContext) -> tuple[int | None, str | None]:
@@ -173,23 +244,8 @@ def _wait(proc: subprocess.Popen, ctx: JobContext) -> tuple[int | None, str | No
     interval to every datum); a timer does the killing, and `stop()` kills
     whatever still runs when the job is cancelled.
     """
-    reasons = []
-    limits = []
-    if ctx.spec.datum_timeout:
-        limits.append((ctx.spec.datum_timeout, f"timed out after {ctx.spec.raw.get('datum_timeout')} (datum_timeout)"))
-    if ctx.time_left() is not None:
-        limits.append((ctx.time_left(), f"killed when the job timed out after {ctx.spec.raw.get('job_timeout')} (job_timeout)"))
-    timer = None
-    if limits:
-        seconds, why = min(limits)
-
-        def expire():
-            reasons.append(why)
-            _kill(proc, wait=False)
-
-        timer = threading.Timer(seconds, expire)
-        timer.daemon = True
-        timer.start()
+    reasons: list[str] = []
+    timer = _timer(ctx, lambda: _kill(proc, wait=False), reasons)
     try:
         code = proc.wait()
     finally:
