@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import jsonschema
-
 from dpl.storage.errors import InvalidSpec
 
 DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
@@ -206,6 +204,8 @@ def load_spec(text: str, source: str = "<spec>") -> Spec:
         raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
     if not isinstance(raw, dict):
         raise InvalidSpec(f"{source}: a spec is a JSON object, not {type(raw).__name__}.")
+    import jsonschema  # here, not at the top: every CLI call imports this module, few validate a spec
+
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
         raise _best(errors)

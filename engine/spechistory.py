@@ -13,13 +13,15 @@ import os
 import time
 from pathlib import Path
 
-import pygit2
-
+# pygit2 is imported where it is used: every CLI call imports this module,
+# few touch the spec history.
 _AUTHOR = ("dpl", "dpl@localhost")
 
 
 class SpecHistory:
     def __init__(self, path: Path):
+        import pygit2
+
         self.path = path
         if not (path / "HEAD").exists():
             pygit2.init_repository(str(path), bare=True)
@@ -27,6 +29,8 @@ class SpecHistory:
 
     def record(self, name: str, spec_json: str, message: str) -> str:
         """Commit `spec_json` as `<name>.json`; return the git commit id."""
+        import pygit2
+
         parent = None if self.repo.head_is_unborn else self.repo.head.target
         builder = self.repo.TreeBuilder(self.repo[parent].tree) if parent else self.repo.TreeBuilder()
         builder.insert(f"{name}.json", self.repo.create_blob(spec_json.encode()), pygit2.GIT_FILEMODE_BLOB)
@@ -35,6 +39,8 @@ class SpecHistory:
         return str(oid)
 
     def remove(self, name: str) -> None:
+        import pygit2
+
         if self.repo.head_is_unborn:
             return
         parent = self.repo.head.target
@@ -47,6 +53,8 @@ class SpecHistory:
 
     def diff(self, name: str, old_commit: str | None, new_commit: str) -> str:
         """The unified diff of one pipeline's spec between two history commits."""
+        import pygit2
+
         path = f"{name}.json"
         new_blob = self.repo[new_commit].tree[path]
         if old_commit is None:
@@ -60,6 +68,8 @@ class SpecHistory:
 
 def code_version(spec_path: str | None) -> dict:
     """{repo, head, dirty} of the git work tree holding the spec file, if any."""
+    import pygit2
+
     if not spec_path or spec_path == "-":
         return {}
     spec_dir = os.path.dirname(os.path.abspath(spec_path))
