@@ -384,3 +384,14 @@ def test_stop_and_start_pipeline(store, tmp_path):
     assert outputs(store, "p") == {"/a": b"X"}
     dpl("delete-pipeline", "p", store=store)
     assert json.loads(dpl("list-pipeline", "-o", "json", store=store).stdout) == []
+
+
+def test_example_specs_are_valid():
+    from pathlib import Path
+
+    from dpl.engine.spec import load_spec
+
+    examples = sorted((Path(__file__).parent.parent / "specs" / "examples").glob("*.json"))
+    assert len(examples) >= 5
+    for path in examples:
+        assert load_spec(path.read_text(), str(path)).name
