@@ -4,8 +4,10 @@
     make demo                      # or: .venv/bin/python demo/run_demo.py
 
 Runs on the embedded default (a store in demo/out/.dpl, the local sandbox
-executor, no services) through the public `dpl` command only, and narrates
-what dpl did from dpl's own records (`list-job -o json`, `list-datum -o json`):
+executor, no services).  Everything it does, it does with the public `dpl`
+command, echoed as it runs; what it says about the jobs it reads from dpl's
+own records through the Python API (`Store.list_jobs`, `Store.list_datums`:
+the same records `dpl list-job -o json` and `dpl list-datum -o json` print):
 
 1. puts the data: `training` (iris.csv), `attributes` (batches of samples
    1.csv .. 4.csv) and `labels` (the true species of every batch);
@@ -24,8 +26,10 @@ checks against the store.  DPL_DEMO_OUT puts demo/out elsewhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,25 +93,45 @@ def dpl(*args: str, show: bool = True, check: bool = True) -> subprocess.Complet
     return proc
 
 
-def records(*args: str):
-    """A read command's `-o json` output: dpl's own records, not our guesses."""
-    return json.loads(dpl(*args, "-o", "json", show=False).stdout)
+_store = None
+
+
+def records():
+    """dpl's Python API on the demo's store: its records, not our guesses.
+
+    Reading through the engine saves a `dpl` process start per question,
+    which is most of the demo's time on a busy 2-core machine.
+    """
+    global _store
+    if _store is None:
+        from dpl.engine import Store
+
+        _store = Store.open(STORE)
+    return _store
+
+
+@functools.lru_cache(maxsize=1)
+def commands() -> frozenset[str]:
+    """The commands this dpl has, from `dpl --help`."""
+    text = subprocess.run([DPL, "--help"], env=dict(ENV, COLUMNS="200"), capture_output=True, text=True).stdout
+    return frozenset(re.findall(r"^\W+([a-z][a-z-]+)\s{2,}\S", text, re.M))
 
 
 def available(command: str) -> bool:
-    return subprocess.run([DPL, command, "--help"], env=ENV, capture_output=True).returncode == 0
+    return command in commands()
 
 
 def head(repo: str) -> str:
-    return records("list-commit", f"{repo}@master", "-n", "1")[0]["id"]
+    return records().list_commits(repo, "master", limit=1)[0].id
 
 
 def job_counts(job: dict) -> dict:
     return {k: job[k] for k in ("id", "state", "reason", "total", "processed", "skipped", "failed", "output_commit")}
 
 
-def narrate_jobs(jobs: list[dict], expected: list[str] = PIPELINES, reasons: bool = True) -> dict:
+def narrate_jobs(jobs: list[dict], expected: list[str] = PIPELINES, reasons: bool = True, quiet: bool = False) -> dict:
     """Say what each job did, from its record, and (with `reasons`) why its datums ran."""
+    say_ = (lambda _text: None) if quiet else say
     by_pipeline = {}
     for j in sorted(jobs, key=lambda j: j["created"]):
         by_pipeline[j["pipeline"]] = j  # the newest job of each pipeline
@@ -115,28 +139,32 @@ def narrate_jobs(jobs: list[dict], expected: list[str] = PIPELINES, reasons: boo
     for name in expected:
         job = by_pipeline.get(name)
         if job is None:
-            say(f"  {name:<10} no job: nothing it reads changed")
+            say_(f"  {name:<10} no job: nothing it reads changed")
             continue
         out[name] = job_counts(job)
-        say(
+        say_(
             f"  {name:<10} job {job['id'][:12]} {job['state']}: {job['total']} datum{'s' if job['total'] != 1 else ''}, "
             f"{job['processed']} processed, {job['skipped']} skipped" + (f", {job['failed']} failed" if job["failed"] else "")
         )
         if not reasons or not job["processed"]:
             continue
         why: dict[str, list[str]] = {}
-        for d in records("list-datum", f"{name}@{job['id']}"):
+        for d in records().list_datums(name, job["id"]):
             if d["state"] != "skipped":
                 why.setdefault(d.get("reason") or d["state"], []).append(d["key"])
         for reason, keys in why.items():
             shown = "; ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            say(f"  {'':<10}   {len(keys)} ran because of {reason}  [{shown}]")
+            say_(f"  {'':<10}   {len(keys)} ran because of {reason}  [{shown}]")
         out[name]["ran"] = why
     return out
 
 
 def wave_jobs(commit_id: str) -> list[dict]:
-    return records("list-job", commit_id)
+    return records().list_jobs(wave=commit_id)
+
+
+def metrics() -> dict:
+    return json.loads(records().read_file("model", "master", "/metrics.json"))
 
 
 # --------------------------------------------------------------------- demo
@@ -175,14 +203,14 @@ def main() -> None:
         dpl("create-pipeline", os.path.relpath(SPECS / f"{name}.json", OUT))
     say("What dpl recorded:")
     dpl("list-job")
-    summary["steps"]["create"] = narrate_jobs(records("list-job"), reasons=False)
-    metrics = json.loads(dpl("get-file", "model@master:/metrics.json", show=False).stdout)
-    say(f"model/metrics.json: trained on {metrics['train_rows']} rows, cross-validated accuracy {metrics['cv_accuracy']}")
+    summary["steps"]["create"] = narrate_jobs(records().list_jobs(), reasons=False, quiet=True)
+    m = metrics()
+    say(f"model/metrics.json: trained on {m['train_rows']} rows, cross-validated accuracy {m['cv_accuracy']}")
 
     step(f"3. A new batch of samples arrives: put attributes/{HELD_OUT_BATCHES}.csv")
     dpl("put-file", f"attributes@master:/{HELD_OUT_BATCHES}.csv", f"data/attributes-later/{HELD_OUT_BATCHES}.csv", "-m", f"batch {HELD_OUT_BATCHES}")
     commit = head("attributes")
-    say(f"The jobs of commit {commit[:12]} (dpl list-job {commit[:12]} -o json):")
+    say(f"The jobs of commit {commit[:12]} (its global id: dpl list-job {commit[:12]}):")
     jobs = narrate_jobs(wave_jobs(commit))
     summary["steps"]["add_attributes"] = {"commit": commit, "jobs": jobs}
     inf = jobs.get("inference")
@@ -203,10 +231,10 @@ def main() -> None:
             f"report reran {jobs['report']['processed']} of {jobs['report']['total']}: only the batches whose prediction files "
             "changed (a datum's id hashes its input files' content).")
     dpl("diff-file", "inference@master")
-    metrics = json.loads(dpl("get-file", "model@master:/metrics.json", show=False).stdout)
-    say(f"model/metrics.json now: trained on {metrics['train_rows']} rows, cross-validated accuracy {metrics['cv_accuracy']}")
-    dpl("get-file", "-r", "report@master:/", "-o", "data/report", show=False)
-    reports = [json.loads(p.read_text()) for p in sorted((DATA / "report").glob("*.json"))]
+    m = metrics()
+    say(f"model/metrics.json now: trained on {m['train_rows']} rows, cross-validated accuracy {m['cv_accuracy']}")
+    files = records().list_files("report", "master", "/").to_pylist()
+    reports = [json.loads(records().read_file("report", "master", f["path"])) for f in files]
     correct, total = sum(r["correct"] for r in reports), sum(r["samples"] for r in reports)
     say(f"report: {correct}/{total} held-out samples classified correctly ({correct / total:.1%})")
     for r in reports:
@@ -240,9 +268,9 @@ def trace_provenance() -> None:
         info["manual_trace"] = manual_trace(PROVENANCE_FILE)
         return
     dpl("provenance", target)
-    trace = records("provenance", target)
+    trace = records().file_provenance("inference", "master", PROVENANCE_FILE)
     info["record"] = trace
-    hits = sorted(_find_file(trace, "training", "/iris.csv"))
+    hits = sorted(set(_find_file(trace, "training", "/iris.csv")))
     info["reaches"] = [f"training@{c}:/iris.csv" for c in hits]
     if hits:
         say(f"=> {target} was made from training@{hits[0][:12]}:/iris.csv"
@@ -262,24 +290,24 @@ def manual_trace(path: str) -> list[dict]:
     Only what `dpl provenance` will do in one command, from the same public
     records; kept until that command is in every dpl the demo runs with.
     """
-    chain = []
+    chain, s = [], records()
     repo, key = "inference", f"attributes:{path}"
-    commit = records("inspect-commit", f"{repo}@master")
-    while commit.get("job"):
-        datums = records("list-datum", f"{repo}@{commit['job']}")
+    commit = s.inspect_commit(repo, "master")
+    while commit.job:
+        datums = s.list_datums(repo, commit.job)
         mine = [d for d in datums if key in d["key"].split() or len(datums) == 1]
         if not mine:
             break
         d = mine[0]
-        dpl("inspect-datum", f"{repo}@{commit['job'][:12]}", d["datum"][:12])
-        info = records("inspect-datum", f"{repo}@{commit['job']}", d["datum"])
+        dpl("inspect-datum", f"{repo}@{commit.job[:12]}", d["datum"][:12])
+        info = s.inspect_datum(repo, commit.job, d["datum"])
         reads = [{"repo": i["repo"], "commit": i["commit"], "path": f[0]} for i in info["inputs"] for f in i["files"]]
-        chain.append({"repo": repo, "commit": commit["id"], "datum": d["datum"], "job": info.get("carried_from_job") or info["job"], "reads": reads})
+        chain.append({"repo": repo, "commit": commit.id, "datum": d["datum"], "job": info.get("carried_from_job") or info["job"], "reads": reads})
         upstream = [r for r in reads if r["repo"] in PIPELINES]
         if not upstream:
             break
         repo, key = upstream[0]["repo"], f"{upstream[0]['repo']}:/"
-        commit = records("inspect-commit", f"{repo}@{upstream[0]['commit']}")
+        commit = s.inspect_commit(repo, upstream[0]["commit"])
     for link in chain:
         say(f"  {link['repo']}@{link['commit'][:12]} <- datum {link['datum'][:12]} read "
             + ", ".join(f"{r['repo']}@{r['commit'][:12]}:{r['path']}" for r in link["reads"]))
@@ -300,13 +328,12 @@ def _find_file(node, repo: str, path: str):
 
 def write_dag() -> None:
     """The pipeline graph as Mermaid (dag.mmd) and, from `dpl draw-dag`, DOT (dag.dot)."""
-    pipelines = records("list-pipeline")
+    pipelines = records().list_pipelines()
     names = {p["name"] for p in pipelines}
     repos = sorted({i.split("@")[0] for p in pipelines for i in p["inputs"]} - names)
     summary["dag"] = {"file": str(OUT / "dag.mmd"), "pipelines": sorted(names), "repos": repos}
     if available("draw-dag"):
-        dpl("draw-dag")
-        (OUT / "dag.mmd").write_text(dpl("draw-dag", "--graph", "mermaid", show=False).stdout)
+        (OUT / "dag.mmd").write_text(dpl("draw-dag", "--graph", "mermaid").stdout)
         (OUT / "dag.dot").write_text(dpl("draw-dag", "--graph", "dot", show=False).stdout)
         say(f"Written to {os.path.relpath(OUT / 'dag.mmd')} (Mermaid) and {os.path.relpath(OUT / 'dag.dot')} (DOT).")
         return
