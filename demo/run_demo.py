@@ -30,6 +30,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ ENV.pop("PYTHONHOME", None)
 def dpl(*args: str, show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
     """Run `dpl ARGS` in demo/out as a user would; echo it and its output when `show`."""
     if show:
-        say(f"$ dpl {' '.join(args)}")
+        say(f"$ dpl {shlex.join(args)}")
     proc = subprocess.run([DPL, *args], cwd=OUT, env=ENV, capture_output=True, text=True)
     if show:
         for line in (proc.stdout + proc.stderr).rstrip("\n").splitlines():
@@ -281,7 +282,7 @@ def trace_provenance() -> None:
     if available("subvenance"):
         say(f"And forwards: what was derived from the samples of attributes{PROVENANCE_FILE}?")
         dpl("subvenance", f"attributes@master:{PROVENANCE_FILE}")
-    dpl("inspect-commit", f"inference@{summary['training_v2']}")
+    dpl("inspect-commit", f"inference@{summary['training_v2'][:12]}")
 
 
 def manual_trace(path: str) -> list[dict]:
