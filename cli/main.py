@@ -153,8 +153,10 @@ def put_file(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Put directories recursively."),
     append: bool = typer.Option(False, "--append", "-a", help="Append to existing files instead of replacing them."),
     message: str = typer.Option("", "--message", "-m", help="The commit description."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts; `dpl run` picks them up."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run those jobs' datums on this executor (local, docker, ray)."),
 ):
-    """Put files into a branch as one atomic commit."""
+    """Put files into a branch as one atomic commit (then run the jobs it starts)."""
     from dpl.engine.files import plan_sources
 
     ref = _repo_branch(target)
@@ -164,6 +166,10 @@ def put_file(
         commit = s.put_files(ref.repo, ref.ref_or_default, plans, append=append, description=message, progress=progress)
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+    if commit.state == "finished" and not no_wait:
+        from dpl.cli.pipelines import run_and_report
+
+        run_and_report(s, commit.id, executor)
 
 
 class _progress:
@@ -262,13 +268,19 @@ def diff_file(
 def delete_file(
     target: str = typer.Argument(..., metavar="REPO@BRANCH:PATH"),
     message: str = typer.Option("", "--message", "-m"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts."),
 ):
     """Delete a file or directory in a new commit."""
     ref = _repo_branch(target)
     if ref.path is None:
         raise DplError("delete-file needs a path.", hint="Write REPO@BRANCH:/path.")
-    commit = store().delete_files(ref.repo, ref.ref_or_default, [ref.path], message)
+    s = store()
+    commit = s.delete_files(ref.repo, ref.ref_or_default, [ref.path], message)
     render.info(f"committed {ref.repo}@{commit.id}")
+    if commit.state == "finished" and not no_wait:
+        from dpl.cli.pipelines import run_and_report
+
+        run_and_report(s, commit.id, None)
 
 
 # --------------------------------------------------------- commits, branches
@@ -283,11 +295,20 @@ def start_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH"), messa
 
 
 @app.command("finish-commit")
-def finish_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH|REPO@COMMIT"), message: Optional[str] = typer.Option(None, "--message", "-m")):
-    """Finish an open commit: it becomes the branch head, atomically."""
+def finish_commit(
+    target: str = typer.Argument(..., metavar="REPO@BRANCH|REPO@COMMIT"),
+    message: Optional[str] = typer.Option(None, "--message", "-m"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts."),
+):
+    """Finish an open commit: it becomes the branch head, atomically (then run the jobs it starts)."""
     ref = _repo_branch(target)
-    commit = store().finish_commit(ref.repo, ref.ref_or_default, message)
+    s = store()
+    commit = s.finish_commit(ref.repo, ref.ref_or_default, message)
     render.info(f"finished {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+    if not no_wait:
+        from dpl.cli.pipelines import run_and_report
+
+        run_and_report(s, commit.id, None)
 
 
 @app.command("list-commit")
@@ -323,7 +344,16 @@ def inspect_commit(target: str = typer.Argument(..., metavar="REPO@REF|ID"), out
         render.table([c.to_dict() for c in s.commits_with_id(target)], COMMIT_COLUMNS, output)
         return
     commit = s.inspect_commit(ref.repo, ref.ref_or_default)
-    render.record(commit.to_dict(), output, COMMIT_FIELDS)
+    data = commit.to_dict()
+    if commit.job and commit.state == "finished":
+        data["provenance"] = s.commit_provenance(ref.repo, commit.id)
+        data["origin_commits"] = s.origin_commits(ref.repo, commit.id)
+    if output == Output.json:
+        render.emit_json(data)
+        return
+    render.record(data, output, COMMIT_FIELDS)
+    if "provenance" in data:
+        _provenance.print_commit_provenance(data["provenance"])
 
 
 @app.command("create-branch")
@@ -354,6 +384,15 @@ def delete_branch(
 from dpl.cli import maintenance as _maintenance  # noqa: E402
 
 _maintenance.register(app)
+
+
+# ------------------------------------------------------- pipelines and jobs
+
+from dpl.cli import pipelines as _pipelines  # noqa: E402
+from dpl.cli import provenance as _provenance  # noqa: E402
+
+_pipelines.register(app)
+_provenance.register(app)
 
 
 # ------------------------------------------------------------------- secrets
@@ -411,6 +450,9 @@ def run() -> None:
     Typer (click) handles its own usage errors with exit code 2; every
     `DplError` the engine raises passes through it and is reported here.
     """
+    import logging
+
+    logging.basicConfig(format="note: %(message)s", level=logging.WARNING)
     try:
         app()
     except DplError as e:
