@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -398,8 +399,6 @@ class _JobRun:
             self._run(ctx, executor, info, pins)
         finally:
             executor.stop(ctx)
-            import shutil
-
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _run(self, ctx: JobContext, executor, info: dict, pins: list[dict]) -> None:
@@ -454,8 +453,7 @@ class _JobRun:
             )
         if failure:
             raise JobFailed(failure)
-        new = [i for i in candidates]
-        self._land(dset, new, removed, prev_commit, recorder)
+        self._land(dset, candidates, removed, prev_commit)
 
     def _report(self, done: int, total: int) -> None:
         if self.progress:
@@ -605,7 +603,8 @@ class _JobRun:
 
     # ------------------------------------------------------------------ land
 
-    def _land(self, dset, new: list[int], removed: pa.Array, prev_commit, recorder) -> None:
+    def _land(self, dset, new: list[int], removed: pa.Array, prev_commit) -> None:
+        """Output = previous output - outputs of removed datums + outputs of new ones."""
         store = self.store
         base = store.commit_table(prev_commit) if prev_commit is not None else index.EMPTY
         parts, tomb_paths = [], []
@@ -617,7 +616,7 @@ class _JobRun:
             tomb_paths = gone["path"].to_pylist()
             base = base.filter(pc.invert(pc.is_in(base["datum"], value_set=removed)))
         new_ids = [dset.ids[i].hex() for i in new]
-        outputs = self._outputs_of(new_ids, recorder)
+        outputs = self._outputs_of(new_ids)
         if outputs.num_rows:
             parts.append(outputs)
         self._check_duplicates(outputs, base)
@@ -640,7 +639,7 @@ class _JobRun:
             commit_id=commit_id, origin="auto", job=self.wave, hook=finish,
         )
 
-    def _outputs_of(self, hex_ids: list[str], recorder) -> pa.Table:
+    def _outputs_of(self, hex_ids: list[str]) -> pa.Table:
         """The output rows of these datums, from the batches they were recorded in."""
         rows = self._cached(hex_ids)
         by_batch: dict[str, list[tuple[int, int]]] = {}
