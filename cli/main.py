@@ -87,10 +87,29 @@ def init(
 
 
 @app.command()
-def fsck(output: Output = OutputOpt):
-    """Re-hash every chunk and check every file index and commit reference."""
+def fsck(
+    repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed, and say what cannot."),
+    sources: List[str] = typer.Option([], "--from", help="With --repair: a directory holding original files to re-derive lost chunks from (repeatable)."),
+    output: Output = OutputOpt,
+):
+    """Re-hash every chunk and check every file index, commit reference and provenance link."""
     from dpl.engine.fsck import fsck as run_fsck
 
+    if repair:
+        from dpl.engine.repair import repair as run_repair
+
+        result = run_repair(store(), sources=sources)
+        if output == Output.json:
+            render.emit_json(result.to_dict())
+        else:
+            for line in result.fixed:
+                render.info(f"fixed: {line}")
+            for line in result.unfixed:
+                render.info(f"not fixed: {line}")
+            render.info("The store is consistent." if result.ok else f"{len(result.unfixed)} problem(s) remain.")
+        if not result.ok:
+            raise typer.Exit(1)
+        return
     report = run_fsck(store())
     if output == Output.json:
         render.emit_json(report.to_dict())
@@ -99,6 +118,8 @@ def fsck(output: Output = OutputOpt):
             render.info(f"{p.kind}: {p.message}")
             for a in p.affected:
                 render.info(f"    affects {a}")
+        for note in report.notes:
+            render.info(f"note: {note}")
         render.info(
             f"Checked {report.commits} commits, {report.indexes} file indexes and {report.chunks} objects: "
             + ("no problems." if report.ok else f"{len(report.problems)} problem(s).")

@@ -9,6 +9,7 @@ reported with what it affects (repo, commit and file paths) because "chunk
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -23,12 +24,14 @@ MAX_PATHS = 20  # affected paths named per problem
 
 @dataclass
 class Problem:
-    kind: str  # damaged-chunk, missing-chunk, bad-index, dangling-ref
+    # damaged-chunk, missing-chunk, bad-index, missing-index, bad-object, dangling-ref, dangling-provenance
+    kind: str
     message: str
     affected: list[str] = field(default_factory=list)
+    subject: str | None = None  # what `fsck --repair` works on: an object id, repo@branch or repo@commit
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "affected": self.affected}
+        return {"kind": self.kind, "message": self.message, "affected": self.affected, "subject": self.subject}
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Report:
     indexes: int = 0
     chunks: int = 0
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # harmless leftovers, e.g. a killed writer's temp files
 
     @property
     def ok(self) -> bool:
@@ -49,25 +53,29 @@ class Report:
             "indexes": self.indexes,
             "chunks": self.chunks,
             "problems": [p.to_dict() for p in self.problems],
+            "notes": self.notes,
         }
 
 
 def fsck(store, progress=None) -> Report:
     report = Report()
-    commits = store.db.query("SELECT repo, id, parent, state, layers, delta FROM commits")
+    commits = store.db.query("SELECT repo, id, parent, state, layers, delta, origin, job FROM commits")
     known = {(c["repo"], c["id"]) for c in commits}
     report.commits = len(commits)
 
     for b in store.db.query("SELECT repo, name, head FROM branches WHERE head IS NOT NULL"):
         if (b["repo"], b["head"]) not in known:
             report.problems.append(
-                Problem("dangling-ref", f"Branch {b['repo']}@{b['name']} points at commit {b['head']}, which does not exist.")
+                Problem("dangling-ref", f"Branch {b['repo']}@{b['name']} points at commit {b['head']}, which does not exist.",
+                        subject=f"{b['repo']}@{b['name']}")
             )
     for c in commits:
         if c["parent"] and (c["repo"], c["parent"]) not in known:
             report.problems.append(
-                Problem("dangling-ref", f"Commit {c['repo']}@{c['id']} has parent {c['parent']}, which does not exist.")
+                Problem("dangling-ref", f"Commit {c['repo']}@{c['id']} has parent {c['parent']}, which does not exist.",
+                        subject=f"{c['repo']}@{c['id']}")
             )
+    report.problems += _provenance(store, commits, known)
 
     # Which commits use each index layer, and which chunks each layer uses.
     users: dict[bytes, list[str]] = {}
@@ -79,14 +87,36 @@ def fsck(store, progress=None) -> Report:
             layer_rows[lid] = int(d["rows"])
     chunk_layers: dict[bytes, list[bytes]] = {}
     tables: dict[bytes, pa.Table] = {}
-    for lid, rows in layer_rows.items():
+    # Job objects: datum output batches (rows with chunk refs, carried into later
+    # output commits) and datum lists (what the next job compares with).
+    others: dict[bytes, str] = {}
+    for r in store.db.query("SELECT DISTINCT pipeline, batch, job FROM datum_outputs WHERE batch != ''"):
+        oid = bytes.fromhex(r["batch"])
+        users.setdefault(oid, []).append(f"datum outputs of {r['pipeline']}@{r['job']}")
+        others[oid] = "datum output batch"
+    for r in store.db.query("SELECT pipeline, id, datum_list FROM jobs WHERE datum_list IS NOT NULL"):
+        oid = bytes.fromhex(r["datum_list"])
+        users.setdefault(oid, []).append(f"job {r['pipeline']}@{r['id']}")
+        others.setdefault(oid, "datum list")
+    for lid, rows in list(layer_rows.items()) + [(oid, None) for oid in others if oid not in layer_rows]:
         try:
-            table = index.read_layer(store.chunks, index.Layer(lid, rows))
+            if rows is None:
+                table = index.read_table(store.chunks, lid)
+            else:
+                table = index.read_layer(store.chunks, index.Layer(lid, rows))
         except Corruption as e:
-            report.problems.append(
-                Problem("bad-index", f"File index {lid.hex()} cannot be read: {e.message}", sorted(set(users[lid]))[:MAX_PATHS])
-            )
+            if rows is None:
+                kind, what = "bad-object", f"The {others[lid]} {lid.hex()}"
+            else:
+                kind, what = "bad-index", f"File index {lid.hex()}"
+            if not store.chunks.has(lid):
+                kind, message = kind.replace("bad-", "missing-"), f"{what} is missing."
+            else:
+                message = f"{what} cannot be read: {e.message}"
+            report.problems.append(Problem(kind, message, sorted(set(users[lid]))[:MAX_PATHS], subject=lid.hex()))
             continue
+        if "refs" not in table.column_names:
+            continue  # a datum list refers to no chunk
         report.indexes += 1
         tables[lid] = table
         flat = pc.list_flatten(table["refs"])
@@ -102,21 +132,70 @@ def fsck(store, progress=None) -> Report:
         if progress:
             progress(report.chunks)
         if object_id(data) != oid:
-            if oid in layer_rows:
-                if oid in tables:  # read fine through a cache, but the stored copy is damaged
+            if oid in layer_rows or oid in others:
+                if oid in tables or (oid in others and not any(p.subject == oid.hex() for p in report.problems)):
+                    # read fine (through a cache, or a damaged byte Arrow does not notice), but the stored copy is damaged
+                    kind, what = ("bad-index", "File index") if oid in layer_rows else ("bad-object", f"The {others[oid]}")
                     report.problems.append(
-                        Problem("bad-index", f"File index {oid.hex()} is damaged: its bytes no longer match its hash.", sorted(set(users[oid]))[:MAX_PATHS])
+                        Problem(kind, f"{what} {oid.hex()} is damaged: its bytes no longer match its hash.",
+                                sorted(set(users[oid]))[:MAX_PATHS], subject=oid.hex())
                     )
                 continue  # otherwise it was reported above, when it failed to read
+            if oid not in chunk_layers:
+                report.notes.append(f"Object {oid.hex()} is damaged, but nothing refers to it (`dpl gc` removes it).")
+                continue
             report.problems.append(
-                Problem("damaged-chunk", f"Chunk {oid.hex()} is damaged: its bytes no longer match its hash.", _affected(oid, chunk_layers, tables, users))
+                Problem("damaged-chunk", f"Chunk {oid.hex()} is damaged: its bytes no longer match its hash.",
+                        _affected(oid, chunk_layers, tables, users), subject=oid.hex())
             )
     for chunk in chunk_layers:
         if chunk not in stored:
             report.problems.append(
-                Problem("missing-chunk", f"Chunk {chunk.hex()} is missing.", _affected(chunk, chunk_layers, tables, users))
+                Problem("missing-chunk", f"Chunk {chunk.hex()} is missing.", _affected(chunk, chunk_layers, tables, users), subject=chunk.hex())
             )
+    report.notes += _leftovers(store)
     return report
+
+
+def _provenance(store, commits, known) -> list[Problem]:
+    """Jobs and output commits must name commits and jobs that exist."""
+    problems = []
+    jobs = {(j["pipeline"], j["id"]): j for j in store.db.query("SELECT pipeline, id, state, inputs, output_commit FROM jobs")}
+    for (pipeline, jid), j in sorted(jobs.items()):
+        for inp in json.loads(j["inputs"]):
+            if inp.get("commit") and (inp["repo"], inp["commit"]) not in known:
+                problems.append(Problem(
+                    "dangling-provenance",
+                    f"Job {pipeline}@{jid} read {inp['repo']}@{inp['commit']}, which no longer exists.",
+                    [f"{pipeline}@{j['output_commit']}"] if j["output_commit"] else [], subject=f"{pipeline}@{jid}",
+                ))
+        if j["output_commit"] and (pipeline, j["output_commit"]) not in known:
+            problems.append(Problem(
+                "dangling-provenance", f"Job {pipeline}@{jid} made commit {pipeline}@{j['output_commit']}, which no longer exists.",
+                subject=f"{pipeline}@{jid}",
+            ))
+    for c in commits:
+        if c["origin"] == "auto" and c["job"] and (c["repo"], c["job"]) not in jobs:
+            problems.append(Problem(
+                "dangling-provenance", f"Commit {c['repo']}@{c['id']} was made by job {c['repo']}@{c['job']}, which no longer exists.",
+                subject=f"{c['repo']}@{c['id']}",
+            ))
+    return problems
+
+
+def _leftovers(store) -> list[str]:
+    """Files a killed process left behind: harmless, and removed by `dpl gc`."""
+    from dpl.engine.writers import pid_alive
+
+    notes = []
+    for attr, what in (("tmp", "temporary object file"), ("trash", "object an interrupted gc moved aside")):
+        directory = getattr(store.chunks, attr, None)
+        if not directory or not os.path.isdir(directory):
+            continue
+        stray = [n for n in os.listdir(directory) if not (n.count(".") >= 1 and pid_alive(n.split(".")[1]))]
+        if stray:
+            notes.append(f"{len(stray)} {what}(s) left by a killed process in {directory} (`dpl gc` removes them).")
+    return notes
 
 
 def _affected(chunk: bytes, chunk_layers, tables, users) -> list[str]:

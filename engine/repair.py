@@ -1,0 +1,439 @@
+"""`fsck --repair`: fix what can honestly be fixed, and say what cannot.
+
+A local store keeps one copy of each object, so "repair" never means
+inventing bytes.  What it does:
+
+* **Chunks** (damaged or missing) are re-derived when every byte of them
+  exists elsewhere: a chunk holds pieces of files, and a file with the same
+  content hash may be stored again in other chunks (the same file put in
+  another write, a pipeline that copied it) or be found in local directories
+  given with `--from`.  The rebuilt bytes must hash to the chunk's id.  A
+  damaged chunk that cannot be rebuilt is moved to `quarantine/`: reads then
+  say it is missing, and putting the same bytes again restores it.
+* **File indexes**: a commit's full index is its parent's plus its own
+  layers, compacted.  A damaged compacted layer is rebuilt from those layers;
+  a damaged own layer is rebuilt from the commit's full index and its
+  parent's.  A commit whose index cannot be rebuilt is lost; branches that
+  pointed at it fall back to its nearest readable ancestor.
+* **References**: a branch whose head commit no longer exists falls back to
+  the newest readable commit made on it; a commit whose parent is gone starts
+  its history itself.
+* **Job objects**: cached datum outputs whose batch is lost are forgotten (the
+  datums run again when next needed); a lost datum list is rebuilt from the
+  job's output commit and datum records.
+* **Leftovers** of killed processes (temporary files, objects an interrupted
+  gc moved aside) are removed or put back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from dpl.engine import writers
+from dpl.engine.fsck import MAX_PATHS, Report, fsck
+from dpl.storage import index
+from dpl.storage.chunkstore import object_id
+from dpl.storage.errors import Corruption
+
+QUARANTINE = "quarantine"
+
+
+@dataclass
+class RepairReport:
+    fixed: list[str] = field(default_factory=list)
+    unfixed: list[str] = field(default_factory=list)
+    after: Report | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.after is not None and self.after.ok
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "fixed": self.fixed, "unfixed": self.unfixed, "after": self.after.to_dict() if self.after else None}
+
+
+def repair(store, *, sources: list[str] = ()) -> RepairReport:
+    out = RepairReport()
+    with writers.writing(store):
+        restore = getattr(store.chunks, "restore_trash", None)
+        if restore is not None and (n := restore()):
+            out.fixed.append(f"Put back {n} object(s) that an interrupted gc had moved aside.")
+        before = fsck(store)
+        bad_layers = {p.subject for p in before.problems if p.kind in ("bad-index", "missing-index")}
+        lost = _rebuild_indexes(store, {bytes.fromhex(s) for s in bad_layers}, out)
+        _fix_job_objects(store, [p for p in before.problems if p.kind in ("bad-object", "missing-object")], out)
+        bad_chunks = [p for p in before.problems if p.kind in ("damaged-chunk", "missing-chunk")]
+        if bad_chunks:
+            _rederive_chunks(store, bad_chunks, sources, out)
+        _fix_refs(store, [p for p in before.problems if p.kind == "dangling-ref"], lost, out)
+        _remove_leftovers(store, out)
+        store.__dict__.pop("_table_cache", None)
+        store.__dict__.pop("_chunk_cache", None)
+    out.after = fsck(store)
+    for p in out.after.problems:
+        out.unfixed.append(p.message + _advice(p))
+    return out
+
+
+def _advice(problem) -> str:
+    affected = f" Affected: {', '.join(problem.affected[:5])}" + (" ..." if len(problem.affected) > 5 else "") + "." if problem.affected else ""
+    if problem.kind in ("damaged-chunk", "missing-chunk"):
+        return affected + " No other copy of its bytes exists here: put those files again, or run `dpl fsck --repair --from DIR` with a directory holding them."
+    if problem.kind in ("bad-index", "missing-index"):
+        return affected + " The commits' own file lists are lost with it; delete those commits or restore the store from a backup."
+    if problem.kind == "dangling-provenance":
+        return affected + " The data is readable, but where it came from cannot be recovered."
+    return affected
+
+
+# ------------------------------------------------------------------ indexes
+
+
+def _readable(store, layers: list[index.Layer], bad: set[bytes]) -> bool:
+    return not any(l.id in bad for l in layers)
+
+
+def _rebuild_indexes(store, bad: set[bytes], out: RepairReport) -> set[tuple[str, str]]:
+    """Rewrite commits' layer lists around damaged layers; return the commits that stay unreadable."""
+    lost: set[tuple[str, str]] = set()
+    if not bad:
+        return lost
+    for oid in bad:
+        # Out of the way: a rebuilt layer may have the very same id, and must not
+        # be taken for already stored.
+        _quarantine(store, oid)
+    from dpl.engine.repos import Commit
+
+    rows = store.db.query("SELECT * FROM commits ORDER BY created")
+    commits = {(r["repo"], r["id"]): Commit.from_row(r) for r in rows}
+    done: dict[tuple[str, str], list[index.Layer]] = {}  # repaired full layers
+
+    def full_of(key) -> list[index.Layer] | None:
+        if key in lost:
+            return None
+        if key in done:
+            return done[key]
+        c = commits.get(key)
+        if c is None:
+            return []
+        return c.layers if c.state == "finished" else None
+
+    # Parents before children, whatever order they were created in.
+    ordered, seen = [], set()
+    for key in commits:
+        chain = []
+        while key in commits and key not in seen:
+            chain.append(key)
+            seen.add(key)
+            parent = commits[key].parent
+            key = (key[0], parent) if parent else None
+        ordered.extend(reversed(chain))
+
+    for key in ordered:
+        c = commits[key]
+        own_bad = not _readable(store, c.delta, bad)
+        full_bad = c.state == "finished" and not _readable(store, c.layers, bad)
+        if not own_bad and not full_bad:
+            continue
+        parent_layers = full_of((c.repo, c.parent)) if c.parent else []
+        if c.state == "open":
+            lost.add(key)
+            continue
+        if own_bad and full_bad:
+            lost.add(key)
+            continue
+        if own_bad:
+            # Rebuild the commit's own changes from its full index and its parent's.
+            if parent_layers is None:
+                lost.add(key)
+                continue
+            new = _tables(store, c.layers)
+            old = _tables(store, parent_layers)
+            layer = index.write_layer(store.chunks, _delta(old, new))
+            store.chunks.sync()
+            with store.db.write() as db:
+                db.execute("UPDATE commits SET delta=? WHERE repo=? AND id=?", (json.dumps([layer.to_json()]), c.repo, c.id))
+            out.fixed.append(f"Rebuilt the own file list of commit {c.repo}@{c.id} from its full index.")
+            continue
+        # Only the full index is damaged: parent's (repaired) index + own layers.
+        if parent_layers is None:
+            lost.add(key)
+            continue
+        layers = index.compact(store.chunks, parent_layers + c.delta)
+        store.chunks.sync()
+        with store.db.write() as db:
+            db.execute("UPDATE commits SET layers=? WHERE repo=? AND id=?", (json.dumps([l.to_json() for l in layers]), c.repo, c.id))
+        done[key] = layers
+        out.fixed.append(f"Rebuilt the file index of commit {c.repo}@{c.id} from its layers.")
+    return lost
+
+
+def _tables(store, layers: list[index.Layer]) -> pa.Table:
+    return index.merge([index.read_layer(store.chunks, l) for l in layers])
+
+
+def _delta(old: pa.Table, new: pa.Table) -> pa.Table:
+    """A layer that turns `old` into `new`: changed rows plus tombstones."""
+    if old.num_rows == 0:
+        return new
+    key = ["path", "hash", "size"]
+    a = old.select(key).append_column("_old", pa.array(np.ones(old.num_rows, bool)))
+    joined = new.select(key).append_column("_i", pa.array(np.arange(new.num_rows))).join(a, keys=key, join_type="left outer", use_threads=False)
+    changed = joined.filter(pc.is_null(joined["_old"]))["_i"]
+    rows = new.take(changed)
+    gone = pc.invert(pc.is_in(old["path"], value_set=new["path"].combine_chunks()))
+    gone_paths = old.filter(gone)["path"].to_pylist()
+    n = len(gone_paths)
+    tombs = index.make_table(gone_paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+    return index.sort_unique(pa.concat_tables([tombs, rows.select(index.SCHEMA.names)]).combine_chunks())
+
+
+# ------------------------------------------------------------------- chunks
+
+
+def _all_tables(store) -> list[tuple[str, pa.Table]]:
+    """Every readable table of file rows: commit layers and datum output batches."""
+    ids: dict[bytes, int | None] = {}
+    for r in store.db.query("SELECT layers, delta FROM commits"):
+        for d in json.loads(r["layers"]) + json.loads(r["delta"]):
+            ids[bytes.fromhex(d["id"])] = int(d["rows"])
+    for r in store.db.query("SELECT DISTINCT batch FROM datum_outputs WHERE batch != ''"):
+        ids.setdefault(bytes.fromhex(r["batch"]), None)
+    out = []
+    for oid, rows in ids.items():
+        try:
+            table = index.read_table(store.chunks, oid) if rows is None else index.read_layer(store.chunks, index.Layer(oid, rows))
+        except Corruption:
+            continue
+        if "refs" in table.column_names:
+            out.append((oid.hex(), table))
+    return out
+
+
+def _rederive_chunks(store, problems, sources, out: RepairReport) -> None:
+    bad = {bytes.fromhex(p.subject) for p in problems}
+    tables = _all_tables(store)
+    # Which files live in each bad chunk (a file's refs give its offset in the chunk
+    # and, summed, the offset of that piece in the file), and where else each
+    # file content (hash, size) is stored whole, outside the bad chunks.
+    needs: dict[bytes, list[tuple[int, int, bytes, int, int]]] = {c: [] for c in bad}
+    copies: dict[tuple[bytes, int], list[dict]] = {}
+    for _, table in tables:
+        flat = pc.list_flatten(table["refs"])
+        if not len(flat):
+            continue
+        hit_any = pc.is_in(pc.struct_field(flat, "chunk"), value_set=pa.array(list(bad), pa.binary(16)))
+        owners = pc.list_parent_indices(table["refs"]).to_numpy()
+        hit_rows = set(owners[hit_any.to_numpy(zero_copy_only=False)].tolist())
+        for i, row in enumerate(table.select(["hash", "size", "refs"]).to_pylist()):
+            if i in hit_rows:
+                pos = 0
+                for ref in row["refs"]:
+                    if ref["chunk"] in bad:
+                        needs[ref["chunk"]].append((ref["offset"], ref["length"], row["hash"], row["size"], pos))
+                    pos += ref["length"]
+            elif row["size"]:
+                copies.setdefault((row["hash"], row["size"]), []).append(row)
+    wanted = {(h, s) for pieces in needs.values() for _, _, h, s, _ in pieces}
+    local = _scan_sources(sources, wanted - set(copies)) if sources else {}
+
+    reader = store.chunks
+    for chunk in sorted(bad):
+        pieces = needs[chunk]
+        data = _assemble(store, pieces, copies, local) if pieces else None
+        if data is not None and object_id(data) == chunk:
+            _replace(store, chunk, data)
+            out.fixed.append(f"Re-derived chunk {chunk.hex()} from other copies of the same file bytes.")
+            continue
+        if reader.has(chunk):
+            _quarantine(store, chunk)
+            out.fixed.append(
+                f"Moved damaged chunk {chunk.hex()} to {QUARANTINE}/: reads now say it is missing, and putting the same bytes again restores it."
+            )
+
+
+def _scan_sources(sources, wanted: set[tuple[bytes, int]]) -> dict[tuple[bytes, int], str]:
+    """Local files whose (content hash, size) is one a chunk needs."""
+    sizes = {s for _, s in wanted}
+    found = {}
+    for src in sources:
+        for dirpath, _, files in os.walk(src):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    size = os.path.getsize(path)
+                except OSError:
+                    continue
+                if size not in sizes:
+                    continue
+                h = xxhash.xxh3_128()
+                with open(path, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                if (h.digest(), size) in wanted:
+                    found[(h.digest(), size)] = path
+    return found
+
+
+def _assemble(store, pieces, copies, local) -> bytes | None:
+    end = max(off + length for off, length, *_ in pieces)
+    buf = bytearray(end)
+    covered = np.zeros(end, bool)
+    for off, length, h, size, file_pos in pieces:
+        if covered[off : off + length].all():
+            continue
+        piece = _file_range(store, h, size, file_pos, length, copies, local)
+        if piece is None:
+            continue
+        buf[off : off + length] = piece
+        covered[off : off + length] = True
+    return bytes(buf) if covered.all() else None
+
+
+def _file_range(store, h: bytes, size: int, start: int, length: int, copies, local) -> bytes | None:
+    path = local.get((h, size))
+    if path is not None:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(length)
+        return data if len(data) == length else None
+    for row in copies.get((h, size), ()):
+        try:
+            whole = b"".join(bytes(store._chunk_slice(r)) for r in row["refs"])
+        except Corruption:
+            continue
+        if xxhash.xxh3_128_digest(whole) == h:
+            return whole[start : start + length]
+    return None
+
+
+def _replace(store, chunk: bytes, data: bytes) -> None:
+    if store.chunks.has(chunk):
+        store.chunks.delete(chunk)
+    store.chunks.put(chunk, data)
+    store.chunks.sync()
+
+
+def _quarantine(store, chunk: bytes) -> None:
+    directory = store.root / QUARANTINE
+    directory.mkdir(exist_ok=True)
+    try:
+        data = store.chunks.get(chunk)
+    except Corruption:
+        return
+    (directory / chunk.hex()).write_bytes(data)
+    store.chunks.delete(chunk)
+
+
+# ---------------------------------------------------------- job objects, refs
+
+
+def _fix_job_objects(store, problems, out: RepairReport) -> None:
+    for p in problems:
+        oid = p.subject
+        batch_rows = store.db.query("SELECT pipeline, datum FROM datum_outputs WHERE batch=?", (oid,))
+        if batch_rows:
+            with store.db.write() as db:
+                db.execute("DELETE FROM datum_outputs WHERE batch=?", (oid,))
+            out.fixed.append(
+                f"Forgot the cached outputs of {len(batch_rows)} datum(s) of pipeline {batch_rows[0]['pipeline']!r} "
+                f"(their batch {oid} is lost); they run again when next needed."
+            )
+        for job in store.db.query("SELECT pipeline, id, output_commit FROM jobs WHERE datum_list=?", (oid,)):
+            list_id = _rebuild_datum_list(store, job)
+            with store.db.write() as db:
+                db.execute("UPDATE jobs SET datum_list=? WHERE pipeline=? AND id=?", (list_id, job["pipeline"], job["id"]))
+            out.fixed.append(f"Rebuilt the datum list of job {job['pipeline']}@{job['id']} from its output commit and datum records.")
+
+
+def _rebuild_datum_list(store, job) -> str | None:
+    from dpl.engine.jobs import DATUM_LIST_SCHEMA
+
+    ran = {r["datum"]: r for r in store.db.query("SELECT datum, key, state FROM datums WHERE pipeline=? AND job=?", (job["pipeline"], job["id"]))}
+    ids = dict.fromkeys(ran)
+    if job["output_commit"]:
+        try:
+            table = store.commit_table(store.get_commit(job["pipeline"], job["output_commit"]))
+            for d in pc.unique(table["datum"]).to_pylist():
+                if d is not None:
+                    ids.setdefault(d.hex(), None)
+        except Exception:
+            pass
+    if not ids:
+        return None
+    keys = [ran[d]["key"] if d in ran else "" for d in ids]
+    states = [("processed" if ran[d]["state"] == "success" else "failed") if d in ran else "skipped" for d in ids]
+    table = pa.table({"datum": pa.array([bytes.fromhex(d) for d in ids], pa.binary(16)), "key": keys, "state": states}, schema=DATUM_LIST_SCHEMA)
+    oid = index.write_table(store.chunks, table)
+    store.chunks.sync()
+    return oid.hex()
+
+
+def _commit_readable(store, repo: str, cid: str) -> bool:
+    row = store.db.one("SELECT layers, state FROM commits WHERE repo=? AND id=?", (repo, cid))
+    if row is None or row["state"] != "finished":
+        return False
+    try:
+        for d in json.loads(row["layers"]):
+            index.read_layer(store.chunks, index.Layer.from_json(d))
+        return True
+    except Corruption:
+        return False
+
+
+def _fix_refs(store, problems, lost, out: RepairReport) -> None:
+    for p in problems:
+        repo, _, name = p.subject.partition("@")
+        if p.message.startswith("Branch"):
+            candidates = store.db.query(
+                "SELECT id FROM commits WHERE repo=? AND branch=? AND state='finished' ORDER BY finished DESC", (repo, name)
+            )
+            target = next((r["id"] for r in candidates if _commit_readable(store, repo, r["id"])), None)
+            old = store.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, name))["head"]
+            with store.db.write() as db:
+                db.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (target, repo, name, old))
+            out.fixed.append(
+                f"Moved branch {repo}@{name} from the missing commit {old} back to "
+                + (f"{target}, the newest readable commit made on it." if target else "no commit (none made on it is readable).")
+            )
+        else:
+            with store.db.write() as db:
+                db.execute("UPDATE commits SET parent=NULL WHERE repo=? AND id=?", (repo, name))
+            out.fixed.append(f"Commit {repo}@{name} named a parent that no longer exists: its history now starts at it.")
+    # Branches whose head commit cannot be read at all fall back to the nearest readable ancestor.
+    for repo, cid in sorted(lost):
+        for b in store.db.query("SELECT name FROM branches WHERE repo=? AND head=?", (repo, cid)):
+            target = cid
+            while target is not None and not _commit_readable(store, repo, target):
+                row = store.db.one("SELECT parent FROM commits WHERE repo=? AND id=?", (repo, target))
+                target = row["parent"] if row else None
+            with store.db.write() as db:
+                db.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (target, repo, b["name"], cid))
+            out.fixed.append(
+                f"Moved branch {repo}@{b['name']} back from {cid} (its file index is lost) to "
+                + (f"its nearest readable ancestor {target}." if target else "no commit (no ancestor is readable).")
+            )
+
+
+def _remove_leftovers(store, out: RepairReport) -> None:
+    tmp = getattr(store.chunks, "tmp", None)
+    if not tmp or not os.path.isdir(tmp):
+        return
+    removed = 0
+    for name in os.listdir(tmp):
+        parts = name.split(".")
+        if len(parts) >= 3 and parts[1].isdigit() and not writers.pid_alive(parts[1]):
+            try:
+                os.unlink(os.path.join(tmp, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    if removed:
+        out.fixed.append(f"Removed {removed} temporary file(s) left by killed writers.")
