@@ -282,11 +282,12 @@ class FileOps:
         """Entries under a directory: path, type (file/dir), size, hash (hex)."""
         commit, table = self.file_table(repo, ref)
         path = normalize_path(path, allow_root=True)
-        exact = table.filter(pc.equal(table["path"], path)) if path != "/" else table.slice(0, 0)
+        # The table is sorted by path: a file or a directory is found by binary search.
+        exact = index.lookup([table], [path]) if path != "/" else table.slice(0, 0)
         if exact.num_rows:
             return _entries(exact)
         prefix = "/" if path == "/" else path + "/"
-        sub = table.filter(pc.starts_with(table["path"], prefix)) if path != "/" else table
+        sub = index.under([table], prefix) if path != "/" else table
         if sub.num_rows == 0 and path != "/":
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
         if recursive:
@@ -295,21 +296,16 @@ class FileOps:
         rest = pc.utf8_slice_codeunits(sub["path"], len(prefix))
         first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), 0)
         is_dir = pc.invert(pc.equal(first, rest))
-        grouped = (
-            pa.table({"name": first, "size": sub["size"], "dir": is_dir})
-            .group_by("name", use_threads=False)
-            .aggregate([("size", "sum"), ("dir", "max")])
-        )
-        grouped = grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
+        grouped = _group_runs(first, sub["size"], is_dir)
         names = pc.binary_join_element_wise(pa.scalar(prefix), grouped["name"], "")
         files = sub.filter(pc.invert(is_dir))
-        hashes = dict(zip(files["path"].to_pylist(), files["hash"].to_pylist())) if files.num_rows < 1_000_000 else {}
+        hashes = files["hash"].take(pc.index_in(names, value_set=files["path"].combine_chunks()))
         return pa.table(
             {
                 "path": names,
                 "type": pc.if_else(grouped["dir_max"], "dir", "file"),
                 "size": grouped["size_sum"],
-                "hash": pa.array([hashes[p].hex() if p in hashes else None for p in names.to_pylist()], pa.string()),
+                "hash": hex_column(hashes),
             }
         )
 
@@ -333,12 +329,30 @@ class FileOps:
 
     def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None) -> pa.Table:
         """added / modified / deleted files from `other` (default: the parent) to `ref`."""
-        commit, new = self.file_table(repo, ref)
         if other_ref is None and other_repo is None:
-            old = self.commit_table(self.get_commit(repo, commit.parent)) if commit.parent else index.EMPTY
-        else:
-            _, old = self.file_table(other_repo or repo, other_ref)
+            commit = self.resolve_commit(repo, ref)
+            if commit.parent is not None:
+                return self._diff_from_parent(self.get_commit(repo, commit.parent), commit)
+            return diff_tables(index.EMPTY, self.commit_table(commit))
+        _, new = self.file_table(repo, ref)
+        _, old = self.file_table(other_repo or repo, other_ref)
         return diff_tables(old, new)
+
+    def _diff_from_parent(self, parent, commit) -> pa.Table:
+        """A commit is its parent overlaid with its own layers (`delta`), so
+        only the paths those layers name can differ: look those up in both
+        (binary searches) instead of joining two whole file lists."""
+        delta = [index.read_layer(self.chunks, l) for l in commit.delta]
+        names = {p for t in delta for p in t["path"].to_pylist()}
+        files = [p for p in names if not p.endswith("/")]
+        dirs = [p for p in names if p.endswith("/")]
+
+        def touched(layers) -> pa.Table:
+            tables = [index.read_layer(self.chunks, l) for l in layers]
+            found = pa.concat_tables([index.lookup(tables, files)] + [index.under(tables, d) for d in dirs])
+            return index.sort_unique(found.combine_chunks()) if dirs else found
+
+        return diff_tables(touched(parent.layers), touched(commit.layers))
 
     def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
         out = bytearray()
@@ -429,24 +443,116 @@ def _entries(table: pa.Table) -> pa.Table:
     return pa.table(
         {
             "path": table["path"],
-            "type": pa.array(["file"] * table.num_rows, pa.string()),
+            "type": pa.repeat(pa.scalar("file"), table.num_rows),
             "size": table["size"],
-            "hash": pa.array([h.hex() for h in table["hash"].to_pylist()], pa.string()),
+            "hash": hex_column(table["hash"]),
         }
     )
 
 
+def hex_column(hashes) -> pa.Array:
+    """Binary hashes as hex strings (nulls stay null), without a Python loop."""
+    import binascii
+    from array import array
+
+    if isinstance(hashes, pa.ChunkedArray):
+        hashes = hashes.combine_chunks()
+    n, width = len(hashes), hashes.type.byte_width
+    if n == 0:
+        return pa.array([], pa.string())
+    data = hashes.buffers()[1]
+    text = binascii.hexlify(memoryview(data)[hashes.offset * width : (hashes.offset + n) * width])
+    offsets = array("i", range(0, 2 * width * n + 1, 2 * width))
+    strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+    if hashes.null_count:
+        strings = pc.if_else(pc.is_valid(hashes), strings, pa.scalar(None, pa.string()))
+    return strings
+
+
+def _group_runs(names, sizes, is_dir) -> pa.Table:
+    """name, size_sum, dir_max per name, for rows sorted by path.
+
+    Rows under one directory are adjacent, so groups are runs: found by
+    comparing neighbours and summed by differences of a running total, with
+    no hash aggregation (which would also import Arrow's query engine, a
+    visible share of a CLI call).  A file and a directory of the same name
+    can be split by a sibling that sorts between them ("a", "a!b", "a/c");
+    then the runs repeat a name and a real group-by merges them.
+    """
+    n = len(names)
+    if n == 0:
+        return pa.table({"name": pa.array([], pa.string()), "size_sum": pa.array([], pa.int64()), "dir_max": pa.array([], pa.bool_())})
+    names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+    new_run = pa.concat_arrays([pa.array([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
+    starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
+    run_names = names.take(starts)
+    if not index.is_sorted_unique(run_names):
+        grouped = (
+            pa.table({"name": names, "size": sizes, "dir": is_dir})
+            .group_by("name", use_threads=False)
+            .aggregate([("size", "sum"), ("dir", "max")])
+        )
+        return grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
+    ends = pa.concat_arrays([pc.subtract(starts.slice(1), 1), pa.array([n - 1], pa.int64())])
+
+    def run_sums(values):
+        total = pc.cumulative_sum(values)
+        before = pc.subtract(total.take(starts), values.take(starts))
+        return pc.subtract(total.take(ends), before)
+
+    dirs = run_sums(pc.cast(is_dir, pa.int64()))
+    return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, 0)})
+
+
+def _group_runs(names, sizes, is_dir) -> pa.Table:
+    """name, size_sum, dir_max per name, for rows sorted by path.
+
+    Rows under one directory are adjacent, so groups are runs: found by
+    comparing neighbours and summed by differences of a running total, with
+    no hash aggregation (which would also import Arrow's query engine, a
+    visible share of a CLI call).  A file and a directory of the same name
+    can be split by a sibling that sorts between them ("a", "a!b", "a/c");
+    then the runs repeat a name and a real group-by merges them.
+    """
+    n = len(names)
+    if n == 0:
+        return pa.table({"name": pa.array([], pa.string()), "size_sum": pa.array([], pa.int64()), "dir_max": pa.array([], pa.bool_())})
+    names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+    new_run = pa.concat_arrays([pa.array([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
+    starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
+    run_names = names.take(starts)
+    if not index.is_sorted_unique(run_names):
+        grouped = (
+            pa.table({"name": names, "size": sizes, "dir": is_dir})
+            .group_by("name", use_threads=False)
+            .aggregate([("size", "sum"), ("dir", "max")])
+        )
+        return grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
+    ends = pa.concat_arrays([pc.subtract(starts.slice(1), 1), pa.array([n - 1], pa.int64())])
+
+    def run_sums(values):
+        total = pc.cumulative_sum(values)
+        before = pc.subtract(total.take(starts), values.take(starts))
+        return pc.subtract(total.take(ends), before)
+
+    dirs = run_sums(pc.cast(is_dir, pa.int64()))
+    return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, 0)})
+
+
 def diff_tables(old: pa.Table, new: pa.Table) -> pa.Table:
-    a = old.select(["path", "size", "hash"]).rename_columns(["path", "old_size", "old_hash"])
-    b = new.select(["path", "size", "hash"]).rename_columns(["path", "new_size", "new_hash"])
-    j = a.join(b, keys="path", join_type="full outer", use_threads=False)
-    added = pc.is_null(j["old_hash"])
-    deleted = pc.is_null(j["new_hash"])
-    modified = pc.and_(pc.and_(pc.invert(added), pc.invert(deleted)), pc.not_equal(j["old_hash"], j["new_hash"]))
+    """added / modified / deleted rows from `old` to `new`, sorted by path."""
+    old_paths, new_paths = old["path"].combine_chunks(), new["path"].combine_chunks()
+    paths = pc.unique(pa.concat_arrays([old_paths, new_paths]))
+    at_old = pc.index_in(paths, value_set=old_paths)
+    at_new = pc.index_in(paths, value_set=new_paths)
+    old_hash, new_hash = old["hash"].take(at_old), new["hash"].take(at_new)
+    added = pc.is_null(at_old)
+    deleted = pc.is_null(at_new)
+    modified = pc.and_(pc.and_(pc.invert(added), pc.invert(deleted)), pc.not_equal(old_hash, new_hash))
     change = pc.if_else(added, "added", pc.if_else(deleted, "deleted", pc.if_else(modified, "modified", None)))
-    j = j.append_column("change", change).filter(pc.is_valid(change))
-    j = j.take(pc.sort_indices(j, [("path", "ascending")]))
-    return j.select(["path", "change", "old_size", "new_size"])
+    j = pa.table({"path": paths, "change": change, "old_size": old["size"].take(at_old), "new_size": new["size"].take(at_new)})
+    j = j.filter(pc.is_valid(change))
+    return j.take(pc.sort_indices(j, [("path", "ascending")]))
 
 
 def _is_utf8(s: str) -> bool:

@@ -1,0 +1,71 @@
+"""Listing and diffing read only what they need, and still say the same.
+
+`diff-file` against the parent looks up only the paths the commit's own
+layers name; `list-file` groups sorted rows into runs.  Both are checked
+here against the plain computation on whole file tables.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dpl.engine import Store
+from dpl.engine.files import Source, diff_tables
+
+
+@pytest.fixture
+def s(tmp_path):
+    store = Store.init(tmp_path / "store", durable=False)
+    store.create_repo("r")
+    return store
+
+
+def put(s, tmp_path, files: dict, branch="master"):
+    """Put {repo path: bytes} as one commit."""
+    sources = []
+    for i, (path, data) in enumerate(files.items()):
+        local = tmp_path / f"src{len(list(tmp_path.iterdir()))}-{i}"
+        local.write_bytes(data)
+        sources.append(Source(str(local), path))
+    return s.put_files("r", branch, sources)
+
+
+def full_diff(s, commit):
+    parent = s.get_commit("r", commit.parent)
+    return diff_tables(s.commit_table(parent), s.commit_table(commit))
+
+
+def test_diff_against_the_parent_matches_a_whole_table_comparison(s, tmp_path):
+    put(s, tmp_path, {f"/d{i}/f{j}": f"{i}.{j}".encode() for i in range(5) for j in range(40)})
+    commits = [
+        put(s, tmp_path, {"/d1/f3": b"changed", "/new": b"added", "/d2/f0": b"2.0"}),  # one unchanged rewrite
+        s.delete_files("r", "master", ["/d3"]),  # a whole directory
+        s.delete_files("r", "master", ["/d1/f4"]),
+        put(s, tmp_path, {"/d3/f1": b"back again"}),  # a file under the deleted directory
+    ]
+    s.start_commit("r", "master")
+    put(s, tmp_path, {"/open/a": b"a", "/d0/f0": b"x"})
+    s.delete_files("r", "master", ["/d4"])
+    put(s, tmp_path, {"/d4/f9": b"only this one"})
+    commits.append(s.finish_commit("r", "master"))
+    for commit in commits:
+        assert s.diff_files("r", commit.id).to_pylist() == full_diff(s, commit).to_pylist()
+    assert s.diff_files("r", commits[0].id)["change"].to_pylist() == ["modified", "added"]
+
+
+def test_list_file_groups_a_file_and_a_directory_of_one_name(s, tmp_path):
+    # "/a!b" sorts between "/a" and "/a/c": the runs of name "a" are split.
+    put(s, tmp_path, {"/a": b"12", "/a!b": b"123", "/a/c": b"1234", "/b/c": b"1", "/b/d": b"12"})
+    rows = s.list_files("r", "master", "/").to_pylist()
+    assert [(r["path"], r["type"], r["size"]) for r in rows] == [("/a", "dir", 6), ("/a!b", "file", 3), ("/b", "dir", 3)]
+    assert rows[1]["hash"] is not None
+
+
+def test_list_file_of_a_directory_a_file_and_recursively(s, tmp_path):
+    put(s, tmp_path, {f"/d/{i:03d}": bytes(i) for i in range(300)} | {"/d/sub/x": b"xyz", "/e": b"e"})
+    put(s, tmp_path, {"/d/005": b"new"})
+    listing = s.list_files("r", "master", "/d")
+    assert listing.num_rows == 301 and listing["path"][5].as_py() == "/d/005" and listing["size"][5].as_py() == 3
+    assert listing["path"][-1].as_py() == "/d/sub" and listing["type"][-1].as_py() == "dir"
+    assert s.list_files("r", "master", "/d/sub/x").to_pylist()[0]["size"] == 3
+    assert s.list_files("r", "master", "/", recursive=True).num_rows == 302
