@@ -504,41 +504,6 @@ def _group_runs(names, sizes, is_dir) -> pa.Table:
     return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, 0)})
 
 
-def _group_runs(names, sizes, is_dir) -> pa.Table:
-    """name, size_sum, dir_max per name, for rows sorted by path.
-
-    Rows under one directory are adjacent, so groups are runs: found by
-    comparing neighbours and summed by differences of a running total, with
-    no hash aggregation (which would also import Arrow's query engine, a
-    visible share of a CLI call).  A file and a directory of the same name
-    can be split by a sibling that sorts between them ("a", "a!b", "a/c");
-    then the runs repeat a name and a real group-by merges them.
-    """
-    n = len(names)
-    if n == 0:
-        return pa.table({"name": pa.array([], pa.string()), "size_sum": pa.array([], pa.int64()), "dir_max": pa.array([], pa.bool_())})
-    names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
-    new_run = pa.concat_arrays([pa.array([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
-    starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
-    run_names = names.take(starts)
-    if not index.is_sorted_unique(run_names):
-        grouped = (
-            pa.table({"name": names, "size": sizes, "dir": is_dir})
-            .group_by("name", use_threads=False)
-            .aggregate([("size", "sum"), ("dir", "max")])
-        )
-        return grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
-    ends = pa.concat_arrays([pc.subtract(starts.slice(1), 1), pa.array([n - 1], pa.int64())])
-
-    def run_sums(values):
-        total = pc.cumulative_sum(values)
-        before = pc.subtract(total.take(starts), values.take(starts))
-        return pc.subtract(total.take(ends), before)
-
-    dirs = run_sums(pc.cast(is_dir, pa.int64()))
-    return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, 0)})
-
-
 def diff_tables(old: pa.Table, new: pa.Table) -> pa.Table:
     """added / modified / deleted rows from `old` to `new`, sorted by path."""
     old_paths, new_paths = old["path"].combine_chunks(), new["path"].combine_chunks()
