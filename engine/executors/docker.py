@@ -1,6 +1,7 @@
 """The docker executor: each datum's step runs in the spec's image, in containers the job keeps.
 
-`start` creates `slots()` long-lived containers per job.  Each one
+A job keeps up to `slots()` long-lived containers, each started with its
+slot's first datum (so a job that skips every datum starts none).  Each one
 bind-mounts a host directory of its own: `pfs/` read-only at `/pfs` (the
 datum's inputs, laid out by `workspace.materialize`), `out/` writable at
 `/pfs/out`, and a small control directory at `/.dpl`.  A datum re-populates
@@ -24,11 +25,12 @@ outlive it.  A step killed by the kernel's OOM killer is recognised from the
 engine's `oom` event for the container and reported as such.
 
 Ownership: the step runs as the spec's `user` (or the image's), which may
-differ from the uid running dpl.  `out/` is world-writable, inputs are
-world-readable, and when dpl itself is not root the step runs with umask 0,
-so that dpl can read and delete whatever the step wrote.  Should it still
-fail to, the slot moves to fresh directories rather than show a datum
-another datum's files.
+differ from the uid running dpl.  `out/` is world-writable and inputs are
+world-readable.  When dpl itself is not root, the agent opens up whatever
+the step left in `/pfs/out` (`chmod -R a+rwX`) so that dpl can read and
+delete it; an output dpl still cannot read fails the datum by name rather
+than go missing, and a directory it cannot empty moves the slot to fresh
+directories rather than show a datum another datum's files.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import select
 import shlex
 import shutil
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,8 +139,9 @@ class _Slot:
 
     def receive(self, timeout: float) -> list[str]:
         """Lines the agent wrote, waiting at most `timeout` for the first."""
-        ready, _, _ = select.select([self.fd_out], [], [], max(0.0, timeout))
-        if ready:
+        poller = select.poll()
+        poller.register(self.fd_out, select.POLLIN)
+        if poller.poll(max(0, int(timeout * 1000))):
             try:
                 self.buf += os.read(self.fd_out, 65536)
             except BlockingIOError:
@@ -162,7 +164,6 @@ class _Job:
         self.cache = ctx.scratch / "cache"
         self.secret_dir = ctx.scratch / "secrets"
         self.secret_mounts: list[Mount] = []
-        self.lock = threading.Lock()
 
 
 class DockerExecutor:
@@ -192,23 +193,12 @@ class DockerExecutor:
         job.cache.mkdir(exist_ok=True)
         self._jobs[(ctx.pipeline, ctx.job)] = job
         self._write_secret_files(ctx, job)
+        # Containers start with a slot's first datum: a job whose datums are all
+        # skipped (the common incremental case) starts none.
         for i in range(self.slots(ctx)):
             job.slots.append(_Slot(ctx.scratch / f"slot-{i}"))
-        try:
-            with ThreadPoolExecutor(max_workers=min(8, len(job.slots))) as pool:
-                list(pool.map(lambda s: self._launch(ctx, job, s), job.slots))
-        except _NoShell:
-            job.mode = "container"
-            self._remove_containers(job)
-            log.warning(
-                "image %s has no /bin/sh: pipeline %r runs one container per datum, which costs a container start each.", image, ctx.pipeline
-            )
-        except BaseException:
-            self.stop(ctx)
-            raise
-        for slot in job.slots:
-            job.free.put(slot)
-        info = {"kind": "docker", "image": image, "image_digest": found.id, "mode": job.mode}
+            job.free.put(job.slots[-1])
+        info = {"kind": "docker", "image": image, "image_digest": found.id}
         repo_digests = found.attrs.get("RepoDigests") or []
         if repo_digests:
             info["repo_digest"] = repo_digests[0]
@@ -227,9 +217,17 @@ class DockerExecutor:
         job = self._jobs[(ctx.pipeline, ctx.job)]
         slot = job.free.get()
         try:
-            if job.mode == "container":
-                return self._run_oneshot(ctx, job, slot, task)
-            return self._run_on_slot(ctx, job, slot, task)
+            if job.mode == "agent":
+                try:
+                    return self._run_on_slot(ctx, job, slot, task)
+                except _NoShell:
+                    _remove(slot.container)
+                    slot.container = None
+                    if job.mode == "agent":
+                        job.mode = "container"
+                        log.warning("image %s has no /bin/sh: pipeline %r runs one container per datum, which costs a "
+                                    "container start each.", job.image, ctx.pipeline)
+            return self._run_oneshot(ctx, job, slot, task)
         finally:
             job.free.put(slot)
 
@@ -238,7 +236,7 @@ class DockerExecutor:
     def _client(self, ctx: JobContext):
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
-            client = docker.from_env(timeout=int(self.config.get("docker_timeout", 120)))
+            client = docker.from_env(timeout=int(self.config.get("docker_timeout", 120)), max_pool_size=max(10, self.slots(ctx) + 4))
             client.ping()
             return client
         except (DockerException, requests.RequestException, OSError) as e:
@@ -370,8 +368,9 @@ class DockerExecutor:
     def _run_on_slot(self, ctx: JobContext, job: _Job, slot: _Slot, task: DatumTask) -> DatumResult:
         result = DatumResult(task.datum, None, started=time.time())
         try:
-            if slot.container is None or not self._clear(slot):
-                self._renew(ctx, job, slot, fresh_dirs=True)
+            cleared = self._clear(slot)
+            if slot.container is None or not cleared:
+                self._renew(ctx, job, slot, fresh_dirs=not cleared)
             materialize(job.reader, task, str(slot.pfs), cache_dir=str(job.cache))
             ctl = slot.ctl
             _write(ctl / "run.sh", self._script(ctx, task).encode(), 0o644)
@@ -385,8 +384,10 @@ class DockerExecutor:
             result.exit_code, result.error = self._wait(ctx, job, slot, slot.seq)
             result.stdout, result.stderr = _tail(ctl / "stdout"), _tail(ctl / "stderr")
             if result.error is not None:
-                # Killed, timed out or dead: nothing of the step may survive into the next datum.
-                self._renew(ctx, job, slot)
+                # Killed, timed out or dead: nothing of the step may survive into the next datum,
+                # which (if there is one) starts a fresh container.
+                _remove(slot.container)
+                slot.container = None
             elif result.exit_code == 137 and self._oom_since(job, slot, started):
                 result.error = _oom_message(ctx)
             self._judge(ctx, result)
@@ -400,11 +401,15 @@ class DockerExecutor:
 
     def _script(self, ctx: JobContext, task: DatumTask) -> str:
         t = ctx.spec.transform
-        lines = ["umask 0"] if os.geteuid() != 0 else []
         env = {k: v for k, v in t.get("env", {}).items() if k not in ctx.secrets}  # secrets are in the container's env
         env.update(task.env)
-        lines += [f"export {shlex.quote(f'{k}={v}')}" for k, v in env.items()]
-        lines.append("exec " + " ".join(shlex.quote(c) for c in t["cmd"]))
+        lines = [f"export {shlex.quote(f'{k}={v}')}" for k, v in env.items()]
+        cmd = " ".join(shlex.quote(c) for c in t["cmd"])
+        if os.geteuid() == 0:
+            lines.append(f"exec {cmd}")
+        else:
+            # dpl cannot read or delete what another uid wrote with private modes: open them up afterwards.
+            lines += [cmd, "status=$?", "chmod -R a+rwX /pfs/out 2>/dev/null", "exit $status"]
         return "\n".join(lines) + "\n"
 
     def _wait(self, ctx: JobContext, job: _Job, slot: _Slot, seq: int) -> tuple[int | None, str | None]:
@@ -549,6 +554,9 @@ class DockerExecutor:
         pfs_map = {f"/pfs/{i.name}": str(pfs / i.name) for i in task.inputs}
         pfs_map["/pfs/out"] = str(out)
         try:
+            if os.geteuid() != 0:  # os.walk skips what it cannot list: a silently missing output is worse than an error
+                for _ in os.walk(out, onerror=_raise):
+                    pass
             return collect(ctx.chunks, str(out), pfs_map=pfs_map)
         except PermissionError as e:
             where = "/pfs/out" + str(e.filename)[len(str(out)):] if e.filename else "/pfs/out"
@@ -566,6 +574,10 @@ class DockerExecutor:
 
 class _ReadError(Exception):
     pass
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _should_stop(ctx: JobContext, started: float) -> str | None:
