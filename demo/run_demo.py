@@ -26,10 +26,8 @@ checks against the store.  DPL_DEMO_OUT puts demo/out elsewhere.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -109,17 +107,6 @@ def records():
 
         _store = Store.open(STORE)
     return _store
-
-
-@functools.lru_cache(maxsize=1)
-def commands() -> frozenset[str]:
-    """The commands this dpl has, from `dpl --help`."""
-    text = subprocess.run([DPL, "--help"], env=dict(ENV, COLUMNS="200"), capture_output=True, text=True).stdout
-    return frozenset(re.findall(r"^\W+([a-z][a-z-]+)\s{2,}\S", text, re.M))
-
-
-def available(command: str) -> bool:
-    return command in commands()
 
 
 def head(repo: str) -> str:
@@ -259,15 +246,8 @@ def main() -> None:
 
 def trace_provenance() -> None:
     target = f"inference@master:{PROVENANCE_FILE}"
-    info = {"file": target, "available": available("provenance")}
+    info = {"file": target}
     summary["provenance"] = info
-    if not info["available"]:
-        # PENDING: `dpl provenance` (engine/provenance.py) has not landed in
-        # this dpl yet; once `dpl provenance --help` exits 0 this step uses it.
-        say("PENDING: this dpl has no `dpl provenance` command yet; until it lands, the demo follows")
-        say("the datum records by hand (inspect-commit, list-datum, inspect-datum) for one hop each.")
-        info["manual_trace"] = manual_trace(PROVENANCE_FILE)
-        return
     dpl("provenance", target)
     trace = records().file_provenance("inference", "master", PROVENANCE_FILE)
     info["record"] = trace
@@ -279,40 +259,9 @@ def trace_provenance() -> None:
     graph = dpl("provenance", target, "--graph", "mermaid", show=False).stdout
     (OUT / "provenance.mmd").write_text(graph)
     say(f"Provenance graph (Mermaid): {os.path.relpath(OUT / 'provenance.mmd')}")
-    if available("subvenance"):
-        say(f"And forwards: what was derived from the samples of attributes{PROVENANCE_FILE}?")
-        dpl("subvenance", f"attributes@master:{PROVENANCE_FILE}")
+    say(f"And forwards: what was derived from the samples of attributes{PROVENANCE_FILE}?")
+    dpl("subvenance", f"attributes@master:{PROVENANCE_FILE}")
     dpl("inspect-commit", f"inference@{summary['training_v2'][:12]}")
-
-
-def manual_trace(path: str) -> list[dict]:
-    """inference:PATH -> the datum that wrote it -> model.pkl -> the datum that wrote that.
-
-    Only what `dpl provenance` will do in one command, from the same public
-    records; kept until that command is in every dpl the demo runs with.
-    """
-    chain, s = [], records()
-    repo, key = "inference", f"attributes:{path}"
-    commit = s.inspect_commit(repo, "master")
-    while commit.job:
-        datums = s.list_datums(repo, commit.job)
-        mine = [d for d in datums if key in d["key"].split() or len(datums) == 1]
-        if not mine:
-            break
-        d = mine[0]
-        dpl("inspect-datum", f"{repo}@{commit.job[:12]}", d["datum"][:12])
-        info = s.inspect_datum(repo, commit.job, d["datum"])
-        reads = [{"repo": i["repo"], "commit": i["commit"], "path": f[0]} for i in info["inputs"] for f in i["files"]]
-        chain.append({"repo": repo, "commit": commit.id, "datum": d["datum"], "job": info.get("carried_from_job") or info["job"], "reads": reads})
-        upstream = [r for r in reads if r["repo"] in PIPELINES]
-        if not upstream:
-            break
-        repo, key = upstream[0]["repo"], f"{upstream[0]['repo']}:/"
-        commit = s.inspect_commit(repo, upstream[0]["commit"])
-    for link in chain:
-        say(f"  {link['repo']}@{link['commit'][:12]} <- datum {link['datum'][:12]} read "
-            + ", ".join(f"{r['repo']}@{r['commit'][:12]}:{r['path']}" for r in link["reads"]))
-    return chain
 
 
 def _find_file(node, repo: str, path: str):
@@ -328,41 +277,14 @@ def _find_file(node, repo: str, path: str):
 
 
 def write_dag() -> None:
-    """The pipeline graph as Mermaid (dag.mmd) and, from `dpl draw-dag`, DOT (dag.dot)."""
+    """The pipeline graph, from `dpl draw-dag`: Mermaid in dag.mmd, DOT in dag.dot."""
     pipelines = records().list_pipelines()
     names = {p["name"] for p in pipelines}
     repos = sorted({i.split("@")[0] for p in pipelines for i in p["inputs"]} - names)
     summary["dag"] = {"file": str(OUT / "dag.mmd"), "pipelines": sorted(names), "repos": repos}
-    if available("draw-dag"):
-        (OUT / "dag.mmd").write_text(dpl("draw-dag", "--graph", "mermaid").stdout)
-        (OUT / "dag.dot").write_text(dpl("draw-dag", "--graph", "dot", show=False).stdout)
-        say(f"Written to {os.path.relpath(OUT / 'dag.mmd')} (Mermaid) and {os.path.relpath(OUT / 'dag.dot')} (DOT).")
-        return
-    # PENDING: until `dpl draw-dag` is in every dpl the demo runs with, draw
-    # the graph here from the pipelines' records.
-    lines = ["flowchart LR"]
-    lines += [f'    {r}[("{r}")]' for r in repos]
-    for p in pipelines:
-        kinds = [k for k in ("cross", "join", "union", "group") if k in p["spec"]["input"]]
-        label = f"{p['name']}<br/>{kinds[0] if kinds else 'pfs'}"
-        lines.append(f'    {p["name"]}["{label}"]')
-    for p in pipelines:
-        for pfs in _pfs(p["spec"]["input"]):
-            lines.append(f'    {pfs["repo"]} -- "glob {pfs["glob"]}" --> {p["name"]}')
-    dag = "\n".join(lines) + "\n"
-    (OUT / "dag.mmd").write_text(dag)
-    say(f"Mermaid graph of the pipelines, written to {os.path.relpath(OUT / 'dag.mmd')}:")
-    for line in lines:
-        say("    " + line)
-
-
-def _pfs(node: dict):
-    for kind, value in node.items():
-        if kind == "pfs":
-            yield value
-        elif isinstance(value, list):
-            for child in value:
-                yield from _pfs(child)
+    (OUT / "dag.mmd").write_text(dpl("draw-dag", "--graph", "mermaid").stdout)
+    (OUT / "dag.dot").write_text(dpl("draw-dag", "--graph", "dot", show=False).stdout)
+    say(f"Written to {os.path.relpath(OUT / 'dag.mmd')} (Mermaid) and {os.path.relpath(OUT / 'dag.dot')} (DOT).")
 
 
 if __name__ == "__main__":
