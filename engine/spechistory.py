@@ -9,6 +9,8 @@ whether the tree was dirty, which is the code version a job ran with.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -27,18 +29,38 @@ class SpecHistory:
             pygit2.init_repository(str(path), bare=True)
         self.repo = pygit2.Repository(str(path))
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """One writer at a time (two processes would race for HEAD), and no
+        stale git lock file: every dpl writer holds this lock, so a `*.lock`
+        seen while holding it was left by a killed process, and would
+        otherwise refuse every later write."""
+        fd = os.open(self.path / "dpl.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for stale in [self.path / "HEAD.lock", *(self.path / "refs" / "heads").glob("*.lock")]:
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            os.close(fd)
+
     def record(self, name: str, spec_json: str, message: str) -> str:
         """Commit `spec_json` as `<name>.json`; return the git commit id."""
         import pygit2
 
-        parent = None if self.repo.head_is_unborn else self.repo.head.target
-        builder = self.repo.TreeBuilder(self.repo[parent].tree) if parent else self.repo.TreeBuilder()
-        builder.insert(f"{name}.json", self.repo.create_blob(spec_json.encode()), pygit2.GIT_FILEMODE_BLOB)
-        sig = pygit2.Signature(*_AUTHOR, int(time.time()), 0)
-        oid = self.repo.create_commit("HEAD", sig, sig, message, builder.write(), [parent] if parent else [])
+        with self._locked():
+            parent = None if self.repo.head_is_unborn else self.repo.head.target
+            builder = self.repo.TreeBuilder(self.repo[parent].tree) if parent else self.repo.TreeBuilder()
+            builder.insert(f"{name}.json", self.repo.create_blob(spec_json.encode()), pygit2.GIT_FILEMODE_BLOB)
+            sig = pygit2.Signature(*_AUTHOR, int(time.time()), 0)
+            oid = self.repo.create_commit("HEAD", sig, sig, message, builder.write(), [parent] if parent else [])
         return str(oid)
 
     def remove(self, name: str) -> None:
+        with self._locked():
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
         import pygit2
 
         if self.repo.head_is_unborn:
