@@ -93,3 +93,26 @@ def store(tmp_path, request):
         args += ["--object-store", f"{url.rstrip('/')}/{tmp_path.name}"]
     dpl(*args)
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real two-node Ray cluster on this machine for the whole session.
+
+    Two `ray start` nodes of one CPU each (the head, and a second one joining
+    it by address), every port a free one, no dashboard, a small object
+    store; RAY_ADDRESS points every `dpl` subprocess at the head.  Stopped at
+    the end by ending the processes it started, not with `ray stop`.
+    """
+    from services.raycluster import RayCluster, Unavailable
+
+    try:
+        cluster = RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1)
+        cluster.start()
+    except Unavailable as e:
+        service_unavailable("A Ray cluster", str(e))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cluster.environ().items():
+            mp.setenv(key, value)
+        yield cluster
+    cluster.stop()
