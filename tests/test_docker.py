@@ -313,7 +313,7 @@ def test_out_of_memory_and_non_zero_exits_name_pipeline_datum_and_cause(tmp_path
     assert commits(store, "grumpy") == []
 
 
-def test_a_datum_over_its_timeout_is_killed_with_its_container(tmp_path, images, docker_engine):
+def test_a_datum_over_its_timeout_or_the_job_deadline_is_killed_with_its_container(tmp_path, images, docker_engine):
     store = make_store(tmp_path, "store", "docker")
     dpl("create-repo", "data", store=store)
     fill(store, "data", {"/x": b"1\n", "/y": b"2\n"}, tmp_path)
@@ -324,4 +324,9 @@ def test_a_datum_over_its_timeout_is_killed_with_its_container(tmp_path, images,
     assert time.time() - started < 30
     assert "of pipeline 'sleepy' failed after 1 try: timed out after 1s (datum_timeout)." in err and "started" in err
     assert commits(store, "sleepy") == []
+
+    s = spec("late", images["busybox"], ["sh", "-c", "sleep 300"], pfs("data", "/"), job_timeout="2s")
+    err = failed(create(store, s, tmp_path, check=False))
+    assert "pipeline 'late'" in err and "timed out after 2s (job_timeout)" in err
+    assert commits(store, "late") == []
     assert not [p for c in docker_engine.client.containers.list() for p in c.top()["Processes"] if "sleep 300" in " ".join(p)]
