@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from dpl.engine.repos import pc_sum
+from dpl.engine.gc import cleans_up_after_disk_full
 from dpl.engine.writers import writes_objects
 from dpl.storage import chunkstore, index
 from dpl.storage.chunking import BLOCK, ChunkWriter
@@ -113,6 +114,7 @@ class FileOps:
     # ----------------------------------------------------------------- write
 
     @writes_objects
+    @cleans_up_after_disk_full
     def put_files(
         self,
         repo: str,

@@ -17,6 +17,7 @@ nothing and says to run `dpl fsck --repair` first.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -27,10 +28,11 @@ import pyarrow.compute as pc
 
 from dpl.engine import writers
 from dpl.storage import index
-from dpl.storage.errors import Corruption, DplError
+from dpl.storage.errors import Corruption, DiskFull, DplError
 
 DEFAULT_GRACE_MINUTES = 10.0
 CLOCK_SLACK = 2.0  # seconds: filesystem timestamps may lag time.time() a little
+_TICK = 0.05  # more than the coarsest timestamp tick of a local filesystem
 
 
 @dataclass
@@ -130,6 +132,51 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
             except FileNotFoundError:
                 pass
     return report
+
+
+def discard_unlanded(store, created: list[bytes]) -> int:
+    """Delete the objects a failed write created, unless something else may use them.
+
+    Only when this write is the store's only writer: then no other process
+    can have reused them before now, and one that reuses them from now on
+    refreshes their mtime, which `delete_if_older` sees.  An object a commit
+    refers to by now is kept.  Returns the bytes freed.
+    """
+    delete_if_older = getattr(store.chunks, "delete_if_older", None)
+    if not created or delete_if_older is None or writers.own_depth(store) > 1:
+        return 0
+    time.sleep(2 * _TICK)  # so that our own newest objects are older than the cutoff below
+    now = time.time()
+    starts, _ = writers.live_writers(store, exclude_self=True)
+    if starts:
+        return 0
+    try:
+        live = live_objects(store)
+    except DplError:
+        return 0
+    freed = 0
+    for oid in set(created) - live:
+        freed += delete_if_older(oid, now - _TICK) or 0
+    return freed
+
+
+def cleans_up_after_disk_full(method):
+    """Decorate a write: when it fails for lack of space, it takes back the
+    objects it stored, so the space is free again at once."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        recording = getattr(self.chunks, "recording", None)
+        if recording is None:
+            return method(self, *args, **kwargs)
+        with recording() as created:
+            try:
+                return method(self, *args, **kwargs)
+            except DiskFull:
+                discard_unlanded(self, created)
+                raise
+
+    return wrapper
 
 
 def _clean_temp(store, report: GcReport, older: float, dry_run: bool) -> None:

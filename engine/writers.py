@@ -13,12 +13,15 @@ is recognised by its dead pid and ignored (and removed by `gc`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import socket
 import threading
 import time
 import uuid
+
+from dpl.storage.errors import DiskFull
 
 DIR = "writers"
 _lock = threading.Lock()
@@ -37,9 +40,16 @@ def writing(store):
             start = time.time()
             path = os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
             tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(repr(start))
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(repr(start))
+                os.replace(tmp, path)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull() from None
+                raise
             entry = _active[root] = [0, path, start]
         entry[0] += 1
     try:
@@ -64,10 +74,19 @@ def writes_objects(method):
     return wrapper
 
 
-def live_writers(store) -> tuple[list[float], list[str]]:
+def own_depth(store) -> int:
+    """How many registered write operations this process has running on `store`."""
+    with _lock:
+        entry = _active.get(str(store.root))
+        return entry[0] if entry else 0
+
+
+def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], list[str]]:
     """Start times of the live writers, and the registration files of dead ones."""
     directory = os.path.join(str(store.root), DIR)
     starts, dead = [], []
+    with _lock:
+        own = (_active.get(str(store.root)) or [0, None])[1]
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -75,6 +94,8 @@ def live_writers(store) -> tuple[list[float], list[str]]:
     for name in names:
         path = os.path.join(directory, name)
         if name.endswith(".tmp"):
+            continue
+        if exclude_self and path == own:
             continue
         host, pid, _ = (name.split(":") + ["", ""])[:3]
         try:

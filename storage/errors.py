@@ -134,6 +134,9 @@ class Corruption(DplError):
 class DiskFull(DplError):
     """The disk holding the store ran out of space; nothing was committed."""
 
+    def __init__(self, message: str = "The disk holding the store is full; nothing was committed.", hint: str | None = None):
+        super().__init__(message, hint or "Free some space (`dpl gc` removes what failed commands left) and run the command again.")
+
 
 class StorageUnavailable(DplError):
     """The object store could not be reached or refused a request."""

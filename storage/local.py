@@ -13,13 +13,15 @@ one flush, not thousands.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
 from typing import Iterator
 
-from dpl.storage.errors import Corruption
+from dpl.storage.errors import Corruption, DiskFull
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -32,6 +34,7 @@ class LocalChunkStore:
         self.trash = os.path.join(root, "trash")
         self.durable = durable
         self._dirty = False
+        self._recorders: list[list[bytes]] = []
 
     @classmethod
     def create(cls, root: str, **kw) -> "LocalChunkStore":
@@ -59,19 +62,37 @@ class LocalChunkStore:
         except PermissionError:
             return False  # another user's object: there, but not ours to touch
         tmp = os.path.join(self.tmp, f"{oid.hex()}.{os.getpid()}.{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        except OSError as e:
+            raise _disk_full(e) from None
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-        except BaseException:
+        except BaseException as e:
             os.close(fd)
             os.unlink(tmp)  # a full disk must not keep the half-written object's space
+            if isinstance(e, OSError):
+                raise _disk_full(e) from None
             raise
         os.close(fd)
         os.rename(tmp, path)
         self._dirty = True
+        for created in self._recorders:
+            created.append(oid)
         return True
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Collect the ids of the objects this store object creates meanwhile
+        (so that a write that fails can take back what it stored)."""
+        created: list[bytes] = []
+        self._recorders.append(created)
+        try:
+            yield created
+        finally:
+            self._recorders.remove(created)
 
     def get(self, oid: bytes) -> bytes:
         try:
@@ -177,3 +198,9 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _disk_full(e: OSError) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull()
+    return e

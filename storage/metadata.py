@@ -11,10 +11,11 @@ another writer's.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 
-from dpl.storage.errors import Corruption
+from dpl.storage.errors import Corruption, DiskFull, DplError, StorageUnavailable
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -159,14 +160,32 @@ class Metadata:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
+            try:
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=60000")
+            except sqlite3.OperationalError as e:
+                raise self._storage_error(e) or e
             self._local.conn = conn
         return conn
+
+    def _storage_error(self, e: sqlite3.Error) -> DplError | None:
+        """The user-facing error for a database that cannot be written (a full
+        disk, most often); None for anything else (a bug, to be seen as one)."""
+        text = str(e).lower()
+        if not any(w in text for w in ("full", "disk i/o", "unable to open", "readonly")):
+            return None
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            full = "full" in text or st.f_bavail * st.f_frsize < (1 << 20)
+        except OSError:
+            full = "full" in text
+        if full:
+            return DiskFull()
+        return StorageUnavailable(f"The metadata database {self.path} cannot be used ({e}).", hint="Check the disk and its permissions.")
 
     def _migrate(self) -> None:
         try:
@@ -197,20 +216,37 @@ class Metadata:
     def write(self):
         """One atomic read-modify-write transaction holding the write lock."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._storage_error(e) or e
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")  # fails only if SQLite already rolled back
+            if isinstance(e, sqlite3.OperationalError) and (mapped := self._storage_error(e)):
+                raise mapped from None
             raise
         else:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise self._storage_error(e) or e
 
     def query(self, sql: str, args=()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, args).fetchall()
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            raise self._storage_error(e) or e
 
     def one(self, sql: str, args=()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, args).fetchone()
+        try:
+            return self.conn.execute(sql, args).fetchone()
+        except sqlite3.OperationalError as e:
+            raise self._storage_error(e) or e
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
