@@ -20,6 +20,7 @@ from importlib import resources
 from dpl.storage.errors import InvalidSpec
 
 DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
+MAX_DEPTH = 64  # levels of JSON nesting a spec may have (cross of union of ... is a few)
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,11 +200,15 @@ def _pfs_nodes(node: dict):
 def load_spec(text: str, source: str = "<spec>") -> Spec:
     """Parse and validate a spec; raise `InvalidSpec` naming the field."""
     try:
-        raw = json.loads(text)
+        raw = json.loads(text.removeprefix("\ufeff"))  # a BOM some editors write
     except json.JSONDecodeError as e:
         raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
+    except RecursionError:
+        raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
     if not isinstance(raw, dict):
         raise InvalidSpec(f"{source}: a spec is a JSON object, not {type(raw).__name__}.")
+    if _depth(raw) > MAX_DEPTH:
+        raise InvalidSpec(f"{source} is nested more than {MAX_DEPTH} levels deep, which no pipeline spec needs.")
     import jsonschema  # here, not at the top: every CLI call imports this module, few validate a spec
 
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
@@ -211,6 +216,17 @@ def load_spec(text: str, source: str = "<spec>") -> Spec:
         raise _best(errors)
     _check_semantics(raw)
     return Spec(raw)
+
+
+def _depth(value) -> int:
+    """How deeply JSON containers nest (without recursion: the input may be hostile)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _best(errors):

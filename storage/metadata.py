@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 
-from dpl.storage.errors import Corruption, DiskFull, DplError, StorageUnavailable
+from dpl.storage.errors import Corruption, DiskFull, DplError, InvalidRef, StorageUnavailable
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -227,6 +227,8 @@ class Metadata:
                 conn.execute("ROLLBACK")  # fails only if SQLite already rolled back
             if isinstance(e, sqlite3.OperationalError) and (mapped := self._storage_error(e)):
                 raise mapped from None
+            if isinstance(e, UnicodeEncodeError):
+                raise _not_utf8(e) from None
             raise
         else:
             try:
@@ -241,15 +243,25 @@ class Metadata:
             return self.conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             raise self._storage_error(e) or e
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     def one(self, sql: str, args=()) -> sqlite3.Row | None:
         try:
             return self.conn.execute(sql, args).fetchone()
         except sqlite3.OperationalError as e:
             raise self._storage_error(e) or e
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _not_utf8(e: UnicodeEncodeError) -> InvalidRef:
+    """A name that is no text (undecodable bytes in a command-line argument)
+    can name nothing stored: say so instead of failing in SQLite."""
+    return InvalidRef(f"{e.object!r} is not valid UTF-8 text, so it names nothing in the store.", hint="Check the name for stray bytes.")
