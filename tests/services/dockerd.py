@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
 import io
 import os
 import shutil
@@ -50,11 +51,8 @@ class DockerEngine:
     # ----------------------------------------------------------------- engine
 
     def start(self) -> None:
-        try:
-            import docker
-        except ImportError:
-            raise Unavailable("docker-py is not installed (pip install 'dpl[docker]')") from None
-        self.client = docker.from_env(timeout=300)
+        if importlib.util.find_spec("docker") is None:
+            raise Unavailable("docker-py is not installed (pip install 'dpl[docker]')")
         if self._answers():
             return
         if os.environ.get("DOCKER_HOST"):
@@ -81,7 +79,10 @@ class DockerEngine:
         raise Unavailable(f"dockerd did not answer within 60 s: {self._log_tail()}")
 
     def _answers(self) -> bool:
-        try:
+        import docker
+
+        try:  # from_env asks the engine for its API version: it fails until the engine answers
+            self.client = docker.from_env(timeout=300)
             return bool(self.client.ping())
         except Exception:
             return False
