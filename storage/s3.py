@@ -197,7 +197,22 @@ class _Cache:
             found.sort()
             self._entries = OrderedDict((oid, size) for _, oid, size in found)
             self._total = sum(size for _, _, size in found)
+            self._drop_stale_tmp()
         return self._entries
+
+    def _drop_stale_tmp(self) -> None:
+        """Temporary files a killed process left (named oid.pid.thread)."""
+        try:
+            names = os.listdir(self.tmp)
+        except FileNotFoundError:
+            return
+        for name in names:
+            parts = name.split(".")
+            if len(parts) == 3 and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+                try:
+                    os.unlink(os.path.join(self.tmp, name))
+                except OSError:
+                    pass
 
     def _evict(self, target: int) -> None:
         while self._total > target and self._entries:
