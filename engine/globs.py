@@ -140,13 +140,12 @@ def match(table: pa.Table, pattern: str | Glob) -> Matches:
         return Matches(table, np.array([0, table.num_rows], np.int64), ["/"], [()])
     if g.depth is None:
         return _match_any_depth(table, g)
-    parts = pc.split_pattern(table["path"], "/")
-    deep_enough = pc.greater_equal(pc.list_value_length(parts), g.depth + 1)
+    # Each file's ancestor at the glob's depth, in two single-pass kernels.
+    deep_enough = pc.greater_equal(pc.count_substring(table["path"], "/"), g.depth)
     table = table.filter(deep_enough)
     if table.num_rows == 0:
         return Matches(table, np.zeros(1, np.int64), [], [])
-    parts = pc.split_pattern(table["path"], "/")
-    ancestor = pc.binary_join(pc.list_slice(parts, 0, g.depth + 1), "/")
+    ancestor = pc.replace_substring_regex(table["path"], pattern=f"^((?:/[^/]*){{{g.depth}}}).*$", replacement="\\1")
     distinct = pc.unique(ancestor)
     matched = distinct.filter(pc.match_substring_regex(distinct, g.regex))
     keep = pc.is_in(ancestor, value_set=matched)

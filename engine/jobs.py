@@ -442,7 +442,7 @@ class _JobRun:
         for i in recorder.failed_index:
             states[i] = "failed"
         datum_list = pa.table(
-            {"datum": ids, "key": pa.array([dset.key(i) for i in range(len(dset))], pa.string()), "state": pa.array(states.tolist(), pa.string())},
+            {"datum": ids, "key": pa.array(dset.keys(), pa.string()), "state": pa.array(states.tolist(), pa.string())},
             schema=DATUM_LIST_SCHEMA,
         )
         list_id = index.write_table(store.chunks, datum_list).hex()
@@ -494,10 +494,9 @@ class _JobRun:
             return {i: "spec changed" if self.job["reason"] != "reprocess" else "reprocess requested" for i in to_run}
         prev_by_key = {}
         if prev_table is not None and len(to_run) < 10_000:
-            wanted = {dset.key(i) for i in to_run}
-            for d, k in zip(prev_table["datum"].to_pylist(), prev_table["key"].to_pylist()):
-                if k in wanted:
-                    prev_by_key[k] = d.hex()
+            wanted = pa.array(sorted({dset.key(i) for i in to_run}), pa.string())
+            hits = prev_table.filter(pc.is_in(prev_table["key"], value_set=wanted))
+            prev_by_key = {k: d.hex() for d, k in zip(hits["datum"].to_pylist(), hits["key"].to_pylist())}
         failed_before = set()
         if len(to_run) < 10_000:
             for i in range(0, len(to_run), 500):

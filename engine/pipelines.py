@@ -112,7 +112,7 @@ class PipelineOps:
         if version is None:
             version = self._pipeline_row(name)["version"]
         row = self.db.one("SELECT spec FROM pipeline_versions WHERE name=? AND version=?", (name, version))
-        return specs.load_spec(row["spec"], f"{name} v{version}")
+        return specs.Spec(json.loads(row["spec"]))  # validated when it was created
 
     def list_pipelines(self) -> list[dict]:
         return [self.inspect_pipeline(r["name"]) for r in self.db.query("SELECT name FROM pipelines ORDER BY name")]
