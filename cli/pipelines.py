@@ -99,16 +99,17 @@ def run_and_report(store, wave: str | None, executor: str | None) -> None:
     """Run the work of `wave` (or all work), then say what happened; fail if a job did."""
     with JobProgress() as progress:
         store.run_jobs(wave, executor=executor, progress=progress)
-    jobs = store.list_jobs(wave=wave) if wave else []
-    for job in reversed(jobs):
+    jobs = sorted(store.list_jobs(wave=wave), key=lambda j: (j["started"] or j["created"])) if wave else []
+    for job in jobs:
         render.info(
             f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} datums processed, "
             f"{job['skipped']} skipped" + (f", {job['failed']} failed" if job["failed"] else "")
         )
     bad = [j for j in jobs if j["state"] in ("failure", "unrunnable")]
     if bad:
-        raise DplError(bad[-1]["error"] or f"Job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]} failed.",
-                       hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}` and `dpl logs`.")
+        first = bad[0]  # the root cause: later ones are unrunnable because of it
+        raise DplError(first["error"] or f"Job {first['pipeline']}@{first['id'][:12]} failed.",
+                       hint=f"See `dpl inspect-job {first['pipeline']}@{first['id'][:12]}` and `dpl logs`.")
 
 
 def _read_spec(spec: Optional[str], file: Optional[str]) -> tuple[str, str]:
@@ -266,7 +267,10 @@ def register(app: typer.Typer) -> None:
         if output == Output.json:
             render.emit_json(info)
             return
-        render.record({k: v for k, v in info.items() if k != "inputs"}, output)
+        render.record(info, output, [("datum", "Datum", None), ("job", "Job", None), ("key", "Inputs", None), ("state", "State", None),
+                                     ("reason", "Why it ran", None), ("started", "Started", ago), ("duration", "Duration", _seconds),
+                                     ("tries", "Tries", None), ("exit_code", "Exit code", None), ("outputs", "Output files", None),
+                                     ("error", "Error", None), ("carried_from_job", "Processed by job", None)])
         for inp in info["inputs"]:
             sys.stdout.write(f"Input {inp['name']} ({inp['repo']}@{inp['commit'][:12]}) {inp['path']}:\n")
             for path, h, size in inp["files"][:50]:

@@ -43,7 +43,10 @@ class PipelineOps:
                 f"spec.pipeline.name: a repo called {name!r} already exists, and a pipeline's output repo takes its name.",
                 hint="Rename the pipeline or delete that repo.",
             )
-        version = existing["version"] + 1 if existing else 1
+        # Versions keep counting across a delete and re-create: the old
+        # versions stay, because commits kept with --keep-repo refer to them.
+        last = self.db.one("SELECT MAX(version) AS v FROM pipeline_versions WHERE name=?", (name,))
+        version = (last["v"] or 0) + 1
         spec_json = spec.to_json()
         history_commit = self.spec_history.record(name, spec_json, f"{'update' if existing else 'create'} pipeline {name} (version {version})")
         code = code_version(source if source not in ("<spec>", "-") else None)

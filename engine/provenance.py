@@ -139,9 +139,9 @@ class ProvenanceOps:
         row = self._file_at(repo, commit.id, path)
         if row is None:
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        return self._derived(repo, commit.id, path, row["hash"].hex(), 0)
+        return self._derived(repo, commit.id, path, row["hash"].hex(), 0, since=commit.created)
 
-    def _derived(self, repo: str, commit_id: str | None, path: str, hash_hex: str, depth: int) -> dict:
+    def _derived(self, repo: str, commit_id: str | None, path: str, hash_hex: str, depth: int, since: float = 0.0) -> dict:
         node = {"repo": repo, "commit": commit_id, "path": path, "hash": hash_hex, "derived": []}
         if depth > 50:
             return node
@@ -153,22 +153,28 @@ class ProvenanceOps:
             if out is not None and out["count"]:
                 table = index.read_table(self.chunks, bytes.fromhex(out["batch"])).slice(out["start"], out["count"])
                 files = list(zip(table["path"].to_pylist(), [h.hex() for h in table["hash"].to_pylist()]))
-            commits = self._commits_holding(pipeline, bytes.fromhex(datum))
+            commits = self._commits_holding(pipeline, bytes.fromhex(datum), since)
             for fpath, fhash in files:
-                child = self._derived(pipeline, commits[-1]["commit"] if commits else None, fpath, fhash, depth + 1)
+                child = self._derived(pipeline, commits[-1]["commit"] if commits else None, fpath, fhash, depth + 1, since)
                 child["datum"] = datum
                 child["commits"] = commits
                 child["on_branch_head"] = any(c["head_of"] for c in commits)
                 node["derived"].append(child)
         return node
 
-    def _commits_holding(self, pipeline: str, datum: bytes) -> list[dict]:
-        """Output commits of `pipeline` whose jobs included `datum`, oldest first."""
+    def _commits_holding(self, pipeline: str, datum: bytes, since: float = 0.0) -> list[dict]:
+        """Output commits of `pipeline` made since `since` whose jobs included `datum`, oldest first.
+
+        Datum ids hash content, so a job that ran before this file version
+        existed may hold the same datum (same bytes, same output); those
+        commits are not derived from *this* version and are left out.
+        """
         heads = {r["head"]: r["name"] for r in self.db.query("SELECT name, head FROM branches WHERE repo=?", (pipeline,))}
         out = []
         for job in self.db.query(
-            "SELECT id, datum_list, output_commit FROM jobs WHERE pipeline=? AND state='success' AND datum_list IS NOT NULL ORDER BY finished",
-            (pipeline,),
+            "SELECT id, datum_list, output_commit FROM jobs WHERE pipeline=? AND state='success' AND datum_list IS NOT NULL "
+            "AND finished >= ? ORDER BY finished",
+            (pipeline, since),
         ):
             table = index.read_table(self.chunks, bytes.fromhex(job["datum_list"]))
             if pc.any(pc.equal(table["datum"], pa.scalar(datum, pa.binary(16)))).as_py():

@@ -384,6 +384,8 @@ def test_stop_and_start_pipeline(store, tmp_path):
     assert outputs(store, "p") == {"/a": b"X"}
     dpl("delete-pipeline", "p", store=store)
     assert json.loads(dpl("list-pipeline", "-o", "json", store=store).stdout) == []
+    dpl("create-pipeline", write_spec(tmp_path, spec("p", pfs("data"))), store=store)  # the name can be used again
+    assert outputs(store, "p") == {"/a": b"X"}
 
 
 def test_example_specs_are_valid():

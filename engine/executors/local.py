@@ -149,8 +149,10 @@ class LocalExecutor:
             timer = _timer(ctx, box.kill, reasons)
             try:
                 result.exit_code = box.run(list(t["cmd"]), env, self._cwd(ctx))
-            except SandboxDied:
-                result.error = reasons[0] if reasons else ("cancelled" if ctx.cancelled.is_set() else "the sandbox died")
+            except SandboxDied as died:
+                said = str(died)
+                result.error = reasons[0] if reasons else "cancelled" if ctx.cancelled.is_set() else (
+                    f"the sandbox could not start: {said}" if said else "the sandbox died")
             finally:
                 if timer is not None:
                     timer.cancel()
@@ -271,11 +273,14 @@ def _kill(proc: subprocess.Popen, wait: bool = True) -> None:
 
 
 def _tail(path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - LOG_LIMIT))
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_LIMIT))
+            return f.read()
+    except FileNotFoundError:
+        return b""  # the step never started
 
 
 def _reader(ctx: JobContext) -> ChunkReader:

@@ -59,6 +59,16 @@ main()
 """
 
 
+def hidden_host_paths() -> list[str]:
+    """Host paths the sandbox needs but its private /tmp and /run would hide:
+    dpl's own Python (a virtualenv made under /tmp, say)."""
+    out = []
+    for path in {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)}:
+        if path.startswith(("/tmp/", "/run/")) and os.path.isdir(path):
+            out.append(path)
+    return sorted(out)
+
+
 class SandboxDied(Exception):
     """The sandbox ended before answering (killed on a timeout, or crashed)."""
 
@@ -76,9 +86,13 @@ class Sandbox:
         args += ["--bind", str(self.pfs / "out"), "/pfs/out", "--bind", str(self.io), IO]
         for host, inside in binds:
             args += ["--ro-bind", host, inside]
+        for host in hidden_host_paths():
+            args += ["--ro-bind", host, host]
         args += [sys.executable, "-I", "-S", "-c", SERVER]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     start_new_session=True, text=True, bufsize=1)
+        self.errors = slot / "sandbox.err"
+        with open(self.errors, "wb") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         start_new_session=True, text=True, bufsize=1)
         self.lock = threading.Lock()
 
     def clear(self) -> None:
@@ -99,8 +113,16 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
-            raise SandboxDied()
+            raise SandboxDied(self.why())
         return int(json.loads(line)["code"])
+
+    def why(self) -> str:
+        """What bubblewrap said when the sandbox ended, if anything."""
+        try:
+            text = self.errors.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text.splitlines()[-1] if text else ""
 
     @property
     def alive(self) -> bool:
