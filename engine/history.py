@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 
-from dpl.engine.jobs import LEASE_SECONDS, _owner_alive
+from dpl.engine.jobs import _lease_held
 from dpl.storage.errors import CommitInUse, WouldOrphan
 
 MAX_NAMED = 5
@@ -71,7 +71,7 @@ class HistoryOps:
     def _refuse_running(self, jobs) -> None:
         now = time.time()
         for j in jobs:
-            if j["state"] == "running" and _owner_alive(j["owner"]) and (j["heartbeat"] or 0) > now - LEASE_SECONDS:
+            if j["state"] == "running" and _lease_held(j, now):
                 raise CommitInUse(
                     f"Job {j['pipeline']}@{j['id'][:12]} is running on this data right now.",
                     hint="Wait for it to finish (dpl wait-commit), then run the command again.",

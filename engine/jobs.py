@@ -46,7 +46,7 @@ from dpl.engine.executors import get_executor
 from dpl.engine.executors.base import DatumResult, JobContext
 from dpl.engine.writers import writes_objects
 from dpl.storage import index
-from dpl.storage.errors import DatumNotFound, DplError, JobFailed, JobNotFound
+from dpl.storage.errors import Conflict, DatumNotFound, DplError, JobFailed, JobNotFound
 
 log = logging.getLogger("dpl")
 
@@ -63,6 +63,17 @@ Progress = Callable[[dict, int, int], None]  # (job, datums done, datums total)
 
 def _owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lease_held(job, now: float) -> bool:
+    """Whether a running job's owner still holds it.  On this machine the
+    owner's pid says so (a heartbeat can be late under load, and taking over
+    a live runner would run its datums twice; only a heartbeat silent for
+    many leases means the pid was reused); elsewhere only a fresh heartbeat can."""
+    host = (job["owner"] or "").split(":")[0]
+    if host == socket.gethostname():
+        return _owner_alive(job["owner"]) and (job["heartbeat"] or 0) > now - 20 * LEASE_SECONDS
+    return (job["heartbeat"] or 0) > now - LEASE_SECONDS
 
 
 def _owner_alive(owner: str | None) -> bool:
@@ -180,7 +191,7 @@ class JobOps:
                 seen_pipelines.add(r["pipeline"])
                 if not first_of_pipeline:
                     continue  # an older job of this pipeline comes first
-                if r["state"] == "running" and _owner_alive(r["owner"]) and (r["heartbeat"] or 0) > now - LEASE_SECONDS:
+                if r["state"] == "running" and _lease_held(r, now):
                     continue
                 ups = graph.upstream(r["pipeline"]) if r["pipeline"] in graph.pipelines else set()
                 if any(o["id"] == r["id"] and o["pipeline"] in ups for o in rows):
@@ -626,10 +637,12 @@ class _JobRun:
         layers = [index.write_layer(store.chunks, delta)] if delta.num_rows else []
 
         def finish(db, cid):
-            db.execute(
+            cur = db.execute(
                 "UPDATE jobs SET state='success', finished=?, output_commit=? WHERE pipeline=? AND id=? AND owner=?",
                 (time.time(), cid, self.pipeline, self.wave, self.owner),
             )
+            if cur.rowcount != 1:  # taken over meanwhile: the new owner lands it, not us (this rolls back)
+                raise Conflict(f"Job {self.wave[:12]} of pipeline {self.pipeline!r} was taken over by another runner.")
 
         existing = store.db.one("SELECT id FROM commits WHERE repo=? AND id=?", (self.pipeline, self.wave))
         commit_id = self.wave if existing is None else uuid.uuid4().hex

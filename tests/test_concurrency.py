@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import time
 
 from dpl.engine import Store
 from dplcli import dpl, popen
@@ -78,3 +80,24 @@ def test_a_spec_history_write_killed_midway_does_not_block_later_pipelines(tmp_p
     (tmp_path / "q.json").write_text(json.dumps({**spec, "pipeline": {"name": "q"}}))
     dpl("create-pipeline", tmp_path / "q.json", "--no-wait", store=root)
     assert [p["name"] for p in Store.open(root).list_pipelines()] == ["p", "q"]
+
+
+def test_a_live_runner_whose_heartbeat_is_late_keeps_its_job(tmp_path):
+    """Under load a heartbeat can be late; on one machine the owner's pid is the
+    truth, so a second runner must not take the job over (and run its datums
+    again), while a dead owner's job is taken over at once."""
+    import socket
+
+    s = Store.init(tmp_path / "store")
+    s.create_repo("data")
+    spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "data", "glob": "/"}}, "transform": {"cmd": ["true"]}}
+    s.create_pipeline(json.dumps(spec))
+    late = f"{socket.gethostname()}:{os.getpid()}:feedbeef"
+    with s.db.write() as db:
+        db.execute("UPDATE jobs SET state='running', owner=?, heartbeat=heartbeat", (late,))
+        db.execute("UPDATE jobs SET heartbeat=?", (time.time() - 120,))
+    assert s.run_jobs(wait=False) == []
+    with s.db.write() as db:
+        db.execute("UPDATE jobs SET owner=?", (f"{socket.gethostname()}:999999:deadbeef",))
+    [job] = s.run_jobs(wait=False)
+    assert job["state"] == "success"
