@@ -31,8 +31,13 @@ def schema() -> dict:
 def _path(parts) -> str:
     out = "spec"
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+        out += f"[{p}]" if isinstance(p, int) else _key(p)
     return out
+
+
+def _key(name: str) -> str:
+    """`.name`, or `["odd name"]` for a key that would not read as one (newlines, dots, ...)."""
+    return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name) else f"[{json.dumps(name)}]"
 
 
 def _describe(error: jsonschema.ValidationError) -> InvalidSpec:
@@ -41,7 +46,7 @@ def _describe(error: jsonschema.ValidationError) -> InvalidSpec:
     if v == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         known = ", ".join(sorted(error.schema.get("properties", {})))
-        field = f"{where}.{extra[0]}" if extra else where
+        field = f"{where}{_key(extra[0])}" if extra else where
         return InvalidSpec(f"{field}: unknown field.", hint=f"Fields allowed here: {known}.")
     if v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else "?"
