@@ -44,6 +44,17 @@ STAGES = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+def store(store):
+    """The suite's store; on an S3 store (DPL_TEST_OBJECT_STORE) the workers,
+    started without the S3 server's variables, get them forwarded."""
+    config = json.loads((store / "config.json").read_text())
+    if config["object_store"] != "local":
+        config["ray_env"] = sorted(k for k in os.environ if k.startswith("AWS_"))
+        (store / "config.json").write_text(json.dumps(config))
+    return store
+
+
 def put(root, repo: str, files: dict[str, bytes], tmp_path) -> None:
     src = tmp_path / f"src-{repo}-{uuid.uuid4().hex[:6]}"
     src.mkdir()
