@@ -63,12 +63,15 @@ def test_gc_deletes_exactly_the_unreferenced_objects(tmp_path):
     (tmp_path / "draft").write_bytes(rng.randbytes(70000))
     s.put_files("data", "dev", [Source(str(tmp_path / "draft"), "/draft.bin")])  # an open commit's data is live
     s.delete_repo("scratch")
+    hour_ago = time.time() - 3600
+    for oid, _, _ in s.chunks.ages():  # as if written an hour ago: older than the grace periods below
+        os.utime(s.chunks.local_path(oid), (hour_ago, hour_ago))
     before = every_file(s)
     live = live_objects(s)
     garbage = stored(s) - live
     assert garbage, "deleting a repo leaves garbage"
 
-    kept = json.loads(dpl("gc", "-o", "json", store=s.root).stdout)  # default grace: everything is too young
+    kept = json.loads(dpl("gc", "--grace", "90", "-o", "json", store=s.root).stdout)  # all younger than 90 minutes
     assert kept["objects"] == 0 and kept["young"] == len(garbage)
     dry = json.loads(dpl("gc", "--grace", "0", "--dry-run", "-o", "json", store=s.root).stdout)
     assert dry["objects"] == len(garbage) and stored(s) - live == garbage
