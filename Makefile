@@ -20,7 +20,7 @@ services: venv
 	bash tests/services/install.sh $(VENV)
 
 test: services
-	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) demo/run_demo.py
