@@ -44,7 +44,7 @@ SPEC = {
     "input": {"pfs": {"repo": "data", "glob": "/*"}},
     "transform": {
         "cmd": ["sh", "-c", (
-            "sleep 0.2; for d in /pfs/data/*; do n=$(basename $d); mkdir -p /pfs/out/$n; "
+            "sleep 0.1; for d in /pfs/data/*; do n=$(basename $d); mkdir -p /pfs/out/$n; "
             "cat $d/* | tr a-z A-Z > /pfs/out/$n/all.up; ls $d > /pfs/out/$n/index; done"
         )]
     },
@@ -125,10 +125,10 @@ class Harness:
 
         rng = random.Random(1234)  # the data is the same for every seed
         self.base_dir, self.more_dir = self.work / "base", self.work / "more"
-        _write_tree(self.base_dir, rng, dirs=6, files=20)
+        _write_tree(self.base_dir, rng, dirs=5, files=20)
         # Some new directories (new datums), some changed files (rerun datums), one
         # bigger file so that the put itself takes a moment.
-        _write_tree(self.more_dir, rng, dirs=3, files=40, big=8 << 20)
+        _write_tree(self.more_dir, rng, dirs=2, files=60, big=8 << 20)
         self.spec_path = self.work / "spec.json"
         self.spec_path.write_text(json.dumps(SPEC))
         self.expect_base = local_files(self.base_dir)

@@ -26,7 +26,7 @@ from dplcli import dpl
 
 FAST = settings(max_examples=int(os.environ.get("DPL_FUZZ_EXAMPLES", 150)), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-CLI = settings(max_examples=int(os.environ.get("DPL_FUZZ_CLI_EXAMPLES", 8)), deadline=None,
+CLI = settings(max_examples=int(os.environ.get("DPL_FUZZ_CLI_EXAMPLES", 5)), deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 SPEC = {

@@ -191,6 +191,7 @@ while not os.path.exists(stop) or seen == 0:
         w, i, name = p.split("/")[1:]
         assert s.read_file("data", commit.id, p) == f"{w[1:]}:{int(i)}:{name}".encode()
     seen += 1
+    time.sleep(0.02)  # look often, without starving the writers of CPU on a small machine
 print(seen)
 """
 
