@@ -223,3 +223,19 @@ def test_resource_requests_become_ray_task_resources():
     spec = Spec({"resource_requests": {"cpu": 0.5, "memory": "512Mi", "gpu": {"type": "nvidia.com/gpu", "number": 2}}})
     assert task_resources(spec) == {"num_cpus": 0.5, "memory": 512 << 20, "num_gpus": 2}
     assert task_resources(Spec({})) == {"num_cpus": 1.0}
+
+
+def test_datum_timeout_kills_the_step_on_its_worker(ray_cluster, store, tmp_path):
+    dpl("create-repo", "words", store=store)
+    put(store, "words", {"a.txt": b"apple\n"}, tmp_path)
+    spec = {
+        "pipeline": {"name": "stuck"},
+        "input": {"pfs": {"repo": "words", "glob": "/*"}},
+        "transform": {"cmd": ["sleep", "120"]},
+        "datum_timeout": "2s",
+        "datum_tries": 1,
+    }
+    started = time.time()
+    proc = dpl("create-pipeline", "-f", write_spec(tmp_path, spec), "--executor", "ray", store=store, check=False)
+    assert proc.returncode != 0 and time.time() - started < 60
+    assert b"timed out after 2s (datum_timeout)" in proc.stderr

@@ -54,7 +54,7 @@ log = logging.getLogger("dpl")
 DEFAULT_ADDRESS = "auto"
 DEFAULT_SYSTEM_RETRIES = 3
 MAX_SLOTS = 256  # coordinator threads waiting on tasks; more only adds queueing in Ray
-CANCEL_GRACE = 5.0  # seconds a cancelled task gets to kill its step before its worker is killed
+DEADLINE_GRACE = 5.0  # seconds past job_timeout before a task that never returned is killed
 
 # An attempt lost to the cluster, not failed by the step: resubmitted.
 LOST = (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError, rex.ObjectLostError)
@@ -257,7 +257,7 @@ class RayExecutor:
                     return _failed(task, "cancelled", [])
                 # The worker enforces datum_timeout and job_timeout on the step;
                 # this is the backstop for a task stuck before its step (queued).
-                if ctx.deadline is not None and time.time() > ctx.deadline + CANCEL_GRACE:
+                if ctx.deadline is not None and time.time() > ctx.deadline + DEADLINE_GRACE:
                     _cancel(ref)
                     return _failed(task, f"killed when the job timed out after {ctx.spec.raw.get('job_timeout')} (job_timeout)", [])
         finally:
@@ -274,11 +274,13 @@ class _Job:
 
 
 def _cancel(ref) -> None:
-    """Ask the task to stop (it kills its step), then kill its worker."""
-    ray.cancel(ref)
-    ready, _ = ray.wait([ref], timeout=CANCEL_GRACE)
-    if not ready:
-        ray.cancel(ref, force=True)
+    """Kill the task's worker process; its bubblewrap sandbox dies with it.
+
+    Not Ray's gentle cancel: that raises KeyboardInterrupt in the task only
+    between Python bytecodes, and a worker waiting for its step is blocked
+    in waitpid until the step ends by itself.
+    """
+    ray.cancel(ref, force=True)
 
 
 def _failed(task: DatumTask, error: str, notes: list[str]) -> DatumResult:
@@ -311,14 +313,13 @@ def _run_on_worker(payload: dict, task: DatumTask) -> DatumResult:
     try:
         state = _worker_job(payload)
         result = state.executor.run_datum(state.ctx, task)
-    except DplError as e:
+    except DplError as e:  # a damaged chunk, an unreachable store: the datum's error, with where and what to do
         now = time.time()
-        return DatumResult(task.datum, None, error=f"{e.message} (on Ray node {socket.gethostname()})", started=now, finished=now)
-    except KeyboardInterrupt:  # ray.cancel: kill the step before the task ends
-        state = _worker.get("job")
-        if state is not None:
-            state.executor.stop(state.ctx)
-            state.executor.start(state.ctx)
+        where = "" if socket.gethostname() in e.message else f" (on Ray node {socket.gethostname()})"
+        error = e.message.rstrip(".") + where + "." + (f" {e.hint}" if e.hint else "")
+        return DatumResult(task.datum, None, error=error, started=now, finished=now)
+    except KeyboardInterrupt:  # Ray's gentle cancel, should it get through: kill the step and its sandbox
+        _close_worker_job()
         raise
     if result.ok and state.flush:
         state.ctx.chunks.sync()  # the S3 store uploads in the background: the rows must not outrun their chunks
@@ -356,14 +357,19 @@ def _worker_job(payload: dict) -> _WorkerJob:
     current = _worker.get("job")
     if current is not None and current.job == payload["job"]:
         return current
-    if current is not None:
-        current.close()
-    else:
+    _close_worker_job()
+    if not _worker.get("started"):
+        _worker["started"] = True
         _sweep()
-        atexit.register(lambda: _worker["job"].close() if _worker.get("job") else None)
-    _worker["job"] = None
+        atexit.register(_close_worker_job)
     _worker["job"] = _WorkerJob(payload)
     return _worker["job"]
+
+
+def _close_worker_job() -> None:
+    state = _worker.pop("job", None)
+    if state is not None:
+        state.close()
 
 
 def _worker_dir() -> Path:
