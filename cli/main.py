@@ -256,7 +256,7 @@ def list_file(
     """List the files and directories under a path of a commit."""
     ref = _repo_branch(target, default_path="/")
     entries = store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive=recursive)
-    render.table(entries.to_pylist(), FILE_COLUMNS, output)
+    render.table(entries, FILE_COLUMNS, output)
 
 
 @app.command("glob-file")
@@ -265,7 +265,7 @@ def glob_file(target: str = typer.Argument(..., metavar="REPO@REF:PATTERN"), out
     repo_ref, _, pattern = target.partition(":")
     ref = _repo_branch(repo_ref)
     entries = store().glob_files(ref.repo, ref.ref_or_default, pattern or "/*")
-    render.table(entries.to_pylist(), FILE_COLUMNS, output)
+    render.table(entries, FILE_COLUMNS, output)
 
 
 @app.command("diff-file")
@@ -279,7 +279,7 @@ def diff_file(
     b = _repo_branch(old) if old else None
     diff = store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
     render.table(
-        diff.to_pylist(),
+        diff,
         [("change", "CHANGE", None), ("path", "PATH", None), ("old_size", "OLD SIZE", size), ("new_size", "NEW SIZE", size)],
         output,
     )

@@ -82,12 +82,23 @@ def emit_json(data) -> None:
     sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
-def table(rows: Sequence[dict], columns: Sequence[Column], output: Output, *, title: str | None = None) -> None:
+def table(rows, columns: Sequence[Column], output: Output, *, title: str | None = None) -> None:
+    """Rows as dicts, or an Arrow table (a big listing: read column by column)."""
+    arrow = hasattr(rows, "column_names")
     if output == Output.json:
-        emit_json(list(rows))
+        emit_json(rows.to_pylist() if arrow else list(rows))
         return
-    cells = [[(fmt(r.get(key)) if fmt else _plain(r.get(key))) for key, _, fmt in columns] for r in rows]
     headers = [header for _, header, _ in columns]
+    if arrow:
+        n = rows.num_rows
+        values = [rows.column(key).to_pylist() if key in rows.column_names else [None] * n for key, _, _ in columns]
+        cols = [list(map(_memo(fmt), v)) if fmt else list(map(_plain, v)) for (_, _, fmt), v in zip(columns, values)]
+        if not (sys.stdout.isatty() and n < 5000):
+            _plain_columns(headers, cols)
+            return
+        cells = [list(row) for row in zip(*cols)]
+    else:
+        cells = [[(fmt(r.get(key)) if fmt else _plain(r.get(key))) for key, _, fmt in columns] for r in rows]
     if sys.stdout.isatty() and len(cells) < 5000:
         from rich.console import Console
         from rich.table import Table
@@ -104,6 +115,35 @@ def table(rows: Sequence[dict], columns: Sequence[Column], output: Output, *, ti
 
 def _plain(value) -> str:
     return "-" if value is None else str(value)
+
+
+def _memo(fmt):
+    """`fmt` remembered per value: a listing repeats sizes and times a lot."""
+    cache: dict = {}
+
+    def cached(value):
+        try:
+            return cache[value]
+        except KeyError:
+            out = cache[value] = fmt(value)
+            return out
+        except TypeError:  # unhashable
+            return fmt(value)
+
+    return cached
+
+
+def _plain_columns(headers: list[str], cols: list[list[str]]) -> None:
+    """Aligned plain text from columns of cells, padded and joined by Arrow
+    (100,000 rows in milliseconds instead of a Python loop per cell)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    widths = [max([len(h)] + [len(c) for c in col[:1000]]) for h, col in zip(headers, cols)]
+    padded = [pc.utf8_rpad(pa.array(col, pa.string()), width=w) for col, w in zip(cols[:-1], widths)]
+    lines = pc.utf8_rtrim(pc.binary_join_element_wise(*padded, pa.array(cols[-1], pa.string()), "  "), characters=" ")
+    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    sys.stdout.write("\n".join([header, *lines.to_pylist()]) + "\n")
 
 
 def _plain_table(headers: list[str], cells: Iterable[list[str]]) -> None:
