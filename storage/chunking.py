@@ -13,9 +13,11 @@ closed, `refs()` turns those ranges into per-file lists of
 
 from __future__ import annotations
 
-import numpy as np
+import queue
+import threading
+import weakref
+
 import pyarrow as pa
-from pyfastcdc import FastCDC
 
 from dpl.storage.chunkstore import ChunkStore, object_id
 
@@ -24,67 +26,136 @@ AVG_CHUNK = 1 << 20
 # (the buffer end is not a content boundary) and is retried with more data.
 _BUFFER = 16 << 20
 BLOCK = 8 << 20
+_ROUND = _BUFFER + BLOCK  # capacity of one round buffer
+# Rounds handed to the background putter and not yet stored: with the one
+# being filled and the one being stored, at most _IN_FLIGHT + 2 buffers exist.
+_IN_FLIGHT = 2
 
 REF_TYPE = pa.struct([("chunk", pa.binary(16)), ("offset", pa.int64()), ("length", pa.int64())])
 REFS_TYPE = pa.list_(REF_TYPE)
 
 
 class ChunkWriter:
+    """Cut a stream into chunks on this thread; store them on another.
+
+    Cutting and hashing hold the GIL, storing is system calls (or network)
+    that release it, so one background thread overlaps the two and a big
+    write goes at the speed of the slower, not of their sum.  `close()` waits
+    for every chunk to be stored (and re-raises a storing error), so a caller
+    that records a commit after `close()` never refers to a missing chunk.
+
+    Bytes are gathered in round buffers that are recycled once stored, and
+    files are read straight into them (`write_from`): a big file costs one
+    copy from the page cache and no fresh memory per block.
+    """
+
     def __init__(self, store: ChunkStore, avg_size: int = AVG_CHUNK):
+        from pyfastcdc import FastCDC  # here: the CLI imports this module for every command
+
         self.store = store
         self._cdc = FastCDC(avg_size, min_size=avg_size // 4, max_size=avg_size * 4)
-        self._buf = bytearray()
+        self._buf = bytearray()  # the round being filled: grows to _ROUND, then is recycled
+        self._fill = 0
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # stored rounds, to reuse
         self._pos = 0  # bytes written to the stream so far
         self._chunk_starts: list[int] = []
         self._chunk_lengths: list[int] = []
         self._chunk_ids: list[bytes] = []
         self.bytes_written = 0  # new bytes that reached the store
         self.closed = False
+        self._putter: _Putter | None = None
 
     def write(self, data) -> int:
         """Append `data` to the stream; return its start offset."""
         start = self._pos
-        self._buf += data
-        self._pos += len(data)
-        if len(self._buf) >= _BUFFER:
-            self._cut(final=False)
+        view = memoryview(data).cast("B")
+        done, n = 0, len(view)
+        while done < n:
+            if self._fill >= _BUFFER:
+                self._cut(final=False)
+            piece = min(self._room(n - done), n - done)
+            self._buf[self._fill : self._fill + piece] = view[done : done + piece]
+            self._fill += piece
+            done += piece
+        self._pos += n
         return start
+
+    def write_from(self, f, hasher=None) -> tuple[int, int]:
+        """Append an open binary file from its position to its end, read
+        straight into the round buffer (and fed to `hasher` on the way);
+        return (start, length)."""
+        start = self._pos
+        while True:
+            if self._fill >= _BUFFER:
+                self._cut(final=False)
+            self._room(BLOCK)
+            with memoryview(self._buf) as whole:
+                region = whole[self._fill :]
+                n = f.readinto(region)
+                if n and hasher is not None:
+                    hasher.update(region[:n])
+                region.release()
+            if not n:
+                return start, self._pos - start
+            self._fill += n
+            self._pos += n
 
     def write_file(self, f) -> tuple[int, int]:
         """Append a whole open binary file; return (start, length)."""
-        start = self._pos
-        while True:
-            block = f.read(BLOCK)
-            if not block:
-                break
-            self.write(block)
-        return start, self._pos - start
+        return self.write_from(f)
+
+    def _room(self, want: int) -> int:
+        """Free bytes in the round buffer, growing it (up to _ROUND) for `want`."""
+        if self._fill + want > len(self._buf) and len(self._buf) < _ROUND:
+            grown = bytearray(min(_ROUND, max(2 * len(self._buf), self._fill + want, 1 << 16)))
+            grown[: self._fill] = memoryview(self._buf)[: self._fill]
+            self._buf = grown
+        return len(self._buf) - self._fill
 
     def _cut(self, final: bool) -> None:
-        cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(self._buf)]
+        buf, fill = self._buf, self._fill
+        base = self._pos - fill  # stream offset of buf[0]
+        view = memoryview(buf)[:fill]
+        cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(view)]
         if not final:
             cuts = cuts[:-1]
+        batch = []
         consumed = 0
-        with memoryview(self._buf) as view:
-            for offset, length in cuts:
-                with view[offset : offset + length] as data:
-                    oid = object_id(data)
-                    if self.store.put(oid, data):
-                        self.bytes_written += length
-                self._chunk_starts.append(self._pos - len(self._buf) + offset)
-                self._chunk_lengths.append(length)
-                self._chunk_ids.append(oid)
-                consumed = offset + length
-        del self._buf[:consumed]
+        for offset, length in cuts:
+            data = view[offset : offset + length]
+            oid = object_id(data)
+            batch.append((oid, data))
+            self._chunk_starts.append(base + offset)
+            self._chunk_lengths.append(length)
+            self._chunk_ids.append(oid)
+            consumed = offset + length
+        # The provisional tail starts the next round, in a recycled buffer.
+        try:
+            nxt = self._free.get_nowait()
+        except queue.Empty:
+            nxt = bytearray(_ROUND) if not final else bytearray()
+        nxt[: fill - consumed] = view[consumed:fill]
+        self._buf, self._fill = nxt, fill - consumed
+        if batch:
+            if self._putter is None:
+                self._putter = _Putter(self.store, self._free)
+                # A writer dropped without close() (its caller failed) stops its thread.
+                weakref.finalize(self, self._putter.abandon)
+            self._putter.submit(batch, buf)
 
     def close(self) -> None:
         if not self.closed:
-            if self._buf:
-                self._cut(final=True)
             self.closed = True
+            if self._fill:
+                self._cut(final=True)
+            self._buf = bytearray()
+            if self._putter is not None:
+                self.bytes_written += self._putter.finish()
 
     def refs(self, starts, lengths) -> pa.ListArray:
         """Per-file chunk references for files at stream ranges (start, length)."""
+        import numpy as np
+
         self.close()
         fs = np.asarray(starts, dtype=np.int64)
         fl = np.asarray(lengths, dtype=np.int64)
@@ -107,3 +178,57 @@ class ChunkWriter:
             [ids, pa.array(ref_start - cs[chunk]), pa.array(ref_end - ref_start)], fields=list(REF_TYPE)
         )
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, type=REFS_TYPE)
+
+
+class _Putter:
+    """One background thread storing rounds of (id, bytes) chunks in order,
+    handing each round's buffer back for reuse once it is stored."""
+
+    def __init__(self, store: ChunkStore, free: queue.SimpleQueue):
+        self.store = store
+        self.free = free
+        self.new_bytes = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=_IN_FLIGHT)
+        self._thread = threading.Thread(target=self._run, name="dpl-chunk-put", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, buf = item
+            if self.error is None:  # after an error: drain; the writer re-raises it
+                try:
+                    for oid, data in batch:
+                        if self.store.put(oid, data):
+                            self.new_bytes += len(data)
+                except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
+                    self.error = e
+            for _, data in batch:
+                data.release()
+            del batch, item
+            if len(buf) == _ROUND:
+                self.free.put(buf)
+
+    def submit(self, batch, buf) -> None:
+        self._raise()
+        self._queue.put((batch, buf))
+
+    def finish(self) -> int:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+        return self.new_bytes
+
+    def abandon(self) -> None:
+        if self._thread.is_alive():
+            self.error = self.error or RuntimeError("abandoned")  # store nothing more
+            self._queue.put(None)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            self._queue.put(None)  # stop the thread; nothing more will be stored
+            raise error

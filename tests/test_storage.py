@@ -177,7 +177,7 @@ while not os.path.exists(stop) or seen == 0:
     try:
         commit = s.resolve_commit("data", "master")
     except Exception as e:
-        if "no commits yet" in str(e):
+        if "no commits yet" in str(e) or "neither a branch" in str(e):  # before the first commit lands
             continue
         raise
     table = s.commit_table(commit)
