@@ -26,7 +26,7 @@ from dpl.engine.repos import pc_sum
 from dpl.engine.gc import cleans_up_after_disk_full
 from dpl.engine.writers import writes_objects
 from dpl.storage import chunkstore, index
-from dpl.storage.chunking import ChunkWriter
+from dpl.storage.chunking import ChunkWriter, int_array
 from dpl.storage.chunkstore import object_id
 from dpl.storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
 from dpl.storage.paths import normalize_path
@@ -154,7 +154,7 @@ class _Batch:
             if index.is_sorted_unique(in_order):
                 at = order.to_numpy()
                 paths, sizes, starts, hashes = in_order, sizes[at], starts[at], hashes.take(order)
-        return paths, sizes, hashes, writer.refs(starts, sizes)
+        return paths, int_array(sizes), hashes, writer.refs(starts, sizes)
 
 
 class FileOps:
