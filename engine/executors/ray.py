@@ -373,7 +373,7 @@ def _close_worker_job() -> None:
 
 
 def _worker_dir() -> Path:
-    path = Path(tempfile.gettempdir()) / "dpl-ray"
+    path = Path(tempfile.gettempdir()) / f"dpl-ray-{os.getuid()}"
     path.mkdir(exist_ok=True)
     return path
 
