@@ -33,6 +33,7 @@ from dpl.storage.paths import normalize_path
 
 SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
 PREFETCH = 16  # chunks of a big file fetched ahead of the one being written
+READ_AHEAD = 4  # chunks read and verified ahead of the one being written
 Progress = Callable[[int, int], None]  # (files done, bytes done)
 
 
@@ -412,12 +413,25 @@ class FileOps:
     def write_file_to(self, row: dict, fd: int) -> None:
         """Write one file's bytes (a row of a file table) to an open descriptor."""
         refs = row["refs"]
-        for i, ref in enumerate(refs):
-            if i % PREFETCH == 0 and len(refs) > 1:  # a remote store downloads the next chunks meanwhile
-                chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
-            view = self._chunk_slice(ref)
-            while view:
-                view = view[os.write(fd, view):]
+        if len(refs) <= 1:
+            for ref in refs:
+                _write_all(fd, self._chunk_slice(ref))
+            return
+        # A big file: a thread reads and verifies the next chunks while this
+        # one writes (reads and writes release the GIL; the hash is fast).
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="dpl-get") as pool:
+            ahead: deque = deque()
+            for i, ref in enumerate(refs):
+                if i % PREFETCH == 0:  # a remote store downloads the next chunks meanwhile
+                    chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
+                ahead.append(pool.submit(self._chunk_slice, ref))
+                if len(ahead) > READ_AHEAD:
+                    _write_all(fd, ahead.popleft().result())
+            while ahead:
+                _write_all(fd, ahead.popleft().result())
 
     def export_file(self, row: dict, dest: str) -> str:
         """Write one file to a local path atomically (temp file + rename)."""
@@ -464,6 +478,11 @@ class FileOps:
                 cache.clear()
             cache[chunk] = data
         return memoryview(data)[ref["offset"] : ref["offset"] + ref["length"]]
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _source_error(local: str, e: OSError):
