@@ -113,16 +113,12 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
                 report.objects += 1
                 report.bytes += freed
     else:
-        # A backend that cannot tell an object's age: only an idle store with no
-        # grace period can be swept safely.
-        if grace_minutes == 0 and not starts:
-            for oid in list(chunks.iterate()):
-                if oid not in live:
-                    report.objects += 1
-                    if not dry_run:
-                        chunks.delete(oid)
-        else:
-            report.notes.append("this object store cannot tell an object's age: run gc with --grace 0 while nothing writes")
+        # A backend that cannot tell an object's age cannot tell garbage from a
+        # writer's chunks not yet committed (nor see a reuse): delete nothing.
+        report.young = sum(1 for oid in chunks.iterate() if oid not in live)
+        report.notes.append(
+            f"this object store cannot tell an object's age, so gc cannot safely delete the {report.young} unreferenced object(s) it holds"
+        )
 
     _clean_temp(store, report, now - grace_minutes * 60, dry_run)
     if not dry_run:
