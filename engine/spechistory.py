@@ -26,7 +26,13 @@ class SpecHistory:
 
         self.path = path
         if not (path / "HEAD").exists():
-            pygit2.init_repository(str(path), bare=True)
+            # Under the lock too: a process killed half-way through git's init
+            # leaves files and a HEAD.lock but no HEAD, and the next init must
+            # finish the job instead of tripping over them.
+            path.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                if not (path / "HEAD").exists():
+                    pygit2.init_repository(str(path), bare=True)
         self.repo = pygit2.Repository(str(path))
 
     @contextlib.contextmanager

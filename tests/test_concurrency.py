@@ -82,6 +82,19 @@ def test_a_spec_history_write_killed_midway_does_not_block_later_pipelines(tmp_p
     assert [p["name"] for p in Store.open(root).list_pipelines()] == ["p", "q"]
 
 
+def test_a_spec_history_killed_while_git_created_it_is_finished_by_the_next_pipeline(tmp_path):
+    """Found by the crash harness: the first create-pipeline of a store, killed
+    inside git's init, left specs.git without HEAD but with HEAD.lock."""
+    s = Store.init(tmp_path / "store")
+    s.create_repo("data")
+    half = s.root / "specs.git"
+    (half / "refs" / "heads").mkdir(parents=True)
+    (half / "HEAD.lock").write_text("")
+    spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "data", "glob": "/"}}, "transform": {"cmd": ["true"]}}
+    s.create_pipeline(json.dumps(spec))
+    assert s.inspect_pipeline("p", history=True)["history"][0]["version"] == 1
+
+
 def test_a_live_runner_whose_heartbeat_is_late_keeps_its_job(tmp_path):
     """Under load a heartbeat can be late; on one machine the owner's pid is the
     truth, so a second runner must not take the job over (and run its datums
