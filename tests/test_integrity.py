@@ -227,3 +227,15 @@ def test_repair_of_a_healthy_store_changes_nothing(two_files):
     code, out = fsck_cli(s.root, "--repair")
     assert code == 0 and "fixed:" not in out and "consistent" in out
     assert sqlite3.connect(s.root / "meta.db").execute("SELECT * FROM commits ORDER BY id").fetchall() == before
+
+
+def test_an_object_a_killed_gc_moved_aside_is_put_back(two_files):
+    s = two_files
+    chunk = s.file_row("data", "master", "/big.bin")["refs"][0]["chunk"]
+    os.makedirs(s.chunks.trash, exist_ok=True)
+    os.rename(s.chunks.local_path(chunk), os.path.join(s.chunks.trash, f"{chunk.hex()}.999999"))  # gc killed mid-delete
+    code, out = fsck_cli(s.root)
+    assert code == 1 and "missing" in out and "interrupted gc" in out
+    code, out = fsck_cli(s.root, "--repair")
+    assert code == 0 and "Put back 1 object" in out, out
+    assert dpl("get-file", "data@master:/big.bin", store=s.root).returncode == 0
