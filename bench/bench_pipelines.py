@@ -118,7 +118,7 @@ def incremental(ctx: Context) -> None:
         shutil.copytree(src, os.path.join(work, "data"))
         env = dict(h.DVC_ENV)
         for cmd in (["git", "init", "-q"], [dvc, "init", "-q"],
-                    [dvc, "stage", "add", "-q", "-n", "copy", "-d", "data", "-o", "out", "mkdir -p out && cp data/* out/"],
+                    [dvc, "stage", "add", "-q", "-n", "copy", "-d", "data", "-o", "out", "mkdir -p out && cp -r data/. out/"],
                     [dvc, "repro", "-q"]):
             h.run(cmd, cwd=work, env=env)
         shutil.copy(changed, os.path.join(work, "data", first))
