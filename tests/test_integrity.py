@@ -45,10 +45,10 @@ def fsck_cli(root, *flags):
 
 @pytest.fixture
 def two_files(tmp_path):
-    """A store with /big.bin (3 MiB, several chunks) and /small.txt in separate commits."""
+    """A store with /big.bin (6 MiB: chunks are at most 4 MiB, so at least two) and /small.txt in separate commits."""
     s = Store.init(tmp_path / "store")
     s.create_repo("data")
-    (tmp_path / "big.bin").write_bytes(os.urandom(3 * MB))
+    (tmp_path / "big.bin").write_bytes(os.urandom(6 * MB))
     (tmp_path / "small.txt").write_text("small and fine\n")
     put(s, "data", "/big.bin", tmp_path / "big.bin")
     put(s, "data", "/small.txt", tmp_path / "small.txt")
@@ -130,7 +130,7 @@ def test_repair_quarantines_a_damaged_chunk_it_cannot_rebuild_and_heals_from_the
 
 def test_putting_the_same_bytes_again_restores_a_quarantined_chunk(two_files, tmp_path):
     s = two_files
-    chunk = s.file_row("data", "master", "/big.bin")["refs"][2]["chunk"]
+    chunk = s.file_row("data", "master", "/big.bin")["refs"][-1]["chunk"]
     flip_byte(object_file(s, chunk))
     fsck_cli(s.root, "--repair")
     dpl("put-file", "data@other:/again.bin", tmp_path / "big.bin", store=s.root)
