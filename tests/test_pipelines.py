@@ -13,6 +13,7 @@ import pytest
 from dpl.engine import Store
 from dpl.engine.executors.local import bwrap_path
 from dpl.engine.files import plan_sources
+from conftest import service_unavailable
 from dplcli import dpl, popen
 
 # A step that records exactly which input files its datum saw.
@@ -320,8 +321,9 @@ def test_step_sees_pachyderm_environment(store, tmp_path):
     assert outputs(store, "env")["/env"].decode().split() == [job["id"], datum["datum"], "/pfs/data/a.txt", "env"]
 
 
-@pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap is not installed (tests/services/install.sh installs it)")
 def test_user_code_cannot_change_a_stored_byte_or_reach_the_network(store, tmp_path):
+    if bwrap_path() is None:
+        service_unavailable("bubblewrap", "bwrap is not installed (tests/services/install.sh installs it)")
     dpl("create-repo", "data", store=store)
     fill(store, "data", {"/a.txt": b"original"}, tmp_path)
     chunks = store / "chunks" / "objects"
