@@ -85,8 +85,10 @@ def main(argv=None) -> int:
     h.say(f"data:    {ctx.data_dir}")
     h.say(f"dpl:     {h.DPL}")
     h.say(f"dvc:     {ctx.dvc or 'unavailable (' + ctx.dvc_why + ')'}")
+    h.say("python:  bytecode cache on for every command (PYTHONDONTWRITEBYTECODE unset, as in a pip install)")
     started = time.time()
     try:
+        h.warm_up(ctx)
         for mod_name, key, fn in chosen:
             try:
                 fn(ctx)
