@@ -36,13 +36,15 @@ REFS_TYPE = pa.list_(REF_TYPE)
 
 
 class ChunkWriter:
-    """Cut a stream into chunks on this thread; store them on another.
+    """Cut a stream into chunks on this thread; name and store them on another.
 
-    Cutting and hashing hold the GIL, storing is system calls (or network)
-    that release it, so one background thread overlaps the two and a big
-    write goes at the speed of the slower, not of their sum.  `close()` waits
-    for every chunk to be stored (and re-raises a storing error), so a caller
-    that records a commit after `close()` never refers to a missing chunk.
+    The cutting (pyfastcdc) runs without the GIL; naming a chunk (xxh3)
+    holds it and storing is system calls (or network) that release it.  So
+    one background thread naming and storing overlaps with the cutting, and
+    a big write goes at the speed of the slower, not of their sum.  `close()`
+    waits for every chunk to be stored (and re-raises a storing error), so a
+    caller that records a commit after `close()` never refers to a missing
+    chunk.
 
     Bytes are gathered in round buffers that are recycled once stored, and
     files are read straight into them (`write_from`): a big file costs one
@@ -122,12 +124,9 @@ class ChunkWriter:
         batch = []
         consumed = 0
         for offset, length in cuts:
-            data = view[offset : offset + length]
-            oid = object_id(data)
-            batch.append((oid, data))
+            batch.append(view[offset : offset + length])
             self._chunk_starts.append(base + offset)
             self._chunk_lengths.append(length)
-            self._chunk_ids.append(oid)
             consumed = offset + length
         # The provisional tail starts the next round, in a recycled buffer.
         try:
@@ -138,7 +137,7 @@ class ChunkWriter:
         self._buf, self._fill = nxt, fill - consumed
         if batch:
             if self._putter is None:
-                self._putter = _Putter(self.store, self._free)
+                self._putter = _Putter(self.store, self._free, self._chunk_ids)
                 # A writer dropped without close() (its caller failed) stops its thread.
                 weakref.finalize(self, self._putter.abandon)
             self._putter.submit(batch, buf)
@@ -196,12 +195,17 @@ def int_array(values) -> pa.Array:
 
 
 class _Putter:
-    """One background thread storing rounds of (id, bytes) chunks in order,
-    handing each round's buffer back for reuse once it is stored."""
+    """One background thread naming and storing rounds of chunks in order,
+    handing each round's buffer back for reuse once it is stored.
 
-    def __init__(self, store: ChunkStore, free: queue.SimpleQueue):
+    It also computes the chunk ids (appended to `ids`, in stream order): the
+    hash holds the GIL, but the cutting it then overlaps does not.
+    """
+
+    def __init__(self, store: ChunkStore, free: queue.SimpleQueue, ids: list):
         self.store = store
         self.free = free
+        self.ids = ids
         self.new_bytes = 0
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=_IN_FLIGHT)
@@ -216,12 +220,14 @@ class _Putter:
             batch, buf = item
             if self.error is None:  # after an error: drain; the writer re-raises it
                 try:
-                    for oid, data in batch:
+                    for data in batch:
+                        oid = object_id(data)
+                        self.ids.append(oid)
                         if self.store.put(oid, data):
                             self.new_bytes += len(data)
                 except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
                     self.error = e
-            for _, data in batch:
+            for data in batch:
                 data.release()
             del batch, item
             if len(buf) == _ROUND:
