@@ -113,12 +113,7 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
                 report.objects += 1
                 report.bytes += freed
     else:
-        # A backend that cannot tell an object's age cannot tell garbage from a
-        # writer's chunks not yet committed (nor see a reuse): delete nothing.
-        report.young = sum(1 for oid in chunks.iterate() if oid not in live)
-        report.notes.append(
-            f"this object store cannot tell an object's age, so gc cannot safely delete the {report.young} unreferenced object(s) it holds"
-        )
+        _sweep_holding_writers_off(store, report, grace_minutes, dry_run)
 
     _clean_temp(store, report, now - grace_minutes * 60, dry_run)
     if not dry_run:
@@ -128,6 +123,28 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
             except FileNotFoundError:
                 pass
     return report
+
+
+def _sweep_holding_writers_off(store, report: GcReport, grace_minutes: float, dry_run: bool) -> None:
+    """For a backend that cannot tell an object's age (the S3 store, for now):
+    garbage cannot be told from a writer's uncommitted or reused chunks by
+    time, so gc sweeps only with no grace period and with every writer held
+    off (none active when it starts, new ones wait until it is done)."""
+    chunks = store.chunks
+    with writers.exclusive(store) as alone:
+        live = live_objects(store)  # marked again inside the lock: writes may have landed meanwhile
+        unreferenced = [oid for oid in chunks.iterate() if oid not in live]
+        if grace_minutes > 0 or not alone:
+            report.young = len(unreferenced)
+            report.notes.append(
+                "this object store cannot tell an object's age, so gc deletes from it only with --grace 0 while nothing writes"
+                + ("" if alone else " (other commands are writing now)")
+            )
+            return
+        for oid in unreferenced:
+            report.objects += 1
+            if not dry_run:
+                chunks.delete(oid)
 
 
 def discard_unlanded(store, created: list[bytes]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import os
 import socket
@@ -24,6 +25,7 @@ import uuid
 from dpl.storage.errors import DiskFull
 
 DIR = "writers"
+LOCK = ".lock"
 _lock = threading.Lock()
 _active: dict[str, list] = {}  # store root -> [depth, registration file, start]
 
@@ -37,6 +39,8 @@ def writing(store):
         if entry is None:
             directory = os.path.join(root, DIR)
             os.makedirs(directory, exist_ok=True)
+            lock = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a gc that cannot tell ages holds writers off
             start = time.time()
             path = os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
             tmp = path + ".tmp"
@@ -45,12 +49,13 @@ def writing(store):
                     f.write(repr(start))
                 os.replace(tmp, path)
             except OSError as e:
+                os.close(lock)
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise DiskFull() from None
                 raise
-            entry = _active[root] = [0, path, start]
+            entry = _active[root] = [0, path, start, lock]
         entry[0] += 1
     try:
         yield
@@ -61,6 +66,26 @@ def writing(store):
                 del _active[root]
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry[1])
+                os.close(entry[3])
+
+
+@contextlib.contextmanager
+def exclusive(store):
+    """Hold every writer off while the block runs; yields False (holding
+    nothing) if a writer is active now.  Every writer holds the registry's
+    lock shared for its whole duration (released by the kernel if it dies)."""
+    directory = os.path.join(str(store.root), DIR)
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def writes_objects(method):
@@ -93,7 +118,7 @@ def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], lis
         return starts, dead
     for name in names:
         path = os.path.join(directory, name)
-        if name.endswith(".tmp"):
+        if name.endswith(".tmp") or name.startswith("."):
             continue
         if exclude_self and path == own:
             continue

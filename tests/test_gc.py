@@ -174,3 +174,37 @@ def test_gc_removes_what_killed_writers_left(tmp_path):
     report = collect_garbage(s, grace_minutes=0)
     assert report.temp_files == 1 and report.temp_bytes == 1000 and report.scratch_dirs == 1
     assert not os.path.exists(stray) and not scratch.exists()
+
+
+class _Ageless:
+    """A chunk store that cannot tell an object's age (as the S3 store cannot yet)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        if name in ("ages", "delete_if_older", "restore_trash", "tmp", "trash"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_on_a_store_without_ages_gc_deletes_only_while_nothing_writes(tmp_path):
+    from dpl.engine import writers
+
+    s = Store.init(tmp_path / "store")
+    s.create_repo("keep")
+    s.create_repo("drop")
+    (tmp_path / "f").write_bytes(os.urandom(MB))
+    s.put_files("keep", "master", [Source(str(tmp_path / "f"), "/f")])
+    (tmp_path / "g").write_bytes(os.urandom(MB))
+    s.put_files("drop", "master", [Source(str(tmp_path / "g"), "/g")])
+    s.delete_repo("drop")
+    garbage = stored(s) - live_objects(s)
+    s.chunks = _Ageless(s.chunks)
+    other = Store.open(s.root)
+    with writers.writing(other):  # a writer is at work: nothing may go
+        report = collect_garbage(s, grace_minutes=0)
+    assert report.objects == 0 and report.young == len(garbage) and "writing" in report.notes[0]
+    assert collect_garbage(s, grace_minutes=5).objects == 0  # a grace period cannot be honoured
+    assert collect_garbage(s, grace_minutes=0).objects == len(garbage)
+    assert stored(s) == live_objects(s) and fsck(s).ok
