@@ -39,17 +39,19 @@ def writing(store):
         if entry is None:
             directory = os.path.join(root, DIR)
             os.makedirs(directory, exist_ok=True)
-            lock = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a gc that cannot tell ages holds writers off
-            start = time.time()
+            lock = None
             path = os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
             tmp = path + ".tmp"
             try:
+                lock = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a gc that cannot tell ages holds writers off
+                start = time.time()
                 with open(tmp, "w") as f:
                     f.write(repr(start))
                 os.replace(tmp, path)
             except OSError as e:
-                os.close(lock)
+                if lock is not None:
+                    os.close(lock)
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
