@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from dpl.engine import datums as datums_mod
 from dpl.engine.executors import get_executor
 from dpl.engine.executors.base import DatumResult, JobContext
-from dpl.engine.writers import writes_objects
+from dpl.engine.writers import pid_alive, writes_objects
 from dpl.storage import index
 from dpl.storage.errors import Conflict, DatumNotFound, DplError, JobFailed, JobNotFound
 
@@ -82,13 +82,7 @@ def _owner_alive(owner: str | None) -> bool:
     host, pid, _ = (owner.split(":") + ["", ""])[:3]
     if host != socket.gethostname():
         return True  # another machine: only its heartbeat can tell
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
+    return pid_alive(pid)
 
 
 class _Graph:
