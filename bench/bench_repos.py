@@ -39,14 +39,9 @@ def small_files(ctx: Context) -> None:
     src, total = h.small_files(ctx, n)
     sec = ctx.section("repos.small_files", f"put-file -r of {n:,} files of ~0.5 KB ({h.human_bytes(total)})")
     scratch = ctx.scratch("small")
-    rep = ctx.repeat
 
     def fresh(kind):
         return lambda i: os.path.join(scratch, f"{kind}{i}")
-
-    cp = sec.add("cp", measure("cp -r", lambda d: ["cp", "-r", src, d], repeat=rep, setup=fresh("cp"), teardown=_rm))
-    sec.add("cp_sync", measure("cp -r && sync  (what dpl's flush costs)", lambda d: f"cp -r {src} {d} && sync",
-                               repeat=rep, setup=fresh("cps"), teardown=_rm))
 
     def git_setup(i):
         gitdir = os.path.join(scratch, f"git{i}")
@@ -57,28 +52,32 @@ def small_files(ctx: Context) -> None:
         g = f"git --git-dir={gitdir} --work-tree={src}"
         return {"cmd": f"{g} add -A && {g} commit -q -m bench", "env": h.GIT_ENV}
 
-    git = sec.add("git", measure("git add -A && git commit", git_cmd, repeat=rep, setup=git_setup, teardown=_rm))
-
-    dvc = None
-    if ctx.dvc:
-        def dvc_setup(i):
-            work = os.path.join(scratch, f"dvc{i}")
-            os.makedirs(work)
-            h.run([ctx.dvc, "init", "-q", "--no-scm"], cwd=work, env=h.DVC_ENV)
-            h.run(["cp", "-r", src, os.path.join(work, "data")])  # dvc adds what is inside its workspace
-            return work
-
-        dvc = sec.add("dvc", measure("dvc add", lambda w: {"cmd": [ctx.dvc, "add", "-q", "data"], "cwd": w, "env": h.DVC_ENV},
-                                     repeat=rep, setup=dvc_setup, teardown=_rm))
-    else:
-        sec.unavailable("dvc add", ctx.dvc_why)
+    def dvc_setup(i):
+        work = os.path.join(scratch, f"dvc{i}")
+        os.makedirs(work)
+        h.run([ctx.dvc, "init", "-q", "--no-scm"], cwd=work, env=h.DVC_ENV)
+        h.run(["cp", "-r", src, os.path.join(work, "data")])  # dvc adds what is inside its workspace
+        return work
 
     def dpl_setup(i):
         return h.new_store(os.path.join(scratch, f"dpl{i}"), "bench")
 
-    dpl = sec.add("dpl", measure("dpl put-file -r", lambda s: {"cmd": h.dpl_cmd("put-file", "-r", "bench@master", src),
-                                                                "env": {"DPL_STORE": s}},
-                                 repeat=rep, setup=dpl_setup, teardown=_rm))
+    rounds = h.Rounds(ctx.repeat)
+    rounds.add("cp", "cp -r", lambda d: ["cp", "-r", src, d], setup=fresh("cp"), teardown=_rm)
+    rounds.add("cp_sync", "cp -r && sync  (what dpl's flush costs)", lambda d: f"cp -r {src} {d} && sync",
+               setup=fresh("cps"), teardown=_rm)
+    rounds.add("git", "git add -A && git commit", git_cmd, setup=git_setup, teardown=_rm)
+    if ctx.dvc:
+        rounds.add("dvc", "dvc add", lambda w: {"cmd": [ctx.dvc, "add", "-q", "data"], "cwd": w, "env": h.DVC_ENV},
+                   setup=dvc_setup, teardown=_rm)
+    rounds.add("dpl", "dpl put-file -r", lambda s: {"cmd": h.dpl_cmd("put-file", "-r", "bench@master", src), "env": {"DPL_STORE": s}},
+               setup=dpl_setup, teardown=_rm)
+    figures = rounds.run()
+    for key, fig in figures.items():
+        sec.add(key, fig)
+    if not ctx.dvc:
+        sec.unavailable("dvc add", ctx.dvc_why)
+    cp, git, dvc, dpl = figures["cp"], figures["git"], figures.get("dvc"), figures["dpl"]
     sec.ratio("dpl put-file -r / cp -r", dpl.seconds / cp.seconds, at_most=2)
     sec.info("dpl / git add+commit", f"{dpl.seconds / git.seconds:.2f} x")
     if dvc:
@@ -95,32 +94,29 @@ def big_file(ctx: Context) -> None:
     src = h.big_file(ctx, nbytes)
     sec = ctx.section("repos.big_file", f"put-file and get-file -o of one {h.human_bytes(nbytes)} file")
     scratch = ctx.scratch("big")
-    rep = ctx.repeat
-
-    cp = sec.add("cp", measure("cp", lambda d: ["cp", src, d], repeat=rep, nbytes=nbytes,
-                               setup=lambda i: os.path.join(scratch, f"cp{i}.bin"), teardown=_rm))
     stores = []
 
     def put_setup(i):
-        for old in stores:  # keep only the newest store: it serves the get
+        for old in stores:  # keep only the newest store: it serves the get of this round
             _rm(old)
         stores[:] = [h.new_store(os.path.join(scratch, f"dpl{i}"), "bench")]
         return stores[0]
-
-    put = sec.add("put", measure("dpl put-file", lambda s: {"cmd": h.dpl_cmd("put-file", "bench@master:/big.bin", src),
-                                                              "env": {"DPL_STORE": s}},
-                                 repeat=rep, nbytes=nbytes, setup=put_setup))
-    store = stores[0]
 
     def get_teardown(dest):
         if os.path.getsize(dest) != nbytes:
             raise h.CommandFailed(f"get-file wrote {os.path.getsize(dest)} bytes, not {nbytes}")
         _rm(dest)
 
-    get = sec.add("get", measure("dpl get-file -o", lambda d: {"cmd": h.dpl_cmd("get-file", "bench@master:/big.bin", "-o", d),
-                                                                  "env": {"DPL_STORE": store}},
-                                 repeat=rep, nbytes=nbytes, setup=lambda i: os.path.join(scratch, f"out{i}.bin"),
-                                 teardown=get_teardown))
+    rounds = h.Rounds(ctx.repeat)
+    rounds.add("cp", "cp", lambda d: ["cp", src, d], nbytes=nbytes,
+               setup=lambda i: os.path.join(scratch, f"cp{i}.bin"), teardown=_rm)
+    rounds.add("put", "dpl put-file", lambda s: {"cmd": h.dpl_cmd("put-file", "bench@master:/big.bin", src), "env": {"DPL_STORE": s}},
+               nbytes=nbytes, setup=put_setup)
+    rounds.add("get", "dpl get-file -o",
+               lambda d: {"cmd": h.dpl_cmd("get-file", "bench@master:/big.bin", "-o", d), "env": {"DPL_STORE": stores[0]}},
+               nbytes=nbytes, setup=lambda i: os.path.join(scratch, f"out{i}.bin"), teardown=get_teardown)
+    figures = rounds.run()
+    cp, put, get = (sec.add(key, figures[key]) for key in ("cp", "put", "get"))
     sec.ratio("dpl put-file throughput / cp", put.throughput / cp.throughput, at_least=0.5)
     sec.ratio("dpl get-file throughput / cp", get.throughput / cp.throughput, at_least=0.5)
     sec.close()
@@ -154,7 +150,6 @@ def list_diff(ctx: Context) -> None:
           env=h.GIT_ENV)
 
     env = {"DPL_STORE": store}
-    sec.add("floor", measure("dpl list-repo  (CLI start-up floor)", {"cmd": h.dpl_cmd("list-repo"), "env": env}, repeat=rep))
     cases = [
         ("list", "dpl list-file REPO@master", h.dpl_cmd("list-file", "bench@master"), g + ["ls-tree", "HEAD"], "git ls-tree HEAD"),
         ("list_r", "dpl list-file -r REPO@master", h.dpl_cmd("list-file", "-r", "bench@master"),
@@ -163,12 +158,18 @@ def list_diff(ctx: Context) -> None:
          g + ["diff", "--name-status", "HEAD~1", "HEAD"], "git diff --name-status HEAD~1 HEAD"),
     ]
     out = os.path.join(scratch, "out.txt")
-    for key, label, cmd, git_cmd, git_label in cases:
-        with open(out, "wb") as f:  # to a file, as `dpl list-file ... > out` would
-            fig = sec.add(key, measure(label, {"cmd": cmd, "env": env, "stdout": f}, repeat=rep))
-        with open(out, "wb") as f:
-            sec.add("git_" + key, measure(git_label, {"cmd": git_cmd, "env": h.GIT_ENV, "stdout": f}, repeat=rep))
-        sec.limit(label, fig.seconds, at_most=0.5)
+    with open(out, "wb") as f:  # output to a file, as `dpl list-file ... > out` would
+        rounds = h.Rounds(rep)
+        rounds.add("floor", "dpl list-repo  (CLI start-up floor)", {"cmd": h.dpl_cmd("list-repo"), "env": env})
+        for key, label, cmd, git_cmd, git_label in cases:
+            rounds.add(key, label, {"cmd": cmd, "env": env, "stdout": f})
+            rounds.add("git_" + key, git_label, {"cmd": git_cmd, "env": h.GIT_ENV, "stdout": f})
+        figures = rounds.run()
+    sec.add("floor", figures["floor"])
+    for key, label, *_ in cases:
+        sec.add(key, figures[key])
+        sec.add("git_" + key, figures["git_" + key])
+        sec.limit(label, figures[key].seconds, at_most=0.5)
     sec.close()
 
 
@@ -198,11 +199,12 @@ def big_head(ctx: Context) -> None:
         h.run(h.dpl_cmd("create-repo", f"empty{i}"), env=env)
         return i
 
-    empty = sec.add("one_empty", measure("dpl put-file (1 file, empty repo)",
-                                         lambda i: {"cmd": h.dpl_cmd("put-file", f"empty{i}@master:/one.txt", one), "env": env},
-                                         repeat=rep, setup=empty_repo))
-    onto = sec.add("one_head", measure(f"dpl put-file (1 file, {n:,}-file head)",
-                                       lambda i: {"cmd": h.dpl_cmd("put-file", f"bench@master:/new/{i}.txt", one), "env": env},
-                                       repeat=rep, setup=lambda i: i))
+    rounds = h.Rounds(rep)
+    rounds.add("one_empty", "dpl put-file (1 file, empty repo)",
+               lambda i: {"cmd": h.dpl_cmd("put-file", f"empty{i}@master:/one.txt", one), "env": env}, setup=empty_repo)
+    rounds.add("one_head", f"dpl put-file (1 file, {n:,}-file head)",
+               lambda i: {"cmd": h.dpl_cmd("put-file", f"bench@master:/new/{i}.txt", one), "env": env}, setup=lambda i: i)
+    figures = rounds.run()
+    empty, onto = sec.add("one_empty", figures["one_empty"]), sec.add("one_head", figures["one_head"])
     sec.ratio(f"1-file commit on {n:,}-file head / empty", onto.seconds / empty.seconds, at_most=3)
     sec.close()

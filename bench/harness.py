@@ -230,16 +230,17 @@ def run(cmd, *, cwd=None, env=None, stdout=None, check=True) -> Run:
     return Run(seconds, max_rss)
 
 
-def measure(label: str, cmd_or_fn, *, repeat: int, setup=None, teardown=None, nbytes=None, note="", **kw) -> Figure:
+def measure(label: str, cmd_or_fn, *, repeat: int, setup=None, teardown=None, nbytes=None, note="", round: int = 0,
+            **kw) -> Figure:
     """Run a command `repeat` times, each after its own setup and a sync.
 
     `cmd_or_fn` is a command, or a function of the setup's result returning
     one (or a dict of `run` arguments), so that each repetition can write to
-    a fresh place.
+    a fresh place.  `setup` gets the repetition's number (plus `round`).
     """
     runs = []
     for i in range(repeat):
-        state = setup(i) if setup else None
+        state = setup(round + i) if setup else None
         cmd = cmd_or_fn(state) if callable(cmd_or_fn) else cmd_or_fn
         args = dict(kw, **cmd) if isinstance(cmd, dict) else dict(kw, cmd=cmd)
         sync()
@@ -247,6 +248,34 @@ def measure(label: str, cmd_or_fn, *, repeat: int, setup=None, teardown=None, nb
         if teardown:
             teardown(state)
     return Figure(label, runs, nbytes=nbytes, note=note)
+
+
+class Rounds:
+    """Several commands measured in rounds (each once per round, in turn),
+    so that a machine whose load drifts weighs on all of them alike.
+
+        rounds = Rounds(3)
+        rounds.add("cp", "cp -r", lambda d: ["cp", "-r", src, d], setup=...)
+        rounds.add("dpl", "dpl put-file -r", ...)
+        figures = rounds.run()          # {"cp": Figure, "dpl": Figure}
+
+    `add` takes the arguments of `measure`.
+    """
+
+    def __init__(self, repeat: int):
+        self.repeat = repeat
+        self.specs: list[tuple[str, str, object, dict]] = []
+
+    def add(self, key: str, label: str, cmd_or_fn, **options) -> None:
+        self.specs.append((key, label, cmd_or_fn, options))
+
+    def run(self) -> dict[str, Figure]:
+        runs: dict[str, list[Run]] = {key: [] for key, _, _, _ in self.specs}
+        for i in range(self.repeat):
+            for key, label, cmd_or_fn, options in self.specs:
+                runs[key].extend(measure(label, cmd_or_fn, repeat=1, round=i, **options).runs)
+        return {key: Figure(label, runs[key], nbytes=options.get("nbytes"), note=options.get("note", ""))
+                for key, label, _, options in self.specs}
 
 
 def dpl(*args, store: str, check=True, stdout=None) -> Run:
