@@ -110,7 +110,7 @@ def test_fsck_names_the_file_whose_chunk_was_corrupted(tmp_path):
     root = tmp_path / "store"
     dpl("init", root)
     dpl("create-repo", "data", store=root)
-    (tmp_path / "victim.bin").write_bytes(os.urandom(9 * MB)  # chunks are at most 4 MiB: at least three)
+    (tmp_path / "victim.bin").write_bytes(os.urandom(9 * MB))  # chunks are at most 4 MiB: at least three
     (tmp_path / "other.txt").write_text("fine")
     dpl("put-file", "data@master:/models/victim.bin", tmp_path / "victim.bin", store=root)
     dpl("put-file", "data@master:/other.txt", tmp_path / "other.txt", store=root)
