@@ -10,10 +10,12 @@ moves the branch head, so a killed writer leaves only unreferenced chunks.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 import sys
+import threading
 from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -29,6 +31,7 @@ from dpl.storage import chunkstore, index
 from dpl.storage.chunking import ChunkWriter, int_array
 from dpl.storage.chunkstore import object_id
 from dpl.storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
+from dpl.storage.local import LocalChunkStore
 from dpl.storage.paths import normalize_path
 
 SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
@@ -419,19 +422,53 @@ class FileOps:
             return
         # A big file: a thread reads and verifies the next chunks while this
         # one writes (reads and writes release the GIL; the hash is fast).
+        # From the local store, a verified chunk is then copied by the kernel
+        # (sendfile) from the very page-cache pages that were just checked,
+        # instead of being written back from this process's memory.
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
+        fetch = self._verified_chunk_file if isinstance(self.chunks, LocalChunkStore) else self._chunk_slice
         with ThreadPoolExecutor(1, thread_name_prefix="dpl-get") as pool:
             ahead: deque = deque()
-            for i, ref in enumerate(refs):
-                if i % PREFETCH == 0:  # a remote store downloads the next chunks meanwhile
-                    chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
-                ahead.append(pool.submit(self._chunk_slice, ref))
-                if len(ahead) > READ_AHEAD:
-                    _write_all(fd, ahead.popleft().result())
-            while ahead:
-                _write_all(fd, ahead.popleft().result())
+            try:
+                for i, ref in enumerate(refs):
+                    if i % PREFETCH == 0:  # a remote store downloads the next chunks meanwhile
+                        chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
+                    ahead.append(pool.submit(fetch, ref))
+                    if len(ahead) > READ_AHEAD:
+                        _emit(fd, ahead.popleft().result())
+                while ahead:
+                    _emit(fd, ahead.popleft().result())
+            finally:
+                for future in ahead:  # an error stopped us: close what was opened ahead
+                    if not future.cancel() and future.exception() is None and isinstance(future.result(), _ChunkFile):
+                        os.close(future.result().fd)
+
+    def _verified_chunk_file(self, ref: dict) -> "_ChunkFile | memoryview":
+        """An open chunk file whose whole content was just checked against
+        the chunk's id, and the range of it `ref` needs."""
+        chunk = ref["chunk"]
+        try:
+            src = os.open(self.chunks.local_path(chunk), os.O_RDONLY)
+        except FileNotFoundError:
+            return self._chunk_slice(ref)  # says which chunk is missing
+        try:
+            size = os.fstat(src).st_size
+            buf = _read_buffer(size)
+            with memoryview(buf)[:size] as view:
+                got = 0
+                while got < size:
+                    n = os.readv(src, [view[got:]])
+                    if n == 0:
+                        break
+                    got += n
+                if got != size or object_id(view) != chunk:
+                    raise Corruption(f"Chunk {chunk.hex()} is damaged (its bytes no longer match its hash).", hint="Run `dpl fsck`.")
+        except BaseException:
+            os.close(src)
+            raise
+        return _ChunkFile(src, ref["offset"], ref["length"])
 
     def export_file(self, row: dict, dest: str) -> str:
         """Write one file to a local path atomically (temp file + rename)."""
@@ -483,6 +520,47 @@ class FileOps:
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view):]
+
+
+@dataclass
+class _ChunkFile:
+    fd: int  # open on a verified chunk file; closed by _emit
+    offset: int
+    length: int
+
+
+def _emit(out: int, piece) -> None:
+    """Write a piece of a file: bytes, or a range of a verified chunk file."""
+    if not isinstance(piece, _ChunkFile):
+        _write_all(out, piece)
+        return
+    offset, left = piece.offset, piece.length
+    try:
+        while left:
+            try:
+                sent = os.sendfile(out, piece.fd, offset, left)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                sent = 0  # e.g. an O_APPEND output: copy through memory instead
+            if sent == 0:
+                _write_all(out, memoryview(os.pread(piece.fd, left, offset)))
+                return
+            offset += sent
+            left -= sent
+    finally:
+        os.close(piece.fd)
+
+
+_buffers = threading.local()
+
+
+def _read_buffer(size: int) -> bytearray:
+    """A buffer reused by each thread that checks chunk files."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = bytearray(max(size, 4 << 20))
+    return buf
 
 
 def _source_error(local: str, e: OSError):
