@@ -29,6 +29,21 @@ app = typer.Typer(
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"dpl {version('dpl')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print dpl's version and exit."),
+):
+    """dpl: data-versioned pipelines. Content-addressed data repos, Pachyderm-compatible pipelines, full provenance."""
+
+
 def store():
     from dpl.engine import Store
 

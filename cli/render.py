@@ -155,9 +155,7 @@ def _plain_columns(headers: list[str], cols) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    # Columns are as wide as their widest of the first 1,000 cells (enough to
-    # align a big listing without a second pass over it).
-    widths = [max([len(h)] + [len(c) for c in col.slice(0, 1000).to_pylist()]) for h, col in zip(headers, cols)]
+    widths = [max(len(h), pc.max(pc.utf8_length(col)).as_py() or 0) for h, col in zip(headers, cols)]
     padded = [pc.utf8_rpad(col, width=w) for col, w in zip(cols[:-1], widths)]
     lines = pc.utf8_rtrim(pc.binary_join_element_wise(*padded, cols[-1], "  "), characters=" ")
     header = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
@@ -169,7 +167,7 @@ def _plain_columns(headers: list[str], cols) -> None:
 def _plain_table(headers: list[str], cells: Iterable[list[str]]) -> None:
     cells = list(cells)
     widths = [len(h) for h in headers]
-    for row in cells[:1000]:  # enough to size the columns without a second pass over big listings
+    for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)

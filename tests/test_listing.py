@@ -11,6 +11,7 @@ import pytest
 
 from dpl.engine import Store
 from dpl.engine.files import Source, diff_tables
+from dplcli import dpl
 
 
 @pytest.fixture
@@ -69,3 +70,23 @@ def test_list_file_of_a_directory_a_file_and_recursively(s, tmp_path):
     assert listing["path"][-1].as_py() == "/d/sub" and listing["type"][-1].as_py() == "dir"
     assert s.list_files("r", "master", "/d/sub/x").to_pylist()[0]["size"] == 3
     assert s.list_files("r", "master", "/", recursive=True).num_rows == 302
+
+
+def test_plain_listing_aligns_every_row_and_keeps_arrow_rows_intact(s, tmp_path):
+    # The longest name comes after the first thousand rows: every column still
+    # starts at the same offset on every line, and nulls print as "-".
+    files = {f"/f{i:05d}": b"x" * (i % 7) for i in range(1500)} | {"/zz-the-longest-name-of-all": b"long"}
+    put(s, tmp_path, files)
+    lines = dpl("list-file", "r@master", store=s.root).stdout.decode().splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "SIZE", "HASH"] and len(lines) == 1 + len(files)
+    type_at = lines[0].index("TYPE")
+    assert {line.index(" file ") + 1 for line in lines[1:]} == {type_at}
+    assert lines[-1].startswith("/zz-the-longest-name-of-all  file")
+    hashes = {line.split()[-1] for line in lines[1:]}
+    assert s.list_files("r", "master", "/")["hash"].to_pylist()[-1] in hashes
+
+
+def test_version_names_the_installed_distribution():
+    from importlib.metadata import version
+
+    assert dpl("--version").stdout.decode() == f"dpl {version('dpl')}\n"
