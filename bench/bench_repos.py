@@ -13,6 +13,7 @@ import os
 import shutil
 
 import harness as h
+from bench_pipelines import flat_files
 from harness import Context, measure
 
 BENCHMARKS = {}
@@ -137,9 +138,13 @@ def list_diff(ctx: Context) -> None:
         f.write(b"a changed file\n")
 
     # The same two commits in dpl and in git.
-    store = h.new_store(os.path.join(scratch, "dpl"), "bench")
+    store = h.new_store(os.path.join(scratch, "dpl"), "bench", "flat")
     h.run(h.dpl_cmd("put-file", "-r", "bench@master", src), env={"DPL_STORE": store})
     h.run(h.dpl_cmd("put-file", "bench@master:/d0000/f0000.bin", changed), env={"DPL_STORE": store})
+    # The same count in one directory: list-file of the root then prints every file.
+    flat = flat_files(ctx, n)
+    h.run(h.dpl_cmd("put-file", "-r", "flat@master", flat), env={"DPL_STORE": store})
+    h.run(h.dpl_cmd("put-file", "flat@master:/f0000000.txt", changed), env={"DPL_STORE": store})
     gitdir = os.path.join(scratch, "git")
     g = ["git", f"--git-dir={gitdir}", f"--work-tree={src}"]
     h.run(["git", "init", "-q", "--bare", gitdir], env=h.GIT_ENV)
@@ -157,6 +162,10 @@ def list_diff(ctx: Context) -> None:
         ("diff", "dpl diff-file REPO@master", h.dpl_cmd("diff-file", "bench@master"),
          g + ["diff", "--name-status", "HEAD~1", "HEAD"], "git diff --name-status HEAD~1 HEAD"),
     ]
+    flat_cases = [
+        ("list_flat", f"dpl list-file FLAT@master ({n:,} files in /)", h.dpl_cmd("list-file", "flat@master")),
+        ("diff_flat", "dpl diff-file FLAT@master", h.dpl_cmd("diff-file", "flat@master")),
+    ]
     out = os.path.join(scratch, "out.txt")
     with open(out, "wb") as f:  # output to a file, as `dpl list-file ... > out` would
         rounds = h.Rounds(rep)
@@ -164,11 +173,16 @@ def list_diff(ctx: Context) -> None:
         for key, label, cmd, git_cmd, git_label in cases:
             rounds.add(key, label, {"cmd": cmd, "env": env, "stdout": f})
             rounds.add("git_" + key, git_label, {"cmd": git_cmd, "env": h.GIT_ENV, "stdout": f})
+        for key, label, cmd in flat_cases:
+            rounds.add(key, label, {"cmd": cmd, "env": env, "stdout": f})
         figures = rounds.run()
     sec.add("floor", figures["floor"])
     for key, label, *_ in cases:
         sec.add(key, figures[key])
         sec.add("git_" + key, figures["git_" + key])
+        sec.limit(label, figures[key].seconds, at_most=0.5)
+    for key, label, _ in flat_cases:
+        sec.add(key, figures[key])
         sec.limit(label, figures[key].seconds, at_most=0.5)
     sec.close()
 

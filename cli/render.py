@@ -146,7 +146,12 @@ def _arrow_cells(rows, key: str, fmt):
     column = rows.column(key)
     if fmt is None and pa.types.is_string(column.type):
         return pc.fill_null(column, "-").combine_chunks()
-    return pa.array(list(map(_memo(fmt or _plain), column.to_pylist())), pa.string())
+    # Each distinct value is formatted once, in Python; Arrow spreads the
+    # cells back over the rows (a listing repeats sizes and times a lot).
+    column = column.combine_chunks()
+    distinct = pc.unique(column)
+    cells = pa.array([(fmt or _plain)(v) for v in distinct.to_pylist()], pa.string())
+    return cells.take(pc.index_in(column, value_set=distinct))
 
 
 def _plain_columns(headers: list[str], cols) -> None:
