@@ -34,6 +34,13 @@ def _seconds(value) -> str:
     return "-" if value is None else f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
 
 
+def _code_line(code: dict | None) -> str:
+    """`step.sh lib/tag.sh (1a2b3c4d5e6f)`: the host code a job ran."""
+    if not code or not code.get("files"):
+        return "-"
+    return f"{' '.join(sorted(code['files']))} ({code['hash'][:12]})"
+
+
 JOB_COLUMNS = [
     ("pipeline", "PIPELINE", None),
     ("id", "JOB", short),
@@ -243,6 +250,7 @@ def register(app: typer.Typer) -> None:
                                      ("duration", "Duration", _seconds), ("total", "Datums", None),
                                      ("processed", "Processed", None), ("skipped", "Skipped", None), ("failed", "Failed", None),
                                      ("executor", "Executor", lambda e: " ".join(f"{k}={v}" for k, v in (e or {}).items()) or "-"),
+                                     ("code", "Code", _code_line),
                                      ("output_commit", "Output commit", None)])
         for i in info["inputs"]:
             sys.stdout.write(f"Input:            {i['name']} = {i['repo']}@{i['commit'] or '(empty)'} (branch {i['branch']})\n")

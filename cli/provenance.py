@@ -45,11 +45,21 @@ def _file_label(node: dict) -> str:
     if isinstance(datum, dict):
         code = datum.get("code") or {}
         version = f" code {code['head'][:12]}{' (dirty)' if code.get('dirty') else ''}" if code.get("head") else ""
+        version += _code_files(code)
         image = (datum.get("executor") or {}).get("image_digest")
         label += f"\n  [green]written by datum {datum['id'][:12]}[/green] of job {datum['pipeline']}@{datum['job'][:12]} (spec {str(datum.get('spec_hash'))[:12]}{version}{', image ' + image[:19] if image else ''})"
     elif node.get("origin") == "user":
         label += " [yellow](user commit)[/yellow]"
     return label
+
+
+def _code_files(code: dict, prefix: str = "") -> str:
+    """` ran train.py 1a2b3c4d5e6f`: the host files a job ran and their hash."""
+    files = sorted(code.get("files") or {})
+    if not files:
+        return ""
+    names = ", ".join(files[:3]) + (f" +{len(files) - 3}" if len(files) > 3 else "")
+    return f"{prefix} ran {names} {code['hash'][:12]}"
 
 
 def _tree(node: dict, key: str, label) -> "Tree":
@@ -155,6 +165,7 @@ def print_commit_provenance(tree: dict) -> None:
             text += f"\n  job {job['pipeline']}@{job['id'][:12]} ({job['state']}), spec {version.get('spec_hash', '')[:12]} v{version.get('version')}"
             if code.get("head"):
                 text += f", code {code['repo']} {code['head'][:12]}{' (dirty)' if code.get('dirty') else ''}"
+            text += _code_files(job.get("code") or {}, prefix=",")
             ex = job.get("executor") or {}
             text += f", executor {ex.get('kind', '?')}" + (f" image {ex['image_digest'][:19]}" if ex.get("image_digest") else "")
         else:

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dpl.engine import code as code_mod
 from dpl.engine import datums as datums_mod
 from dpl.engine.executors import get_executor
 from dpl.engine.executors.base import DatumResult, JobContext
@@ -322,6 +323,7 @@ def _job_dict(r) -> dict:
         "inputs": json.loads(r["inputs"]),
         "output_commit": r["output_commit"],
         "executor": json.loads(r["executor"]),
+        "code": json.loads(r["code"]),
         "total": r["total"],
         "processed": r["processed"],
         "skipped": r["skipped"],
@@ -358,6 +360,7 @@ class _JobRun:
         self.pipeline, self.wave = job["pipeline"], job["id"]
         self.spec = store.pipeline_spec(self.pipeline, job["version"])
         self.kind = executor or self.spec.executor or store.config.get("executor", "local")
+        self.code: dict = {}  # the fingerprint of the step's host code, taken in run()
 
     # ------------------------------------------------------------------ plan
 
@@ -381,6 +384,8 @@ class _JobRun:
     def _salt(self, info: dict) -> str:
         reprocess = self.store.db.one("SELECT reprocess FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
         parts = [self.spec.transform_hash(), info.get("image_digest", ""), str(reprocess["reprocess"] if reprocess else 0)]
+        if self.code:  # absent for a step without host code: those datum ids stay as they were
+            parts.append(self.code["hash"])
         if self.spec.reprocess_every_job:
             parts.append(self.wave)
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -389,12 +394,14 @@ class _JobRun:
         store = self.store
         pins = self._pin_inputs()
         scratch = store.root / "tmp" / "jobs" / f"{self.pipeline}-{self.wave[:12]}-{self.owner.rsplit(':', 1)[-1]}"
-        code = store.db.one("SELECT code FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
+        version = store.db.one("SELECT code FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
+        code_dir = json.loads(version["code"]).get("dir") if version else None
+        self.code = code_mod.fingerprint(self.spec, code_dir, self.kind)
         timeout = self.spec.job_timeout
         started = self.job["started"] or time.time()
         ctx = JobContext(
             job=self.wave, pipeline=self.pipeline, spec=self.spec, store_root=store.root, chunks=store.chunks,
-            config=store.config, scratch=scratch, code_dir=json.loads(code["code"]).get("dir") if code else None,
+            config=store.config, scratch=scratch, code_dir=code_dir,
             deadline=started + timeout if timeout else None,
         )
         ctx.secrets, ctx.secret_files = store.resolve_secrets(self.spec) if hasattr(store, "resolve_secrets") else ({}, {})
@@ -416,8 +423,8 @@ class _JobRun:
         dset = datums_mod.build(self.spec, pinned, salt)
         with store.db.write() as db:
             db.execute(
-                "UPDATE jobs SET salt=?, executor=?, total=? WHERE pipeline=? AND id=?",
-                (salt, json.dumps(info), len(dset), self.pipeline, self.wave),
+                "UPDATE jobs SET salt=?, executor=?, code=?, total=? WHERE pipeline=? AND id=?",
+                (salt, json.dumps(info), json.dumps(self.code), len(dset), self.pipeline, self.wave),
             )
 
         prev_commit, prev_job = self._previous_output()
@@ -496,7 +503,7 @@ class _JobRun:
         if prev_job is None:
             return {i: "new input" for i in to_run}
         if prev_job["salt"] != salt:
-            return {i: "spec changed" if self.job["reason"] != "reprocess" else "reprocess requested" for i in to_run}
+            return {i: self._why_all(prev_job) for i in to_run}
         prev_by_key = {}
         if prev_table is not None and len(to_run) < 10_000:
             wanted = pa.array(sorted({dset.key(i) for i in to_run}), pa.string())
@@ -523,6 +530,20 @@ class _JobRun:
             else:
                 out[i] = "new input"
         return out
+
+    def _why_all(self, prev_job) -> str:
+        """Why a job reruns every datum: the ids' salt changed since the last job."""
+        if self.job["reason"] == "reprocess":
+            return "reprocess requested"
+        if prev_job["version"] == self.job["version"] or self._same_transform(prev_job["version"]):
+            changed = code_mod.changed_files(json.loads(prev_job["code"] or "{}"), self.code)
+            if changed:
+                return "code changed: " + ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        return "spec changed"
+
+    def _same_transform(self, version: int) -> bool:
+        row = self.store.db.one("SELECT transform_hash FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, version))
+        return row is not None and row["transform_hash"] == self.spec.transform_hash()
 
     def _changed_files(self, dset, i: int, prev_datum: str) -> str:
         row = self.store.db.one("SELECT inputs FROM datums WHERE pipeline=? AND datum=? LIMIT 1", (self.pipeline, prev_datum))

@@ -14,6 +14,7 @@ import time
 import uuid
 
 from dpl.engine import spec as specs
+from dpl.engine import code as code_mod
 from dpl.engine.spechistory import SpecHistory, code_version
 from dpl.storage.errors import InvalidSpec, PipelineExists, PipelineNotFound, RepoInUse
 
@@ -48,8 +49,9 @@ class PipelineOps:
         last = self.db.one("SELECT MAX(version) AS v FROM pipeline_versions WHERE name=?", (name,))
         version = (last["v"] or 0) + 1
         spec_json = spec.to_json()
-        history_commit = self.spec_history.record(name, spec_json, f"{'update' if existing else 'create'} pipeline {name} (version {version})")
         code = code_version(source if source not in ("<spec>", "-") else None)
+        code_mod.check_patterns(spec, code.get("dir"))
+        history_commit = self.spec_history.record(name, spec_json, f"{'update' if existing else 'create'} pipeline {name} (version {version})")
         prev_reprocess = self.db.one("SELECT MAX(reprocess) AS r FROM pipeline_versions WHERE name=?", (name,))
         reprocess_count = (prev_reprocess["r"] or 0) + (1 if reprocess else 0) if prev_reprocess else 0
         now = time.time()

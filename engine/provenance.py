@@ -45,7 +45,8 @@ class ProvenanceOps:
         if job is None:
             return node
         version = self.db.one("SELECT * FROM pipeline_versions WHERE name=? AND version=?", (repo, job["version"]))
-        node["job"] = {"pipeline": repo, "id": job["id"], "state": job["state"], "executor": json.loads(job["executor"])}
+        node["job"] = {"pipeline": repo, "id": job["id"], "state": job["state"], "executor": json.loads(job["executor"]),
+                       "code": json.loads(job["code"])}
         if version is not None:
             node["pipeline_version"] = {
                 "version": version["version"],
@@ -103,12 +104,13 @@ class ProvenanceOps:
         if rec is None:
             node["origin"] = "unknown datum"
             return node
-        job = self.db.one("SELECT version, executor FROM jobs WHERE pipeline=? AND id=?", (repo, rec["job"]))
+        job = self.db.one("SELECT version, executor, code FROM jobs WHERE pipeline=? AND id=?", (repo, rec["job"]))
         version = self.db.one("SELECT spec_hash, code FROM pipeline_versions WHERE name=? AND version=?", (repo, job["version"])) if job else None
         node["datum"] = {
             "pipeline": repo, "id": datum, "job": rec["job"], "key": rec["key"],
             "spec_hash": version["spec_hash"] if version else None,
-            "code": json.loads(version["code"]) if version else {},
+            # git's view when the pipeline version was made, and the files the job really ran
+            "code": (json.loads(version["code"]) if version else {}) | (json.loads(job["code"]) if job else {}),
             "executor": json.loads(job["executor"]) if job else {},
         }
         inputs = []

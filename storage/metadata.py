@@ -146,6 +146,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (repo, path, hash, pipeline, datum)
     ) WITHOUT ROWID;
     """,
+    # 2: the code a job really ran (engine/code.py), taken when it starts.
+    """
+    ALTER TABLE jobs ADD COLUMN code TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
