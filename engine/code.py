@@ -91,12 +91,13 @@ def changed_files(before: dict, after: dict) -> list[str]:
 
 
 def _words(transform: dict) -> list[str]:
-    words = list(transform.get("cmd", []))
-    for line in transform.get("stdin", []):
+    # A cmd element with spaces is a script (`sh -c "python3 train.py"`): its words count too.
+    words = []
+    for text in list(transform.get("cmd", [])) + list(transform.get("stdin", [])):
         try:
-            words.extend(shlex.split(line, comments=True))
+            words.extend(shlex.split(text, comments=True) if any(c.isspace() for c in text) else [text])
         except ValueError:  # an unbalanced quote: the shell will complain, not us
-            words.extend(line.split())
+            words.extend(text.split())
     # `--config=cfg.yaml` names cfg.yaml too.
     return [part for w in words for part in {w, w.partition("=")[2]} if part and not part.startswith("-")]
 

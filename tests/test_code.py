@@ -103,3 +103,19 @@ def test_inspect_job_names_the_code_files_it_ran(store, tmp_path):
     job = last_job(store)
     text = dpl("inspect-job", f"tag@{job['id']}", store=store).stdout.decode()
     assert "Code:" in text and f"step.sh ({job['code']['hash'][:12]})" in text
+
+
+def test_code_words_come_from_cmd_scripts_and_stdin_but_not_from_outside_the_directory(tmp_path):
+    from dpl.engine.code import code_files
+    from dpl.engine.spec import load_spec
+
+    for name in ("train.py", "conf.yaml", "run.sh", "unused.py"):
+        (tmp_path / name).write_text(name)
+    spec = load_spec(json.dumps({
+        "pipeline": {"name": "p"},
+        "transform": {"cmd": ["bash", "-c", "python3 train.py --cfg=conf.yaml /pfs/in"], "stdin": ["sh run.sh ../x /etc/hostname"]},
+        "input": pfs("data"),
+    }), "spec.json")
+    assert code_files(spec, str(tmp_path), "local") == (tmp_path.resolve(), ["conf.yaml", "run.sh", "train.py"])
+    assert code_files(spec, str(tmp_path), "docker") == (None, [])  # the image digest stands for its code
+    assert code_files(spec, None, "local") == (None, [])  # a spec read from stdin has no directory
