@@ -399,3 +399,39 @@ def test_example_specs_are_valid():
     assert len(examples) >= 5
     for path in examples:
         assert load_spec(path.read_text(), str(path)).name
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_secret_files_mount_inside_read_only_host_directories(store, tmp_path):
+    """A secret at /etc/dpl-creds sits inside the host's read-only /etc, which
+    the step still sees whole; a secret at a new top-level path works too."""
+    if bwrap_path() is None:
+        service_unavailable("bubblewrap", "bwrap is not installed (tests/services/install.sh installs it)")
+    dpl("create-secret", "creds", "--from-literal", "token=tok-123", store=store)
+    dpl("create-repo", "data", store=store)
+    fill(store, "data", {"/a": b"a"}, tmp_path)
+    step = ["sh", "-c", "cat /etc/dpl-creds/token /secrets/creds/token > /pfs/out/seen; "
+                        "test -s /etc/hostname && test -d /etc/ssl && echo etc-intact >> /pfs/out/seen; "
+                        "touch /etc/dpl-creds/new 2>/dev/null || echo read-only >> /pfs/out/seen"]
+    s = spec("secretive", pfs("data"), cmd=step)
+    s["transform"]["secrets"] = [{"name": "creds", "mount_path": "/etc/dpl-creds"}, {"name": "creds", "mount_path": "/secrets/creds"}]
+    dpl("create-pipeline", write_spec(tmp_path, s), store=store)
+    assert outputs(store, "secretive") == {"/seen": b"tok-123tok-123etc-intact\nread-only\n"}
+    assert not os.path.exists("/etc/dpl-creds")
+
+
+def test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence(store, tmp_path):
+    dpl("create-secret", "creds", "--from-literal", "token=tok-123", store=store)
+    dpl("create-repo", "data", store=store)
+    s = spec("secretive", pfs("data"), cmd=["sh", "-c", "cat /secrets/token > /pfs/out/x"])
+    s["transform"]["secrets"] = [{"name": "creds", "mount_path": "/secrets"}]
+    dpl("create-pipeline", write_spec(tmp_path, s), store=store)
+    src = tmp_path / "a"
+    src.write_bytes(b"a")
+    proc = dpl("put-file", "data@master:/a", src, store=store, check=False, env={"DPL_SANDBOX": "none"})
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "mounts secret files (/secrets/token), which needs the bwrap sandbox" in err
+    assert "Traceback" not in err and "tok-123" not in err
+    assert outputs(store, "secretive") == {}

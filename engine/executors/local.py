@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
 from dpl.engine.executors.sandbox import Sandbox, SandboxDied
 from dpl.engine.workspace import ChunkReader, collect, materialize
+from dpl.storage.errors import ExecutorUnavailable
 
 log = logging.getLogger("dpl")
 LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail)
@@ -75,6 +76,12 @@ class LocalExecutor:
         (ctx.scratch / "cache").mkdir(exist_ok=True)
         self._running[ctx.job] = set()
         if bwrap_path() is None:
+            if ctx.secret_files:
+                where = ", ".join(sorted(ctx.secret_files))
+                raise ExecutorUnavailable(
+                    f"Pipeline {ctx.pipeline!r} mounts secret files ({where}), which needs the bwrap sandbox, and it is not available here.",
+                    hint="Install bubblewrap (Debian: apt install bubblewrap), or pass the secret as an env_var.",
+                )
             _say_unsandboxed()
         return {"kind": "local", "sandbox": "bwrap" if bwrap_path() else "subprocess"}
 
@@ -127,7 +134,9 @@ class LocalExecutor:
                 host.write_bytes(data)
                 binds.append((str(host), mount_path))
             names = [p.name for p in ctx.spec.pfs_inputs()]
-            box = Sandbox(self._bwrap_base(bwrap_path(), ctx), ctx.scratch / f"slot-{len(slots)}-{uuid.uuid4().hex[:6]}", names, binds=binds)
+            shadowed = _shadowed_dirs(list(ctx.secret_files))
+            base = self._bwrap_base(bwrap_path(), ctx) + _shadow_args(shadowed)
+            box = Sandbox(base, ctx.scratch / f"slot-{len(slots)}-{uuid.uuid4().hex[:6]}", names, binds=binds, read_only=shadowed)
             slots[key] = box
         return box
 
@@ -216,6 +225,38 @@ class LocalExecutor:
             elif os.path.isdir(host):
                 args += ["--ro-bind", host, host]
         return args + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+
+
+def _shadowed_dirs(mount_paths: list[str]) -> list[str]:
+    """The host directories that must make room for these mount points.
+
+    bwrap cannot create a mount point inside a read-only bind of a host
+    directory (a secret at /etc/creds/key), so the deepest existing directory
+    above each such path is rebuilt (`_shadow_args`) and, once the mount
+    points are made in it, made read-only again (`Sandbox(read_only=)`)."""
+    parents = set()
+    for path in mount_paths:
+        parent = os.path.dirname(path.rstrip("/"))
+        while parent != "/" and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if parent != "/" and parent.split("/")[1] not in _HIDDEN:  # /tmp and /run are the sandbox's own tmpfs
+            parents.add(parent)
+    return sorted(parents)
+
+
+def _shadow_args(parents: list[str]) -> list[str]:
+    """Each directory as a tmpfs holding read-only binds of its host entries:
+    the step sees the same files, and new mount points can be made in it."""
+    args: list[str] = []
+    for parent in parents:
+        args += ["--tmpfs", parent]
+        for entry in sorted(os.listdir(parent)):
+            host = os.path.join(parent, entry)
+            if os.path.islink(host):
+                args += ["--symlink", os.readlink(host), host]
+            elif os.path.isdir(host) or os.path.isfile(host):
+                args += ["--ro-bind", host, host]
+    return args
 
 
 def _timer(ctx: JobContext, kill, reasons: list[str]) -> threading.Timer | None:

@@ -74,7 +74,8 @@ class SandboxDied(Exception):
 
 
 class Sandbox:
-    def __init__(self, bwrap_args: list[str], slot: Path, inputs: list[str], *, binds: list[tuple[str, str]] = ()):
+    def __init__(self, bwrap_args: list[str], slot: Path, inputs: list[str], *, binds: list[tuple[str, str]] = (),
+                 read_only: list[str] = ()):
         self.slot = slot
         self.pfs = slot / "pfs"
         self.io = slot / "io"
@@ -86,6 +87,8 @@ class Sandbox:
         args += ["--bind", str(self.pfs / "out"), "/pfs/out", "--bind", str(self.io), IO]
         for host, inside in binds:
             args += ["--ro-bind", host, inside]
+        for directory in read_only:  # writable only while the binds above made their mount points
+            args += ["--remount-ro", directory]
         for host in hidden_host_paths():
             args += ["--ro-bind", host, host]
         args += [sys.executable, "-I", "-S", "-c", SERVER]
