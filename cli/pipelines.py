@@ -193,6 +193,9 @@ def register(app: typer.Typer) -> None:
                                      ("spec_hash", "Spec hash", None), ("transform_hash", "Transform hash", None),
                                      ("last_job", "Last job", short), ("last_job_state", "Last job state", None),
                                      ("updated", "Updated", ago)])
+        for c in info["cron"]:
+            sys.stdout.write(f"Cron:             {c['name']} = {c['repo']}, {c['spec']}{' (overwrite)' if c['overwrite'] else ''}, "
+                             f"next tick {render.when(c['next_tick'])} (committed by `dpl run` or `dpl run --watch`)\n")
         sys.stdout.write("Spec:\n" + json.dumps(info["spec"], indent=2) + "\n")
         for v in info.get("history", []):
             code = v["code"]
@@ -306,10 +309,30 @@ def register(app: typer.Typer) -> None:
             if e["stderr"]:
                 sys.stdout.write("-- stderr\n" + (e["stderr"] if e["stderr"].endswith("\n") else e["stderr"] + "\n"))
 
+    def _say_tick(ci, commit) -> None:
+        render.info(f"cron tick {ci.repo}@{commit.id[:12]} ({commit.description.rpartition(' ')[2]}) for pipeline {ci.pipeline}")
+
+    def _say_job(job) -> None:
+        render.info(f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped"
+                    + (f"\n  {job['error'].splitlines()[0]}" if job["state"] != "success" and job.get("error") else ""))
+
     @app.command("run")
-    def run(executor: Optional[str] = ExecutorOpt):
-        """Run every pending job (after --no-wait, or to resume work a killed process left)."""
+    def run(
+        executor: Optional[str] = ExecutorOpt,
+        watch: bool = typer.Option(False, "--watch", "-w", help="Keep going: tick cron inputs on schedule and run jobs as they come, until Ctrl-C."),
+    ):
+        """Run every pending job (after --no-wait, or to resume work a killed process left), ticking cron inputs that are due."""
         s = _store()
+        if watch:
+            render.info("watching: cron ticks and pending jobs run here until Ctrl-C")
+            try:
+                with JobProgress() as progress:
+                    s.watch(executor=executor, progress=progress, on_tick=_say_tick, on_job=_say_job)
+            except KeyboardInterrupt:
+                render.info("stopped (a job cut short resumes at the next `dpl run`)")
+            return
+        for ci, commit in s.tick_due():
+            _say_tick(ci, commit)
         with JobProgress() as progress:
             ran = s.run_jobs(None, executor=executor, progress=progress)
         for job in ran:
@@ -319,6 +342,17 @@ def register(app: typer.Typer) -> None:
             raise DplError(bad[-1]["error"] or "A job failed.", hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}`.")
         if not ran:
             render.info("no pending jobs")
+
+    @app.command("run-cron")
+    def run_cron(pipeline: str, executor: Optional[str] = ExecutorOpt, no_wait: bool = typer.Option(False, "--no-wait", help="Only tick; leave the jobs to `dpl run`.")):
+        """Tick a pipeline's cron inputs now, off schedule, and run the jobs that starts."""
+        s = _store()
+        ticks = s.run_cron(pipeline)
+        for ci, commit in ticks:
+            _say_tick(ci, commit)
+        if not no_wait:
+            for _, commit in ticks:
+                run_and_report(s, commit.id, executor)
 
     @app.command("wait-commit")
     def wait_commit(commit: str = typer.Argument(..., metavar="ID|REPO@COMMIT"), executor: Optional[str] = ExecutorOpt):

@@ -62,6 +62,16 @@ def ago(t: float | None) -> str:
     return f"{int(seconds)} seconds ago"
 
 
+def when(t: float | None) -> str:
+    """A moment, past or to come: `2026-11-26 10:12:00 UTC (in 5 minutes)`."""
+    if not t:
+        return "-"
+    stamp = dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if t <= time.time():
+        return f"{stamp} (due now)"
+    return f"{stamp} (in {ago(2 * time.time() - t).removesuffix(' ago')})"
+
+
 def short(commit_id: str | None) -> str:
     return commit_id[:12] if commit_id else "-"
 

@@ -197,6 +197,29 @@ class FileOps:
             return self._write_layer_append(repo, branch, layer_table, description)
         return self._write_layer(repo, branch, layer_table, description)
 
+    @writes_objects
+    @cleans_up_after_disk_full
+    def put_bytes(self, repo: str, branch: str, files: dict[str, bytes], *, replace: bool = False, description: str = ""):
+        """Small files from memory as one commit; `replace` deletes every other
+        file in the same commit (the branch then holds exactly `files`)."""
+        self._repo_row(repo)
+        writer, batch, seen = ChunkWriter(self.chunks), _Batch(), {}
+        for path, data in files.items():
+            self._put_one(writer, batch, seen, normalize_path(path), "<memory>", data)
+        writer.close()
+        table = index.make_table(*batch.sorted_columns(writer))
+        if replace:
+            open_commit = self.open_commit(repo, branch)
+            head = self.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, branch))
+            base = open_commit or (self.get_commit(repo, head["head"]) if head and head["head"] else None)
+            kept = set(table["path"].to_pylist())
+            gone = [p for p in (self.commit_table(base)["path"].to_pylist() if base else []) if p not in kept]
+            if gone:
+                n = len(gone)
+                tombstones = index.make_table(gone, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+                table = pa.concat_tables([table, tombstones]).sort_by("path")
+        return self._write_layer(repo, branch, table, description)
+
     def _put_one(self, writer: ChunkWriter, batch: _Batch, seen: dict, path: str, local: str, data) -> None:
         """Add one file; `data` is its bytes when a reader thread already read
         it whole (a small file), None to read it here, or the read's error."""

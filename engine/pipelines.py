@@ -74,6 +74,9 @@ class PipelineOps:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, version, spec_json, spec.spec_hash(), spec.transform_hash(), now, history_commit, json.dumps(code), reprocess_count),
             )
+            for ci in spec.cron_inputs():
+                db.execute("INSERT OR IGNORE INTO repos (name, created, description, kind) VALUES (?, ?, ?, 'user')",
+                           (ci.repo, now, f"Ticks of pipeline {name}'s cron input {ci.name!r} ({ci.schedule})."))
             db.execute("DELETE FROM pipeline_inputs WHERE pipeline=?", (name,))
             db.executemany(
                 "INSERT OR IGNORE INTO pipeline_inputs (pipeline, repo, branch) VALUES (?, ?, ?)",
@@ -88,14 +91,13 @@ class PipelineOps:
         return self.create_pipeline(text, source=source, update=True, reprocess=reprocess)
 
     def _check_inputs(self, spec) -> None:
+        made_here = {ci.repo for ci in spec.cron_inputs()}  # cron repos come with the pipeline
         for i, (repo, _branch) in enumerate(spec.input_repos()):
-            if self.db.one("SELECT 1 FROM repos WHERE name=?", (repo,)) is None:
+            if repo not in made_here and self.db.one("SELECT 1 FROM repos WHERE name=?", (repo,)) is None:
                 raise InvalidSpec(
                     f"spec.input: input repo {repo!r} does not exist.",
                     hint=f"Create it with `dpl create-repo {repo}` or fix the repo name.",
                 )
-        if any(kind == "cron" for kind in _input_kinds(spec.input)):
-            raise InvalidSpec("spec.input.cron: cron inputs are not supported by dpl yet.", hint="Use a pfs input.")
         edges: dict[str, set[str]] = {}
         for row in self.db.query("SELECT pipeline, repo FROM pipeline_inputs"):
             edges.setdefault(row["pipeline"], set()).add(row["repo"])
@@ -138,6 +140,8 @@ class PipelineOps:
             "transform_hash": row["transform_hash"],
             "last_job": last["id"] if last else None,
             "last_job_state": last["state"] if last else None,
+            "cron": [{"name": ci.name, "repo": ci.repo, "spec": ci.schedule, "overwrite": ci.overwrite,
+                      "next_tick": self.next_tick(ci)} for ci in self.cron_inputs(name)],
             "spec": spec,
         }
         if history:
@@ -211,10 +215,3 @@ class PipelineOps:
     def pipelines_reading(self, repo: str) -> set[str]:
         return {r["pipeline"] for r in self.db.query("SELECT pipeline FROM pipeline_inputs WHERE repo=?", (repo,))}
 
-
-def _input_kinds(node: dict):
-    for kind, value in node.items():
-        yield kind
-        if kind in ("cross", "union", "join", "group"):
-            for child in value:
-                yield from _input_kinds(child)

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from dpl.storage.errors import InvalidSpec
+from dpl.storage.errors import DplError, InvalidSpec
+from dpl.storage.paths import validate_name
 
 DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
 MAX_DEPTH = 64  # levels of JSON nesting a spec may have (cross of union of ... is a few)
@@ -122,7 +123,15 @@ class Spec:
 
     @property
     def input(self) -> dict:
-        return self.raw["input"]
+        """The input tree the engine reads: a cron input is the pfs input of its repo."""
+        from dpl.engine import cron
+
+        return cron.as_pfs(self.name, self.raw["input"])
+
+    def cron_inputs(self) -> list:
+        from dpl.engine import cron
+
+        return cron.cron_inputs(self.name, self.raw["input"])
 
     @property
     def parallelism(self) -> int:
@@ -248,7 +257,15 @@ def _check_semantics(raw: dict) -> None:
         (kind, value), = node.items()
         where = f"{path}.{kind}"
         if kind == "cron":
-            raise InvalidSpec(f"{where}: cron inputs are not supported by dpl yet.", hint="Use a pfs input and commit on a schedule.")
+            from dpl.engine import cron
+
+            cron.check(where, value)
+            repo = value.get("repo") or f"{raw['pipeline']['name']}_{value['name']}"
+            try:
+                validate_name(repo, "repo")
+            except DplError as e:
+                raise InvalidSpec(f"{where}: the cron repo {e.message}", hint="Set `repo`, or a simpler `name`.") from None
+            return
         if kind == "pfs":
             try:
                 globs.compile_glob(value["glob"])
@@ -270,7 +287,9 @@ def _check_semantics(raw: dict) -> None:
             walk(child, child_where)
 
     walk(raw["input"], "spec.input")
-    names = [p.name for p in _pfs_nodes(raw["input"])]
+    from dpl.engine import cron
+
+    names = [p.name for p in _pfs_nodes(cron.as_pfs(raw["pipeline"]["name"], raw["input"]))]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidSpec(f"spec.input: the input name {dupes[0]!r} is used twice.", hint="Give each pfs input a distinct `name`.")

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from dpl.engine.cron import CronOps
 from dpl.engine.executors import KINDS
 from dpl.engine.files import FileOps
 from dpl.engine.history import HistoryOps
@@ -91,7 +92,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
 
 
-class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, RepoOps, FileOps, SecretOps):
+class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, RepoOps, FileOps, SecretOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
 
     def __init__(self, root: str | os.PathLike):
