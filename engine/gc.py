@@ -32,6 +32,7 @@ from dpl.storage.errors import Corruption, DiskFull, DplError
 
 DEFAULT_GRACE_MINUTES = 10.0
 CLOCK_SLACK = 2.0  # seconds: filesystem timestamps may lag time.time() a little
+S3_CLOCK_SLACK = 60.0  # seconds: an object store's clock is another machine's
 _TICK = 0.05  # more than the coarsest timestamp tick of a local filesystem
 
 
@@ -99,7 +100,7 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
 
     ages = getattr(chunks, "ages", None)
     delete_if_older = getattr(chunks, "delete_if_older", None)
-    if ages is not None and delete_if_older is not None:
+    if ages is not None and delete_if_older is not None:  # the local store: reuse refreshes an object's age
         for oid, mtime, size in ages():
             if oid in live:
                 continue
@@ -126,23 +127,33 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
 
 
 def _sweep_holding_writers_off(store, report: GcReport, grace_minutes: float, dry_run: bool) -> None:
-    """For a backend that cannot tell an object's age (the S3 store, for now):
-    garbage cannot be told from a writer's uncommitted or reused chunks by
-    time, so gc sweeps only with no grace period and with every writer held
-    off (none active when it starts, new ones wait until it is done)."""
+    """For a backend whose reused objects keep their old age (S3: a writer
+    that finds a chunk already there does not rewrite it), time alone cannot
+    tell garbage from a running writer's chunks.  So gc sweeps only with every
+    writer held off (none active when it starts, new ones wait until it is
+    done); the grace period still keeps objects written recently by writers
+    that could not register, by the object store's own clock."""
     chunks = store.chunks
     with writers.exclusive(store) as alone:
         live = live_objects(store)  # marked again inside the lock: writes may have landed meanwhile
-        unreferenced = [oid for oid in chunks.iterate() if oid not in live]
-        if grace_minutes > 0 or not alone:
+        ages = getattr(chunks, "ages", None)
+        unreferenced = [row for row in ages() if row[0] not in live] if ages else \
+            [(oid, None, 0) for oid in chunks.iterate() if oid not in live]
+        if not alone:
             report.young = len(unreferenced)
-            report.notes.append(
-                "this object store cannot tell an object's age, so gc deletes from it only with --grace 0 while nothing writes"
-                + ("" if alone else " (other commands are writing now)")
-            )
+            report.notes.append("other commands are writing to this object store now; gc deletes from it only while nothing writes")
             return
-        for oid in unreferenced:
+        if grace_minutes > 0 and ages is None:
+            report.young = len(unreferenced)
+            report.notes.append("this object store cannot tell an object's age, so gc deletes from it only with --grace 0")
+            return
+        cutoff = time.time() - grace_minutes * 60 - S3_CLOCK_SLACK
+        for oid, modified, size in unreferenced:
+            if grace_minutes > 0 and modified >= cutoff:
+                report.young += 1
+                continue
             report.objects += 1
+            report.bytes += size
             if not dry_run:
                 chunks.delete(oid)
 

@@ -510,6 +510,11 @@ class S3ChunkStore:
         return path
 
     def iterate(self) -> Iterator[bytes]:
+        for oid, _, _ in self.ages():
+            yield oid
+
+    def ages(self) -> Iterator[tuple[bytes, float, int]]:
+        """(id, last modified as epoch seconds by the server's clock, size) of every object."""
         request = {"Bucket": self.bucket, "Prefix": self.prefix}
         while True:
             page = self._call(self.client.list_objects_v2, **request)
@@ -517,7 +522,7 @@ class S3ChunkStore:
                 name = item["Key"][len(self.prefix) :].replace("/", "")
                 if len(name) == 32:
                     try:
-                        yield bytes.fromhex(name)
+                        yield bytes.fromhex(name), item["LastModified"].timestamp(), item["Size"]
                     except ValueError:
                         continue
             if not page.get("IsTruncated"):

@@ -177,7 +177,7 @@ def test_gc_removes_what_killed_writers_left(tmp_path):
 
 
 class _Ageless:
-    """A chunk store that cannot tell an object's age (as the S3 store cannot yet)."""
+    """A chunk store that cannot tell an object's age at all."""
 
     def __init__(self, inner):
         self.inner = inner

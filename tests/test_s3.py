@@ -158,6 +158,9 @@ def test_gc_deletes_unreferenced_objects_from_the_bucket(s3_server, s3_store, tm
     dpl("put-file", "scratch@master:/drop.bin", tmp_path / "drop.bin", store=root)
     before = sum(bucket_objects(s3_server, prefix).values())
     dpl("delete-repo", "scratch", store=root)
+    # The default grace period keeps what was written minutes ago, by the bucket's clock.
+    said = dpl("gc", store=root).stdout.decode()
+    assert sum(bucket_objects(s3_server, prefix).values()) == before, said
     dpl("gc", "--grace", "0", store=root)
     assert before - sum(bucket_objects(s3_server, prefix).values()) >= 12 * MB
     subprocess.run(["rm", "-rf", str(root / "cache")], check=True)
@@ -261,3 +264,28 @@ def test_the_repo_suite_passes_on_s3(s3_server):
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout.decode()[-4000:] + proc.stderr.decode()[-2000:]
+
+
+def test_gc_with_a_grace_period_deletes_only_objects_older_than_it(s3_server, s3_store, tmp_path, monkeypatch):
+    from dpl.engine import Store, gc
+
+    root, prefix = s3_store
+    (tmp_path / "old.bin").write_bytes(os.urandom(3 * MB))
+    (tmp_path / "new.bin").write_bytes(os.urandom(5 * MB))
+    dpl("create-repo", "scratch", store=root)
+    dpl("put-file", "scratch@master:/old.bin", tmp_path / "old.bin", store=root)
+    time.sleep(4)
+    dpl("put-file", "scratch@master:/new.bin", tmp_path / "new.bin", store=root)
+    dpl("delete-repo", "scratch", store=root)
+    before = bucket_objects(s3_server, prefix)
+    monkeypatch.setattr(gc, "S3_CLOCK_SLACK", 0.0)  # server and test share this machine's clock
+    s = Store.open(root)
+    try:
+        report = gc.collect_garbage(s, grace_minutes=2.5 / 60)  # old.bin's objects are 4 s old, new.bin's 0-1 s
+    finally:
+        s.close()
+    after = bucket_objects(s3_server, prefix)
+    freed = sum(before.values()) - sum(after.values())
+    assert report.objects >= 1 and report.young >= 1
+    assert 3 * MB <= freed < 5 * MB and freed == report.bytes
+    assert dpl("fsck", store=root).returncode == 0
