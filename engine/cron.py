@@ -23,6 +23,7 @@ dpl has no daemon.  A tick that is due is committed by the next `dpl run`
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import threading
 import time
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dpl.storage.errors import DplError, InvalidSpec, RepoNotFound
+
+log = logging.getLogger("dpl")
 
 NAMED = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
          "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
@@ -190,8 +193,12 @@ class CronOps:
             if self._pipeline_state(ci.pipeline) != "running":
                 continue
             at = ci.latest_due(self.last_tick(ci), now)
-            if at is not None:
+            if at is None:
+                continue
+            try:
                 ticked.append((ci, self._tick(ci, at)))
+            except DplError as e:  # one broken cron input must not stop the others (or `run --watch`)
+                log.warning("%s %s", e.message, e.hint or "")
         return ticked
 
     def run_cron(self, pipeline: str) -> list[tuple[CronInput, object]]:

@@ -130,3 +130,19 @@ def test_inspect_pipeline_shows_the_next_tick(store, tmp_path):
     assert 3500 < parse_time(c["next_tick"]) - time.time() <= 3600  # ISO 8601 in JSON, like every time
     text = dpl("inspect-pipeline", "poll", store=store).stdout.decode()
     assert "Cron:             tick = poll_tick, @every 1h, next tick " in text and "(in 59 minutes)" in text
+
+
+def test_a_cron_repo_deleted_by_force_is_reported_and_other_pipelines_still_run(store, tmp_path):
+    start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dpl("create-pipeline", write_spec(tmp_path, cron_spec("@every 2s", start=start)), store=store)
+    other = cron_spec("@every 2s", start=start)
+    other["pipeline"]["name"] = "poll2"
+    dpl("create-pipeline", write_spec(tmp_path, other), store=store)
+    refused = dpl("delete-repo", "poll_tick", store=store, check=False)
+    assert refused.returncode != 0 and "poll" in refused.stderr.decode()
+    dpl("delete-repo", "poll_tick", "--force", store=store)
+    proc = dpl("run", store=store, check=False)
+    err = proc.stderr.decode()
+    assert "The cron repo 'poll_tick' of pipeline 'poll' is gone." in err and "Traceback" not in err
+    assert "cron tick poll2_tick@" in err
+    assert len(files(store, "poll2_tick")) == 1
