@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -129,8 +130,6 @@ def _every(schedule: str) -> float | None:
 
     rest = schedule.removeprefix("@every").strip()
     seconds = parse_duration(rest) if rest else None
-    import re
-
     if not seconds or not re.fullmatch(r"([0-9.]+(ns|us|µs|ms|s|m|h))+", rest):
         raise ValueError("@every needs a duration such as 30s, 5m or 1h30m")
     if seconds < 1:
