@@ -1,11 +1,13 @@
-"""Pipeline specs: Pachyderm's JSON format, validated against specs/pipeline.schema.json.
+"""Pipeline specs: Pachyderm's format (JSON, or YAML), validated against specs/pipeline.schema.json.
 
 The JSON Schema is the single source of truth for what a spec may hold;
 this module turns its verdicts into one sentence naming the JSON path of the
 offending field (`spec.transform.cmd: ...`), then checks what a schema cannot
 say (globs that do not compile, input names that collide, join inputs
-without `join_on`).  A `Spec` is the validated, normalised spec with the
-hashes that decide what a job may skip.
+without `join_on`).  Before that it reads field names as Pachyderm does
+(`parallelismSpec` is `parallelism_spec`) and refuses, by name, the
+Pachyderm features the schema marks `x-unsupported`.  A `Spec` is the
+validated, normalised spec with the hashes that decide what a job may skip.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ def schema() -> dict:
     return json.loads(resources.files("dpl.specs").joinpath("pipeline.schema.json").read_text())
 
 
-def _path(parts) -> str:
-    out = "spec"
-    for p in parts:
+def _path(parts, renames: dict | None = None) -> str:
+    """`spec.input.cross[0].pfs`, naming each field as the spec wrote it (`emptyFiles`, not `empty_files`)."""
+    out, parts = "spec", list(parts)
+    for i, p in enumerate(parts):
+        p = (renames or {}).get(tuple(parts[: i + 1]), p)
         out += f"[{p}]" if isinstance(p, int) else _key(p)
     return out
 
@@ -41,12 +45,12 @@ def _key(name: str) -> str:
     return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name) else f"[{json.dumps(name)}]"
 
 
-def _describe(error: jsonschema.ValidationError) -> InvalidSpec:
-    where = _path(error.absolute_path)
+def _describe(error: jsonschema.ValidationError, renames: dict) -> InvalidSpec:
+    where = _path(error.absolute_path, renames)
     v = error.validator
     if v == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        known = ", ".join(sorted(error.schema.get("properties", {})))
+        known = ", ".join(sorted(k for k, v in error.schema.get("properties", {}).items() if "x-unsupported" not in v))
         field = f"{where}{_key(extra[0])}" if extra else where
         return InvalidSpec(f"{field}: unknown field.", hint=f"Fields allowed here: {known}.")
     if v == "required":
@@ -212,24 +216,103 @@ def _pfs_nodes(node: dict):
 
 
 def load_spec(text: str, source: str = "<spec>") -> Spec:
-    """Parse and validate a spec; raise `InvalidSpec` naming the field."""
+    """Parse and validate a spec (JSON, or YAML as `pachctl` reads it); raise `InvalidSpec` naming the field."""
+    text = text.removeprefix("\ufeff")  # a BOM some editors write
     try:
-        raw = json.loads(text.removeprefix("\ufeff"))  # a BOM some editors write
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
+        # Like pachctl: text that starts with `{` is JSON, anything else may be YAML.
+        raw = _load_yaml(text, source) if text.lstrip()[:1] not in ("{", "[", "") else None
+        if not isinstance(raw, dict):
+            raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
     except RecursionError:
         raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
     if not isinstance(raw, dict):
         raise InvalidSpec(f"{source}: a spec is a JSON object, not {type(raw).__name__}.")
     if _depth(raw) > MAX_DEPTH:
         raise InvalidSpec(f"{source} is nested more than {MAX_DEPTH} levels deep, which no pipeline spec needs.")
+    renames: dict = {}
+    _normalise(raw, schema(), [], renames)
     import jsonschema  # here, not at the top: every CLI call imports this module, few validate a spec
 
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
-        raise _best(errors)
+        raise _best(errors, renames)
     _check_semantics(raw)
     return Spec(raw)
+
+
+def _load_yaml(text: str, source: str):
+    """YAML read as Go's YAML-to-JSON reads it for pachctl: plain data, timestamps stay strings, keys are strings."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        yaml_implicit_resolvers = {
+            first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):  # `*name` could make a small file a huge spec
+                raise InvalidSpec(f"{source}{_at(self.peek_event().start_mark)}: YAML aliases (*name) are not allowed in a spec.", hint="Write the value out.")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            self.flatten_mapping(node)
+            for key, _ in node.value:
+                if key.tag != "tag:yaml.org,2002:str":
+                    raise InvalidSpec(f"{source}{_at(key.start_mark)}: the key {key.value!r} is not a string.", hint=f'Quote it: "{key.value}".')
+            return super().construct_mapping(node, deep)
+
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as e:
+        if "single document" in str(e.context):
+            raise InvalidSpec(f"{source} holds more than one YAML document.", hint="Put each pipeline in a file of its own.") from None
+        raise InvalidSpec(f"{source} is not valid JSON or YAML: {e.problem}{_at(e.problem_mark)}.", hint="Check the indentation near there.") from None
+    except yaml.YAMLError as e:
+        raise InvalidSpec(f"{source} is not valid JSON or YAML: {e}.") from None
+    except RecursionError:
+        raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
+
+
+def _at(mark) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _normalise(value, sch: dict, path: list, renames: dict) -> None:
+    """Read field names as Pachyderm does, in place, and refuse the features it has and dpl lacks.
+
+    Pachyderm takes each field under its proto name (`parallelism_spec`) or
+    its JSON name (`parallelismSpec`); the spec keeps the former, and
+    `renames` remembers what the spec wrote, for error messages.  Only the
+    spec's own objects are walked, never maps of the user's (`env`, labels).
+    """
+    while "$ref" in sch:
+        sch = schema()["$defs"][sch["$ref"].rpartition("/")[2]]
+    if isinstance(value, list) and "items" in sch:
+        for i, child in enumerate(value):
+            _normalise(child, sch["items"], path + [i], renames)
+    if not (isinstance(value, dict) and "properties" in sch):
+        return
+    props = sch["properties"]
+    for key in list(value):
+        name = _snake(key)
+        if key in props or name not in props:
+            continue
+        if name in value:
+            raise InvalidSpec(f"{_path(path + [key], renames)}: the field is given twice, as {name} and {key}.")
+        value[name] = value.pop(key)
+        renames[tuple(path + [name])] = key
+    for key, child in value.items():
+        field = props.get(key, {})
+        if "x-unsupported" in field and child not in (False, None):
+            raise InvalidSpec(f"{_path(path + [key], renames)}: {field['x-unsupported']}", hint=field.get("x-hint"))
+        _normalise(child, field, path + [key], renames)
 
 
 def _depth(value) -> int:
@@ -243,11 +326,11 @@ def _depth(value) -> int:
     return deepest
 
 
-def _best(errors):
+def _best(errors, renames: dict):
     # Prefer the error deepest in the document: "spec.input.pfs.glob: required"
     # says more than "spec.input: is not valid under any schema".
     errors = sorted(errors, key=lambda e: -len(list(e.absolute_path)))
-    return _describe(errors[0])
+    return _describe(errors[0], renames)
 
 
 def _check_semantics(raw: dict) -> None:
