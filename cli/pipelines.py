@@ -137,12 +137,12 @@ def _read_spec(spec: Optional[str], file: Optional[str]) -> tuple[str, str]:
 def register(app: typer.Typer) -> None:
     @app.command("create-pipeline")
     def create_pipeline(
-        spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="The spec file (JSON), or - for stdin."),
+        spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="The spec file (JSON or YAML), or - for stdin."),
         file: Optional[str] = typer.Option(None, "--file", "-f", help="The spec file (as pachctl takes it)."),
         no_wait: bool = NoWaitOpt,
         executor: Optional[str] = ExecutorOpt,
     ):
-        """Create a pipeline from a Pachyderm-style JSON spec and run its first job."""
+        """Create a pipeline from a Pachyderm pipeline spec (JSON or YAML) and run its first job."""
         s = _store()
         text, source = _read_spec(spec, file)
         info = s.create_pipeline(text, source=source)
