@@ -11,7 +11,12 @@ import os
 import sys
 from typing import List, Optional
 
-import typer
+# dpl does no linear algebra, but importing numpy (pyarrow does) starts
+# OpenBLAS's thread pool: one thread per core, spinning up on every CLI call.
+# Steps never inherit this (their environment is built from scratch).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import typer  # noqa: E402
 
 from dpl.cli import render
 from dpl.cli.render import Output, ago, short, size
