@@ -317,7 +317,7 @@ def delete_file(
         raise DplError("delete-file needs a path.", hint="Write REPO@BRANCH:/path.")
     s = store()
     commit = s.delete_files(ref.repo, ref.ref_or_default, [ref.path], message)
-    render.info(f"committed {ref.repo}@{commit.id}")
+    render.info(f"{'deleted in open commit' if commit.state == 'open' else 'committed'} {ref.repo}@{commit.id}")
     if commit.state == "finished" and not no_wait:
         from dpl.cli.pipelines import run_and_report
 

@@ -28,6 +28,7 @@ from dpl.storage.errors import (
     CommitNotFound,
     CommitNotOpen,
     Conflict,
+    InvalidPath,
     InvalidRef,
     RepoExists,
     RepoInUse,
@@ -353,7 +354,14 @@ class RepoOps:
                 raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
             base = Commit.from_row(db.execute("SELECT * FROM commits WHERE repo=? AND id=?", (repo, head)).fetchone()) if head else None
             base_layers = base.layers if base else []
-            size, nfiles = self._stats_after(base, delta_tables)
+            base_tables = [index.read_layer(self.chunks, l) for l in base_layers]
+            clash = index.path_collision(base_tables, delta_tables)
+            if clash:
+                raise InvalidPath(
+                    f"{repo}@{branch}:{clash[0]} would be both a file and a directory ({clash[1]} is beneath it).",
+                    hint="Delete one of them first (dpl delete-file), or use another name.",
+                )
+            size, nfiles = self._stats_after(base, base_tables, delta_tables)
             now = time.time()
             layers_json, delta_json = _layers_json(base_layers + delta), _layers_json(delta)
             if open_id:
@@ -384,13 +392,12 @@ class RepoOps:
     def _on_commit_landed(self, db, repo: str, branch: str, commit_id: str, origin: str) -> None:
         """Called inside the landing transaction; the job layer starts waves here."""
 
-    def _stats_after(self, base: Commit | None, delta_tables) -> tuple[int, int]:
+    def _stats_after(self, base: Commit | None, base_tables, delta_tables) -> tuple[int, int]:
         """Size and file count of base + delta, touching only the changed paths."""
         new = index.merge(delta_tables)
         added_size, added_count = pc_sum(new["size"]), new.num_rows
         if base is None:
             return added_size, added_count
-        base_tables = [index.read_layer(self.chunks, l) for l in base.layers]
         touched = [p for t in delta_tables for p in t["path"].to_pylist()]
         old = index.lookup(base_tables, [p for p in touched if not p.endswith("/")])
         replaced = dict(zip(old["path"].to_pylist(), old["size"].to_pylist()))

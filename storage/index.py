@@ -306,6 +306,69 @@ def under(tables: list[pa.Table], prefix: str) -> pa.Table:
     return merge(subsets)
 
 
+def path_collision(base: list[pa.Table], delta: list[pa.Table]) -> tuple[str, str] | None:
+    """A path that would be a file and a directory at once if `delta` landed
+    on `base`, as (the file, a path beneath it); None when there is none.
+
+    Costs what the delta touches: the new files' parent directories are looked
+    up in `base`, and the new files are probed in `base` by binary search (a
+    delta as big as the base is checked with one vectorised pass instead)."""
+    added = merge(delta)
+    if not added.num_rows:
+        return None
+    files = added["path"].combine_chunks()
+    both = merge(delta, keep_tombstones=True)
+    gone = both.filter(both["deleted"])["path"].to_pylist()
+    gone_dirs = tuple(p for p in gone if p.endswith("/"))
+    gone = set(gone)
+
+    def still_there(path: str) -> bool:
+        return path not in gone and not path.startswith(gone_dirs)
+
+    def beneath(directory: str) -> str:
+        return files[_Sorted(files).lower(directory + "/")].as_py()
+
+    # 1. A new file below a path that is (or stays) a file.
+    dirs = _ancestors(files)
+    clash = dirs.filter(pc.is_in(dirs, value_set=files))
+    if len(clash):
+        return clash[0].as_py(), beneath(clash[0].as_py())
+    for path in lookup(base, dirs.to_pylist())["path"].to_pylist():
+        if still_there(path):
+            return path, beneath(path)
+    # 2. A new file where the base has a directory.
+    base = [t for t in base if t.num_rows]
+    if not base:
+        return None
+    if _few(len(files), sum(t.num_rows for t in base)):
+        probes = [_Sorted(t["path"]) for t in base]
+        candidates = [f for f in files.to_pylist() if any(_starts_at(s, f + "/") for s in probes)]
+    else:
+        candidates = files.filter(pc.is_in(files, value_set=_ancestors(merge(base)["path"].combine_chunks()))).to_pylist()
+    for f in candidates:
+        below = [p for p in under(base, f + "/")["path"].to_pylist() if still_there(p)]
+        if below:
+            return f, below[0]
+    return None
+
+
+def _starts_at(index: _Sorted, prefix: str) -> bool:
+    """Whether some value of the sorted column starts with `prefix`."""
+    i = index.lower(prefix)
+    return i < index.n and index[i].startswith(prefix)
+
+
+def _ancestors(paths: pa.Array) -> pa.Array:
+    """Every directory above these paths, except `/`, once each."""
+    found = []
+    level = paths
+    while len(level):
+        level = pc.unique(pc.replace_substring_regex(level, r"/[^/]*$", ""))  # "/a/b" -> "/a"; "/a" -> ""
+        level = level.filter(pc.not_equal(level, ""))
+        found.append(level)
+    return pc.unique(pa.concat_arrays(found)) if found else pa.array([], pa.string())
+
+
 def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
     """Which run of trailing layers to merge, as a slice (start, end), if any.
 

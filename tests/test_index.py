@@ -8,6 +8,8 @@ path (or, ending in `/`, a directory) from older layers only.
 
 from __future__ import annotations
 
+import bisect
+
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,3 +102,28 @@ def test_one_row_over_a_big_layer_is_sliced_not_copied():
     assert merged["size"].to_pylist()[10] == 7
     # Zero-copy: the big layer's rows come back as slices of its own buffers.
     assert merged["path"].num_chunks > 1
+
+
+def clashes(state: dict, added: set) -> set:
+    """(file, path beneath it) pairs of a final state that involve an added path."""
+    paths, out = sorted(state), set()
+    for p in paths:
+        i = bisect.bisect_left(paths, p + "/")
+        while i < len(paths) and paths[i].startswith(p + "/"):
+            if p in added or paths[i] in added:
+                out.add((p, paths[i]))
+            i += 1
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(layer, min_size=0, max_size=3), st.lists(layer, min_size=1, max_size=2), st.booleans())
+def test_path_collision_finds_exactly_the_file_and_directory_clashes_a_delta_makes(base, delta, with_big_base):
+    base = ([big_base()] if with_big_base else []) + base
+    final = replay(base + delta)
+    added = set(as_dict(index.merge([table(rows) for rows in delta])))
+    expected = clashes(final, added)
+    found = index.path_collision([table(rows) for rows in base], [table(rows) for rows in delta])
+    assert (found is not None) == bool(expected)
+    if found:
+        assert found[1].startswith(found[0] + "/") and found[0] in final and found[1] in final

@@ -54,12 +54,31 @@ def test_diff_against_the_parent_matches_a_whole_table_comparison(s, tmp_path):
     assert s.diff_files("r", commits[0].id)["change"].to_pylist() == ["modified", "added"]
 
 
-def test_list_file_groups_a_file_and_a_directory_of_one_name(s, tmp_path):
-    # "/a!b" sorts between "/a" and "/a/c": the runs of name "a" are split.
-    put(s, tmp_path, {"/a": b"12", "/a!b": b"123", "/a/c": b"1234", "/b/c": b"1", "/b/d": b"12"})
+def test_list_file_groups_names_that_sort_around_the_slash(s, tmp_path):
+    # "/a!b" sorts between "/a/..." and "/a0": each name is still one entry.
+    put(s, tmp_path, {"/a!b": b"123", "/a/c": b"1234", "/a/d/e": b"12", "/a0": b"1", "/b/c": b"1", "/b/d": b"12"})
     rows = s.list_files("r", "master", "/").to_pylist()
-    assert [(r["path"], r["type"], r["size"]) for r in rows] == [("/a", "dir", 6), ("/a!b", "file", 3), ("/b", "dir", 3)]
-    assert rows[1]["hash"] is not None
+    assert [(r["path"], r["type"], r["size"]) for r in rows] == [
+        ("/a", "dir", 6), ("/a!b", "file", 3), ("/a0", "file", 1), ("/b", "dir", 3)]
+    assert rows[1]["hash"] is not None and rows[0]["hash"] is None
+
+
+def test_a_path_cannot_be_a_file_and_a_directory(s, tmp_path):
+    from dpl.storage.errors import InvalidPath
+
+    with pytest.raises(InvalidPath, match="would be both a file and a directory"):
+        put(s, tmp_path, {"/a": b"12", "/a/c": b"1234"})
+
+
+def test_list_file_merges_the_runs_of_a_name_split_by_a_sibling():
+    # Stores written before dpl refused a file and a directory of one name
+    # may hold "/a", "/a!b", "/a/c": the runs of "a" are split, and merged.
+    import pyarrow as pa
+
+    from dpl.engine.files import _group_runs
+
+    grouped = _group_runs(pa.array(["a", "a!b", "a"]), pa.array([2, 3, 4]), pa.array([False, False, True]))
+    assert grouped.to_pylist() == [{"name": "a", "size_sum": 6, "dir_max": True}, {"name": "a!b", "size_sum": 3, "dir_max": False}]
 
 
 def test_list_file_of_a_directory_a_file_and_recursively(s, tmp_path):

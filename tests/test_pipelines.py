@@ -435,3 +435,14 @@ def test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence(store, tmp_
     assert proc.returncode != 0 and "mounts secret files (/secrets/token), which needs the bwrap sandbox" in err
     assert "Traceback" not in err and "tok-123" not in err
     assert outputs(store, "secretive") == {}
+
+
+def test_outputs_that_make_a_path_both_a_file_and_a_directory_fail_the_job(store, tmp_path):
+    dpl("create-repo", "data", store=store)
+    fill(store, "data", {"/a": b"a", "/b": b"b"}, tmp_path)
+    step = ["sh", "-c", "if [ -e /pfs/data/a ]; then echo 1 > /pfs/out/d; else mkdir /pfs/out/d; echo 2 > /pfs/out/d/x; fi"]
+    proc = dpl("create-pipeline", write_spec(tmp_path, spec("clash", pfs("data"), cmd=step)), store=store, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "clash@master:/d would be both a file and a directory (/d/x is beneath it)." in err
+    assert jobs(store, "clash")[0]["state"] == "failure"
+    assert json.loads(dpl("list-commit", "clash", "-o", "json", store=store).stdout) == []  # nothing landed

@@ -251,6 +251,7 @@ def snapshot(store) -> list:
         (["delete-branch", "data@nobranch"], "does not exist"),
         (["list-commit", "data@master~9"], "further than the history"),
         (["finish-commit", "data@master"], None),
+        (["put-file", "data@master:/kept/x", "{file}"], "/kept would be both a file and a directory (/kept/x is beneath it)"),
     ],
 )
 def test_bad_input_is_one_sentence_and_changes_nothing(store, tmp_path, args, needle):
