@@ -698,6 +698,19 @@ class _JobRun:
                 path = clash["path"][0].as_py()
                 other = outputs.filter(pc.equal(outputs["path"], path))["datum"][0].as_py()
                 raise JobFailed(self._dup_message(path, clash["datum"][0].as_py(), other))
+        both = index.path_collision([base], [outputs.sort_by("path")])
+        if both:
+            def writer(path: str) -> str:
+                for table in (outputs, base):
+                    rows = table.filter(pc.equal(table["path"], path))
+                    if rows.num_rows:
+                        return rows["datum"][0].as_py().hex()[:12]
+                return "?"
+
+            raise JobFailed(
+                f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: {both[0]} was written as a file by datum "
+                f"{writer(both[0])} and as a directory (holding {both[1]}) by datum {writer(both[1])}."
+            )
 
     def _dup_message(self, path: str, a: bytes, b: bytes) -> str:
         return (

@@ -443,6 +443,10 @@ def test_outputs_that_make_a_path_both_a_file_and_a_directory_fail_the_job(store
     step = ["sh", "-c", "if [ -e /pfs/data/a ]; then echo 1 > /pfs/out/d; else mkdir /pfs/out/d; echo 2 > /pfs/out/d/x; fi"]
     proc = dpl("create-pipeline", write_spec(tmp_path, spec("clash", pfs("data"), cmd=step)), store=store, check=False)
     err = proc.stderr.decode()
-    assert proc.returncode != 0 and "clash@master:/d would be both a file and a directory (/d/x is beneath it)." in err
-    assert jobs(store, "clash")[0]["state"] == "failure"
+    job = jobs(store, "clash")[0]
+    assert job["state"] == "failure"
+    datums = {d["key"]: d["datum"][:12] for d in json.loads(dpl("list-datum", f"clash@{job['id']}", "-o", "json", store=store).stdout)}
+    assert proc.returncode != 0 and (
+        f"/d was written as a file by datum {datums['data:/a']} and as a directory (holding /d/x) by datum {datums['data:/b']}."
+    ) in err, err
     assert json.loads(dpl("list-commit", "clash", "-o", "json", store=store).stdout) == []  # nothing landed
