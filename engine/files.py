@@ -215,9 +215,7 @@ class FileOps:
             kept = set(table["path"].to_pylist())
             gone = [p for p in (self.commit_table(base)["path"].to_pylist() if base else []) if p not in kept]
             if gone:
-                n = len(gone)
-                tombstones = index.make_table(gone, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
-                table = pa.concat_tables([table, tombstones]).sort_by("path")
+                table = pa.concat_tables([table, index.tombstones(gone)]).sort_by("path")
         return self._write_layer(repo, branch, table, description)
 
     def _put_one(self, writer: ChunkWriter, batch: _Batch, seen: dict, path: str, local: str, data) -> None:
@@ -312,8 +310,7 @@ class FileOps:
                 tombstones.append(path + "/")
             else:
                 raise FileNotFound(f"{repo}@{branch}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{branch}`.")
-        n = len(tombstones)
-        table = index.make_table(tombstones, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+        table = index.tombstones(tombstones)
         return self._write_layer(repo, branch, table, description)
 
     # ------------------------------------------------------------------ read

@@ -47,7 +47,7 @@ from dpl.engine.executors import get_executor
 from dpl.engine.executors.base import DatumResult, JobContext
 from dpl.engine.writers import pid_alive, writes_objects
 from dpl.storage import index
-from dpl.storage.errors import Conflict, DatumNotFound, DplError, JobFailed, JobNotFound
+from dpl.storage.errors import Conflict, DatumNotFound, DplError, JobFailed, JobNotFound, PathCollision
 
 log = logging.getLogger("dpl")
 
@@ -645,8 +645,7 @@ class _JobRun:
         if outputs.num_rows:
             parts.append(outputs)
         self._check_duplicates(outputs, base)
-        n = len(tomb_paths)
-        tombs = index.make_table(tomb_paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+        tombs = index.tombstones(tomb_paths)
         delta = pa.concat_tables([tombs] + [p.select(index.SCHEMA.names) for p in parts]) if parts else tombs
         delta = index.sort_unique(delta.combine_chunks()) if delta.num_rows else delta
         layers = [index.write_layer(store.chunks, delta)] if delta.num_rows else []
@@ -661,10 +660,23 @@ class _JobRun:
 
         existing = store.db.one("SELECT id FROM commits WHERE repo=? AND id=?", (self.pipeline, self.wave))
         commit_id = self.wave if existing is None else uuid.uuid4().hex
-        store._land(
-            self.pipeline, self.spec.output_branch, layers, description=f"output of job {self.wave[:12]}",
-            commit_id=commit_id, origin="auto", job=self.wave, hook=finish,
-        )
+        try:
+            store._land(
+                self.pipeline, self.spec.output_branch, layers, description=f"output of job {self.wave[:12]}",
+                commit_id=commit_id, origin="auto", job=self.wave, hook=finish,
+            )
+        except PathCollision as e:  # the landing's own check; here we know which datums wrote what
+            def writer(path: str) -> str:
+                for table in (outputs, base):
+                    rows = table.filter(pc.equal(table["path"], path))
+                    if rows.num_rows:
+                        return rows["datum"][0].as_py().hex()[:12]
+                return "?"
+
+            raise JobFailed(
+                f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: {e.file} was written as a file by datum "
+                f"{writer(e.file)} and as a directory (holding {e.beneath}) by datum {writer(e.beneath)}."
+            ) from None
 
     def _outputs_of(self, hex_ids: list[str]) -> pa.Table:
         """The output rows of these datums, from the batches they were recorded in."""
@@ -698,19 +710,6 @@ class _JobRun:
                 path = clash["path"][0].as_py()
                 other = outputs.filter(pc.equal(outputs["path"], path))["datum"][0].as_py()
                 raise JobFailed(self._dup_message(path, clash["datum"][0].as_py(), other))
-        both = index.path_collision([base], [outputs.sort_by("path")])
-        if both:
-            def writer(path: str) -> str:
-                for table in (outputs, base):
-                    rows = table.filter(pc.equal(table["path"], path))
-                    if rows.num_rows:
-                        return rows["datum"][0].as_py().hex()[:12]
-                return "?"
-
-            raise JobFailed(
-                f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: {both[0]} was written as a file by datum "
-                f"{writer(both[0])} and as a directory (holding {both[1]}) by datum {writer(both[1])}."
-            )
 
     def _dup_message(self, path: str, a: bytes, b: bytes) -> str:
         return (

@@ -190,8 +190,7 @@ def _delta(old: pa.Table, new: pa.Table) -> pa.Table:
     rows = new.take(changed)
     gone = pc.invert(pc.is_in(old["path"], value_set=new["path"].combine_chunks()))
     gone_paths = old.filter(gone)["path"].to_pylist()
-    n = len(gone_paths)
-    tombs = index.make_table(gone_paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+    tombs = index.tombstones(gone_paths)
     return index.sort_unique(pa.concat_tables([tombs, rows.select(index.SCHEMA.names)]).combine_chunks())
 
 

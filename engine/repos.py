@@ -28,8 +28,8 @@ from dpl.storage.errors import (
     CommitNotFound,
     CommitNotOpen,
     Conflict,
-    InvalidPath,
     InvalidRef,
+    PathCollision,
     RepoExists,
     RepoInUse,
     RepoNotFound,
@@ -357,9 +357,10 @@ class RepoOps:
             base_tables = [index.read_layer(self.chunks, l) for l in base_layers]
             clash = index.path_collision(base_tables, delta_tables)
             if clash:
-                raise InvalidPath(
+                raise PathCollision(
                     f"{repo}@{branch}:{clash[0]} would be both a file and a directory ({clash[1]} is beneath it).",
                     hint="Delete one of them first (dpl delete-file), or use another name.",
+                    file=clash[0], beneath=clash[1],
                 )
             size, nfiles = self._stats_after(base, base_tables, delta_tables)
             now = time.time()

@@ -39,6 +39,14 @@ class InvalidPath(DplError):
     pass
 
 
+class PathCollision(InvalidPath):
+    """A commit would make `file` both a file and a directory (`beneath` is under it)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, file: str, beneath: str):
+        super().__init__(message, hint)
+        self.file, self.beneath = file, beneath
+
+
 class InvalidRef(DplError):
     pass
 

@@ -55,6 +55,12 @@ class Layer:
         return cls(bytes.fromhex(d["id"]), int(d["rows"]))
 
 
+def tombstones(paths: list[str]) -> pa.Table:
+    """A layer that deletes these paths (a path ending in `/`: a whole directory)."""
+    n = len(paths)
+    return make_table(paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+
+
 def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Table:
     n = len(paths)
     table = pa.table(
