@@ -312,9 +312,12 @@ def register(app: typer.Typer) -> None:
     def _say_tick(ci, commit) -> None:
         render.info(f"cron tick {ci.repo}@{commit.id[:12]} ({commit.description.rpartition(' ')[2]}) for pipeline {ci.pipeline}")
 
+    def _job_line(job) -> str:
+        return f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped"
+
     def _say_job(job) -> None:
-        render.info(f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped"
-                    + (f"\n  {job['error'].splitlines()[0]}" if job["state"] != "success" and job.get("error") else ""))
+        """For `run --watch`, which goes on after a failure: the error's first line too."""
+        render.info(_job_line(job) + (f"\n  {job['error'].splitlines()[0]}" if job["state"] != "success" and job.get("error") else ""))
 
     @app.command("run")
     def run(
@@ -336,7 +339,7 @@ def register(app: typer.Typer) -> None:
         with JobProgress() as progress:
             ran = s.run_jobs(None, executor=executor, progress=progress)
         for job in ran:
-            render.info(f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped")
+            render.info(_job_line(job))
         bad = [j for j in ran if j["state"] != "success"]
         if bad:
             raise DplError(bad[-1]["error"] or "A job failed.", hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}`.")
