@@ -18,9 +18,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
-from dpl.cli import render
-from dpl.cli.render import Output, ago, short, size
-from dpl.storage.errors import DplError
+from . import render
+from .render import Output, ago, short, size
+from ..storage.errors import DplError
 
 app = typer.Typer(
     name="dpl",
@@ -50,13 +50,13 @@ def _global_options(
 
 
 def store():
-    from dpl.engine import Store
+    from ..engine import Store
 
     return Store.open()
 
 
 def _repo_branch(text: str, default_path: str | None = None):
-    from dpl.engine import refs
+    from ..engine import refs
 
     return refs.parse(text, default_path=default_path)
 
@@ -99,7 +99,7 @@ def init(
     executor: str = typer.Option("local", "--executor", "-x", help="Where datums run by default: local, docker or ray (a spec's dpl.executor or a command's --executor overrides it)."),
 ):
     """Create a dpl store (default .dpl/ in the current directory)."""
-    from dpl.engine import init_store
+    from ..engine import init_store
 
     cache_bytes = render.parse_size(cache_size) if cache_size else None
     root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes, executor=executor)
@@ -113,10 +113,10 @@ def fsck(
     output: Output = OutputOpt,
 ):
     """Re-hash every chunk and check every file index, commit reference and provenance link."""
-    from dpl.engine.fsck import fsck as run_fsck
+    from ..engine.fsck import fsck as run_fsck
 
     if repair:
-        from dpl.engine.repair import repair as run_repair
+        from ..engine.repair import repair as run_repair
 
         result = run_repair(store(), sources=sources)
         if output == Output.json:
@@ -198,7 +198,7 @@ def put_file(
     executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run those jobs' datums on this executor (local, docker, ray)."),
 ):
     """Put files into a branch as one atomic commit (then run the jobs it starts)."""
-    from dpl.engine.files import plan_sources
+    from ..engine.files import plan_sources
 
     ref = _repo_branch(target)
     s = store()
@@ -208,7 +208,7 @@ def put_file(
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
     if commit.state == "finished" and not no_wait:
-        from dpl.cli.pipelines import run_and_report
+        from .pipelines import run_and_report
 
         run_and_report(s, commit.id, executor)
 
@@ -319,7 +319,7 @@ def delete_file(
     commit = s.delete_files(ref.repo, ref.ref_or_default, [ref.path], message)
     render.info(f"{'deleted in open commit' if commit.state == 'open' else 'committed'} {ref.repo}@{commit.id}")
     if commit.state == "finished" and not no_wait:
-        from dpl.cli.pipelines import run_and_report
+        from .pipelines import run_and_report
 
         run_and_report(s, commit.id, None)
 
@@ -347,7 +347,7 @@ def finish_commit(
     commit = s.finish_commit(ref.repo, ref.ref_or_default, message)
     render.info(f"finished {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
     if not no_wait:
-        from dpl.cli.pipelines import run_and_report
+        from .pipelines import run_and_report
 
         run_and_report(s, commit.id, None)
 
@@ -422,15 +422,15 @@ def delete_branch(
 
 # ------------------------------------------------------------ history and gc
 
-from dpl.cli import maintenance as _maintenance  # noqa: E402
+from . import maintenance as _maintenance  # noqa: E402
 
 _maintenance.register(app)
 
 
 # ------------------------------------------------------- pipelines and jobs
 
-from dpl.cli import pipelines as _pipelines  # noqa: E402
-from dpl.cli import provenance as _provenance  # noqa: E402
+from . import pipelines as _pipelines  # noqa: E402
+from . import provenance as _provenance  # noqa: E402
 
 _pipelines.register(app)
 _provenance.register(app)

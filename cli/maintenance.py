@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from dpl.cli import render
-from dpl.cli.render import Output, size
+from . import render
+from .render import Output, size
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
 
 
 def _store():
-    from dpl.engine import Store
+    from ..engine import Store
 
     return Store.open()
 
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         output: Output = OutputOpt,
     ):
         """Delete the chunks and file indexes no commit, job or datum refers to."""
-        from dpl.engine.gc import collect_garbage
+        from ..engine.gc import collect_garbage
 
         report = collect_garbage(_store(), grace_minutes=grace, dry_run=dry_run)
         if output == Output.json:

@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
-from dpl.cli import render
-from dpl.cli.render import Output, ago, short
-from dpl.storage.errors import DplError, InvalidRef
+from . import render
+from .render import Output, ago, short
+from ..storage.errors import DplError, InvalidRef
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
 ExecutorOpt = typer.Option(None, "--executor", "-x", help="Run datums on this executor: local, docker or ray (default: the spec's, else the store's).")
@@ -25,7 +25,7 @@ NoWaitOpt = typer.Option(False, "--no-wait", help="Return at once; `dpl run` or 
 
 
 def _store():
-    from dpl.engine import Store
+    from ..engine import Store
 
     return Store.open()
 

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from dpl.cli import render
-from dpl.cli.render import Output
+from . import render
+from .render import Output
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table (a tree) for people, json for programs.")
 
@@ -27,7 +27,7 @@ GraphOpt = typer.Option(None, "--graph", "-g", help="Print a graph instead: dot 
 
 
 def _store():
-    from dpl.engine import Store
+    from ..engine import Store
 
     return Store.open()
 
@@ -83,7 +83,7 @@ def _print_tree(tree) -> None:
 
 
 def _split(target: str):
-    from dpl.engine import refs
+    from ..engine import refs
 
     ref = refs.parse(target)
     if ref.path is None or ref.path == "/":
@@ -92,7 +92,7 @@ def _split(target: str):
 
 
 def render_error(message: str, hint: str):
-    from dpl.storage.errors import DplError
+    from ..storage.errors import DplError
 
     return DplError(message, hint=hint)
 
@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
     @app.command("provenance")
     def provenance(target: str = typer.Argument(..., metavar="REPO@REF:PATH"), output: Output = OutputOpt, graph: Optional[Graph] = GraphOpt):
         """Where a file came from: the datum that wrote it and the input files it read, back to user commits."""
-        from dpl.engine import provenance as prov
+        from ..engine import provenance as prov
 
         ref = _split(target)
         tree = _store().file_provenance(ref.repo, ref.ref_or_default, ref.path)
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     @app.command("subvenance")
     def subvenance(target: str = typer.Argument(..., metavar="REPO@REF:PATH"), output: Output = OutputOpt, graph: Optional[Graph] = GraphOpt):
         """What was derived from a file version: every downstream file and commit, and which are on a branch head now."""
-        from dpl.engine import provenance as prov
+        from ..engine import provenance as prov
 
         ref = _split(target)
         tree = _store().file_subvenance(ref.repo, ref.ref_or_default, ref.path)
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
     @app.command("why")
     def why(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
         """Why a job's datums ran (new input, changed content, spec changed, retried), and how many were skipped."""
-        from dpl.cli.pipelines import job_ref
+        from .pipelines import job_ref
 
         pipeline, jid = job_ref(job)
         info = _store().why(pipeline, jid)
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
     @app.command("draw-dag")
     def draw_dag(graph: Graph = typer.Option(Graph.mermaid, "--graph", "-g", help="dot or mermaid.")):
         """Draw the pipeline DAG: repos, pipelines and what reads what."""
-        from dpl.engine import provenance as prov
+        from ..engine import provenance as prov
 
         g = prov.dag(_store())
         sys.stdout.write(prov.dag_dot(g) if graph == Graph.dot else prov.dag_mermaid(g))

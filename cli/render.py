@@ -37,7 +37,7 @@ def size(n: int | None) -> str:
 
 def parse_size(text: str) -> int:
     """`2G`, `500M`, `1.5GiB` or a byte count, in binary units."""
-    from dpl.storage.errors import DplError
+    from ..storage.errors import DplError
 
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     clean = text.strip().upper().removesuffix("B").removesuffix("I")

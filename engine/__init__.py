@@ -2,11 +2,11 @@
 
 This is the Python API; the CLI is a thin skin over it::
 
-    from dpl.engine import Store
+    from . import Store
     store = Store.open()          # the store found from the current directory
     store.create_repo("images")
 """
 
-from dpl.engine.store import Store, find_store, init_store
+from .store import Store, find_store, init_store
 
 __all__ = ["Store", "find_store", "init_store"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import xxhash
 
-from dpl.storage.errors import InvalidSpec
+from .errors import InvalidSpec
 
 # Docker runs the image's files: its digest already stands for the code.
 HOST_CODE_EXECUTORS = ("local", "ray")

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from dpl.storage.errors import DplError, InvalidSpec, RepoNotFound
+from ..storage.errors import DplError, RepoNotFound
+from .errors import InvalidSpec
 
 log = logging.getLogger("dpl")
 
@@ -126,7 +127,7 @@ def parse_time(text: str) -> float:
 def _every(schedule: str) -> float | None:
     if not schedule.startswith("@every"):
         return None
-    from dpl.engine.spec import parse_duration
+    from .spec import parse_duration
 
     rest = schedule.removeprefix("@every").strip()
     seconds = parse_duration(rest) if rest else None

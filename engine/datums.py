@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import xxhash
 
-from dpl.engine.executors.base import DatumInput, DatumTask
-from dpl.engine.globs import Matches, compile_glob, match
-from dpl.engine.spec import PfsInput, Spec
+from .executors.base import DatumInput, DatumTask
+from .globs import Matches, compile_glob, match
+from .spec import PfsInput, Spec
 
 Pair = tuple[int, int]  # (pfs input index, unit index)
 

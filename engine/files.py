@@ -24,15 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from dpl.engine.repos import pc_sum
-from dpl.engine.gc import cleans_up_after_disk_full
-from dpl.engine.writers import writes_objects
-from dpl.storage import chunkstore, index
-from dpl.storage.chunking import ChunkWriter, int_array
-from dpl.storage.chunkstore import object_id
-from dpl.storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
-from dpl.storage.local import LocalChunkStore
-from dpl.storage.paths import normalize_path
+from .repos import pc_sum
+from .gc import cleans_up_after_disk_full
+from .writers import writes_objects
+from ..storage import chunkstore, index
+from ..storage.chunking import ChunkWriter, int_array
+from ..storage.chunkstore import object_id
+from ..storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
+from ..storage.local import LocalChunkStore
+from ..storage.paths import normalize_path
 
 SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
 PREFETCH = 16  # chunks of a big file fetched ahead of the one being written
@@ -364,7 +364,7 @@ class FileOps:
         )
 
     def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
-        from dpl.engine import globs
+        from . import globs
 
         _, table = self.file_table(repo, ref)
         rows = []

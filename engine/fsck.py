@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.storage import chunkstore, index
-from dpl.storage.chunkstore import object_id
-from dpl.storage.errors import Corruption
+from ..storage import chunkstore, index
+from ..storage.chunkstore import object_id
+from ..storage.errors import Corruption
 
 MAX_PATHS = 20  # affected paths named per problem
 
@@ -185,7 +185,7 @@ def _provenance(store, commits, known) -> list[Problem]:
 
 def _leftovers(store) -> list[str]:
     """Files a killed process left behind: harmless, and removed by `dpl gc`."""
-    from dpl.engine.writers import pid_alive
+    from .writers import pid_alive
 
     notes = []
     for attr, what in (("tmp", "temporary object file"), ("trash", "object an interrupted gc moved aside")):

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
-from dpl.engine import writers
-from dpl.storage import index
-from dpl.storage.errors import Corruption, DiskFull, DplError
+from . import writers
+from ..storage import index
+from ..storage.errors import Corruption, DiskFull, DplError
 
 DEFAULT_GRACE_MINUTES = 10.0
 CLOCK_SLACK = 2.0  # seconds: filesystem timestamps may lag time.time() a little

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.storage.errors import InvalidSpec
+from .errors import InvalidSpec
 
 
 @dataclass(frozen=True)

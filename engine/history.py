@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import time
 
-from dpl.engine.jobs import _lease_held
-from dpl.storage.errors import CommitInUse, WouldOrphan
+from .jobs import _lease_held
+from ..storage.errors import CommitInUse, WouldOrphan
 
 MAX_NAMED = 5
 

@@ -41,13 +41,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.engine import code as code_mod
-from dpl.engine import datums as datums_mod
-from dpl.engine.executors import get_executor
-from dpl.engine.executors.base import DatumResult, JobContext
-from dpl.engine.writers import pid_alive, writes_objects
-from dpl.storage import index
-from dpl.storage.errors import Conflict, DatumNotFound, DplError, JobFailed, JobNotFound, PathCollision
+from . import code as code_mod
+from . import datums as datums_mod
+from .executors import get_executor
+from .executors.base import DatumResult, JobContext
+from .writers import pid_alive, writes_objects
+from ..storage import index
+from ..storage.errors import Conflict, DplError, PathCollision
+from .errors import DatumNotFound, JobFailed, JobNotFound
 
 log = logging.getLogger("dpl")
 

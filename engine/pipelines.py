@@ -13,10 +13,11 @@ import json
 import time
 import uuid
 
-from dpl.engine import spec as specs
-from dpl.engine import code as code_mod
-from dpl.engine.spechistory import SpecHistory, code_version
-from dpl.storage.errors import InvalidSpec, PipelineExists, PipelineNotFound, RepoInUse
+from . import spec as specs
+from . import code as code_mod
+from .spechistory import SpecHistory, code_version
+from ..storage.errors import RepoInUse
+from .errors import InvalidSpec, PipelineExists, PipelineNotFound
 
 
 class PipelineOps:
@@ -186,8 +187,8 @@ class PipelineOps:
             # Pipelines that read its output before (and no longer do) made commits from it.
             down, _ = self.downstream({(name, r["id"]) for r in self.db.query("SELECT id FROM commits WHERE repo=?", (name,))})
             if down:
-                from dpl.engine.history import _names
-                from dpl.storage.errors import WouldOrphan
+                from .history import _names
+                from ..storage.errors import WouldOrphan
 
                 raise WouldOrphan(
                     f"Deleting pipeline {name!r} and its output repo would orphan {len(down)} downstream commit(s) made from it: {_names(down)}.",

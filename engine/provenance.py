@@ -23,9 +23,9 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.storage import index
-from dpl.storage.errors import FileNotFound
-from dpl.storage.paths import normalize_path
+from ..storage import index
+from ..storage.errors import FileNotFound
+from ..storage.paths import normalize_path
 
 MAX_FILES = 20  # input files listed per datum; the rest are counted
 

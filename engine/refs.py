@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dpl.storage.errors import InvalidRef
-from dpl.storage.paths import normalize_path, validate_name
+from ..storage.errors import InvalidRef
+from ..storage.paths import normalize_path, validate_name
 
 _ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<ancestry>(?:\^+|~\d*)*)$")
 

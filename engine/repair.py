@@ -36,11 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from dpl.engine import writers
-from dpl.engine.fsck import MAX_PATHS, Report, fsck
-from dpl.storage import index
-from dpl.storage.chunkstore import object_id
-from dpl.storage.errors import Corruption
+from . import writers
+from .fsck import MAX_PATHS, Report, fsck
+from ..storage import index
+from ..storage.chunkstore import object_id
+from ..storage.errors import Corruption
 
 QUARANTINE = "quarantine"
 
@@ -109,7 +109,7 @@ def _rebuild_indexes(store, bad: set[bytes], out: RepairReport) -> set[tuple[str
         # Out of the way: a rebuilt layer may have the very same id, and must not
         # be taken for already stored.
         _quarantine(store, oid)
-    from dpl.engine.repos import Commit
+    from .repos import Commit
 
     rows = store.db.query("SELECT * FROM commits ORDER BY created")
     commits = {(r["repo"], r["id"]): Commit.from_row(r) for r in rows}
@@ -353,7 +353,7 @@ def _fix_job_objects(store, problems, out: RepairReport) -> None:
 
 
 def _rebuild_datum_list(store, job) -> str | None:
-    from dpl.engine.jobs import DATUM_LIST_SCHEMA
+    from .jobs import DATUM_LIST_SCHEMA
 
     ran = {r["datum"]: r for r in store.db.query("SELECT datum, key, state FROM datums WHERE pipeline=? AND job=?", (job["pipeline"], job["id"]))}
     ids = dict.fromkeys(ran)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
-from dpl.engine import refs
-from dpl.engine.writers import writes_objects
-from dpl.storage import index
-from dpl.storage.errors import (
+from . import refs
+from .writers import writes_objects
+from ..storage import index
+from ..storage.errors import (
     AmbiguousRef,
     BranchNotFound,
     CommitInUse,
@@ -34,7 +34,7 @@ from dpl.storage.errors import (
     RepoInUse,
     RepoNotFound,
 )
-from dpl.storage.paths import validate_name
+from ..storage.paths import validate_name
 
 
 @dataclass

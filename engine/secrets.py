@@ -20,7 +20,8 @@ import os
 import re
 import time
 
-from dpl.storage.errors import InvalidName, InvalidSpec, SecretExists, SecretNotFound
+from ..storage.errors import InvalidName
+from .errors import InvalidSpec, SecretExists, SecretNotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")  # what Kubernetes allows in a secret's keys

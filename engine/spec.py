@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from dpl.storage.errors import DplError, InvalidSpec
-from dpl.storage.paths import validate_name
+from ..storage.errors import DplError
+from .errors import InvalidSpec
+from ..storage.paths import validate_name
 
 DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
 MAX_DEPTH = 64  # levels of JSON nesting a spec may have (cross of union of ... is a few)
@@ -128,12 +129,12 @@ class Spec:
     @property
     def input(self) -> dict:
         """The input tree the engine reads: a cron input is the pfs input of its repo."""
-        from dpl.engine import cron
+        from . import cron
 
         return cron.as_pfs(self.name, self.raw["input"])
 
     def cron_inputs(self) -> list:
-        from dpl.engine import cron
+        from . import cron
 
         return cron.cron_inputs(self.name, self.raw["input"])
 
@@ -334,13 +335,13 @@ def _best(errors, renames: dict):
 
 
 def _check_semantics(raw: dict) -> None:
-    from dpl.engine import globs
+    from . import globs
 
     def walk(node, path):
         (kind, value), = node.items()
         where = f"{path}.{kind}"
         if kind == "cron":
-            from dpl.engine import cron
+            from . import cron
 
             cron.check(where, value)
             repo = value.get("repo") or f"{raw['pipeline']['name']}_{value['name']}"
@@ -370,7 +371,7 @@ def _check_semantics(raw: dict) -> None:
             walk(child, child_where)
 
     walk(raw["input"], "spec.input")
-    from dpl.engine import cron
+    from . import cron
 
     names = [p.name for p in _pfs_nodes(cron.as_pfs(raw["pipeline"]["name"], raw["input"]))]
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -12,19 +12,20 @@ import json
 import os
 from pathlib import Path
 
-from dpl.engine.cron import CronOps
-from dpl.engine.executors import KINDS
-from dpl.engine.files import FileOps
-from dpl.engine.history import HistoryOps
-from dpl.engine.jobs import JobOps
-from dpl.engine.pipelines import PipelineOps
-from dpl.engine.provenance import ProvenanceOps
-from dpl.engine.repos import RepoOps
-from dpl.engine.secrets import SecretOps
-from dpl.storage.chunkstore import ChunkStore
-from dpl.storage.errors import ExecutorUnavailable, StoreExists, StoreNotFound
-from dpl.storage.local import LocalChunkStore
-from dpl.storage.metadata import Metadata
+from .cron import CronOps
+from .executors import KINDS
+from .files import FileOps
+from .history import HistoryOps
+from .jobs import JobOps
+from .pipelines import PipelineOps
+from .provenance import ProvenanceOps
+from .repos import RepoOps
+from .secrets import SecretOps
+from ..storage.chunkstore import ChunkStore
+from ..storage.errors import StoreExists, StoreNotFound
+from .errors import ExecutorUnavailable
+from ..storage.local import LocalChunkStore
+from ..storage.metadata import Metadata
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
@@ -86,7 +87,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     if url == "local":
         return LocalChunkStore(str(root / "chunks"), durable=config.get("durable", True))
     if url.startswith("s3://"):
-        from dpl.storage.s3 import S3ChunkStore
+        from ..storage.s3 import S3ChunkStore
 
         return S3ChunkStore(url, str(root / "cache"), cache_bytes=int(config.get("cache_bytes", S3_DEFAULT_CACHE_BYTES)))
     raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")

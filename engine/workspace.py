@@ -17,12 +17,12 @@ import threading
 import pyarrow as pa
 import xxhash
 
-from dpl.engine.executors.base import DatumTask
-from dpl.storage import index
-from dpl.storage.chunking import BLOCK, ChunkWriter
-from dpl.storage.chunkstore import object_id
-from dpl.storage.errors import Corruption, InvalidPath
-from dpl.storage.paths import normalize_path
+from .executors.base import DatumTask
+from ..storage import index
+from ..storage.chunking import BLOCK, ChunkWriter
+from ..storage.chunkstore import object_id
+from ..storage.errors import Corruption, InvalidPath
+from ..storage.paths import normalize_path
 
 
 class ChunkReader:

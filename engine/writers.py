@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 
-from dpl.storage.errors import DiskFull
+from ..storage.errors import DiskFull
 
 DIR = "writers"
 LOCK = ".lock"

@@ -19,7 +19,7 @@ import weakref
 
 import pyarrow as pa
 
-from dpl.storage.chunkstore import ChunkStore, object_id
+from .chunkstore import ChunkStore, object_id
 
 AVG_CHUNK = 1 << 20
 # Cut only once this much is buffered: the last cut in a buffer is provisional

@@ -12,7 +12,7 @@ from typing import Iterator, Protocol
 
 import xxhash
 
-from dpl.storage.errors import Corruption
+from .errors import Corruption
 
 
 def object_id(data) -> bytes:

@@ -2,8 +2,10 @@
 
 Every error carries one sentence (`message`) and an optional `hint`; the CLI
 turns any `DplError` into those two lines on stderr and a non-zero exit, in
-one place, so no user error ever shows a traceback.  They live in the lowest
-layer so that storage and engine raise the same types.
+one place, so no user error ever shows a traceback.  Each layer defines its
+own: these are the storage layer's (stores, names, paths, repos, commits,
+bytes); pipeline, job, executor and secret errors live in `engine/errors.py`.
+Both derive from `DplError`, which is why the CLI renders every one the same.
 """
 
 from __future__ import annotations
@@ -97,42 +99,6 @@ class SourceNotFound(DplError):
 
 class Conflict(DplError):
     """A concurrent writer changed what this operation relied on."""
-
-
-class InvalidSpec(DplError):
-    pass
-
-
-class PipelineNotFound(DplError):
-    pass
-
-
-class PipelineExists(DplError):
-    pass
-
-
-class JobNotFound(DplError):
-    pass
-
-
-class DatumNotFound(DplError):
-    pass
-
-
-class JobFailed(DplError):
-    pass
-
-
-class ExecutorUnavailable(DplError):
-    pass
-
-
-class SecretNotFound(DplError):
-    pass
-
-
-class SecretExists(DplError):
-    pass
 
 
 class Corruption(DplError):

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpl.storage.chunking import REFS_TYPE
-from dpl.storage.chunkstore import ChunkStore, object_id
-from dpl.storage.errors import Corruption
+from .chunking import REFS_TYPE
+from .chunkstore import ChunkStore, object_id
+from .errors import Corruption
 
 SCHEMA = pa.schema(
     [

@@ -21,7 +21,7 @@ import os
 import threading
 from typing import Iterator
 
-from dpl.storage.errors import Corruption, DiskFull
+from .errors import Corruption, DiskFull
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _sync_file_range = getattr(_libc, "sync_file_range", None)

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 
-from dpl.storage.errors import Corruption, DiskFull, DplError, InvalidRef, StorageUnavailable
+from .errors import Corruption, DiskFull, DplError, InvalidRef, StorageUnavailable
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: list[str] = [

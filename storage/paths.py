@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from dpl.storage.errors import InvalidName, InvalidPath
+from .errors import InvalidName, InvalidPath
 
 # Pachyderm's rule for repo and pipeline names, which we also apply to branches.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")

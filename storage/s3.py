@@ -39,8 +39,8 @@ from concurrent.futures import Future
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
-from dpl.storage.chunkstore import object_id
-from dpl.storage.errors import Corruption, DplError, StorageUnavailable
+from .chunkstore import object_id
+from .errors import Corruption, DplError, StorageUnavailable
 
 DEFAULT_CACHE_BYTES = 2 << 30
 DEFAULT_WORKERS = 32

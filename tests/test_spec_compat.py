@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dpl.engine.spec import load_spec
-from dpl.storage.errors import InvalidSpec
+from dpl.engine.errors import InvalidSpec
 from dplcli import dpl
 
 BASE = {

@@ -7,25 +7,25 @@ is chosen, so the embedded default needs neither docker-py nor Ray.
 
 from __future__ import annotations
 
-from dpl.storage.errors import ExecutorUnavailable
+from ..errors import ExecutorUnavailable
 
 KINDS = ("local", "docker", "ray")
 
 
 def get_executor(kind: str, config: dict | None = None):
     if kind == "local":
-        from dpl.engine.executors.local import LocalExecutor
+        from .local import LocalExecutor
 
         return LocalExecutor()
     if kind == "docker":
         try:
-            from dpl.engine.executors.docker import DockerExecutor
+            from .docker import DockerExecutor
         except ImportError as e:
             raise ExecutorUnavailable(f"The docker executor needs docker-py ({e.name} is not installed).", hint="pip install 'dpl[docker]'.") from None
         return DockerExecutor(config or {})
     if kind == "ray":
         try:
-            from dpl.engine.executors.ray import RayExecutor
+            from .ray import RayExecutor
         except ImportError as e:
             raise ExecutorUnavailable(f"The ray executor needs Ray ({e.name} is not installed).", hint="pip install 'dpl[ray]'.") from None
         return RayExecutor(config or {})

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from dpl.engine.spec import Spec
+from ..spec import Spec
 
 
 @dataclass

@@ -51,10 +51,10 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
-from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
-from dpl.engine.spec import parse_memory
-from dpl.engine.workspace import ChunkReader, collect, materialize
-from dpl.storage.errors import ExecutorUnavailable
+from .base import DatumResult, DatumTask, JobContext
+from ..spec import parse_memory
+from ..workspace import ChunkReader, collect, materialize
+from ..errors import ExecutorUnavailable
 
 log = logging.getLogger("dpl")
 

@@ -25,10 +25,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
-from dpl.engine.executors.sandbox import Sandbox, SandboxDied
-from dpl.engine.workspace import ChunkReader, collect, materialize
-from dpl.storage.errors import ExecutorUnavailable
+from .base import DatumResult, DatumTask, JobContext
+from .sandbox import Sandbox, SandboxDied
+from ..workspace import ChunkReader, collect, materialize
+from ..errors import ExecutorUnavailable
 
 log = logging.getLogger("dpl")
 LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail)

@@ -45,9 +45,10 @@ from pathlib import Path
 import ray
 import ray.exceptions as rex
 
-from dpl.engine.executors.base import DatumResult, DatumTask, JobContext
-from dpl.engine.spec import parse_memory
-from dpl.storage.errors import DplError, ExecutorUnavailable, StorageUnavailable
+from .base import DatumResult, DatumTask, JobContext
+from ..spec import parse_memory
+from ...storage.errors import DplError, StorageUnavailable
+from ..errors import ExecutorUnavailable
 
 log = logging.getLogger("dpl")
 
@@ -328,8 +329,8 @@ def _run_on_worker(payload: dict, task: DatumTask) -> DatumResult:
 
 class _WorkerJob:
     def __init__(self, payload: dict):
-        from dpl.engine.executors.local import LocalExecutor
-        from dpl.engine.spec import Spec
+        from .local import LocalExecutor
+        from ..spec import Spec
 
         self.job = payload["job"]
         self.scratch = _worker_dir() / f"{self.job[:12]}-{os.getpid()}"
@@ -394,7 +395,7 @@ def _sweep() -> None:
 
 @functools.lru_cache(maxsize=4)
 def _chunk_store(store_root: str, config_json: str):
-    from dpl.engine.store import open_chunk_store
+    from ..store import open_chunk_store
 
     config = json.loads(config_json)
     if config.get("object_store", "local") == "local":
