@@ -25,7 +25,7 @@ from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
 from .errors import ExecutorUnavailable
 from ..storage.local import LocalChunkStore
-from ..storage.metadata import Metadata
+from ..storage.metadata import Database, is_url, open_database
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
@@ -56,12 +56,15 @@ def init_store(
     durable: bool = True,
     cache_bytes: int | None = None,
     executor: str = "local",
+    metadata: str | None = None,
 ) -> Path:
     """Create a store; `path` defaults to DPL_STORE or ./.dpl.
 
     `object_store` is "local" (chunks under the store directory) or
     `s3://BUCKET/PREFIX`; then `cache_bytes` bounds the local read cache.
     `executor` is where datums run unless a spec or a call says otherwise.
+    `metadata` is a `postgresql://` URL for metadata shared by many
+    machines; by default it is a SQLite file in the store directory.
     """
     root = Path(path or os.environ.get("DPL_STORE") or Path.cwd() / STORE_DIR)
     if (root / CONFIG).exists():
@@ -69,17 +72,26 @@ def init_store(
     if executor not in KINDS:
         raise ExecutorUnavailable(f"Unknown executor {executor!r}.", hint=f"Use one of: {', '.join(KINDS)}.")
     config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": executor}
+    if metadata:
+        if not is_url(metadata):
+            raise StoreNotFound(f"Metadata {metadata!r} is not a PostgreSQL URL.", hint="Use postgresql://USER@HOST/DB, or leave it out for SQLite.")
+        config["metadata"] = metadata
     if config["object_store"] != "local":
         config["cache_bytes"] = cache_bytes or S3_DEFAULT_CACHE_BYTES
         open_chunk_store(root, config).check()  # a wrong URL, bucket or credential fails here, not at the first put
     root.mkdir(parents=True, exist_ok=True)
     if config["object_store"] == "local":
         LocalChunkStore.create(str(root / "chunks"))
-    Metadata(str(root / "meta.db")).close()
+    open_metadata(root, config).close()
     tmp = root / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")
     os.replace(tmp, root / CONFIG)  # the config appears last: a half-made store is never found
     return root
+
+
+def open_metadata(root: Path, config: dict) -> Database:
+    """The store's metadata database: its PostgreSQL URL, or meta.db beside the config."""
+    return open_database(config.get("metadata") or str(root / "meta.db"))
 
 
 def open_chunk_store(root: Path, config: dict) -> ChunkStore:
@@ -99,7 +111,7 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, RepoOps, Fi
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
         self.config = json.loads((self.root / CONFIG).read_text())
-        self.db = Metadata(str(self.root / "meta.db"))
+        self.db = open_metadata(self.root, self.config)
         self.chunks = open_chunk_store(self.root, self.config)
 
     @classmethod

@@ -16,7 +16,6 @@ its path ends in `/` it removes the whole directory.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 from .chunking import REFS_TYPE
 from .chunkstore import ChunkStore, object_id
 from .errors import Corruption
+from .layer import Layer  # noqa: F401  (index.Layer is the name engine code uses)
 
 SCHEMA = pa.schema(
     [
@@ -42,17 +42,6 @@ EMPTY = SCHEMA.empty_table()
 MAX_LAYERS = 8
 
 
-@dataclass(frozen=True)
-class Layer:
-    id: bytes
-    rows: int
-
-    def to_json(self) -> dict:
-        return {"id": self.id.hex(), "rows": self.rows}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Layer":
-        return cls(bytes.fromhex(d["id"]), int(d["rows"]))
 
 
 def tombstones(paths: list[str]) -> pa.Table:

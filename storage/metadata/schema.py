@@ -1,21 +1,12 @@
-"""The metadata database: SQLite in WAL mode with a schema version.
+"""The metadata schema, as the migrations that build it.
 
-Repos, branches, commits, pipelines, jobs, datums and lineage edges live here.
-WAL lets any number of readers run beside one writer; every change that must
-be atomic (moving a branch head, finishing a commit, recording a job) happens
-inside one `write()` transaction, which takes the write lock up front
-(BEGIN IMMEDIATE) so that a read-modify-write can never interleave with
-another writer's.
+Each entry migrates the schema from version i to i + 1; the version is kept in
+the `meta` table.  The DDL is written for SQLite; the PostgreSQL backend
+translates its few SQLite-only words (see `postgres.py`), so both backends
+build the same tables from this one list.
 """
 
 from __future__ import annotations
-
-import contextlib
-import os
-import sqlite3
-import threading
-
-from .errors import Corruption, DiskFull, DplError, InvalidRef, StorageUnavailable
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: list[str] = [
@@ -152,120 +143,3 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class Metadata:
-    def __init__(self, path: str):
-        self.path = path
-        self._local = threading.local()
-        self._migrate()
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=60000")
-            except sqlite3.OperationalError as e:
-                raise self._storage_error(e) or e
-            self._local.conn = conn
-        return conn
-
-    def _storage_error(self, e: sqlite3.Error) -> DplError | None:
-        """The user-facing error for a database that cannot be written (a full
-        disk, most often); None for anything else (a bug, to be seen as one)."""
-        text = str(e).lower()
-        if not any(w in text for w in ("full", "disk i/o", "unable to open", "readonly")):
-            return None
-        try:
-            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-            full = "full" in text or st.f_bavail * st.f_frsize < (1 << 20)
-        except OSError:
-            full = "full" in text
-        if full:
-            return DiskFull()
-        return StorageUnavailable(f"The metadata database {self.path} cannot be used ({e}).", hint="Check the disk and its permissions.")
-
-    def _migrate(self) -> None:
-        try:
-            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row and int(row[0]) == SCHEMA_VERSION:
-                return  # the common case takes no write lock
-        except sqlite3.OperationalError:
-            pass  # a new database: no meta table yet
-        with self.write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise Corruption(
-                    f"This store has schema version {version}, newer than this dpl ({SCHEMA_VERSION}).",
-                    hint="Upgrade dpl.",
-                )
-            for i in range(version, SCHEMA_VERSION):
-                script = MIGRATIONS[i]
-                if i == 0:
-                    script = script.replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta")
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-
-    @contextlib.contextmanager
-    def write(self):
-        """One atomic read-modify-write transaction holding the write lock."""
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise self._storage_error(e) or e
-        try:
-            yield conn
-        except BaseException as e:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")  # fails only if SQLite already rolled back
-            if isinstance(e, sqlite3.OperationalError) and (mapped := self._storage_error(e)):
-                raise mapped from None
-            if isinstance(e, UnicodeEncodeError):
-                raise _not_utf8(e) from None
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise self._storage_error(e) or e
-
-    def query(self, sql: str, args=()) -> list[sqlite3.Row]:
-        try:
-            return self.conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as e:
-            raise self._storage_error(e) or e
-        except UnicodeEncodeError as e:
-            raise _not_utf8(e) from None
-
-    def one(self, sql: str, args=()) -> sqlite3.Row | None:
-        try:
-            return self.conn.execute(sql, args).fetchone()
-        except sqlite3.OperationalError as e:
-            raise self._storage_error(e) or e
-        except UnicodeEncodeError as e:
-            raise _not_utf8(e) from None
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-
-def _not_utf8(e: UnicodeEncodeError) -> InvalidRef:
-    """A name that is no text (undecodable bytes in a command-line argument)
-    can name nothing stored: say so instead of failing in SQLite."""
-    return InvalidRef(f"{e.object!r} is not valid UTF-8 text, so it names nothing in the store.", hint="Check the name for stray bytes.")
