@@ -11,11 +11,8 @@ its own layers onto the new head.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from dataclasses import dataclass, field
-
 import pyarrow.compute as pc
 
 from . import refs
@@ -34,70 +31,15 @@ from ..storage.errors import (
     RepoInUse,
     RepoNotFound,
 )
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import pipelines as pipeline_rows
+from ..storage.metadata import repos as repo_rows
+from ..storage.metadata.commits import Commit
 from ..storage.paths import validate_name
-
-
-@dataclass
-class Commit:
-    repo: str
-    id: str
-    branch: str | None
-    parent: str | None
-    state: str
-    layers: list[index.Layer]
-    delta: list[index.Layer]
-    size: int
-    nfiles: int
-    created: float
-    finished: float | None
-    description: str
-    origin: str
-    job: str | None
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row) -> "Commit":
-        return cls(
-            repo=row["repo"],
-            id=row["id"],
-            branch=row["branch"],
-            parent=row["parent"],
-            state=row["state"],
-            layers=[index.Layer.from_json(d) for d in json.loads(row["layers"])],
-            delta=[index.Layer.from_json(d) for d in json.loads(row["delta"])],
-            size=row["size"],
-            nfiles=row["nfiles"],
-            created=row["created"],
-            finished=row["finished"],
-            description=row["description"],
-            origin=row["origin"],
-            job=row["job"],
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "repo": self.repo,
-            "id": self.id,
-            "branch": self.branch,
-            "parent": self.parent,
-            "state": self.state,
-            "size": self.size,
-            "files": self.nfiles,
-            "created": self.created,
-            "finished": self.finished,
-            "description": self.description,
-            "origin": self.origin,
-            "job": self.job,
-            **self.extra,
-        }
 
 
 def new_commit_id() -> str:
     return uuid.uuid4().hex
-
-
-def _layers_json(layers: list[index.Layer]) -> str:
-    return json.dumps([l.to_json() for l in layers])
 
 
 class RepoOps:
@@ -107,51 +49,41 @@ class RepoOps:
 
     def create_repo(self, name: str, description: str = "", *, kind: str = "user") -> dict:
         validate_name(name, "repo")
-        with self.db.write() as db:
-            if db.execute("SELECT 1 FROM repos WHERE name=?", (name,)).fetchone():
+        with self.db.write() as tx:
+            if repo_rows.exists(tx, name):
                 raise RepoExists(f"Repo {name!r} already exists.", hint="Pick another name or use the existing repo.")
-            db.execute(
-                "INSERT INTO repos (name, created, description, kind) VALUES (?, ?, ?, ?)",
-                (name, time.time(), description, kind),
-            )
+            repo_rows.insert(tx, name, time.time(), description, kind)
         return self.inspect_repo(name)
 
-    def _repo_row(self, name: str):
-        row = self.db.one("SELECT * FROM repos WHERE name=?", (name,))
+    def _repo_row(self, name: str) -> repo_rows.Repo:
+        row = repo_rows.get(self.db, name)
         if row is None:
             raise RepoNotFound(f"Repo {name!r} does not exist.", hint="See `dpl list-repo`, or create it with `dpl create-repo`.")
         return row
 
     def inspect_repo(self, name: str) -> dict:
         row = self._repo_row(name)
-        stats = self.db.one(
-            "SELECT COUNT(*) AS n, MAX(finished) AS last FROM commits WHERE repo=? AND state='finished'", (name,)
-        )
-        master = self.db.one(
-            "SELECT c.size, c.nfiles FROM branches b JOIN commits c ON c.repo=b.repo AND c.id=b.head "
-            "WHERE b.repo=? AND b.name='master'",
-            (name,),
-        )
-        branches = [r["name"] for r in self.db.query("SELECT name FROM branches WHERE repo=? ORDER BY name", (name,))]
+        n, last = commit_rows.repo_stats(self.db, name)
+        size, files = repo_rows.head_stats(self.db, name, "master") or (0, 0)
         return {
             "name": name,
-            "kind": row["kind"],
-            "description": row["description"],
-            "created": row["created"],
-            "size": master["size"] if master else 0,
-            "files": master["nfiles"] if master else 0,
-            "commits": stats["n"],
-            "last_commit": stats["last"],
-            "branches": branches,
+            "kind": row.kind,
+            "description": row.description,
+            "created": row.created,
+            "size": size,
+            "files": files,
+            "commits": n,
+            "last_commit": last,
+            "branches": [b.name for b in repo_rows.branches(self.db, name)],
         }
 
     def list_repos(self) -> list[dict]:
-        return [self.inspect_repo(r["name"]) for r in self.db.query("SELECT name FROM repos ORDER BY name")]
+        return [self.inspect_repo(name) for name in repo_rows.names(self.db)]
 
     def delete_repo(self, name: str, *, force: bool = False) -> dict:
         """Delete a repo; with `force` also what pipelines made from its commits (see `history`)."""
         self._repo_row(name)
-        if self.db.one("SELECT 1 FROM pipelines WHERE name=?", (name,)):
+        if pipeline_rows.exists(self.db, name):
             raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
         readers = self.pipelines_reading(name)
         if readers and not force:
@@ -159,13 +91,12 @@ class RepoOps:
                 f"Repo {name!r} is an input of pipeline(s) {', '.join(sorted(readers))}.",
                 hint="Delete those pipelines first, or pass --force.",
             )
-        with self.db.write() as db:
-            commits = {(name, r["id"]) for r in db.execute("SELECT id FROM commits WHERE repo=?", (name,)).fetchall()}
-            plan = self._plan_removal(db, commits, force=force, what=f"Deleting repo {name!r}")
-            result = self._apply_removal(db, plan)
-            db.execute("DELETE FROM commits WHERE repo=?", (name,))
-            db.execute("DELETE FROM branches WHERE repo=?", (name,))
-            db.execute("DELETE FROM repos WHERE name=?", (name,))
+        with self.db.write() as tx:
+            commits = {(name, cid) for cid in commit_rows.ids_of_repo(tx, name)}
+            plan = self._plan_removal(tx, commits, force=force, what=f"Deleting repo {name!r}")
+            result = self._apply_removal(tx, plan)
+            commit_rows.delete_of_repo(tx, name)
+            repo_rows.delete(tx, name)
         return result
 
     def pipelines_reading(self, repo: str) -> set[str]:
@@ -176,30 +107,21 @@ class RepoOps:
 
     def list_branches(self, repo: str) -> list[dict]:
         self._repo_row(repo)
-        rows = self.db.query(
-            "SELECT b.name, b.head, b.created, c.finished FROM branches b "
-            "LEFT JOIN commits c ON c.repo=b.repo AND c.id=b.head WHERE b.repo=? ORDER BY b.name",
-            (repo,),
-        )
-        return [{"repo": repo, "branch": r["name"], "head": r["head"], "created": r["created"], "updated": r["finished"]} for r in rows]
+        return [{"repo": repo, "branch": b.name, "head": b.head, "created": b.created, "updated": b.updated} for b in repo_rows.branches(self.db, repo)]
 
     def create_branch(self, repo: str, branch: str, head: str | None = None) -> dict:
         validate_name(branch, "branch")
         self._repo_row(repo)
         commit = self.resolve_commit(repo, head) if head else None
-        with self.db.write() as db:
-            db.execute(
-                "INSERT INTO branches (repo, name, head, created) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(repo, name) DO UPDATE SET head=excluded.head",
-                (repo, branch, commit.id if commit else None, time.time()),
-            )
+        with self.db.write() as tx:
+            repo_rows.upsert_branch(tx, repo, branch, commit.id if commit else None, time.time())
         return {"repo": repo, "branch": branch, "head": commit.id if commit else None}
 
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         """Delete a branch; its commits stay readable by id (and keep their provenance)."""
         self._branch_head(repo, branch)
-        readers = sorted(r["pipeline"] for r in self.db.query("SELECT pipeline FROM pipeline_inputs WHERE repo=? AND branch=?", (repo, branch)))
-        writer = self.db.one("SELECT name FROM pipelines WHERE name=? AND output_branch=?", (repo, branch))
+        readers = sorted(pipeline_rows.readers_of(self.db, repo, branch))
+        writer = pipeline_rows.writes_to(self.db, repo, branch)
         opened = self.open_commit(repo, branch)
         if not force:
             if readers:
@@ -208,37 +130,34 @@ class RepoOps:
                 raise RepoInUse(f"Branch {repo}@{branch} is where pipeline {repo!r} writes its output.", hint="Delete the pipeline first, or pass --force.")
             if opened:
                 raise CommitInUse(f"Branch {repo}@{branch} has an open commit ({opened.id[:12]}).", hint="Finish it, or pass --force to drop it with the branch.")
-        with self.db.write() as db:
-            db.execute("DELETE FROM commits WHERE repo=? AND branch=? AND state='open'", (repo, branch))
-            db.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, branch))
+        with self.db.write() as tx:
+            commit_rows.delete_open_on(tx, repo, branch)
+            repo_rows.delete_branch(tx, repo, branch)
 
     def _branch_head(self, repo: str, branch: str) -> str | None:
-        row = self.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, branch))
+        row = repo_rows.branch(self.db, repo, branch)
         if row is None:
             self._repo_row(repo)
             raise BranchNotFound(f"Branch {branch!r} does not exist in repo {repo!r}.", hint=f"See `dpl list-branch {repo}`.")
-        return row["head"]
+        return row.head
 
     # --------------------------------------------------------------- commits
 
-    def _commit_row(self, repo: str, commit_id: str):
-        return self.db.one("SELECT * FROM commits WHERE repo=? AND id=?", (repo, commit_id))
-
     def get_commit(self, repo: str, commit_id: str) -> Commit:
-        row = self._commit_row(repo, commit_id)
-        if row is None:
+        commit = commit_rows.get(self.db, repo, commit_id)
+        if commit is None:
             raise CommitNotFound(f"Commit {commit_id} does not exist in repo {repo!r}.")
-        return Commit.from_row(row)
+        return commit
 
     def resolve_commit(self, repo: str, ref: str | None = None, *, allow_open: bool = False) -> Commit:
         """A branch, a commit id or unique prefix, with optional `^`/`~n`."""
         self._repo_row(repo)
         base, depth = refs.split_ancestry(ref or "master")
-        branch = self.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, base))
+        branch = repo_rows.branch(self.db, repo, base)
         if branch is not None:
-            if branch["head"] is None:
+            if branch.head is None:
                 raise CommitNotFound(f"Branch {base!r} of repo {repo!r} has no commits yet.", hint="Put a file first.")
-            commit = self.get_commit(repo, branch["head"])
+            commit = self.get_commit(repo, branch.head)
         else:
             commit = self._commit_by_prefix(repo, base)
         for _ in range(depth):
@@ -255,24 +174,18 @@ class RepoOps:
                 f"{prefix!r} is neither a branch nor a commit of repo {repo!r}.",
                 hint=f"See `dpl list-branch {repo}` and `dpl list-commit {repo}`.",
             )
-        rows = self.db.query(
-            "SELECT * FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
-            (repo, prefix.lower(), prefix.lower() + "g"),
-        )
+        rows = commit_rows.by_prefix(self.db, repo, prefix.lower())
         if not rows:
             raise CommitNotFound(f"No commit of repo {repo!r} starts with {prefix!r}.", hint=f"See `dpl list-commit {repo}`.")
         if len(rows) > 1:
             raise AmbiguousRef(f"{prefix!r} matches several commits of repo {repo!r}.", hint="Type more characters of the id.")
-        return Commit.from_row(rows[0])
+        return rows[0]
 
     def list_commits(self, repo: str, branch: str | None = None, *, limit: int | None = None) -> list[Commit]:
         """History, newest first: a branch's ancestry, or every commit of the repo."""
         self._repo_row(repo)
         if branch is None:
-            rows = self.db.query(
-                "SELECT * FROM commits WHERE repo=? ORDER BY created DESC" + (f" LIMIT {int(limit)}" if limit else ""), (repo,)
-            )
-            return [Commit.from_row(r) for r in rows]
+            return commit_rows.of_repo(self.db, repo, limit)
         commit: Commit | None = self.resolve_commit(repo, branch)
         out = []
         while commit is not None and (limit is None or len(out) < limit):
@@ -281,32 +194,21 @@ class RepoOps:
         return out
 
     def open_commit(self, repo: str, branch: str) -> Commit | None:
-        row = self.db.one("SELECT * FROM commits WHERE repo=? AND branch=? AND state='open'", (repo, branch))
-        return Commit.from_row(row) if row else None
+        return commit_rows.open_on(self.db, repo, branch)
 
     def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
         validate_name(branch, "branch")
         self._repo_row(repo)
-        with self.db.write() as db:
-            if db.execute("SELECT 1 FROM commits WHERE repo=? AND branch=? AND state='open'", (repo, branch)).fetchone():
+        with self.db.write() as tx:
+            if commit_rows.open_on(tx, repo, branch) is not None:
                 raise Conflict(
                     f"Branch {branch!r} of repo {repo!r} already has an open commit.",
                     hint="Finish it with `dpl finish-commit` first.",
                 )
-            head = self._ensure_branch(db, repo, branch)
+            head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             cid = commit_id or new_commit_id()
-            db.execute(
-                "INSERT INTO commits (repo, id, branch, parent, state, created, description) VALUES (?, ?, ?, ?, 'open', ?, ?)",
-                (repo, cid, branch, head, time.time(), description),
-            )
+            commit_rows.insert_open(tx, repo, cid, branch, head, time.time(), description)
         return self.get_commit(repo, cid)
-
-    def _ensure_branch(self, db, repo: str, branch: str) -> str | None:
-        row = db.execute("SELECT head FROM branches WHERE repo=? AND name=?", (repo, branch)).fetchone()
-        if row is None:
-            db.execute("INSERT INTO branches (repo, name, head, created) VALUES (?, ?, NULL, ?)", (repo, branch, time.time()))
-            return None
-        return row["head"]
 
     def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
         commit = self._find_open(repo, commit_ref)
@@ -316,8 +218,7 @@ class RepoOps:
         self._repo_row(repo)
         commit = self.open_commit(repo, commit_ref)  # a branch name
         if commit is None:
-            row = self._commit_row(repo, commit_ref)
-            commit = Commit.from_row(row) if row else self._commit_by_prefix(repo, commit_ref)
+            commit = commit_rows.get(self.db, repo, commit_ref) or self._commit_by_prefix(repo, commit_ref)
         if commit.state != "open":
             raise CommitNotOpen(f"Commit {commit.id} of repo {repo!r} is already finished.")
         return commit
@@ -348,11 +249,11 @@ class RepoOps:
         """
         self.chunks.sync()  # bytes durable before any commit refers to them
         delta_tables = [index.read_layer(self.chunks, l) for l in delta]
-        with self.db.write() as db:
-            head = self._ensure_branch(db, repo, branch)
+        with self.db.write() as tx:
+            head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             if expect_head is not False and head != expect_head:
                 raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
-            base = Commit.from_row(db.execute("SELECT * FROM commits WHERE repo=? AND id=?", (repo, head)).fetchone()) if head else None
+            base = commit_rows.get(tx, repo, head) if head else None
             base_layers = base.layers if base else []
             base_tables = [index.read_layer(self.chunks, l) for l in base_layers]
             clash = index.path_collision(base_tables, delta_tables)
@@ -364,29 +265,24 @@ class RepoOps:
                 )
             size, nfiles = self._stats_after(base, base_tables, delta_tables)
             now = time.time()
-            layers_json, delta_json = _layers_json(base_layers + delta), _layers_json(delta)
             if open_id:
-                cur = db.execute(
-                    "UPDATE commits SET state='finished', parent=?, layers=?, delta=?, size=?, nfiles=?, finished=?, "
-                    "description=COALESCE(?, description) WHERE repo=? AND id=? AND state='open'",
-                    (head, layers_json, delta_json, size, nfiles, now, description, repo, open_id),
-                )
-                if cur.rowcount != 1:
+                finished = commit_rows.finish(tx, repo, open_id, parent=head, layers=base_layers + delta, delta=delta,
+                                              size=size, nfiles=nfiles, finished=now, description=description)
+                if not finished:
                     raise CommitNotOpen(f"Commit {open_id} of repo {repo!r} is no longer open.")
                 cid = open_id
             else:
                 cid = commit_id or new_commit_id()
-                db.execute(
-                    "INSERT INTO commits (repo, id, branch, parent, state, layers, delta, size, nfiles, created, finished, "
-                    "description, origin, job) VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (repo, cid, branch, head, layers_json, delta_json, size, nfiles, now, now, description or "", origin, job),
-                )
-            db.execute("UPDATE branches SET head=? WHERE repo=? AND name=?", (cid, repo, branch))
+                commit_rows.insert_finished(tx, Commit(
+                    repo=repo, id=cid, branch=branch, parent=head, state="finished", layers=base_layers + delta, delta=delta,
+                    size=size, nfiles=nfiles, created=now, finished=now, description=description or "", origin=origin, job=job,
+                ))
+            repo_rows.set_head(tx, repo, branch, cid)
             # Downstream jobs are created in the same transaction as the commit:
             # a crash can never leave a commit whose pipelines never hear of it.
-            self._on_commit_landed(db, repo, branch, cid, origin)
+            self._on_commit_landed(tx, repo, branch, cid, origin)
             if hook is not None:
-                hook(db, cid)
+                hook(tx, cid)
         self._compact(repo, cid)
         return self.get_commit(repo, cid)
 
@@ -412,24 +308,21 @@ class RepoOps:
         layers = index.compact(self.chunks, commit.layers)
         if layers != commit.layers:
             self.chunks.sync()
-            with self.db.write() as db:
-                db.execute(
-                    "UPDATE commits SET layers=? WHERE repo=? AND id=? AND layers=?",
-                    (_layers_json(layers), repo, commit_id, _layers_json(commit.layers)),
-                )
+            with self.db.write() as tx:
+                commit_rows.replace_layers(tx, repo, commit_id, commit.layers, layers)
 
     def inspect_commit(self, repo: str, ref: str) -> Commit:
         return self.resolve_commit(repo, ref, allow_open=True)
 
     def commits_with_id(self, commit_id: str) -> list[Commit]:
         """Every commit in every repo sharing a global id (or unique prefix)."""
-        rows = self.db.query("SELECT * FROM commits WHERE id >= ? AND id < ? ORDER BY created", (commit_id, commit_id + "g"))
-        ids = {r["id"] for r in rows}
+        rows = commit_rows.with_id(self.db, commit_id)
+        ids = {c.id for c in rows}
         if len(ids) > 1:
             raise AmbiguousRef(f"{commit_id!r} matches several commit ids.", hint="Type more characters of the id.")
         if not rows:
             raise CommitNotFound(f"No commit has the id {commit_id!r}.")
-        return [Commit.from_row(r) for r in rows]
+        return rows
 
     def require_ref(self, text: str):
         """Parse REPO@REF, refusing a path."""
