@@ -21,15 +21,14 @@ from .pipelines import PipelineOps
 from .provenance import ProvenanceOps
 from .repos import RepoOps
 from .secrets import SecretOps
+from ..storage import registry
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
 from .errors import ExecutorUnavailable
-from ..storage.local import LocalChunkStore
 from ..storage.metadata import Database, is_url, open_database
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
-S3_DEFAULT_CACHE_BYTES = 2 << 30
 
 
 def find_store(start: str | os.PathLike | None = None) -> Path:
@@ -60,8 +59,9 @@ def init_store(
 ) -> Path:
     """Create a store; `path` defaults to DPL_STORE or ./.dpl.
 
-    `object_store` is "local" (chunks under the store directory) or
-    `s3://BUCKET/PREFIX`; then `cache_bytes` bounds the local read cache.
+    `object_store` is a chunk-store URL (storage/registry.py): "local"
+    (chunks under the store directory), a directory, `s3://BUCKET/PREFIX`
+    or `memory://NAME`; `cache_bytes` bounds a remote one's local read cache.
     `executor` is where datums run unless a spec or a call says otherwise.
     `metadata` is a `postgresql://` URL for metadata shared by many
     machines; by default it is a SQLite file in the store directory.
@@ -71,17 +71,17 @@ def init_store(
         raise StoreExists(f"A dpl store already exists at {root}.")
     if executor not in KINDS:
         raise ExecutorUnavailable(f"Unknown executor {executor!r}.", hint=f"Use one of: {', '.join(KINDS)}.")
-    config = {"format": 1, "object_store": object_store or "local", "durable": durable, "executor": executor}
+    config = {"format": 1, "object_store": registry.normalize(object_store), "durable": durable, "executor": executor}
     if metadata:
         if not is_url(metadata):
             raise StoreNotFound(f"Metadata {metadata!r} is not a PostgreSQL URL.", hint="Use postgresql://USER@HOST/DB, or leave it out for SQLite.")
         config["metadata"] = metadata
-    if config["object_store"] != "local":
-        config["cache_bytes"] = cache_bytes or S3_DEFAULT_CACHE_BYTES
-        open_chunk_store(root, config).check()  # a wrong URL, bucket or credential fails here, not at the first put
+    if registry.is_remote(config["object_store"]):
+        config["cache_bytes"] = cache_bytes or registry.DEFAULT_CACHE_BYTES
+    # Makes the chunk directories, or checks the bucket: a wrong URL, bucket
+    # or credential fails here, not at the first put.
+    registry.open_chunk_store(config["object_store"], root, config, create=True)
     root.mkdir(parents=True, exist_ok=True)
-    if config["object_store"] == "local":
-        LocalChunkStore.create(str(root / "chunks"))
     open_metadata(root, config).close()
     tmp = root / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")
@@ -95,14 +95,8 @@ def open_metadata(root: Path, config: dict) -> Database:
 
 
 def open_chunk_store(root: Path, config: dict) -> ChunkStore:
-    url = config.get("object_store", "local")
-    if url == "local":
-        return LocalChunkStore(str(root / "chunks"), durable=config.get("durable", True))
-    if url.startswith("s3://"):
-        from ..storage.s3 import S3ChunkStore
-
-        return S3ChunkStore(url, str(root / "cache"), cache_bytes=int(config.get("cache_bytes", S3_DEFAULT_CACHE_BYTES)))
-    raise StoreNotFound(f"Object store {url!r} is not supported by this dpl.", hint="Use local or s3://BUCKET/PREFIX.")
+    """The store's chunk store, by its config's URL (see storage/registry.py)."""
+    return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
 class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, RepoOps, FileOps, SecretOps):

@@ -20,6 +20,29 @@ def object_id(data) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
+# The one fan-out of object names, `ab/cdef...` (as git and dvc-objects do):
+# the local store's files, the S3 keys and the read cache's files all use it,
+# so that no directory (or S3 listing page) grows past a few thousand entries
+# and every backend lays objects out the same way.
+
+
+def fanout(oid: bytes) -> str:
+    """Where `oid` lives below an objects directory or key prefix: `ab/cdef...`."""
+    h = oid.hex()
+    return f"{h[:2]}/{h[2:]}"
+
+
+def unfan(name: str) -> bytes | None:
+    """The id a fan-out name (`ab/cdef...`) spells, or None for anything else
+    (a temporary file, a stray key)."""
+    if len(name) != 33 or name[2] != "/":
+        return None
+    try:
+        return bytes.fromhex(name[:2] + name[3:])
+    except ValueError:
+        return None
+
+
 class ChunkStore(Protocol):
     """A flat namespace of immutable objects keyed by 16-byte ids."""
 

@@ -1,7 +1,7 @@
 """The embedded default chunk store: one file per object in a local directory.
 
-Objects fan out as `objects/ab/cdef...` (as git and dvc-objects do) so that
-no directory grows past a few thousand entries.  A write goes to a temporary
+Objects fan out as `objects/ab/cdef...` (`chunkstore.fanout`) so that no
+directory grows past a few thousand entries.  A write goes to a temporary
 file and is renamed into place, so a reader never sees half an object and a
 killed writer leaves at most a stray temporary file (removed by `gc`).
 
@@ -21,7 +21,8 @@ import os
 import threading
 from typing import Iterator
 
-from .errors import Corruption, DiskFull
+from .chunkstore import fanout, unfan
+from .errors import Corruption, DiskFull, StoreNotFound
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _sync_file_range = getattr(_libc, "sync_file_range", None)
@@ -58,9 +59,26 @@ class LocalChunkStore:
         os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
         return cls(root, **kw)
 
+    @classmethod
+    def from_url(cls, url: str, *, root: str, options: dict, create: bool = False) -> "LocalChunkStore":
+        """`local` is `chunks/` inside the store directory `root` (the embedded
+        default); `file:///DIR` or a plain absolute path is a directory elsewhere
+        (a shared disk, say), which several stores may use."""
+        if url == "local":
+            path = os.path.join(root, "chunks")
+        else:
+            path = url[len("file://") :] if url.startswith("file://") else url
+            if not os.path.isabs(path):
+                raise StoreNotFound(f"The chunk directory {path!r} is not an absolute path.", hint="Write file:///DIR or /DIR.")
+        durable = options.get("durable", True)
+        if create:
+            return cls.create(path, durable=durable)
+        if url != "local" and not os.path.isdir(os.path.join(path, "objects")):
+            raise StoreNotFound(f"The chunk directory {path} holds no chunk store.", hint="Check the path (or the disk it is on is mounted).")
+        return cls(path, durable=durable)
+
     def _path(self, oid: bytes) -> str:
-        h = oid.hex()
-        return os.path.join(self.objects, h[:2], h[2:])
+        return os.path.join(self.objects, fanout(oid))
 
     def put(self, oid: bytes, data) -> bool:
         path = self._path(oid)
@@ -130,8 +148,9 @@ class LocalChunkStore:
     def iterate(self) -> Iterator[bytes]:
         for fan in sorted(os.listdir(self.objects)):
             for name in os.listdir(os.path.join(self.objects, fan)):
-                if len(name) == 30:
-                    yield bytes.fromhex(fan + name)
+                oid = unfan(f"{fan}/{name}")
+                if oid is not None:
+                    yield oid
 
     def local_path(self, oid: bytes) -> str:
         return self._path(oid)
@@ -143,12 +162,13 @@ class LocalChunkStore:
         for fan in sorted(os.listdir(self.objects)):
             with os.scandir(os.path.join(self.objects, fan)) as entries:
                 for e in entries:
-                    if len(e.name) == 30:
+                    oid = unfan(f"{fan}/{e.name}")
+                    if oid is not None:
                         try:
                             st = e.stat()
                         except FileNotFoundError:
                             continue
-                        yield bytes.fromhex(fan + e.name), st.st_mtime, st.st_size
+                        yield oid, st.st_mtime, st.st_size
 
     def delete_if_older(self, oid: bytes, cutoff: float) -> int | None:
         """Delete an object unless it was touched at or after `cutoff`; return
