@@ -20,7 +20,7 @@ import typer  # noqa: E402
 
 from . import render
 from .render import Output, ago, short, size
-from ..storage.errors import DplError
+from ..storage.errors import DplError, RepoNotFound
 
 app = typer.Typer(
     name="dpl",
@@ -97,12 +97,13 @@ def init(
     object_store: Optional[str] = typer.Option(None, "--object-store", help="Keep chunks and file indexes in s3://BUCKET/PREFIX (endpoint and credentials: the standard AWS_* variables and config files)."),
     cache_size: Optional[str] = typer.Option(None, "--cache-size", help="Bound of the local read cache of an object store, e.g. 2G (the default) or 500M."),
     executor: str = typer.Option("local", "--executor", "-x", help="Where datums run by default: local, docker or ray (a spec's dpl.executor or a command's --executor overrides it)."),
+    metadata: Optional[str] = typer.Option(None, "--metadata", help="Keep metadata in PostgreSQL at postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, shared by every machine whose store names it (default: SQLite in the store)."),
 ):
     """Create a dpl store (default .dpl/ in the current directory)."""
     from ..engine import init_store
 
     cache_bytes = render.parse_size(cache_size) if cache_size else None
-    root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes, executor=executor)
+    root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes, executor=executor, metadata=metadata)
     render.info(f"Initialised an empty dpl store in {root}")
 
 
@@ -371,7 +372,9 @@ def list_commit(
 def _maybe_global_id(s, text: str):
     """REPO[@REF] unless `text` is a bare id that names no repo."""
     if "@" not in text and len(text) >= 4 and all(c in "0123456789abcdef" for c in text):
-        if s.db.one("SELECT 1 FROM repos WHERE name=?", (text,)) is None:
+        try:
+            s.inspect_repo(text)
+        except RepoNotFound:
             return None
     return _repo_branch(text)
 

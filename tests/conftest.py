@@ -75,16 +75,68 @@ def docker_engine(tmp_path_factory):
     engine.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (initdb + pg_ctl) on loopback for the whole session."""
+    try:
+        import psycopg  # noqa: F401  (the server is of no use to dpl without it)
+        from services.postgres import PostgresServer, Unavailable
+    except ImportError as e:
+        service_unavailable("PostgreSQL", f"{e.name} is not installed (pip install 'dpl[postgres]')")
+    try:
+        server = PostgresServer()
+        server.start()
+    except Unavailable as e:
+        service_unavailable("PostgreSQL", str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """The URL of a fresh, empty database of the session's server; dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+# The suites that run on each metadata backend (issue 12), through the
+# `store` fixture; a test there that reads meta.db with sqlite3 itself can
+# only run on SQLite, so it is not given the PostgreSQL variant.
+METADATA_SUITES = {"test_repos", "test_pipelines", "test_provenance", "test_concurrency"}
+SQLITE_ONLY = {
+    "test_bad_input_is_one_sentence_and_changes_nothing": "snapshots meta.db with sqlite3",
+    "test_killed_engine_resumes_the_job_without_redoing_finished_datums": "watches meta.db with sqlite3",
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "store" in metafunc.fixturenames and metafunc.module.__name__ in METADATA_SUITES:
+        backends = ["sqlite"] if metafunc.function.__name__ in SQLITE_ONLY else ["sqlite", "postgresql"]
+        metafunc.parametrize("store", backends, indirect=True)
+
+
+@pytest.fixture
+def metadata_args(request):
+    """`dpl init` arguments for the metadata backend a test is parametrised with."""
+    backend = getattr(request, "param", "sqlite")
+    return ["--metadata", request.getfixturevalue("postgres_db")] if backend == "postgresql" else []
+
+
 @pytest.fixture
 def store(tmp_path, request):
     """A fresh store; DPL_TEST_OBJECT_STORE runs the suite on another object store.
 
     `DPL_TEST_OBJECT_STORE=s3://BUCKET/PREFIX` uses the S3 server that the
     AWS_* variables name, or, when AWS_ENDPOINT_URL is unset, a SeaweedFS
-    started for the session (with that bucket created).
+    started for the session (with that bucket created).  In the
+    METADATA_SUITES it is parametrised: "postgresql" keeps the metadata in a
+    fresh database of the session's PostgreSQL server.
     """
     root = tmp_path / "store"
     args = ["init", root]
+    if getattr(request, "param", "sqlite") == "postgresql":
+        args += ["--metadata", request.getfixturevalue("postgres_db")]
     url = os.environ.get("DPL_TEST_OBJECT_STORE")
     if url:
         if not os.environ.get("AWS_ENDPOINT_URL"):

