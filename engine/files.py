@@ -230,7 +230,7 @@ class FileOps:
             size = len(data)
             start = seen.get(digest)
             if start is None:
-                start = writer.write(data)
+                start = writer.write_whole(data)
                 seen[digest] = start
         else:
             try:

@@ -67,6 +67,37 @@ def test_small_files_share_chunks(tmp_path):
     assert objects < 10  # ~1 MB of data: one or two chunks plus the index
 
 
+def test_a_big_file_put_again_in_any_company_grows_the_store_under_one_percent(tmp_path):
+    s = Store.init(tmp_path / "store")
+    big = os.urandom(20 * MB)
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for i in range(300):  # small files on both sides of it, written to the same stream
+        (src / f"a{i:03}.txt").write_bytes(os.urandom(1000))
+        (src / f"z{i:03}.txt").write_bytes(os.urandom(1000))
+    (src / "m.bin").write_bytes(big)
+    for repo in ("one", "two", "three"):
+        s.create_repo(repo)
+    s.put_files("one", "master", plan_sources(None, [str(src)], recursive=True))
+
+    before = store_bytes(s.root)
+    s.put_files("two", "master", plan_sources("/m.bin", [str(src / "m.bin")], recursive=False))
+    assert store_bytes(s.root) - before < 0.01 * len(big)  # alone, in another repo
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(200):
+        (other / f"b{i:03}.txt").write_bytes(os.urandom(3000))
+    (other / "m.bin").write_bytes(big)
+    before = store_bytes(s.root)
+    s.put_files("three", "master", plan_sources(None, [str(other)], recursive=True))
+    assert store_bytes(s.root) - before - 200 * 3000 < 0.01 * len(big)  # in other company
+
+    refs = s.file_row("one", "master", "/m.bin")["refs"]
+    assert all(r["offset"] == 0 and r["length"] == len(s.chunks.get(r["chunk"])) for r in refs)  # chunks of its own
+    assert s.read_file("two", "master", "/m.bin") == big and s.read_file("three", "master", "/m.bin") == big
+
+
 def make_tree(root, n_files=20000, n_big=3):
     root.mkdir()
     for d in range(20):
