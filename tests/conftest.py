@@ -117,10 +117,10 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def metadata_args(request):
-    """`dpl init` arguments for the metadata backend a test is parametrised with."""
-    backend = getattr(request, "param", "sqlite")
-    return ["--metadata", request.getfixturevalue("postgres_db")] if backend == "postgresql" else []
+def metadata(request):
+    """The metadata URL for a test parametrised with a backend (indirect):
+    a fresh PostgreSQL database's, or None for SQLite (the default)."""
+    return request.getfixturevalue("postgres_db") if getattr(request, "param", "sqlite") == "postgresql" else None
 
 
 @pytest.fixture

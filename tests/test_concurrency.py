@@ -7,18 +7,27 @@ import json
 import os
 import time
 
+import pytest
+
 from dpl.engine import Store
 from dplcli import dpl, popen
 
+# Each test runs on SQLite and on PostgreSQL metadata (the `metadata` fixture in conftest).
+pytestmark = pytest.mark.parametrize("metadata", ["sqlite", "postgresql"], indirect=True)
 
-def test_two_runners_never_run_the_same_datum_twice(tmp_path, monkeypatch):
+
+def init(root, metadata):
+    dpl("init", root, *(["--metadata", metadata] if metadata else []))
+
+
+def test_two_runners_never_run_the_same_datum_twice(tmp_path, monkeypatch, metadata):
     root = tmp_path / "store"
     log = tmp_path / "ran.log"
     data = tmp_path / "data"
     for i in range(6):
         (data / f"d{i}").mkdir(parents=True)
         (data / f"d{i}" / "x").write_text(str(i))
-    dpl("init", root)
+    init(root, metadata)
     dpl("create-repo", "data", store=root)
     dpl("put-file", "data@master", data, "-r", store=root)
     # Without a sandbox a step can append to a log outside the store: the
@@ -50,9 +59,9 @@ def test_two_runners_never_run_the_same_datum_twice(tmp_path, monkeypatch):
     assert len(rows) == 24 and all(r["n"] == 1 for r in rows)
 
 
-def test_pipelines_created_at_once_are_all_kept_with_their_spec_history(tmp_path):
+def test_pipelines_created_at_once_are_all_kept_with_their_spec_history(tmp_path, metadata):
     root = tmp_path / "store"
-    dpl("init", root)
+    init(root, metadata)
     dpl("create-repo", "data", store=root)
     procs = []
     for p in range(6):
@@ -68,9 +77,9 @@ def test_pipelines_created_at_once_are_all_kept_with_their_spec_history(tmp_path
         assert "p" in s.inspect_pipeline(f"p{p}", history=True)["history"][0]["diff"]
 
 
-def test_a_spec_history_write_killed_midway_does_not_block_later_pipelines(tmp_path):
+def test_a_spec_history_write_killed_midway_does_not_block_later_pipelines(tmp_path, metadata):
     root = tmp_path / "store"
-    dpl("init", root)
+    init(root, metadata)
     dpl("create-repo", "data", store=root)
     spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "data", "glob": "/"}}, "transform": {"cmd": ["true"]}}
     (tmp_path / "p.json").write_text(json.dumps(spec))
@@ -82,10 +91,10 @@ def test_a_spec_history_write_killed_midway_does_not_block_later_pipelines(tmp_p
     assert [p["name"] for p in Store.open(root).list_pipelines()] == ["p", "q"]
 
 
-def test_a_spec_history_killed_while_git_created_it_is_finished_by_the_next_pipeline(tmp_path):
+def test_a_spec_history_killed_while_git_created_it_is_finished_by_the_next_pipeline(tmp_path, metadata):
     """Found by the crash harness: the first create-pipeline of a store, killed
     inside git's init, left specs.git without HEAD but with HEAD.lock."""
-    s = Store.init(tmp_path / "store")
+    s = Store.init(tmp_path / "store", metadata=metadata)
     s.create_repo("data")
     half = s.root / "specs.git"
     (half / "refs" / "heads").mkdir(parents=True)
@@ -95,13 +104,13 @@ def test_a_spec_history_killed_while_git_created_it_is_finished_by_the_next_pipe
     assert s.inspect_pipeline("p", history=True)["history"][0]["version"] == 1
 
 
-def test_a_live_runner_whose_heartbeat_is_late_keeps_its_job(tmp_path):
+def test_a_live_runner_whose_heartbeat_is_late_keeps_its_job(tmp_path, metadata):
     """Under load a heartbeat can be late; on one machine the owner's pid is the
     truth, so a second runner must not take the job over (and run its datums
     again), while a dead owner's job is taken over at once."""
     import socket
 
-    s = Store.init(tmp_path / "store")
+    s = Store.init(tmp_path / "store", metadata=metadata)
     s.create_repo("data")
     spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "data", "glob": "/"}}, "transform": {"cmd": ["true"]}}
     s.create_pipeline(json.dumps(spec))
