@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cached_property
 from pathlib import Path
 
 from .cron import CronOps
@@ -19,12 +20,14 @@ from .history import HistoryOps
 from .jobs import JobOps
 from .pipelines import PipelineOps
 from .provenance import ProvenanceOps
-from .repos import RepoOps
 from .secrets import SecretOps
 from ..storage import registry
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
 from .errors import ExecutorUnavailable
+from .commits import Commits
+from .repos import Repos
+from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
 
 STORE_DIR = ".dpl"
@@ -99,8 +102,13 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, RepoOps, FileOps, SecretOps):
-    """The Python API of dpl: one store's repos, commits, files, pipelines and jobs."""
+class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, SecretOps):
+    """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
+
+    A facade over the engine's components: each public method is one call to
+    the component that owns it.  (Being moved over: the remaining mixins
+    become components too.)
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
@@ -119,3 +127,108 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, RepoOps, Fi
 
     def close(self) -> None:
         self.db.close()
+
+    # ------------------------------------------------------------ components
+
+    @cached_property
+    def repos(self) -> Repos:
+        return Repos(self.db)
+
+    @cached_property
+    def commits(self) -> Commits:
+        commits = Commits(self.db, self.chunks, self.repos, self.root)
+        # A commit landed, so start the downstream jobs, in the landing's own transaction.
+        commits.on_landed(self._on_commit_landed)
+        return commits
+
+    # ----------------------------------------------------------------- repos
+
+    def create_repo(self, name: str, description: str = "", *, kind: str = "user") -> dict:
+        return self.repos.create_repo(name, description, kind=kind)
+
+    def inspect_repo(self, name: str) -> dict:
+        return self.repos.inspect_repo(name)
+
+    def list_repos(self) -> list[dict]:
+        return self.repos.list_repos()
+
+    def delete_repo(self, name: str, *, force: bool = False) -> dict:
+        """Delete a repo; with `force` also what pipelines made from its commits (see `history`)."""
+        from ..storage.errors import RepoInUse
+        from ..storage.metadata import commits as commit_rows
+        from ..storage.metadata import pipelines as pipeline_rows
+        from ..storage.metadata import repos as repo_rows
+
+        self.repos.repo(name)
+        if pipeline_rows.exists(self.db, name):
+            raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
+        readers = self.pipelines_reading(name)
+        if readers and not force:
+            raise RepoInUse(
+                f"Repo {name!r} is an input of pipeline(s) {', '.join(sorted(readers))}.",
+                hint="Delete those pipelines first, or pass --force.",
+            )
+        with self.db.write() as tx:
+            commits = {(name, cid) for cid in commit_rows.ids_of_repo(tx, name)}
+            plan = self._plan_removal(tx, commits, force=force, what=f"Deleting repo {name!r}")
+            result = self._apply_removal(tx, plan)
+            commit_rows.delete_of_repo(tx, name)
+            repo_rows.delete(tx, name)
+        return result
+
+    def list_branches(self, repo: str) -> list[dict]:
+        return self.repos.list_branches(repo)
+
+    def create_branch(self, repo: str, branch: str, head: str | None = None) -> dict:
+        return self.repos.create_branch(repo, branch, head)
+
+    def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
+        return self.repos.delete_branch(repo, branch, force=force)
+
+    # --------------------------------------------------------------- commits
+
+    def get_commit(self, repo: str, commit_id: str) -> Commit:
+        return self.repos.get_commit(repo, commit_id)
+
+    def resolve_commit(self, repo: str, ref: str | None = None, *, allow_open: bool = False) -> Commit:
+        return self.repos.resolve_commit(repo, ref, allow_open=allow_open)
+
+    def list_commits(self, repo: str, branch: str | None = None, *, limit: int | None = None) -> list[Commit]:
+        return self.repos.list_commits(repo, branch, limit=limit)
+
+    def open_commit(self, repo: str, branch: str) -> Commit | None:
+        return self.repos.open_commit(repo, branch)
+
+    def inspect_commit(self, repo: str, ref: str) -> Commit:
+        return self.repos.inspect_commit(repo, ref)
+
+    def commits_with_id(self, commit_id: str) -> list[Commit]:
+        return self.repos.commits_with_id(commit_id)
+
+    def require_ref(self, text: str):
+        return self.repos.require_ref(text)
+
+    def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
+        return self.commits.start_commit(repo, branch, description, commit_id=commit_id)
+
+    def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
+        return self.commits.finish_commit(repo, commit_ref, description)
+
+    # Transitional: the mixins not yet made components still call these names.
+    def _repo_row(self, name: str):
+        return self.repos.repo(name)
+
+    def _branch_head(self, repo: str, branch: str):
+        return self.repos.branch_head(repo, branch)
+
+    def _commit_by_prefix(self, repo: str, prefix: str):
+        return self.repos.commit_by_prefix(repo, prefix)
+
+    def _find_open(self, repo: str, commit_ref: str):
+        return self.repos.find_open(repo, commit_ref)
+
+    def _land(self, *args, **kwargs):
+        return self.commits.land(*args, **kwargs)
+
+    def _compact(self, repo: str, commit_id: str) -> None:
+        self.commits.compact(repo, commit_id)

@@ -1,0 +1,160 @@
+"""Making commits: the `Commits` component.
+
+A commit is made in one of two ways: a writer lands a delta (the layers it
+wrote) on a branch in one step, or opens a commit, adds layers to it, and
+finishes it.  Either way `land` makes it the branch's head inside one
+metadata transaction: the head is read and moved there, so the move is a
+compare-and-swap, and two writers never lose a commit (a writer that finds
+the head moved simply gets the new head as its parent).
+
+Whoever must react to a landed commit in the same transaction (the waves of
+downstream jobs) subscribes with `on_landed`; `Store` wires that.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pyarrow.compute as pc
+
+from .repos import Repos
+from .writers import writes_objects
+from ..storage import index
+from ..storage.chunkstore import ChunkStore
+from ..storage.errors import CommitNotOpen, Conflict, PathCollision
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import repos as repo_rows
+from ..storage.metadata.commits import Commit
+from ..storage.metadata.db import Database, Tx
+from ..storage.paths import validate_name
+
+# Called inside the landing transaction: (tx, repo, branch, commit id, origin).
+LandedCallback = Callable[[Tx, str, str, str, str], None]
+
+
+def new_commit_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Commits:
+    """Open, finish and land commits; compact their indexes."""
+
+    def __init__(self, db: Database, chunks: ChunkStore, repos: Repos, root: Path):
+        self.db, self.chunks, self.repos = db, chunks, repos
+        self.root = root  # where the writers registry lives (`writes_objects`)
+        self._landed: list[LandedCallback] = []
+
+    def on_landed(self, callback: LandedCallback) -> None:
+        """Call `callback` inside the transaction of every commit that lands."""
+        self._landed.append(callback)
+
+    def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
+        validate_name(branch, "branch")
+        self.repos.repo(repo)
+        with self.db.write() as tx:
+            if commit_rows.open_on(tx, repo, branch) is not None:
+                raise Conflict(
+                    f"Branch {branch!r} of repo {repo!r} already has an open commit.",
+                    hint="Finish it with `dpl finish-commit` first.",
+                )
+            head = repo_rows.ensure_branch(tx, repo, branch, time.time())
+            cid = commit_id or new_commit_id()
+            commit_rows.insert_open(tx, repo, cid, branch, head, time.time(), description)
+        return self.repos.get_commit(repo, cid)
+
+    def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
+        commit = self.repos.find_open(repo, commit_ref)
+        return self.land(repo, commit.branch, commit.delta, description=description, open_id=commit.id)
+
+    @writes_objects
+    def land(
+        self,
+        repo: str,
+        branch: str,
+        delta: list[index.Layer],
+        *,
+        description: str | None = None,
+        open_id: str | None = None,
+        expect_head: str | None | bool = False,
+        commit_id: str | None = None,
+        origin: str = "user",
+        job: str | None = None,
+        hook=None,
+    ) -> Commit:
+        """Make `delta` the new head commit of `branch`, atomically.
+
+        The head is read and moved inside one write transaction, so the new
+        commit's parent is whatever the head is at that instant (a writer
+        that raced us simply becomes our parent).  `expect_head` turns that
+        rebase into a refusal, for writes that depended on the old head
+        (appends).  `hook(tx, commit_id)` runs inside the same transaction
+        (a job records its success there, so output and job state agree).
+        """
+        self.chunks.sync()  # bytes durable before any commit refers to them
+        delta_tables = [index.read_layer(self.chunks, l) for l in delta]
+        with self.db.write() as tx:
+            head = repo_rows.ensure_branch(tx, repo, branch, time.time())
+            if expect_head is not False and head != expect_head:
+                raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
+            base = commit_rows.get(tx, repo, head) if head else None
+            base_layers = base.layers if base else []
+            base_tables = [index.read_layer(self.chunks, l) for l in base_layers]
+            clash = index.path_collision(base_tables, delta_tables)
+            if clash:
+                raise PathCollision(
+                    f"{repo}@{branch}:{clash[0]} would be both a file and a directory ({clash[1]} is beneath it).",
+                    hint="Delete one of them first (dpl delete-file), or use another name.",
+                    file=clash[0], beneath=clash[1],
+                )
+            size, nfiles = self._stats_after(base, base_tables, delta_tables)
+            now = time.time()
+            if open_id:
+                finished = commit_rows.finish(tx, repo, open_id, parent=head, layers=base_layers + delta, delta=delta,
+                                              size=size, nfiles=nfiles, finished=now, description=description)
+                if not finished:
+                    raise CommitNotOpen(f"Commit {open_id} of repo {repo!r} is no longer open.")
+                cid = open_id
+            else:
+                cid = commit_id or new_commit_id()
+                commit_rows.insert_finished(tx, Commit(
+                    repo=repo, id=cid, branch=branch, parent=head, state="finished", layers=base_layers + delta, delta=delta,
+                    size=size, nfiles=nfiles, created=now, finished=now, description=description or "", origin=origin, job=job,
+                ))
+            repo_rows.set_head(tx, repo, branch, cid)
+            # Subscribers (downstream jobs) act in the same transaction as the
+            # commit: a crash can never leave a commit whose pipelines never hear of it.
+            for callback in self._landed:
+                callback(tx, repo, branch, cid, origin)
+            if hook is not None:
+                hook(tx, cid)
+        self.compact(repo, cid)
+        return self.repos.get_commit(repo, cid)
+
+    def _stats_after(self, base: Commit | None, base_tables, delta_tables) -> tuple[int, int]:
+        """Size and file count of base + delta, touching only the changed paths."""
+        new = index.merge(delta_tables)
+        added_size, added_count = pc_sum(new["size"]), new.num_rows
+        if base is None:
+            return added_size, added_count
+        touched = [p for t in delta_tables for p in t["path"].to_pylist()]
+        old = index.lookup(base_tables, [p for p in touched if not p.endswith("/")])
+        replaced = dict(zip(old["path"].to_pylist(), old["size"].to_pylist()))
+        for d in (p for p in touched if p.endswith("/")):
+            gone = index.under(base_tables, d)
+            replaced.update(zip(gone["path"].to_pylist(), gone["size"].to_pylist()))
+        return base.size - sum(replaced.values()) + added_size, base.nfiles - len(replaced) + added_count
+
+    def compact(self, repo: str, commit_id: str) -> None:
+        commit = self.repos.get_commit(repo, commit_id)
+        layers = index.compact(self.chunks, commit.layers)
+        if layers != commit.layers:
+            self.chunks.sync()
+            with self.db.write() as tx:
+                commit_rows.replace_layers(tx, repo, commit_id, commit.layers, layers)
+
+
+def pc_sum(array) -> int:
+    return int(pc.sum(array).as_py() or 0)
