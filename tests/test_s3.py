@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -289,3 +290,77 @@ def test_gc_with_a_grace_period_deletes_only_objects_older_than_it(s3_server, s3
     assert report.objects >= 1 and report.young >= 1
     assert 3 * MB <= freed < 5 * MB and freed == report.bytes
     assert dpl("fsck", store=root).returncode == 0
+
+
+def _empty_prefix(server, bucket, prefix) -> None:
+    client = server.client()
+    request = {"Bucket": bucket, "Prefix": prefix + "/"}
+    while True:
+        page = client.list_objects_v2(**request)
+        for item in page.get("Contents", ()):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+        if not page.get("IsTruncated"):
+            return
+        request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+@pytest.mark.parametrize("how", ["emptied", "recreated"])
+def test_a_store_on_a_bucket_emptied_behind_an_old_cache_uploads_everything(s3_server, tmp_path, how):
+    """Issue 13: a Ray worker's cache is keyed by the s3:// address alone, so a
+    cache can outlive the bucket behind that address.  What it holds must
+    never make a put skip an upload."""
+    bucket = f"dpl-re-{uuid.uuid4().hex[:10]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    url = f"s3://{bucket}/p"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(5 * MB))
+    for i in range(50):
+        (src / f"{i}.txt").write_text(f"small {i}\n")
+    first = tmp_path / "first"
+    dpl("init", first, "--object-store", url)
+    dpl("create-repo", "data", store=first)
+    dpl("put-file", "data@master", src, "-r", store=first)
+
+    _empty_prefix(s3_server, bucket, "p")
+    if how == "recreated":
+        client.delete_bucket(Bucket=bucket)
+        client.create_bucket(Bucket=bucket)
+    again = tmp_path / "again"  # a new store on the same address, with the first one's cache
+    shutil.copytree(first / "cache", again / "cache")
+    dpl("init", again, "--object-store", url)
+    dpl("create-repo", "data", store=again)
+    dpl("put-file", "data@master", src, "-r", store=again)
+
+    fsck = dpl("fsck", "-o", "json", store=again, check=False)
+    assert fsck.returncode == 0 and json.loads(fsck.stdout)["ok"], fsck.stdout.decode()
+    shutil.rmtree(again / "cache")
+    assert dpl("get-file", "data@master:/big.bin", store=again).stdout == (src / "big.bin").read_bytes()
+
+
+def test_gc_between_two_writes_of_one_process_loses_no_chunk(s3_server, s3_store, tmp_path):
+    """A long-lived process (a Ray worker, a server) writes the same bytes
+    before and after a gc that deleted them: the second write uploads them."""
+    from dpl.engine import Store
+    from dpl.engine.files import plan_sources
+
+    root, _ = s3_store
+    data = tmp_path / "f.bin"
+    data.write_bytes(os.urandom(3 * MB))
+    small = tmp_path / "s.txt"
+    small.write_text("small and gone")
+    s = Store.open(root)
+    try:
+        s.create_repo("scratch")
+        s.put_files("scratch", "master", plan_sources(None, [str(data), str(small)], recursive=False))
+        dpl("delete-repo", "scratch", store=root)
+        dpl("gc", "--grace", "0", store=root)
+        s.put_files("data", "master", plan_sources(None, [str(data), str(small)], recursive=False))
+    finally:
+        s.close()
+    fsck = dpl("fsck", "-o", "json", store=root, check=False)
+    assert fsck.returncode == 0 and json.loads(fsck.stdout)["ok"], fsck.stdout.decode()
+    shutil.rmtree(root / "cache")
+    assert dpl("get-file", "data@master:/f.bin", store=root).stdout == data.read_bytes()
+    assert dpl("get-file", "data@master:/s.txt", store=root).stdout == b"small and gone"
