@@ -128,3 +128,28 @@ def test_an_unreachable_database_or_a_wrong_password_fails_at_init(postgres_serv
         assert "not-the-password" not in err and "secret" not in err  # passwords never reach the terminal
         assert not (root / "config.json").exists()  # no half-made store to find later
     postgres_server.drop_database(url)
+
+
+def test_a_database_that_goes_away_is_one_sentence_and_loses_nothing(postgres_server, postgres_db, tmp_path):
+    root = tmp_path / ".dpl"
+    dpl("init", root, "--metadata", postgres_db)
+    dpl("create-repo", "data", store=root)
+    (tmp_path / "f").write_text("kept")
+    dpl("put-file", "data@master:/kept", tmp_path / "f", store=root)
+    s = Store.open(root)  # a long-lived process (dpl run --watch): its connection outlives the server
+    assert s.list_files("data", "master", "/")["path"].to_pylist() == ["/kept"]
+
+    postgres_server.halt()
+    try:
+        proc = dpl("put-file", "data@master:/new", tmp_path / "f", store=root, check=False)
+    finally:
+        postgres_server.start()
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert err.startswith("error: The metadata database at postgresql://") and "could not be reached" in err, err
+    assert postgres_server.password not in err
+
+    # The restarted server has what was committed, and the old process carries on.
+    assert s.list_files("data", "master", "/")["path"].to_pylist() == ["/kept"]
+    s.put_bytes("data", "master", {"/after": b"restart"})
+    assert dpl("get-file", "data@master:/after", store=root).stdout == b"restart"

@@ -246,7 +246,16 @@ class PostgresDatabase(Tx):
         return self._columns[table]
 
     def execute(self, sql: str, args=()):
-        return PostgresTx(self, self.conn).execute(sql, args)
+        conn = self.conn
+        try:
+            return PostgresTx(self, conn).execute(sql, args)
+        except StorageUnavailable:
+            # A read on a connection the server dropped since its last use (a
+            # restart) is sent again once on a new one; a write is not, as it
+            # may have been committed before the connection went.
+            if not conn.broken or not sql.lstrip()[:6].upper() == "SELECT":
+                raise
+            return PostgresTx(self, self.conn).execute(sql, args)
 
     def executemany(self, sql: str, rows) -> None:
         raise TypeError("writes go through `with db.write() as tx:`")
@@ -254,15 +263,41 @@ class PostgresDatabase(Tx):
     @contextlib.contextmanager
     def write(self) -> Iterator[PostgresTx]:
         """One atomic read-modify-write transaction, writers one at a time."""
-        conn = self.conn
+        conn = self._begin()
         try:
-            with conn.transaction():  # rolls back on any exception
+            yield PostgresTx(self, conn)
+        except BaseException as e:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")  # fails only on a connection already lost
+            if isinstance(e, psycopg.Error):
+                raise self._storage_error(e, conn) or e
+            if isinstance(e, UnicodeEncodeError):
+                raise _not_utf8(e) from None
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as e:
+                raise self._storage_error(e, conn) or e
+
+    def _begin(self) -> psycopg.Connection:
+        """BEGIN and take the writers' lock.  A connection the server dropped
+        since its last use (a restart) is replaced once: nothing was sent yet."""
+        for attempt in (1, 2):
+            conn = self.conn
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise RuntimeError("write() transactions do not nest")  # as SQLite refuses a second BEGIN
+            try:
+                conn.execute("BEGIN")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                yield PostgresTx(self, conn)
-        except psycopg.Error as e:
-            raise self._storage_error(e, conn) or e
-        except UnicodeEncodeError as e:
-            raise _not_utf8(e) from None
+                return conn
+            except psycopg.Error as e:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                error = self._storage_error(e, conn) or e
+                if attempt == 2 or not isinstance(error, StorageUnavailable) or not conn.broken:
+                    raise error from None
+        raise AssertionError("unreachable")
 
     def _migrate(self) -> None:
         with contextlib.suppress(pgerrors.UndefinedTable):

@@ -77,6 +77,12 @@ class PostgresServer:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def start(self, timeout: float = 60) -> None:
+        """Create the cluster (the first time) and start the server."""
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb(timeout)
+        self._start(timeout)
+
+    def _initdb(self, timeout: float) -> None:
         self._own()
         pwfile = self.workdir / "pw"
         pwfile.write_text(self.password + "\n")
@@ -89,6 +95,8 @@ class PostgresServer:
         pwfile.unlink()
         if made.returncode != 0:
             raise Unavailable(f"initdb failed: {made.stderr.strip() or made.stdout.strip()}")
+
+    def _start(self, timeout: float) -> None:
         options = " ".join([
             f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
             "-c max_connections=400", "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
@@ -124,10 +132,14 @@ class PostgresServer:
     def drop_database(self, url: str) -> None:
         self.admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server, keeping its data: `start()` brings it back."""
         if self.started:
             self._run_as_owner(self.pg_ctl, "stop", "-m", "immediate", "-w", "-D", str(self.data))
             self.started = False
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 15) -> str:
