@@ -26,11 +26,33 @@ from dataclasses import dataclass
 import pyarrow as pa
 import xxhash
 
-from .executors.base import DatumInput, DatumTask
 from .globs import Matches, compile_glob, match
 from .spec import PfsInput, Spec
 
 Pair = tuple[int, int]  # (pfs input index, unit index)
+
+
+@dataclass
+class DatumInput:
+    """One input's part of a datum: what a step sees at `/pfs/<name>`."""
+
+    name: str  # the input's name: files appear under /pfs/<name>
+    repo: str
+    commit: str
+    match: str  # the glob match this datum holds (a file or directory path)
+    files: list[dict]  # index rows: path, size, hash, refs
+    empty_files: bool = False
+
+
+@dataclass
+class DatumTask:
+    """One datum as an executor runs it: its input files and its environment."""
+
+    job: str
+    pipeline: str
+    datum: str
+    inputs: list[DatumInput]
+    env: dict[str, str]  # PACH_* variables and one path variable per input
 
 
 @dataclass

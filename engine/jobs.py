@@ -570,8 +570,8 @@ class _JobRun:
         tries_allowed = self.spec.datum_tries
         failure: list[str] = []
         lock = threading.Lock()
-        # Values given as files (mount_path) are scrubbed from the logs as well as env values.
-        secrets = {**ctx.secrets, **{path: data.decode("utf-8", "replace") for path, data in ctx.secret_files.items()}}
+        # Every secret the store holds, not only this spec's: a step may print one it found elsewhere.
+        secrets = self.store_secrets()
         counter = [done]
 
         def one(i: int):
@@ -612,20 +612,19 @@ class _JobRun:
         return failure[0] if failure else None
 
     def _datum_error(self, task, result: DatumResult, tries: int) -> str:
-        tail = (result.stderr or result.stdout or b"").decode("utf-8", "replace")[-LOG_TAIL:].strip()
-        for value in self.store_secrets():
-            tail = tail.replace(value, "***")
+        log_text, error = (result.stderr or result.stdout or b"").decode("utf-8", "replace"), str(result.error)
+        for value in self.store_secrets():  # scrubbed whole, before the cut, so no part of a value survives
+            log_text, error = log_text.replace(value, "***"), error.replace(value, "***")
+        tail = log_text[-LOG_TAIL:].strip()
         code = f" (exit code {result.exit_code})" if result.exit_code not in (None, 0) and "code" not in (result.error or "") else ""
         return (
             f"Datum {task.datum[:12]} of pipeline {self.pipeline!r} failed after {tries} "
-            f"{'try' if tries == 1 else 'tries'}: {result.error}{code}." + (f"\n--- log tail ---\n{tail}" if tail else "")
+            f"{'try' if tries == 1 else 'tries'}: {error}{code}." + (f"\n--- log tail ---\n{tail}" if tail else "")
         )
 
     def store_secrets(self) -> list[str]:
-        if hasattr(self.store, "resolve_secrets"):
-            env, files = self.store.resolve_secrets(self.spec)
-            return [v for v in env.values() if v] + [b.decode("utf-8", "replace") for b in files.values() if b]
-        return []
+        """Every value of every secret the store holds, longest first: what no log or job error may show."""
+        return self.store.secret_values()
 
     # ------------------------------------------------------------------ land
 
@@ -734,13 +733,15 @@ class _Recorder:
         self.failed_index: list[int] = []
         self.last_flush = time.time()
 
-    def add(self, i: int, dset, task, result: DatumResult, tries: int, reason: str, secrets: dict) -> None:
+    def add(self, i: int, dset, task, result: DatumResult, tries: int, reason: str, secrets: list[str]) -> None:
         def scrub(b: bytes) -> str:
             text = b.decode("utf-8", "replace")
-            for value in secrets.values():
-                if value:
-                    text = text.replace(value, "***")
+            for value in secrets:  # longest first: a value inside another is not left half shown
+                text = text.replace(value, "***")
             return text
+
+        if result.error:
+            result.error = scrub(result.error.encode())
 
         inputs = [
             {"name": inp.name, "repo": inp.repo, "commit": inp.commit, "path": inp.match,

@@ -17,7 +17,7 @@ import threading
 import pyarrow as pa
 import xxhash
 
-from .executors.base import DatumTask
+from .datums import DatumTask
 from ..storage import index
 from ..storage.chunking import BLOCK, ChunkWriter
 from ..storage.chunkstore import object_id

@@ -237,7 +237,8 @@ def test_secrets_reach_the_step_but_never_logs_specs_or_inspect(tmp_path, images
     dpl("create-secret", "creds", "--from-literal", f"token={token}", "--from-file", f"cert={cert_file}", store=store)
     listed = json.loads(dpl("list-secret", "-o", "json", store=store).stdout)
     assert [(s["name"], s["keys"]) for s in listed] == [("creds", ["cert", "token"])]
-    assert oct(os.stat(store / "secrets" / "creds.json").st_mode & 0o777) == "0o600"
+    assert not (store / "secrets").exists()  # a row of the metadata database, which only its owner may read
+    assert oct(os.stat(store / "meta.db").st_mode & 0o777) == "0o600"
 
     dpl("create-repo", "data", store=store)
     fill(store, "data", {"/x": b"1\n"}, tmp_path)
@@ -265,10 +266,10 @@ def test_secrets_reach_the_step_but_never_logs_specs_or_inspect(tmp_path, images
     for data in shown:
         text = json.dumps(data, default=str)
         assert token not in text and "5ca1ab1e" not in text
-    for root, _, files in os.walk(store):  # nor any file of the store but the secret itself
+    for root, _, files in os.walk(store):  # nor any file of the store but the database that holds the secret
         for name in files:
             path = os.path.join(root, name)
-            if os.path.dirname(path) != str(store / "secrets"):
+            if not name.startswith("meta.db"):
                 data = open(path, "rb").read()
                 assert token.encode() not in data and b"5ca1ab1e" not in data, path
 

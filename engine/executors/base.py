@@ -19,26 +19,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from ..datums import DatumInput, DatumTask  # noqa: F401  (built where datums are built; re-exported)
 from ..spec import Spec
-
-
-@dataclass
-class DatumInput:
-    name: str  # the input's name: files appear under /pfs/<name>
-    repo: str
-    commit: str
-    match: str  # the glob match this datum holds (a file or directory path)
-    files: list[dict]  # index rows: path, size, hash, refs
-    empty_files: bool = False
-
-
-@dataclass
-class DatumTask:
-    job: str
-    pipeline: str
-    datum: str
-    inputs: list[DatumInput]
-    env: dict[str, str]  # PACH_* variables and one path variable per input
 
 
 @dataclass
@@ -73,6 +55,7 @@ class JobContext:
     code_dir: str | None = None  # where the spec file was: the step's default working directory
     deadline: float | None = None  # job_timeout, as a time.time()
     cancelled: threading.Event = field(default_factory=threading.Event)
+    reader: object = None  # the job's ChunkReader, made by the step runner on first use
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())

@@ -141,5 +141,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN code TEXT NOT NULL DEFAULT '{}';
     """,
+    # 3: secrets move from secrets/*.json into the database (engine/secrets.py imports the old files).
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        data TEXT NOT NULL                         -- JSON object: key -> value
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
