@@ -275,14 +275,21 @@ def test_gc_with_a_grace_period_deletes_only_objects_older_than_it(s3_server, s3
     (tmp_path / "new.bin").write_bytes(os.urandom(5 * MB))
     dpl("create-repo", "scratch", store=root)
     dpl("put-file", "scratch@master:/old.bin", tmp_path / "old.bin", store=root)
-    time.sleep(4)
+    old_done = time.time()
+    time.sleep(5)
+    new_start = time.time()
     dpl("put-file", "scratch@master:/new.bin", tmp_path / "new.bin", store=root)
     dpl("delete-repo", "scratch", store=root)
     before = bucket_objects(s3_server, prefix)
     monkeypatch.setattr(gc, "S3_CLOCK_SLACK", 0.0)  # server and test share this machine's clock
     s = Store.open(root)
     try:
-        report = gc.collect_garbage(s, grace_minutes=2.5 / 60)  # old.bin's objects are 4 s old, new.bin's 0-1 s
+        # A grace period that reaches 2.5 s before new.bin's put began, however
+        # long the commands took on a loaded machine: its objects (stamped to
+        # the second) are younger, old.bin's (5 s before) older.
+        grace = time.time() - new_start + 2.5
+        assert new_start - 2.5 > old_done
+        report = gc.collect_garbage(s, grace_minutes=grace / 60)
     finally:
         s.close()
     after = bucket_objects(s3_server, prefix)
