@@ -44,12 +44,21 @@ def unfan(name: str) -> bytes | None:
 
 
 class ChunkStore(Protocol):
-    """A flat namespace of immutable objects keyed by 16-byte ids."""
+    """A flat namespace of immutable objects keyed by 16-byte ids.
+
+    Backends (local.py, s3.py, memory.py) are chosen by URL in registry.py
+    and built by a `from_url` classmethod; tests/test_chunkstores.py is the
+    contract every one of them passes.
+    """
 
     def put(self, oid: bytes, data) -> bool:
-        """Store `data` under `oid`; return False if it was already there."""
+        """Store `data` under `oid` (durable once `sync()` returned); return
+        False if it was already there.  A store may skip the write only for
+        an object it has checked is stored, never on the word of a cache."""
 
-    def get(self, oid: bytes) -> bytes: ...
+    def get(self, oid: bytes) -> bytes:
+        """The stored bytes (as stored: the caller checks them against `oid`);
+        `Corruption` if the object is missing."""
 
     def has(self, oid: bytes) -> bool: ...
 
