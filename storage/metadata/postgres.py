@@ -247,13 +247,19 @@ class PostgresDatabase(Tx):
 
     def execute(self, sql: str, args=()):
         conn = self.conn
+        verb = sql.lstrip()[:6].upper()
+        if verb != "SELECT" and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # SQLite serialises an autocommitted change with the writers too;
+            # without the lock it could land inside another's read-modify-write.
+            with self.write() as tx:
+                return tx.execute(sql, args)
         try:
             return PostgresTx(self, conn).execute(sql, args)
         except StorageUnavailable:
             # A read on a connection the server dropped since its last use (a
             # restart) is sent again once on a new one; a write is not, as it
             # may have been committed before the connection went.
-            if not conn.broken or not sql.lstrip()[:6].upper() == "SELECT":
+            if not conn.broken or verb != "SELECT":
                 raise
             return PostgresTx(self, self.conn).execute(sql, args)
 
