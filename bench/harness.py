@@ -53,6 +53,9 @@ class CommandFailed(RuntimeError):
 class Run:
     seconds: float
     max_rss: int  # bytes, of the child (and any children it waited for)
+    # user + system CPU seconds of the child: on a loaded machine the wall
+    # time of a short command is mostly waiting for a core, this is not.
+    cpu: float = 0.0
 
 
 @dataclasses.dataclass
@@ -73,6 +76,10 @@ class Figure:
         return max(r.max_rss for r in self.runs)
 
     @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
+
+    @property
     def throughput(self) -> float | None:
         return self.nbytes / self.seconds if self.nbytes else None
 
@@ -81,6 +88,7 @@ class Figure:
             "label": self.label,
             "seconds": self.seconds,
             "runs": [r.seconds for r in self.runs],
+            "cpu": self.cpu,
             "max_rss": self.max_rss,
             "bytes": self.nbytes,
             "throughput": self.throughput,
@@ -108,7 +116,7 @@ class Ratio:
 class Context:
     """Sizes, directories and the report of one `run.py` invocation."""
 
-    def __init__(self, *, quick: bool, data_dir: str, repeat: int | None = None):
+    def __init__(self, *, quick: bool, data_dir: str, repeat: int | None = None, metadata: str | None = None):
         self.quick = quick
         self.sizes = dict(SIZES["quick" if quick else "full"])
         if repeat:
@@ -119,7 +127,9 @@ class Context:
         self.results: list[dict] = []
         self.dvc: str | None = None  # the dvc executable, when available
         self.dvc_why = ""  # why not, otherwise
+        self.metadata = metadata  # a postgresql:// URL: stores keep their metadata there
         self._scratch: list[str] = []
+        self._databases: list[str] = []
 
     # ------------------------------------------------------------ directories
 
@@ -133,6 +143,24 @@ class Context:
         for path in self._scratch:
             shutil.rmtree(path, ignore_errors=True)
         self._scratch.clear()
+        for url in self._databases:
+            _postgres(self.metadata, f'DROP DATABASE IF EXISTS "{_database(url)}" WITH (FORCE)')
+        self._databases.clear()
+
+    def new_metadata(self) -> str | None:
+        """The `dpl init --metadata` URL of a new store: None for SQLite (the
+        default), else a fresh database on the `--metadata` server (a store
+        owns its database, so two stores never share one)."""
+        if not self.metadata:
+            return None
+        import urllib.parse
+        import uuid
+
+        name = f"dpl_bench_{uuid.uuid4().hex[:12]}"
+        _postgres(self.metadata, f'CREATE DATABASE "{name}"')
+        url = urllib.parse.urlsplit(self.metadata)._replace(path="/" + name).geturl()
+        self._databases.append(url)
+        return url
 
     # ---------------------------------------------------------------- report
 
@@ -156,7 +184,8 @@ class Section:
         runs = " ".join(f"{r.seconds:.3f}" for r in fig.runs)
         extra = f"  {human_rate(fig.throughput)}" if fig.throughput else ""
         note = f"  ({fig.note})" if fig.note else ""
-        say(f"  {fig.label:<44} {fig.seconds:8.3f} s{extra}  max RSS {human_bytes(fig.max_rss)}"
+        cpu = f"  cpu {fig.cpu:.3f} s" if fig.cpu else ""
+        say(f"  {fig.label:<44} {fig.seconds:8.3f} s{extra}{cpu}  max RSS {human_bytes(fig.max_rss)}"
             f"  [runs: {runs}]{note}")
         return fig
 
@@ -189,6 +218,20 @@ class Section:
             "ratios": [r.to_dict() for r in self.ratios],
             "notes": self.notes,
         })
+
+
+def _database(url: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.urlsplit(url).path.lstrip("/")
+
+
+def _postgres(url: str, sql: str) -> None:
+    """One statement on a PostgreSQL server, outside any transaction."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
 
 
 # ------------------------------------------------------------------ running
@@ -227,7 +270,7 @@ def run(cmd, *, cwd=None, env=None, stdout=None, check=True) -> Run:
             raise CommandFailed(f"{cmd!r} exited {proc.returncode}:\n{tail}")
         lines = rss.read().split()
         max_rss = int(lines[-1]) * 1024 if TIME and lines and lines[-1].isdigit() else usage.ru_maxrss * 1024
-    return Run(seconds, max_rss)
+    return Run(seconds, max_rss, usage.ru_utime + usage.ru_stime)
 
 
 def measure(label: str, cmd_or_fn, *, repeat: int, setup=None, teardown=None, nbytes=None, note="", round: int = 0,
@@ -286,9 +329,10 @@ def dpl_cmd(*args) -> list[str]:
     return [DPL, *map(str, args)]
 
 
-def new_store(path: str, *repos: str) -> str:
-    """An empty durable store (the default) with these repos, untimed."""
-    run([DPL, "init", path])
+def new_store(path: str, *repos: str, metadata: str | None = None) -> str:
+    """An empty durable store (the default) with these repos, untimed;
+    `metadata` is a PostgreSQL URL to keep its metadata in."""
+    run([DPL, "init", path, *(["--metadata", metadata] if metadata else [])])
     for repo in repos:
         run([DPL, "create-repo", repo], env={"DPL_STORE": path})
     return path

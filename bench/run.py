@@ -4,6 +4,8 @@
     python bench/run.py repos                one module (bench/bench_repos.py)
     python bench/run.py repos.big_file       one benchmark of a module
     python bench/run.py --quick repos        small sizes: a smoke run in seconds
+    python bench/run.py small --metadata postgresql://USER:PW@HOST:PORT/postgres
+                                             metadata in PostgreSQL (a database per store)
 
 `DPL_BENCH_QUICK=1` is the same as `--quick`.  Results are also written as
 JSON to bench/results/ (gitignored).  The exit code is 0 whether or not a
@@ -68,11 +70,14 @@ def main(argv=None) -> int:
                         help="where generated data and scratch stores live (default bench/data)")
     parser.add_argument("--results", default=os.path.join(BENCH_DIR, "results"), help="where to write the JSON results")
     parser.add_argument("--no-install", action="store_true", help="never pip-install dvc; use it only if present")
+    parser.add_argument("--metadata", default=os.environ.get("DPL_BENCH_METADATA") or None,
+                        help="keep the stores' metadata in PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT/DB, a server"
+                             " where each store gets a database of its own (default: SQLite)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
 
     chosen = select(args.names)
-    ctx = h.Context(quick=args.quick, data_dir=args.data, repeat=args.repeat)
+    ctx = h.Context(quick=args.quick, data_dir=args.data, repeat=args.repeat, metadata=args.metadata)
     ctx.dvc = h.find_dvc()
     ctx.dvc_why = "no dvc executable found"
     if ctx.dvc is None and not (args.quick or args.no_install) and any(m == "repos" for m, _, _ in chosen):
@@ -85,6 +90,7 @@ def main(argv=None) -> int:
     h.say(f"data:    {ctx.data_dir}")
     h.say(f"dpl:     {h.DPL}")
     h.say(f"dvc:     {ctx.dvc or 'unavailable (' + ctx.dvc_why + ')'}")
+    h.say(f"metadata: {ctx.metadata or 'SQLite (the default)'}")
     h.say("python:  bytecode cache on for every command (PYTHONDONTWRITEBYTECODE unset, as in a pip install)")
     started = time.time()
     try:
