@@ -11,37 +11,87 @@ filesets and LSM trees do it.
 
 Tombstones: a row with `deleted` set removes its path from older layers; if
 its path ends in `/` it removes the whole directory.
+
+(Over 400 lines: merging, looking up, collision checks and compaction are one
+algorithm over sorted layers and share its helpers.)
+
+pyarrow is imported when an index is first touched, not with this module:
+importing pyarrow (and numpy, which it loads) costs ~0.15 s, more than a
+whole `dpl list-repo` may take, and most commands never touch an index.
+`SCHEMA` and `EMPTY` are made on first use for the same reason.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import importlib
+import os
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from .chunking import REFS_TYPE
 from .chunkstore import ChunkStore, object_id
 from .errors import Corruption
 from .layer import Layer  # noqa: F401  (index.Layer is the name engine code uses)
 
-SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("size", pa.int64()),
-        ("hash", pa.binary(16)),
-        ("refs", REFS_TYPE),
-        ("deleted", pa.bool_()),
-        # The datum that wrote the file, in a pipeline's output repo (null in
-        # user repos): provenance of a file is one lookup, and removing a
-        # datum's outputs is a filter on this column, not a scan of logs.
-        ("datum", pa.binary(16)),
-    ]
-)
-EMPTY = SCHEMA.empty_table()
+
+
+class _OnFirstUse:
+    """A module imported at its first attribute access, which then takes
+    this stand-in's place among the module's globals (no cost after that)."""
+
+    def __init__(self, name: str, alias: str):
+        self._name, self._alias = name, alias
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        globals()[self._alias] = module
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = _OnFirstUse("pyarrow", "pa")
+    pc = _OnFirstUse("pyarrow.compute", "pc")
+
 MAX_LAYERS = 8
+# Below this size a table object is read whole: mapping a small file costs
+# more (~0.5 ms) than reading it (~0.1 ms), and a commit reads a few.
+MMAP_FROM = 1 << 20
 
 
+@functools.cache
+def _schema():
+    from .chunking import REFS_TYPE
+
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("size", pa.int64()),
+            ("hash", pa.binary(16)),
+            ("refs", REFS_TYPE),
+            ("deleted", pa.bool_()),
+            # The datum that wrote the file, in a pipeline's output repo (null in
+            # user repos): provenance of a file is one lookup, and removing a
+            # datum's outputs is a filter on this column, not a scan of logs.
+            ("datum", pa.binary(16)),
+        ]
+    )
+
+
+@functools.cache
+def _empty():
+    return _schema().empty_table()
+
+
+def __getattr__(name: str):
+    """`SCHEMA` and `EMPTY`, made (with pyarrow) on first use."""
+    if name == "SCHEMA":
+        return _schema()
+    if name == "EMPTY":
+        return _empty()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tombstones(paths: list[str]) -> pa.Table:
@@ -57,11 +107,11 @@ def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Tabl
             "path": paths if isinstance(paths, (pa.Array, pa.ChunkedArray)) else pa.array(paths, pa.string()),
             "size": pa.array(sizes, pa.int64()),
             "hash": pa.array(hashes, pa.binary(16)),
-            "refs": refs if isinstance(refs, pa.Array) else pa.array(refs, REFS_TYPE),
+            "refs": refs if isinstance(refs, pa.Array) else pa.array(refs, _schema().field("refs").type),
             "deleted": pa.array(deleted if deleted is not None else pa.repeat(False, n), pa.bool_()),
             "datum": datums if isinstance(datums, pa.Array) else pa.array(datums if datums is not None else [None] * n, pa.binary(16)),
         },
-        schema=SCHEMA,
+        schema=_schema(),
     )
     return sort_unique(table)
 
@@ -107,29 +157,33 @@ def write_table(store: ChunkStore, table: pa.Table) -> bytes:
     return oid
 
 
+def _source(store: ChunkStore, oid: bytes):
+    """A table object's bytes for Arrow.  A big local one is memory-mapped,
+    zero-copy (a million-row layer costs nothing until a column is touched);
+    a small one is read whole, which is cheaper than mapping it."""
+    path = store.local_path(oid)
+    if path is None:
+        return pa.py_buffer(store.get(oid))
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size >= MMAP_FROM:
+            return pa.memory_map(path)
+        return pa.py_buffer(f.read())
+
+
 def read_table(store: ChunkStore, oid: bytes) -> pa.Table:
     """Read an Arrow table object (memory-mapped where the store is local)."""
     try:
-        path = store.local_path(oid)
-        source = pa.memory_map(path) if path is not None else pa.py_buffer(store.get(oid))
-        return pa.ipc.open_file(source).read_all()
+        return pa.ipc.open_file(_source(store, oid)).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise Corruption(f"Table object {oid.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
 
 
 def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:
     try:
-        path = store.local_path(layer.id)
-        if path is not None:
-            # Memory-mapped and zero-copy: a million-row layer costs nothing
-            # until a column is touched.
-            source = pa.memory_map(path)
-        else:
-            source = pa.py_buffer(store.get(layer.id))
-        table = pa.ipc.open_file(source).read_all()
+        table = pa.ipc.open_file(_source(store, layer.id)).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise Corruption(f"File index {layer.id.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
-    if table.num_rows != layer.rows or not table.schema.equals(SCHEMA):
+    if table.num_rows != layer.rows or not table.schema.equals(_schema()):
         raise Corruption(f"File index {layer.id.hex()} is damaged.", hint="Run `dpl fsck`.")
     return table
 
@@ -146,7 +200,7 @@ def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
     """
     tables = [t for t in tables if t.num_rows]
     if not tables:
-        return EMPTY
+        return _empty()
     merged = tables[0]
     if not keep_tombstones and pc.any(merged["deleted"]).as_py():
         merged = merged.filter(pc.invert(merged["deleted"]))
@@ -159,8 +213,12 @@ def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
 
 
 def _few(k: int, n: int) -> bool:
-    """Whether k binary searches in n sorted rows beat one scan of them."""
-    return k * max(n.bit_length(), 1) * 100 < n
+    """Whether k binary searches in n sorted rows beat one scan of them.
+
+    A probe is a Python step (~1 us); a vectorised pass costs its rows plus
+    a fixed ~20 us per Arrow call, and a pass takes several calls: so below
+    a few thousand rows a handful of probes always wins."""
+    return k * max(n.bit_length(), 1) * 100 < n + 20_000
 
 
 class _Sorted:
@@ -233,7 +291,7 @@ def _overlay(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa.Tabl
         pieces.append(newer.slice(run))
     if pos < index.n:
         pieces.append(older.slice(pos))
-    return pa.concat_tables(pieces) if pieces else EMPTY
+    return pa.concat_tables(pieces) if pieces else _empty()
 
 
 def _merge_sorted(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa.Table:
@@ -260,6 +318,8 @@ def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
     if _few(len(paths), table.num_rows):
         index = _Sorted(table["path"])
         found = [i for i in map(index.find, paths) if i is not None]
+        if len(found) <= 1:  # the usual lookup: a zero-copy slice, not a take of every column
+            return table.slice(found[0] if found else 0, len(found))
         return table.take(pa.array(found, pa.int64()))
     return table.filter(pc.is_in(table["path"], value_set=pa.array(paths, pa.string())))
 
@@ -354,7 +414,15 @@ def _starts_at(index: _Sorted, prefix: str) -> bool:
 
 
 def _ancestors(paths: pa.Array) -> pa.Array:
-    """Every directory above these paths, except `/`, once each."""
+    """Every directory above these paths, except `/`, once each (nearest
+    level first)."""
+    if len(paths) <= 64:  # a regex pass per level costs more than Python for a few paths
+        levels: dict[str, None] = {}
+        level = paths.to_pylist()
+        while level:
+            level = [p for p in dict.fromkeys(p.rpartition("/")[0] for p in level) if p]  # "/a/b" -> "/a"; "/a" -> ""
+            levels.update(dict.fromkeys(level))
+        return pa.array(list(levels), pa.string())
     found = []
     level = paths
     while len(level):
