@@ -8,7 +8,6 @@ reported with what it affects (repo, commit and file paths) because "chunk
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -18,6 +17,10 @@ import pyarrow.compute as pc
 from ..storage import chunkstore, index
 from ..storage.chunkstore import object_id
 from ..storage.errors import Corruption
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import repos as repo_rows
 
 MAX_PATHS = 20  # affected paths named per problem
 
@@ -59,21 +62,21 @@ class Report:
 
 def fsck(store, progress=None) -> Report:
     report = Report()
-    commits = store.db.query("SELECT repo, id, parent, state, layers, delta, origin, job FROM commits")
-    known = {(c["repo"], c["id"]) for c in commits}
+    commits = commit_rows.all_commits(store.db)
+    known = {(c.repo, c.id) for c in commits}
     report.commits = len(commits)
 
-    for b in store.db.query("SELECT repo, name, head FROM branches WHERE head IS NOT NULL"):
-        if (b["repo"], b["head"]) not in known:
+    for b in repo_rows.all_branches(store.db):
+        if b.head is not None and (b.repo, b.head) not in known:
             report.problems.append(
-                Problem("dangling-ref", f"Branch {b['repo']}@{b['name']} points at commit {b['head']}, which does not exist.",
-                        subject=f"{b['repo']}@{b['name']}")
+                Problem("dangling-ref", f"Branch {b.repo}@{b.name} points at commit {b.head}, which does not exist.",
+                        subject=f"{b.repo}@{b.name}")
             )
     for c in commits:
-        if c["parent"] and (c["repo"], c["parent"]) not in known:
+        if c.parent and (c.repo, c.parent) not in known:
             report.problems.append(
-                Problem("dangling-ref", f"Commit {c['repo']}@{c['id']} has parent {c['parent']}, which does not exist.",
-                        subject=f"{c['repo']}@{c['id']}")
+                Problem("dangling-ref", f"Commit {c.repo}@{c.id} has parent {c.parent}, which does not exist.",
+                        subject=f"{c.repo}@{c.id}")
             )
     report.problems += _provenance(store, commits, known)
 
@@ -81,22 +84,21 @@ def fsck(store, progress=None) -> Report:
     users: dict[bytes, list[str]] = {}
     layer_rows: dict[bytes, int] = {}
     for c in commits:
-        for d in json.loads(c["layers"]) + json.loads(c["delta"]):
-            lid = bytes.fromhex(d["id"])
-            users.setdefault(lid, []).append(f"{c['repo']}@{c['id']}")
-            layer_rows[lid] = int(d["rows"])
+        for layer in c.layers + c.delta:
+            users.setdefault(layer.id, []).append(f"{c.repo}@{c.id}")
+            layer_rows[layer.id] = layer.rows
     chunk_layers: dict[bytes, list[bytes]] = {}
     tables: dict[bytes, pa.Table] = {}
     # Job objects: datum output batches (rows with chunk refs, carried into later
     # output commits) and datum lists (what the next job compares with).
     others: dict[bytes, str] = {}
-    for r in store.db.query("SELECT DISTINCT pipeline, batch, job FROM datum_outputs WHERE batch != ''"):
-        oid = bytes.fromhex(r["batch"])
-        users.setdefault(oid, []).append(f"datum outputs of {r['pipeline']}@{r['job']}")
+    for use in datum_rows.batch_uses(store.db):
+        oid = bytes.fromhex(use.batch)
+        users.setdefault(oid, []).append(f"datum outputs of {use.pipeline}@{use.job}")
         others[oid] = "datum output batch"
-    for r in store.db.query("SELECT pipeline, id, datum_list FROM jobs WHERE datum_list IS NOT NULL"):
-        oid = bytes.fromhex(r["datum_list"])
-        users.setdefault(oid, []).append(f"job {r['pipeline']}@{r['id']}")
+    for job in job_rows.with_datum_list(store.db):
+        oid = bytes.fromhex(job.datum_list)
+        users.setdefault(oid, []).append(f"job {job.pipeline}@{job.id}")
         others.setdefault(oid, "datum list")
     for lid, rows in list(layer_rows.items()) + [(oid, None) for oid in others if oid not in layer_rows]:
         try:
@@ -160,25 +162,25 @@ def fsck(store, progress=None) -> Report:
 def _provenance(store, commits, known) -> list[Problem]:
     """Jobs and output commits must name commits and jobs that exist."""
     problems = []
-    jobs = {(j["pipeline"], j["id"]): j for j in store.db.query("SELECT pipeline, id, state, inputs, output_commit FROM jobs")}
+    jobs = {(j.pipeline, j.id): j for j in job_rows.all_jobs(store.db)}
     for (pipeline, jid), j in sorted(jobs.items()):
-        for inp in json.loads(j["inputs"]):
+        for inp in j.inputs:
             if inp.get("commit") and (inp["repo"], inp["commit"]) not in known:
                 problems.append(Problem(
                     "dangling-provenance",
                     f"Job {pipeline}@{jid} read {inp['repo']}@{inp['commit']}, which no longer exists.",
-                    [f"{pipeline}@{j['output_commit']}"] if j["output_commit"] else [], subject=f"{pipeline}@{jid}",
+                    [f"{pipeline}@{j.output_commit}"] if j.output_commit else [], subject=f"{pipeline}@{jid}",
                 ))
-        if j["output_commit"] and (pipeline, j["output_commit"]) not in known:
+        if j.output_commit and (pipeline, j.output_commit) not in known:
             problems.append(Problem(
-                "dangling-provenance", f"Job {pipeline}@{jid} made commit {pipeline}@{j['output_commit']}, which no longer exists.",
+                "dangling-provenance", f"Job {pipeline}@{jid} made commit {pipeline}@{j.output_commit}, which no longer exists.",
                 subject=f"{pipeline}@{jid}",
             ))
     for c in commits:
-        if c["origin"] == "auto" and c["job"] and (c["repo"], c["job"]) not in jobs:
+        if c.origin == "auto" and c.job and (c.repo, c.job) not in jobs:
             problems.append(Problem(
-                "dangling-provenance", f"Commit {c['repo']}@{c['id']} was made by job {c['repo']}@{c['job']}, which no longer exists.",
-                subject=f"{c['repo']}@{c['id']}",
+                "dangling-provenance", f"Commit {c.repo}@{c.id} was made by job {c.repo}@{c.job}, which no longer exists.",
+                subject=f"{c.repo}@{c.id}",
             ))
     return problems
 

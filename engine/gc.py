@@ -18,7 +18,6 @@ nothing and says to run `dpl fsck --repair` first.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import time
@@ -29,6 +28,9 @@ import pyarrow.compute as pc
 from . import writers
 from ..storage import index
 from ..storage.errors import Corruption, DiskFull, DplError
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
 
 DEFAULT_GRACE_MINUTES = 10.0
 CLOCK_SLACK = 2.0  # seconds: filesystem timestamps may lag time.time() a little
@@ -56,11 +58,11 @@ class GcReport:
 def live_objects(store) -> set[bytes]:
     """Every object id the metadata refers to, directly or through an index."""
     layers: dict[bytes, int] = {}
-    for row in store.db.query("SELECT layers, delta FROM commits"):
-        for d in json.loads(row["layers"]) + json.loads(row["delta"]):
-            layers[bytes.fromhex(d["id"])] = int(d["rows"])
-    batches = {bytes.fromhex(r["batch"]) for r in store.db.query("SELECT DISTINCT batch FROM datum_outputs WHERE batch != ''")}
-    lists = {bytes.fromhex(r["datum_list"]) for r in store.db.query("SELECT DISTINCT datum_list FROM jobs WHERE datum_list IS NOT NULL")}
+    for commit in commit_rows.all_commits(store.db):
+        for layer in commit.layers + commit.delta:
+            layers[layer.id] = layer.rows
+    batches = {bytes.fromhex(u.batch) for u in datum_rows.batch_uses(store.db)}
+    lists = {bytes.fromhex(j.datum_list) for j in job_rows.with_datum_list(store.db)}
     live = set(layers) | batches | lists
     for oid, rows in layers.items():
         live.update(_chunks(index.read_layer(store.chunks, index.Layer(oid, rows)), oid))
@@ -227,8 +229,8 @@ def _clean_temp(store, report: GcReport, older: float, dry_run: bool) -> None:
     jobs_dir = store.root / "tmp" / "jobs"
     if jobs_dir.is_dir():
         live_nonces = set()
-        for r in store.db.query("SELECT owner FROM jobs WHERE state='running' AND owner IS NOT NULL"):
-            host, pid, nonce = (r["owner"].split(":") + ["", ""])[:3]
+        for owner in job_rows.running_owners(store.db):
+            host, pid, nonce = (owner.split(":") + ["", ""])[:3]
             if writers.pid_alive(pid):
                 live_nonces.add(nonce)
         for d in jobs_dir.iterdir():

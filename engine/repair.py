@@ -27,7 +27,6 @@ inventing bytes.  What it does:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -41,6 +40,10 @@ from .fsck import MAX_PATHS, Report, fsck
 from ..storage import index
 from ..storage.chunkstore import object_id
 from ..storage.errors import Corruption
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import repos as repo_rows
 
 QUARANTINE = "quarantine"
 
@@ -109,10 +112,8 @@ def _rebuild_indexes(store, bad: set[bytes], out: RepairReport) -> set[tuple[str
         # Out of the way: a rebuilt layer may have the very same id, and must not
         # be taken for already stored.
         _quarantine(store, oid)
-    from .repos import Commit
-
-    rows = store.db.query("SELECT * FROM commits ORDER BY created")
-    commits = {(r["repo"], r["id"]): Commit.from_row(r) for r in rows}
+    rows = sorted(commit_rows.all_commits(store.db), key=lambda c: c.created)
+    commits = {(c.repo, c.id): c for c in rows}
     done: dict[tuple[str, str], list[index.Layer]] = {}  # repaired full layers
 
     def full_of(key) -> list[index.Layer] | None:
@@ -158,8 +159,8 @@ def _rebuild_indexes(store, bad: set[bytes], out: RepairReport) -> set[tuple[str
             old = _tables(store, parent_layers)
             layer = index.write_layer(store.chunks, _delta(old, new))
             store.chunks.sync()
-            with store.db.write() as db:
-                db.execute("UPDATE commits SET delta=? WHERE repo=? AND id=?", (json.dumps([layer.to_json()]), c.repo, c.id))
+            with store.db.write() as tx:
+                commit_rows.set_delta(tx, c.repo, c.id, [layer])
             out.fixed.append(f"Rebuilt the own file list of commit {c.repo}@{c.id} from its full index.")
             continue
         # Only the full index is damaged: parent's (repaired) index + own layers.
@@ -168,8 +169,8 @@ def _rebuild_indexes(store, bad: set[bytes], out: RepairReport) -> set[tuple[str
             continue
         layers = index.compact(store.chunks, parent_layers + c.delta)
         store.chunks.sync()
-        with store.db.write() as db:
-            db.execute("UPDATE commits SET layers=? WHERE repo=? AND id=?", (json.dumps([l.to_json() for l in layers]), c.repo, c.id))
+        with store.db.write() as tx:
+            commit_rows.set_layers(tx, c.repo, c.id, layers)
         done[key] = layers
         out.fixed.append(f"Rebuilt the file index of commit {c.repo}@{c.id} from its layers.")
     return lost
@@ -200,11 +201,11 @@ def _delta(old: pa.Table, new: pa.Table) -> pa.Table:
 def _all_tables(store) -> list[tuple[str, pa.Table]]:
     """Every readable table of file rows: commit layers and datum output batches."""
     ids: dict[bytes, int | None] = {}
-    for r in store.db.query("SELECT layers, delta FROM commits"):
-        for d in json.loads(r["layers"]) + json.loads(r["delta"]):
-            ids[bytes.fromhex(d["id"])] = int(d["rows"])
-    for r in store.db.query("SELECT DISTINCT batch FROM datum_outputs WHERE batch != ''"):
-        ids.setdefault(bytes.fromhex(r["batch"]), None)
+    for c in commit_rows.all_commits(store.db):
+        for layer in c.layers + c.delta:
+            ids[layer.id] = layer.rows
+    for use in datum_rows.batch_uses(store.db):
+        ids.setdefault(bytes.fromhex(use.batch), None)
     out = []
     for oid, rows in ids.items():
         try:
@@ -337,29 +338,29 @@ def _quarantine(store, chunk: bytes) -> None:
 def _fix_job_objects(store, problems, out: RepairReport) -> None:
     for p in problems:
         oid = p.subject
-        batch_rows = store.db.query("SELECT pipeline, datum FROM datum_outputs WHERE batch=?", (oid,))
-        if batch_rows:
-            with store.db.write() as db:
-                db.execute("DELETE FROM datum_outputs WHERE batch=?", (oid,))
+        cached = datum_rows.outputs_in_batch(store.db, oid)
+        if cached:
+            with store.db.write() as tx:
+                datum_rows.forget_batch(tx, oid)
             out.fixed.append(
-                f"Forgot the cached outputs of {len(batch_rows)} datum(s) of pipeline {batch_rows[0]['pipeline']!r} "
+                f"Forgot the cached outputs of {len(cached)} datum(s) of pipeline {cached[0].pipeline!r} "
                 f"(their batch {oid} is lost); they run again when next needed."
             )
-        for job in store.db.query("SELECT pipeline, id, output_commit FROM jobs WHERE datum_list=?", (oid,)):
+        for job in job_rows.with_datum_list(store.db, oid):
             list_id = _rebuild_datum_list(store, job)
-            with store.db.write() as db:
-                db.execute("UPDATE jobs SET datum_list=? WHERE pipeline=? AND id=?", (list_id, job["pipeline"], job["id"]))
-            out.fixed.append(f"Rebuilt the datum list of job {job['pipeline']}@{job['id']} from its output commit and datum records.")
+            with store.db.write() as tx:
+                job_rows.set_datum_list(tx, job.pipeline, job.id, list_id)
+            out.fixed.append(f"Rebuilt the datum list of job {job.pipeline}@{job.id} from its output commit and datum records.")
 
 
-def _rebuild_datum_list(store, job) -> str | None:
+def _rebuild_datum_list(store, job: job_rows.Job) -> str | None:
     from .jobs import DATUM_LIST_SCHEMA
 
-    ran = {r["datum"]: r for r in store.db.query("SELECT datum, key, state FROM datums WHERE pipeline=? AND job=?", (job["pipeline"], job["id"]))}
+    ran = {d.datum: d for d in datum_rows.of_job(store.db, job.pipeline, job.id)}
     ids = dict.fromkeys(ran)
-    if job["output_commit"]:
+    if job.output_commit:
         try:
-            table = store.commit_table(store.get_commit(job["pipeline"], job["output_commit"]))
+            table = store.commit_table(store.get_commit(job.pipeline, job.output_commit))
             for d in pc.unique(table["datum"]).to_pylist():
                 if d is not None:
                     ids.setdefault(d.hex(), None)
@@ -367,8 +368,8 @@ def _rebuild_datum_list(store, job) -> str | None:
             pass
     if not ids:
         return None
-    keys = [ran[d]["key"] if d in ran else "" for d in ids]
-    states = [("processed" if ran[d]["state"] == "success" else "failed") if d in ran else "skipped" for d in ids]
+    keys = [ran[d].key if d in ran else "" for d in ids]
+    states = [("processed" if ran[d].state == "success" else "failed") if d in ran else "skipped" for d in ids]
     table = pa.table({"datum": pa.array([bytes.fromhex(d) for d in ids], pa.binary(16)), "key": keys, "state": states}, schema=DATUM_LIST_SCHEMA)
     oid = index.write_table(store.chunks, table)
     store.chunks.sync()
@@ -376,12 +377,12 @@ def _rebuild_datum_list(store, job) -> str | None:
 
 
 def _commit_readable(store, repo: str, cid: str) -> bool:
-    row = store.db.one("SELECT layers, state FROM commits WHERE repo=? AND id=?", (repo, cid))
-    if row is None or row["state"] != "finished":
+    commit = commit_rows.get(store.db, repo, cid)
+    if commit is None or commit.state != "finished":
         return False
     try:
-        for d in json.loads(row["layers"]):
-            index.read_layer(store.chunks, index.Layer.from_json(d))
+        for layer in commit.layers:
+            index.read_layer(store.chunks, layer)
         return True
     except Corruption:
         return False
@@ -391,32 +392,30 @@ def _fix_refs(store, problems, lost, out: RepairReport) -> None:
     for p in problems:
         repo, _, name = p.subject.partition("@")
         if p.message.startswith("Branch"):
-            candidates = store.db.query(
-                "SELECT id FROM commits WHERE repo=? AND branch=? AND state='finished' ORDER BY finished DESC", (repo, name)
-            )
-            target = next((r["id"] for r in candidates if _commit_readable(store, repo, r["id"])), None)
-            old = store.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, name))["head"]
-            with store.db.write() as db:
-                db.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (target, repo, name, old))
+            candidates = commit_rows.finished_on(store.db, repo, name)
+            target = next((c.id for c in candidates if _commit_readable(store, repo, c.id)), None)
+            old = repo_rows.branch(store.db, repo, name).head
+            with store.db.write() as tx:
+                repo_rows.move_head(tx, repo, name, old, target)
             out.fixed.append(
                 f"Moved branch {repo}@{name} from the missing commit {old} back to "
                 + (f"{target}, the newest readable commit made on it." if target else "no commit (none made on it is readable).")
             )
         else:
-            with store.db.write() as db:
-                db.execute("UPDATE commits SET parent=NULL WHERE repo=? AND id=?", (repo, name))
+            with store.db.write() as tx:
+                commit_rows.set_parent(tx, repo, name, None)
             out.fixed.append(f"Commit {repo}@{name} named a parent that no longer exists: its history now starts at it.")
     # Branches whose head commit cannot be read at all fall back to the nearest readable ancestor.
     for repo, cid in sorted(lost):
-        for b in store.db.query("SELECT name FROM branches WHERE repo=? AND head=?", (repo, cid)):
+        for name in repo_rows.branches_at(store.db, repo, cid):
             target = cid
             while target is not None and not _commit_readable(store, repo, target):
-                row = store.db.one("SELECT parent FROM commits WHERE repo=? AND id=?", (repo, target))
-                target = row["parent"] if row else None
-            with store.db.write() as db:
-                db.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (target, repo, b["name"], cid))
+                commit = commit_rows.get(store.db, repo, target)
+                target = commit.parent if commit else None
+            with store.db.write() as tx:
+                repo_rows.move_head(tx, repo, name, cid, target)
             out.fixed.append(
-                f"Moved branch {repo}@{b['name']} back from {cid} (its file index is lost) to "
+                f"Moved branch {repo}@{name} back from {cid} (its file index is lost) to "
                 + (f"its nearest readable ancestor {target}." if target else "no commit (no ancestor is readable).")
             )
 

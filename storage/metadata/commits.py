@@ -205,3 +205,18 @@ def delete_of_repo(tx: Tx, repo: str) -> None:
 def disown(tx: Tx, repo: str) -> None:
     """A pipeline deleted with --keep-repo: its commits no longer name jobs."""
     tx.execute("UPDATE commits SET origin='user', job=NULL WHERE repo=?", (repo,))
+
+
+def finished_on(tx: Tx, repo: str, branch: str) -> list[Commit]:
+    """The finished commits made on a branch, newest finished first."""
+    rows = tx.all("SELECT * FROM commits WHERE repo=? AND branch=? AND state='finished' ORDER BY finished DESC", (repo, branch))
+    return [Commit.from_row(r) for r in rows]
+
+
+def set_layers(tx: Tx, repo: str, commit_id: str, layers: list[Layer]) -> None:
+    """A commit's full index, rebuilt (`fsck --repair`)."""
+    tx.execute("UPDATE commits SET layers=? WHERE repo=? AND id=?", (layers_json(layers), repo, commit_id))
+
+
+def set_parent(tx: Tx, repo: str, commit_id: str, parent: str | None) -> None:
+    tx.execute("UPDATE commits SET parent=? WHERE repo=? AND id=?", (parent, repo, commit_id))

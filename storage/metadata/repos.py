@@ -128,3 +128,14 @@ def set_head(tx: Tx, repo: str, name: str, head: str | None) -> None:
 
 def delete_branch(tx: Tx, repo: str, name: str) -> None:
     tx.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, name))
+
+
+def all_repos(tx: Tx) -> list[Repo]:
+    """Every repo, by name."""
+    return [Repo.from_row(r) for r in tx.all("SELECT * FROM repos ORDER BY name")]
+
+
+def move_head(tx: Tx, repo: str, name: str, expected: str | None, head: str | None) -> bool:
+    """Compare-and-swap a branch's head from `expected` to `head`; False if it had moved."""
+    cur = tx.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (head, repo, name, expected))
+    return cur.rowcount == 1
