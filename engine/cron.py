@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..storage.errors import DplError, RepoNotFound
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import pipelines as pipeline_rows
+from ..storage.metadata import repos as repo_rows
 from .errors import InvalidSpec
 
 log = logging.getLogger("dpl")
@@ -162,25 +165,20 @@ class CronOps:
     """Mixed into `Store`: ticks of cron inputs, committed when due."""
 
     def cron_inputs(self, pipeline: str | None = None) -> list[CronInput]:
-        rows = self.db.query("SELECT name, spec FROM pipelines" + (" WHERE name=?" if pipeline else "") + " ORDER BY name",
-                             (pipeline,) if pipeline else ())
-        import json
-
-        return [ci for r in rows for ci in cron_inputs(r["name"], json.loads(r["spec"])["input"])]
+        rows = pipeline_rows.all_pipelines(self.db) if pipeline is None else [pipeline_rows.get(self.db, pipeline)]
+        return [ci for r in rows if r is not None for ci in cron_inputs(r.name, r.spec["input"])]
 
     def last_tick(self, ci: CronInput) -> float:
         """When the schedule last fired: the newest tick's time, else its start
         (or the pipeline's creation), in whole seconds as tick names are."""
-        head = self.db.one(
-            "SELECT c.description, c.finished FROM branches b JOIN commits c ON c.repo=b.repo AND c.id=b.head "
-            "WHERE b.repo=? AND b.name='master'", (ci.repo,))
-        if head is not None and head["description"].startswith(TICK_PREFIX):
-            return parse_time(head["description"].removeprefix(TICK_PREFIX))
+        head = commit_rows.head(self.db, ci.repo, "master")
+        if head is not None and head.description.startswith(TICK_PREFIX):
+            return parse_time(head.description.removeprefix(TICK_PREFIX))
         if head is not None:  # a commit made by hand: the schedule goes on from it
-            return math.floor(head["finished"])
+            return math.floor(head.finished)
         if ci.start:
             return parse_time(ci.start)
-        return math.floor(self.db.one("SELECT created FROM pipelines WHERE name=?", (ci.pipeline,))["created"])
+        return math.floor(pipeline_rows.get(self.db, ci.pipeline).created)
 
     def next_tick(self, ci: CronInput) -> float:
         return next_due(ci.schedule, self.last_tick(ci))
@@ -229,11 +227,10 @@ class CronOps:
             stop.wait(max(0.0, min([poll] + [t - time.time() for t in due])))
 
     def _pipeline_state(self, name: str) -> str | None:
-        row = self.db.one("SELECT state FROM pipelines WHERE name=?", (name,))
-        return row["state"] if row else None
+        return pipeline_rows.state(self.db, name)
 
     def _tick(self, ci: CronInput, at: float):
-        if self.db.one("SELECT 1 FROM repos WHERE name=?", (ci.repo,)) is None:
+        if not repo_rows.exists(self.db, ci.repo):
             raise RepoNotFound(f"The cron repo {ci.repo!r} of pipeline {ci.pipeline!r} is gone.",
                                    hint=f"Recreate it with `dpl create-repo {ci.repo}`, or update the pipeline.")
         return self.put_bytes(ci.repo, "master", {tick_name(at): b""}, replace=ci.overwrite,

@@ -125,6 +125,11 @@ def open_on(tx: Tx, repo: str, branch: str) -> Commit | None:
     return _one(tx.one("SELECT * FROM commits WHERE repo=? AND branch=? AND state='open'", (repo, branch)))
 
 
+def head(tx: Tx, repo: str, branch: str) -> Commit | None:
+    """The head commit of a branch; None when the branch is empty or missing."""
+    return _one(tx.one("SELECT c.* FROM branches b JOIN commits c ON c.repo=b.repo AND c.id=b.head WHERE b.repo=? AND b.name=?", (repo, branch)))
+
+
 def children(tx: Tx, repo: str, commit_id: str, *, finished_only: bool = True) -> list[Commit]:
     sql = "SELECT * FROM commits WHERE repo=? AND parent=?" + (" AND state='finished'" if finished_only else "")
     return [Commit.from_row(r) for r in tx.all(sql, (repo, commit_id))]
