@@ -11,7 +11,6 @@ moves the branch head, so a killed writer leaves only unreferenced chunks.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import sys
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from .repos import pc_sum
+from .commits import pc_sum
 from .gc import cleans_up_after_disk_full
 from .writers import writes_objects
 from ..storage import chunkstore, index
@@ -32,6 +31,8 @@ from ..storage.chunking import ChunkWriter, int_array
 from ..storage.chunkstore import object_id
 from ..storage.errors import Conflict, Corruption, FileNotFound, InvalidPath, SourceNotFound
 from ..storage.local import LocalChunkStore
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import repos as repo_rows
 from ..storage.paths import normalize_path
 
 SMALL = 1 << 16  # files below this are read in one call and deduplicated by hash
@@ -258,12 +259,8 @@ class FileOps:
     def _add_to_open(self, commit, layer: index.Layer):
         self.chunks.sync()
         delta = commit.delta + [layer]
-        with self.db.write() as db:
-            cur = db.execute(
-                "UPDATE commits SET delta=?, layers=? WHERE repo=? AND id=? AND state='open'",
-                (json.dumps([l.to_json() for l in delta]), "[]", commit.repo, commit.id),
-            )
-            if cur.rowcount != 1:
+        with self.db.write() as tx:
+            if not commit_rows.add_to_open(tx, commit.repo, commit.id, delta):
                 raise Conflict(f"Commit {commit.id} was finished while this write was running.", hint="Run the command again.")
         return self.get_commit(commit.repo, commit.id)
 
@@ -271,8 +268,8 @@ class FileOps:
         """Appends extend the current version of each file; the write is
         refused (not rebased) if the branch moves meanwhile."""
         open_commit = self.open_commit(repo, branch)
-        row = self.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (repo, branch))
-        head = row["head"] if row else None
+        row = repo_rows.branch(self.db, repo, branch)
+        head = row.head if row else None
         if open_commit is not None:
             base = self.commit_table(open_commit)
         elif head is not None:

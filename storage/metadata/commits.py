@@ -185,6 +185,16 @@ def replace_layers(tx: Tx, repo: str, commit_id: str, old: list[Layer], new: lis
     return cur.rowcount == 1
 
 
+def add_to_open(tx: Tx, repo: str, commit_id: str, delta: list[Layer]) -> bool:
+    """Set an open commit's own layers as a write adds one; False if it was
+    finished meanwhile.  Its full index stays empty until it is finished."""
+    cur = tx.execute(
+        "UPDATE commits SET delta=?, layers='[]' WHERE repo=? AND id=? AND state='open'",
+        (layers_json(delta), repo, commit_id),
+    )
+    return cur.rowcount == 1
+
+
 def reparent(tx: Tx, repo: str, commit_id: str, parent: str | None, delta: list[Layer]) -> None:
     """Squashing: a child takes its parent's parent and prepends its layers."""
     tx.execute("UPDATE commits SET parent=?, delta=? WHERE repo=? AND id=?", (parent, layers_json(delta), repo, commit_id))
