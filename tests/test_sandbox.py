@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import uuid
@@ -29,7 +30,7 @@ needle="$HALF1$HALF2"
 skip='( -path /proc -o -path /sys -o -path /dev -o -path /pfs/out ) -prune'
 find / $skip -o -type f -print 2>/dev/null > /tmp/files
 find / $skip -o -type f -exec grep -lF -- "$needle" {} + 2>/dev/null > /pfs/out/holding-secret
-grep -E "/meta\.db(-wal|-shm)?$|/\.dpl/|/$STORE_NAME/" /tmp/files > /pfs/out/store-files
+grep -E "/meta\.db(-wal|-shm)?$|/chunks/objects/|/$STORE_NAME/" /tmp/files > /pfs/out/store-files
 grep -c . /tmp/files > /pfs/out/files-seen
 cat /pfs/data/a > /pfs/out/input
 ls -A /root 2>/dev/null > /pfs/out/root-home
@@ -177,3 +178,43 @@ def test_secrets_kept_as_files_by_an_older_store_move_into_the_database(store):
         s.close()
     dpl("delete-secret", "legacy", store=store)
     assert json.loads(dpl("list-secret", "-o", "json", store=store).stdout) == []
+
+
+def test_a_spec_kept_in_a_home_directory_shows_its_code_files_not_the_home(tmp_path):
+    bwrap_or_skip()
+    if not os.access("/home", os.W_OK):
+        pytest.skip("needs a home directory of its own under /home")
+    home = f"/home/dpl-test-{uuid.uuid4().hex[:8]}"
+    os.mkdir(home)
+    try:
+        store = tmp_path / "store"
+        dpl("init", store)
+        dpl("create-repo", "data", store=store)
+        with open(f"{home}/step.sh", "w") as f:
+            f.write("pwd > /pfs/out/cwd; ls -A . > /pfs/out/seen\n")
+        with open(f"{home}/private-key", "w") as f:
+            f.write("not for the step\n")
+        spec = {"pipeline": {"name": "homely"}, "transform": {"cmd": ["sh", "step.sh"]}, "input": {"pfs": {"repo": "data", "glob": "/"}}}
+        with open(f"{home}/spec.json", "w") as f:
+            json.dump(spec, f)
+        dpl("create-pipeline", f"{home}/spec.json", store=store)
+        src = tmp_path / "a"
+        src.write_bytes(b"a")
+        dpl("put-file", "data@master:/a", src, store=store)
+        got = outputs(store, "homely")
+        assert got["/cwd"].decode().strip() == home
+        assert got["/seen"].split() == [b"step.sh"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_stores_sharing_postgresql_metadata_share_one_set_of_secrets(tmp_path, postgres_db):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root in (one, two):
+        dpl("init", root, "--metadata", postgres_db)
+    dpl("create-secret", "shared", "--from-literal", "token=pg-s3cr3t", store=one)
+    listed = json.loads(dpl("list-secret", "-o", "json", store=two).stdout)
+    assert [(s["name"], s["keys"]) for s in listed] == [("shared", ["token"])]
+    assert "pg-s3cr3t" not in json.dumps(listed)
+    dpl("delete-secret", "shared", store=two)
+    assert json.loads(dpl("list-secret", "-o", "json", store=one).stdout) == []

@@ -7,6 +7,11 @@ logs, the files the step left in `/pfs/out`, already stored as chunks).
 `run_datum` is called from `slots()` runner threads at once, so it must be
 thread-safe.  Keeping the contract this small is what lets the same spec
 run unchanged on the local sandbox, Docker and Ray.
+
+What running a step means (env, timeouts, exit codes, logs, outputs) is
+written once, in `runner.run_step`; an executor brings a `runner.Box`, the
+sandbox, container or subprocess it starts and stops.  `DatumTask` is built
+where datums are built (`engine.datums`) and re-exported here.
 """
 
 from __future__ import annotations

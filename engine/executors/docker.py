@@ -38,13 +38,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import select
-import shlex
 import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import docker
 import requests
@@ -52,17 +49,16 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from .base import DatumResult, DatumTask, JobContext
+from .dockerbox import _AgentBox, _OneShotBox, _reason, _remove, _Slot
+from .runner import oom_message, run_step
 from ..spec import parse_memory
-from ..workspace import ChunkReader, collect, materialize
 from ..errors import ExecutorUnavailable
 
 log = logging.getLogger("dpl")
 
 CTL = "/.dpl"  # where a slot's control directory appears in its container
 READY_SECONDS = 60.0
-ALIVE_CHECK_SECONDS = 2.0
 LABEL = "dpl.executor"
-LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail), as the local executor keeps
 
 # The resident agent.  $1 is the control directory.  Both FIFOs are opened
 # read-write so that neither side ever blocks in open() or sees EOF; the step
@@ -85,71 +81,6 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _reason(e: BaseException) -> str:
-    """The root cause of a docker-py / requests error, in a few words."""
-    if isinstance(e, APIError):
-        return (e.explanation or str(e)).strip().rstrip(".")
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
-        for arg in getattr(e, "args", ()):
-            if isinstance(arg, OSError) and arg.strerror:
-                return arg.strerror
-            if isinstance(arg, BaseException):
-                inner = _reason(arg)
-                if inner:
-                    return inner
-        e = e.__cause__ or e.__context__
-    return ""
-
-
-class _Slot:
-    """One container and the host directories it mounts."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.gen = 0
-        self.container = None
-        self.ctl: Path | None = None
-        self.fd_in = self.fd_out = -1
-        self.buf = b""
-        self.seq = 0
-        self.fresh_dirs()
-
-    def fresh_dirs(self) -> None:
-        self.gen += 1
-        self.pfs = self.root / f"pfs-{self.gen}"
-        self.out = self.root / f"out-{self.gen}"
-        (self.pfs / "out").mkdir(parents=True)  # the mount point of /pfs/out
-        self.out.mkdir()
-        os.chmod(self.pfs, 0o755)
-        os.chmod(self.out, 0o777)  # any `user` may write its outputs
-
-    def close_fds(self) -> None:
-        for fd in (self.fd_in, self.fd_out):
-            if fd >= 0:
-                os.close(fd)
-        self.fd_in = self.fd_out = -1
-        self.buf = b""
-
-    def send(self, seq: int) -> None:
-        os.write(self.fd_in, f"{seq}\n".encode())
-
-    def receive(self, timeout: float) -> list[str]:
-        """Lines the agent wrote, waiting at most `timeout` for the first."""
-        poller = select.poll()
-        poller.register(self.fd_out, select.POLLIN)
-        if poller.poll(max(0, int(timeout * 1000))):
-            try:
-                self.buf += os.read(self.fd_out, 65536)
-            except BlockingIOError:
-                pass
-        *lines, self.buf = self.buf.split(b"\n")
-        return [line.decode() for line in lines]
-
-
 class _Job:
     """What one job keeps between `start` and `stop`."""
 
@@ -160,7 +91,6 @@ class _Job:
         self.mode = "agent"
         self.slots: list[_Slot] = []
         self.free: queue.Queue[_Slot] = queue.Queue()
-        self.reader = ChunkReader(ctx.chunks)
         self.cache = ctx.scratch / "cache"
         self.secret_dir = ctx.scratch / "secrets"
         self.secret_mounts: list[Mount] = []
@@ -219,7 +149,7 @@ class DockerExecutor:
         try:
             if job.mode == "agent":
                 try:
-                    return self._run_on_slot(ctx, job, slot, task)
+                    return run_step(ctx, task, _AgentBox(self, ctx, job, slot), cache_dir=str(job.cache))
                 except _NoShell:
                     _remove(slot.container)
                     slot.container = None
@@ -227,7 +157,7 @@ class DockerExecutor:
                         job.mode = "container"
                         log.warning("image %s has no /bin/sh: pipeline %r runs one container per datum, which costs a "
                                     "container start each.", job.image, ctx.pipeline)
-            return self._run_oneshot(ctx, job, slot, task)
+            return run_step(ctx, task, _OneShotBox(self, ctx, job, slot), cache_dir=str(job.cache))
         finally:
             job.free.put(slot)
 
@@ -365,72 +295,6 @@ class DockerExecutor:
             slot.fresh_dirs()
         self._launch(ctx, job, slot)
 
-    def _run_on_slot(self, ctx: JobContext, job: _Job, slot: _Slot, task: DatumTask) -> DatumResult:
-        result = DatumResult(task.datum, None, started=time.time())
-        try:
-            cleared = self._clear(slot)
-            if slot.container is None or not cleared:
-                self._renew(ctx, job, slot, fresh_dirs=not cleared)
-            materialize(job.reader, task, str(slot.pfs), cache_dir=str(job.cache))
-            ctl = slot.ctl
-            _write(ctl / "run.sh", self._script(ctx, task).encode(), 0o644)
-            stdin = "\n".join(ctx.spec.transform.get("stdin", []))
-            _write(ctl / "stdin", (stdin + ("\n" if stdin else "")).encode(), 0o644)
-            for name in ("stdout", "stderr"):
-                os.truncate(ctl / name, 0)
-            slot.seq += 1
-            started = time.time()
-            slot.send(slot.seq)
-            result.exit_code, result.error = self._wait(ctx, job, slot, slot.seq)
-            result.stdout, result.stderr = _tail(ctl / "stdout"), _tail(ctl / "stderr")
-            if result.error is not None:
-                # Killed, timed out or dead: nothing of the step may survive into the next datum,
-                # which (if there is one) starts a fresh container.
-                _remove(slot.container)
-                slot.container = None
-            elif result.exit_code == 137 and self._oom_since(job, slot, started):
-                result.error = _oom_message(ctx)
-            self._judge(ctx, result)
-            if result.ok:
-                result.outputs = self._collect(ctx, slot.out, slot.pfs, task)
-        except _ReadError as e:
-            result.exit_code, result.error = None, str(e)
-        finally:
-            result.finished = time.time()
-        return result
-
-    def _script(self, ctx: JobContext, task: DatumTask) -> str:
-        t = ctx.spec.transform
-        env = {k: v for k, v in t.get("env", {}).items() if k not in ctx.secrets}  # secrets are in the container's env
-        env.update(task.env)
-        lines = [f"export {shlex.quote(f'{k}={v}')}" for k, v in env.items()]
-        cmd = " ".join(shlex.quote(c) for c in t["cmd"])
-        if os.geteuid() == 0:
-            lines.append(f"exec {cmd}")
-        else:
-            # dpl cannot read or delete what another uid wrote with private modes: open them up afterwards.
-            lines += [cmd, "status=$?", "chmod -R a+rwX /pfs/out 2>/dev/null", "exit $status"]
-        return "\n".join(lines) + "\n"
-
-    def _wait(self, ctx: JobContext, job: _Job, slot: _Slot, seq: int) -> tuple[int | None, str | None]:
-        limit = ctx.spec.datum_timeout
-        started = time.time()
-        next_check = started + ALIVE_CHECK_SECONDS
-        while True:
-            left = [x for x in (limit - (time.time() - started) if limit else None, ctx.time_left()) if x is not None]
-            for line in slot.receive(min([0.5] + left)):
-                got, _, rc = line.partition(" ")
-                if got == str(seq):
-                    return int(rc), None
-            stop = _should_stop(ctx, started)
-            if stop:
-                return None, stop
-            if time.time() >= next_check:
-                next_check = time.time() + ALIVE_CHECK_SECONDS
-                dead = self._died(ctx, slot.container)
-                if dead:
-                    return None, dead
-
     def _died(self, ctx: JobContext, container) -> str | None:
         """Why the container is no longer running, if it is not."""
         try:
@@ -443,7 +307,7 @@ class DockerExecutor:
             return None
         state = container.attrs.get("State", {})
         if state.get("OOMKilled"):
-            return _oom_message(ctx)
+            return oom_message(ctx)
         return f"its container stopped unexpectedly (exit code {state.get('ExitCode')})"
 
     def _oom_since(self, job: _Job, slot: _Slot, since: float) -> bool:
@@ -476,92 +340,6 @@ class DockerExecutor:
             log.warning("cannot empty %s (%s): the slot moves to fresh directories", slot.root, e.strerror)
             return False
 
-    # -------------------------------------------------- one container per datum
-
-    def _run_oneshot(self, ctx: JobContext, job: _Job, slot: _Slot, task: DatumTask) -> DatumResult:
-        """For images without a shell: a container per datum, with the datum's env."""
-        result = DatumResult(task.datum, None, started=time.time())
-        work = slot.root / f"datum-{time.time_ns()}"
-        pfs, out = work / "pfs", work / "out"
-        container = None
-        try:
-            (pfs / "out").mkdir(parents=True)
-            out.mkdir()
-            os.chmod(out, 0o777)
-            materialize(job.reader, task, str(pfs), cache_dir=str(job.cache))
-            t = ctx.spec.transform
-            stdin = "\n".join(t.get("stdin", []))
-            env = {**t.get("env", {}), **ctx.secrets, **task.env}
-            mounts = [Mount("/pfs", str(pfs), type="bind", read_only=True), Mount("/pfs/out", str(out), type="bind")]
-            container = self._create(
-                # detach=False with stdin_open makes docker-py ask for StdinOnce: our close of stdin is the step's EOF.
-                ctx, job, mounts, entrypoint=list(t["cmd"]), command=[], environment=env, stdin_open=bool(stdin), detach=not stdin, init=False
-            )
-            sock = None
-            if stdin:
-                sock = job.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
-            try:
-                container.start()
-            except APIError as e:
-                result.error = f"cannot run {t['cmd'][0]!r}: {_reason(e)}"
-                return result
-            if sock is not None:
-                raw = getattr(sock, "_sock", sock)
-                raw.sendall((stdin + "\n").encode())
-                raw.shutdown(socket.SHUT_WR)
-                sock.close()
-            started = time.time()
-            while True:
-                try:
-                    state = job.client.api.wait(container.id, timeout=0.5)
-                    result.exit_code = state.get("StatusCode")
-                    break
-                except requests.exceptions.ConnectionError:
-                    pass  # docker-py reports a read timeout of `wait` this way
-                except requests.exceptions.ReadTimeout:
-                    pass
-                stop = _should_stop(ctx, started)
-                if stop:
-                    result.error = stop
-                    break
-            if result.error is None:
-                result.stdout = container.logs(stdout=True, stderr=False)[-LOG_LIMIT:]
-                result.stderr = container.logs(stdout=False, stderr=True)[-LOG_LIMIT:]
-                container.reload()
-                if container.attrs["State"].get("OOMKilled"):
-                    result.error = _oom_message(ctx)
-            self._judge(ctx, result)
-            if result.ok:
-                result.outputs = self._collect(ctx, out, pfs, task)
-        except _ReadError as e:
-            result.exit_code, result.error = None, str(e)
-        finally:
-            _remove(container)
-            shutil.rmtree(work, ignore_errors=True)
-            result.finished = time.time()
-        return result
-
-    # ---------------------------------------------------------------- common
-
-    def _judge(self, ctx: JobContext, result: DatumResult) -> None:
-        accepted = set(ctx.spec.transform.get("accept_return_code", [])) | {0}
-        if result.error is None and result.exit_code in accepted:
-            result.exit_code = 0
-        elif result.error is None:
-            result.error = f"exited with code {result.exit_code}"
-
-    def _collect(self, ctx: JobContext, out: Path, pfs: Path, task: DatumTask):
-        pfs_map = {f"/pfs/{i.name}": str(pfs / i.name) for i in task.inputs}
-        pfs_map["/pfs/out"] = str(out)
-        try:
-            if os.geteuid() != 0:  # os.walk skips what it cannot list: a silently missing output is worse than an error
-                for _ in os.walk(out, onerror=_raise):
-                    pass
-            return collect(ctx.chunks, str(out), pfs_map=pfs_map)
-        except PermissionError as e:
-            where = "/pfs/out" + str(e.filename)[len(str(out)):] if e.filename else "/pfs/out"
-            raise _ReadError(f"dpl (uid {os.geteuid()}) cannot read {where}, which the step wrote ({e.strerror})") from None
-
     def _remove_containers(self, job: _Job) -> None:
         containers = [s.container for s in job.slots if s.container is not None]
         for slot in job.slots:
@@ -570,31 +348,6 @@ class DockerExecutor:
         if containers:
             with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
                 list(pool.map(_remove, containers))
-
-
-class _ReadError(Exception):
-    pass
-
-
-def _raise(error: OSError) -> None:
-    raise error
-
-
-def _should_stop(ctx: JobContext, started: float) -> str | None:
-    limit = ctx.spec.datum_timeout
-    if ctx.cancelled.is_set():
-        return "cancelled"
-    if limit and time.time() - started >= limit:
-        return f"timed out after {ctx.spec.raw['datum_timeout']} (datum_timeout)"
-    if ctx.deadline and time.time() >= ctx.deadline:
-        return f"killed when the job timed out after {ctx.spec.raw['job_timeout']} (job_timeout)"
-    return None
-
-
-def _oom_message(ctx: JobContext) -> str:
-    memory = ctx.spec.raw.get("resource_limits", {}).get("memory")
-    return "killed: out of memory" + (f" (resource_limits.memory {memory})" if memory else "")
-
 
 def _missing_shell(text: str) -> bool:
     return "/bin/sh" in text and ("no such file" in text.lower() or "not found" in text.lower())
@@ -607,34 +360,6 @@ def _split_tag(image: str) -> tuple[str, str | None]:
     if name and "/" not in tag:
         return name, tag
     return image, "latest"
-
-
-def _tail(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - LOG_LIMIT))
-        return f.read()
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _remove(container) -> None:
-    if container is None:
-        return
-    try:
-        container.remove(force=True)
-    except NotFound:
-        pass
-    except (APIError, requests.RequestException) as e:
-        if getattr(e, "status_code", None) != 409:  # 409: removal already in progress
-            log.warning("could not remove container %s: %s", container.short_id, _reason(e))
 
 
 _SWEPT: set[str] = set()

@@ -46,6 +46,7 @@ import ray
 import ray.exceptions as rex
 
 from .base import DatumResult, DatumTask, JobContext
+from .runner import failed, job_timeout_message
 from ..spec import parse_memory
 from ...storage.errors import DplError, StorageUnavailable
 from ..errors import ExecutorUnavailable
@@ -255,12 +256,12 @@ class RayExecutor:
                     return ray.get(ref)
                 if ctx.cancelled.is_set():
                     _cancel(ref)
-                    return _failed(task, "cancelled", [])
+                    return failed(task, "cancelled")
                 # The worker enforces datum_timeout and job_timeout on the step;
                 # this is the backstop for a task stuck before its step (queued).
                 if ctx.deadline is not None and time.time() > ctx.deadline + DEADLINE_GRACE:
                     _cancel(ref)
-                    return _failed(task, f"killed when the job timed out after {ctx.spec.raw.get('job_timeout')} (job_timeout)", [])
+                    return failed(task, job_timeout_message(ctx))
         finally:
             with job.lock:
                 job.running.discard(ref)
@@ -285,9 +286,8 @@ def _cancel(ref) -> None:
 
 
 def _failed(task: DatumTask, error: str, notes: list[str]) -> DatumResult:
-    now = time.time()
-    stderr = ("\n".join(notes) + "\n").encode() if notes else b""
-    return DatumResult(task.datum, None, stderr=stderr, error=error, started=now, finished=now)
+    """A datum the cluster never ran to an exit code, with what happened to its attempts."""
+    return failed(task, error, ("\n".join(notes) + "\n").encode() if notes else b"")
 
 
 def _first_line(e) -> str:
@@ -315,10 +315,8 @@ def _run_on_worker(payload: dict, task: DatumTask) -> DatumResult:
         state = _worker_job(payload)
         result = state.executor.run_datum(state.ctx, task)
     except DplError as e:  # a damaged chunk, an unreachable store: the datum's error, with where and what to do
-        now = time.time()
         where = "" if socket.gethostname() in e.message else f" (on Ray node {socket.gethostname()})"
-        error = e.message.rstrip(".") + where + "." + (f" {e.hint}" if e.hint else "")
-        return DatumResult(task.datum, None, error=error, started=now, finished=now)
+        return failed(task, e.message.rstrip(".") + where + "." + (f" {e.hint}" if e.hint else ""))
     except KeyboardInterrupt:  # Ray's gentle cancel, should it get through: kill the step and its sandbox
         _close_worker_job()
         raise

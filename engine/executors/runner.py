@@ -120,7 +120,7 @@ def command(ctx: JobContext, task: DatumTask, box: Box) -> Step:
         real = str(box.pfs) + "/"
         argv = [a.replace(PFS, real) for a in argv]
         stdin = stdin.replace(PFS, real)
-        env = {k: v.replace(PFS, real, 1) if v.startswith(PFS) else v for k, v in env.items()}
+        env = {k: v.replace(PFS, real) if v.startswith(PFS) else v for k, v in env.items()}
         env["PFS"] = str(box.pfs)
     return Step(argv, env, (stdin + "\n" if stdin else "").encode())
 

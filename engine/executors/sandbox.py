@@ -41,11 +41,13 @@ import uuid
 from pathlib import Path
 
 from .base import JobContext
+from ..code import code_files
 from .runner import Ran, Step, tail
 
 IO = "/run/dpl-io"  # where the step's stdin/stdout/stderr files live inside (a host dir bound there)
 SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
-# Never shown as a step's code directory: they would show the host, its homes or its other stores.
+# Never shown whole as a step's code directory (only its code files are): they would show the host,
+# its homes or its other stores.
 NOT_CODE = {"/", "/tmp", "/run", "/proc", "/dev", "/sys", "/home", "/root", "/var", "/mnt", "/media", "/srv", "/opt"}
 # Secrets of the host's /etc (globs): covered even though /etc is shown.
 ETC_SECRETS = (
@@ -140,9 +142,16 @@ def mount_plan(bwrap: str, ctx: JobContext) -> tuple[list[str], list[str], list[
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
     for path in interpreter_paths():
         show(path)
-    cwd = step_cwd(ctx)
-    if os.path.isdir(cwd) and os.path.realpath(cwd) not in NOT_CODE and not _under(cwd, ["/pfs"]):
-        show(cwd)
+    cwd = os.path.realpath(step_cwd(ctx))
+    if os.path.isdir(cwd) and not _under(cwd, ["/pfs"]):
+        if cwd in NOT_CODE or os.path.dirname(cwd) == "/home":
+            # A spec kept in a home directory (or /): show its code files, not the whole directory.
+            args.extend(["--dir", cwd])  # the step starts there, even with nothing of it shown
+            root, files = code_files(ctx.spec, ctx.code_dir, "local")
+            for rel in files:
+                show(os.path.join(root, rel))
+        else:
+            show(cwd)
     for path in ctx.config.get("sandbox_paths", []):
         if os.path.isabs(path) and os.path.realpath(path) not in NOT_CODE:
             show(path)
