@@ -4,9 +4,11 @@ A job keeps up to `slots()` long-lived containers, each started with its
 slot's first datum (so a job that skips every datum starts none).  Each one
 bind-mounts a host directory of its own: `pfs/` read-only at `/pfs` (the
 datum's inputs, laid out by `workspace.materialize`), `out/` writable at
-`/pfs/out`, and a small control directory at `/.dpl`.  A datum re-populates
-the slot's directories on the host, has the step run in the container, and
-`workspace.collect`s `out/`.
+`/pfs/out`, and a small control directory at `/.dpl`.  A datum is the step
+runner's (`runner.run_step`) on one of the Boxes of `dockerbox`: it
+re-populates the slot's directories on the host, has the step run in the
+container, and collects `out/`.  The container sees nothing of the host but
+those directories and the secret files its spec names.
 
 Why a resident agent rather than `docker exec` per datum: an exec costs a
 `runc exec` (a fresh runc process joining the container's namespaces and

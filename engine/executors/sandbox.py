@@ -142,6 +142,10 @@ def mount_plan(bwrap: str, ctx: JobContext) -> tuple[list[str], list[str], list[
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
     for path in interpreter_paths():
         show(path)
+    for path in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # steps inherit it (local.base_env)
+        real = os.path.realpath(path) if os.path.isabs(path) else ""
+        if real and real not in NOT_CODE and os.path.dirname(real) != "/home":
+            show(real)
     cwd = os.path.realpath(step_cwd(ctx))
     if os.path.isdir(cwd) and not _under(cwd, ["/pfs"]):
         if cwd in NOT_CODE or os.path.dirname(cwd) == "/home":
