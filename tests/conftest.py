@@ -110,9 +110,12 @@ SQLITE_ONLY = {
 }
 
 
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
 def pytest_generate_tests(metafunc):
     if "store" in metafunc.fixturenames and metafunc.module.__name__ in METADATA_SUITES:
-        backends = ["sqlite"] if metafunc.function.__name__ in SQLITE_ONLY else ["sqlite", "postgresql"]
+        backends = ["sqlite"] if metafunc.function.__name__ in SQLITE_ONLY else BACKENDS
         metafunc.parametrize("store", backends, indirect=True)
 
 

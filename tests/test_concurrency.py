@@ -13,7 +13,7 @@ from dpl.engine import Store
 from dplcli import dpl, popen
 
 # Each test runs on SQLite and on PostgreSQL metadata (the `metadata` fixture in conftest).
-pytestmark = pytest.mark.parametrize("metadata", ["sqlite", "postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize("metadata", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 
 
 def init(root, metadata):

@@ -21,7 +21,7 @@ import pytest
 from dpl.engine import Store
 from dplcli import dpl, popen
 
-pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.s3
 def test_two_machines_share_one_store_and_lose_no_commit(machines, postgres_db):
     a, b = machines
     for root in (a, b):
@@ -74,6 +75,7 @@ def test_two_machines_share_one_store_and_lose_no_commit(machines, postgres_db):
     assert dpl("get-file", "data@master:/b1/014", store=a).stdout == b"b1:14"
 
 
+@pytest.mark.s3
 def test_two_machines_running_jobs_never_run_a_datum_twice(machines, tmp_path, monkeypatch):
     a, b = machines
     log = tmp_path / "ran.log"  # both "machines" are this host: a step can append here, without a sandbox

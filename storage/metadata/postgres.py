@@ -104,7 +104,10 @@ class _Number(Loader):
 
     def load(self, data) -> int | float:
         text = bytes(data).decode()
-        return float(text) if any(ch in text for ch in ".eEN") else int(text)
+        try:
+            return int(text)
+        except ValueError:  # a fraction, NaN or Infinity
+            return float(text)
 
 
 def _no_nul(args):
