@@ -48,6 +48,11 @@ from .executors.base import DatumResult, JobContext
 from .writers import pid_alive, writes_objects
 from ..storage import index
 from ..storage.errors import Conflict, DplError, PathCollision
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import pipelines as pipeline_rows
+from ..storage.metadata import repos as repo_rows
 from .errors import DatumNotFound, JobFailed, JobNotFound
 
 log = logging.getLogger("dpl")
@@ -67,15 +72,15 @@ def _owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _lease_held(job, now: float) -> bool:
+def _lease_held(job: job_rows.Job, now: float) -> bool:
     """Whether a running job's owner still holds it.  On this machine the
     owner's pid says so (a heartbeat can be late under load, and taking over
     a live runner would run its datums twice; only a heartbeat silent for
     many leases means the pid was reused); elsewhere only a fresh heartbeat can."""
-    host = (job["owner"] or "").split(":")[0]
+    host = (job.owner or "").split(":")[0]
     if host == socket.gethostname():
-        return _owner_alive(job["owner"]) and (job["heartbeat"] or 0) > now - 20 * LEASE_SECONDS
-    return (job["heartbeat"] or 0) > now - LEASE_SECONDS
+        return _owner_alive(job.owner) and (job.heartbeat or 0) > now - 20 * LEASE_SECONDS
+    return (job.heartbeat or 0) > now - LEASE_SECONDS
 
 
 def _owner_alive(owner: str | None) -> bool:
@@ -90,22 +95,22 @@ def _owner_alive(owner: str | None) -> bool:
 class _Graph:
     """Pipelines, what they read and where they write, from the metadata."""
 
-    def __init__(self, db):
-        self.pipelines = {r["name"]: r for r in db.execute("SELECT name, version, state, output_branch FROM pipelines").fetchall()}
+    def __init__(self, tx):
+        self.pipelines = {p.name: p for p in pipeline_rows.all_pipelines(tx)}
         self.inputs: dict[str, set[tuple[str, str]]] = {}
         self.readers: dict[tuple[str, str], set[str]] = {}
-        for r in db.execute("SELECT pipeline, repo, branch FROM pipeline_inputs").fetchall():
-            self.inputs.setdefault(r["pipeline"], set()).add((r["repo"], r["branch"]))
-            self.readers.setdefault((r["repo"], r["branch"]), set()).add(r["pipeline"])
+        for e in pipeline_rows.all_inputs(tx):
+            self.inputs.setdefault(e.pipeline, set()).add((e.repo, e.branch))
+            self.readers.setdefault((e.repo, e.branch), set()).add(e.pipeline)
 
     def output(self, pipeline: str) -> tuple[str, str]:
-        return pipeline, self.pipelines[pipeline]["output_branch"]
+        return pipeline, self.pipelines[pipeline].output_branch
 
     def downstream(self, sources: list[tuple[str, str]], roots: list[str] = ()) -> list[str]:
         found, frontier = set(roots), list(sources) + [self.output(p) for p in roots if p in self.pipelines]
         while frontier:
             for p in self.readers.get(frontier.pop(), ()):
-                if p not in found and self.pipelines[p]["state"] == "running":
+                if p not in found and self.pipelines[p].state == "running":
                     found.add(p)
                     frontier.append(self.output(p))
         return sorted(found)
@@ -129,22 +134,19 @@ class JobOps:
         if origin == "user":
             self._start_wave(db, commit_id, [(repo, branch)], reason="commit")
 
-    def _start_wave(self, db, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
-        graph = _Graph(db)
+    def _start_wave(self, tx, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
+        graph = _Graph(tx)
         targets = graph.downstream(sources, roots)
         now = time.time()
         for p in targets:
-            db.execute(
-                "INSERT OR IGNORE INTO jobs (id, pipeline, version, state, reason, created) VALUES (?, ?, ?, 'created', ?, ?)",
-                (wave, p, graph.pipelines[p]["version"], reason if p in roots or reason == "commit" else "upstream", now),
-            )
+            job_rows.insert_created(tx, wave, p, graph.pipelines[p].version, reason if p in roots or reason == "commit" else "upstream", now)
         return targets
 
     def trigger_pipeline(self, name: str, reason: str = "create") -> str:
         """Start a wave at pipeline `name` (and everything downstream of it)."""
         wave = uuid.uuid4().hex
-        with self.db.write() as db:
-            self._start_wave(db, wave, [], roots=[name], reason=reason)
+        with self.db.write() as tx:
+            self._start_wave(tx, wave, [], roots=[name], reason=reason)
         return wave
 
     # ---------------------------------------------------------------- runner
@@ -170,55 +172,43 @@ class JobOps:
         return ran
 
     def _unfinished(self, wave: str | None) -> bool:
-        if wave is None:
-            return self.db.one("SELECT 1 FROM jobs WHERE state IN ('created', 'running') LIMIT 1") is not None
-        return self.db.one("SELECT 1 FROM jobs WHERE id=? AND state IN ('created', 'running') LIMIT 1", (wave,)) is not None
+        return job_rows.any_unfinished(self.db, wave)
 
-    def _claim(self, owner: str):
-        with self.db.write() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE state IN ('created', 'running') ORDER BY created, rowid").fetchall()
+    def _claim(self, owner: str) -> job_rows.Job | None:
+        with self.db.write() as tx:
+            rows = job_rows.unfinished(tx)  # oldest first
             if not rows:
                 return None
-            graph = _Graph(db)
+            graph = _Graph(tx)
             now = time.time()
             seen_pipelines: set[str] = set()
             for r in rows:
-                first_of_pipeline = r["pipeline"] not in seen_pipelines
-                seen_pipelines.add(r["pipeline"])
+                first_of_pipeline = r.pipeline not in seen_pipelines
+                seen_pipelines.add(r.pipeline)
                 if not first_of_pipeline:
                     continue  # an older job of this pipeline comes first
-                if r["state"] == "running" and _lease_held(r, now):
+                if r.state == "running" and _lease_held(r, now):
                     continue
-                ups = graph.upstream(r["pipeline"]) if r["pipeline"] in graph.pipelines else set()
-                if any(o["id"] == r["id"] and o["pipeline"] in ups for o in rows):
+                ups = graph.upstream(r.pipeline) if r.pipeline in graph.pipelines else set()
+                if any(o.id == r.id and o.pipeline in ups for o in rows):
                     continue  # an upstream job of the same wave is not done yet
-                bad = [
-                    o["pipeline"]
-                    for o in db.execute("SELECT pipeline FROM jobs WHERE id=? AND state IN ('failure', 'unrunnable')", (r["id"],)).fetchall()
-                    if o["pipeline"] in ups
-                ]
-                if bad or r["pipeline"] not in graph.pipelines:
-                    why = f"upstream job {bad[0]}@{r['id'][:12]} did not succeed" if bad else "the pipeline was deleted"
-                    db.execute(
-                        "UPDATE jobs SET state='unrunnable', finished=?, error=? WHERE pipeline=? AND id=?",
-                        (now, why, r["pipeline"], r["id"]),
-                    )
+                bad = [p for p in job_rows.unsuccessful_in_wave(tx, r.id) if p in ups]
+                if bad or r.pipeline not in graph.pipelines:
+                    why = f"upstream job {bad[0]}@{r.id[:12]} did not succeed" if bad else "the pipeline was deleted"
+                    job_rows.mark_unrunnable(tx, r.pipeline, r.id, now, why)
                     continue
-                db.execute(
-                    "UPDATE jobs SET state='running', owner=?, heartbeat=?, started=COALESCE(started, ?) WHERE pipeline=? AND id=?",
-                    (owner, now, now, r["pipeline"], r["id"]),
-                )
-                return db.execute("SELECT * FROM jobs WHERE pipeline=? AND id=?", (r["pipeline"], r["id"])).fetchone()
+                job_rows.claim(tx, r.pipeline, r.id, owner, now)
+                return job_rows.get(tx, r.pipeline, r.id)
         return None
 
     @writes_objects
-    def _run_claimed(self, job, owner: str, executor: str | None, progress: Progress | None) -> dict:
+    def _run_claimed(self, job: job_rows.Job, owner: str, executor: str | None, progress: Progress | None) -> dict:
         stop = threading.Event()
 
         def beat():
             while not stop.wait(HEARTBEAT_SECONDS):
-                with self.db.write() as db:
-                    db.execute("UPDATE jobs SET heartbeat=? WHERE pipeline=? AND id=? AND owner=?", (time.time(), job["pipeline"], job["id"], owner))
+                with self.db.write() as tx:
+                    job_rows.beat(tx, job.pipeline, job.id, owner, time.time())
 
         heart = threading.Thread(target=beat, daemon=True)
         heart.start()
@@ -232,26 +222,20 @@ class JobOps:
         finally:
             stop.set()
             heart.join()
-        return self.inspect_job(job["pipeline"], job["id"])
+        return self.inspect_job(job.pipeline, job.id)
 
-    def _fail(self, job, owner: str, message: str) -> None:
-        with self.db.write() as db:
-            db.execute(
-                "UPDATE jobs SET state='failure', finished=?, error=? WHERE pipeline=? AND id=? AND owner=?",
-                (time.time(), message, job["pipeline"], job["id"], owner),
-            )
+    def _fail(self, job: job_rows.Job, owner: str, message: str) -> None:
+        with self.db.write() as tx:
+            job_rows.fail(tx, job.pipeline, job.id, owner, time.time(), message)
 
     # ------------------------------------------------------------------ read
 
-    def _job_row(self, pipeline: str | None, job: str):
-        if pipeline:
-            rows = self.db.query("SELECT * FROM jobs WHERE pipeline=? AND id >= ? AND id < ?", (pipeline, job, job + "g"))
-        else:
-            rows = self.db.query("SELECT * FROM jobs WHERE id >= ? AND id < ?", (job, job + "g"))
+    def _job_row(self, pipeline: str | None, job: str) -> job_rows.Job:
+        rows = job_rows.by_prefix(self.db, job, pipeline)
         if not rows:
             raise JobNotFound(f"No job {job!r}" + (f" of pipeline {pipeline!r}." if pipeline else "."), hint="See `dpl list-job`.")
         if len(rows) > 1:
-            names = ", ".join(sorted(f"{r['pipeline']}@{r['id'][:12]}" for r in rows)[:5])
+            names = ", ".join(sorted(f"{r.pipeline}@{r.id[:12]}" for r in rows)[:5])
             raise JobNotFound(f"{job!r} names several jobs ({names}).", hint="Write PIPELINE@JOB.")
         return rows[0]
 
@@ -259,132 +243,119 @@ class JobOps:
         return _job_dict(self._job_row(pipeline, job))
 
     def list_jobs(self, pipeline: str | None = None, wave: str | None = None, limit: int | None = None) -> list[dict]:
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
         if pipeline:
             self._pipeline_row(pipeline)
-            sql += " AND pipeline=?"
-            args.append(pipeline)
-        if wave:
-            sql += " AND id >= ? AND id < ?"
-            args += [wave, wave + "g"]
-        sql += " ORDER BY created DESC, pipeline" + (f" LIMIT {int(limit)}" if limit else "")
-        return [_job_dict(r) for r in self.db.query(sql, args)]
+        return [_job_dict(r) for r in job_rows.listing(self.db, pipeline, wave, limit)]
 
     def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
         """Every datum of a job: the ones it ran and the ones it skipped."""
         row = self._job_row(pipeline, job)
-        ran = {r["datum"]: r for r in self.db.query("SELECT * FROM datums WHERE pipeline=? AND job=?", (row["pipeline"], row["id"]))}
+        ran = {d.datum: d for d in datum_rows.of_job(self.db, row.pipeline, row.id)}
         out = []
-        if row["datum_list"]:
-            table = index.read_table(self.chunks, bytes.fromhex(row["datum_list"]))
+        if row.datum_list:
+            table = index.read_table(self.chunks, bytes.fromhex(row.datum_list))
             for d, key, state in zip(table["datum"].to_pylist(), table["key"].to_pylist(), table["state"].to_pylist()):
                 r = ran.pop(d.hex(), None)
-                out.append(_datum_dict(r) if r is not None else {"datum": d.hex(), "key": key, "state": state, "job": row["id"]})
+                out.append(_datum_dict(r) if r is not None else {"datum": d.hex(), "key": key, "state": state, "job": row.id})
         out.extend(_datum_dict(r) for r in ran.values())
         return out
 
     def inspect_datum(self, pipeline: str | None, job: str, datum: str) -> dict:
         row = self._job_row(pipeline, job)
-        rows = self.db.query(
-            "SELECT * FROM datums WHERE pipeline=? AND datum >= ? AND datum < ? ORDER BY finished DESC",
-            (row["pipeline"], datum, datum + "g"),
-        )
-        mine = [r for r in rows if r["job"] == row["id"]] or rows
+        rows = datum_rows.by_prefix(self.db, row.pipeline, datum)
+        mine = [r for r in rows if r.job == row.id] or rows
         if not mine:
-            raise DatumNotFound(f"Datum {datum!r} was not processed by pipeline {row['pipeline']!r}.", hint=f"See `dpl list-datum {row['pipeline']}@{row['id'][:12]}`.")
+            raise DatumNotFound(f"Datum {datum!r} was not processed by pipeline {row.pipeline!r}.", hint=f"See `dpl list-datum {row.pipeline}@{row.id[:12]}`.")
         info = _datum_dict(mine[0], full=True)
-        if mine[0]["job"] != row["id"]:
-            info["carried_from_job"] = mine[0]["job"]
+        if mine[0].job != row.id:
+            info["carried_from_job"] = mine[0].job
         return info
 
     def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
         row = self._job_row(pipeline, job)
-        sql, args = "SELECT * FROM datums WHERE pipeline=? AND job=?", [row["pipeline"], row["id"]]
-        if datum:
-            sql += " AND datum >= ? AND datum < ?"
-            args += [datum, datum + "g"]
-        rows = self.db.query(sql + " ORDER BY started", args)
+        rows = datum_rows.of_job(self.db, row.pipeline, row.id, datum, order="started")
         if datum and not rows:
-            raise DatumNotFound(f"Job {row['id'][:12]} of {row['pipeline']!r} ran no datum {datum!r}.", hint="See `dpl list-datum`.")
-        return [{"pipeline": r["pipeline"], "job": r["job"], "datum": r["datum"], "key": r["key"], "state": r["state"],
-                 "stdout": r["stdout"] or "", "stderr": r["stderr"] or ""} for r in rows]
+            raise DatumNotFound(f"Job {row.id[:12]} of {row.pipeline!r} ran no datum {datum!r}.", hint="See `dpl list-datum`.")
+        return [{"pipeline": r.pipeline, "job": r.job, "datum": r.datum, "key": r.key, "state": r.state,
+                 "stdout": r.stdout or "", "stderr": r.stderr or ""} for r in rows]
 
 
-def _job_dict(r) -> dict:
+def _job_dict(r: job_rows.Job) -> dict:
     return {
-        "pipeline": r["pipeline"],
-        "id": r["id"],
-        "version": r["version"],
-        "state": r["state"],
-        "reason": r["reason"],
-        "created": r["created"],
-        "started": r["started"],
-        "finished": r["finished"],
-        "duration": (r["finished"] - r["started"]) if r["finished"] and r["started"] else None,
-        "inputs": json.loads(r["inputs"]),
-        "output_commit": r["output_commit"],
-        "executor": json.loads(r["executor"]),
-        "code": json.loads(r["code"]),
-        "total": r["total"],
-        "processed": r["processed"],
-        "skipped": r["skipped"],
-        "failed": r["failed"],
-        "error": r["error"],
+        "pipeline": r.pipeline,
+        "id": r.id,
+        "version": r.version,
+        "state": r.state,
+        "reason": r.reason,
+        "created": r.created,
+        "started": r.started,
+        "finished": r.finished,
+        "duration": (r.finished - r.started) if r.finished and r.started else None,
+        "inputs": r.inputs,
+        "output_commit": r.output_commit,
+        "executor": r.executor,
+        "code": r.code,
+        "total": r.total,
+        "processed": r.processed,
+        "skipped": r.skipped,
+        "failed": r.failed,
+        "error": r.error,
     }
 
 
-def _datum_dict(r, full: bool = False) -> dict:
+def _datum_dict(r: datum_rows.Datum, full: bool = False) -> dict:
     d = {
-        "datum": r["datum"],
-        "job": r["job"],
-        "key": r["key"],
-        "state": r["state"],
-        "reason": r["reason"],
-        "started": r["started"],
-        "finished": r["finished"],
-        "duration": (r["finished"] - r["started"]) if r["finished"] and r["started"] else None,
-        "tries": r["tries"],
-        "exit_code": r["exit_code"],
-        "outputs": r["outputs"],
-        "error": r["error"],
+        "datum": r.datum,
+        "job": r.job,
+        "key": r.key,
+        "state": r.state,
+        "reason": r.reason,
+        "started": r.started,
+        "finished": r.finished,
+        "duration": (r.finished - r.started) if r.finished and r.started else None,
+        "tries": r.tries,
+        "exit_code": r.exit_code,
+        "outputs": r.outputs,
+        "error": r.error,
     }
     if full:
-        d["inputs"] = json.loads(r["inputs"])
+        d["inputs"] = r.inputs
     return d
 
 
 class _JobRun:
     """One attempt at running one claimed job."""
 
-    def __init__(self, store, job, owner: str, executor: str | None, progress: Progress | None):
+    def __init__(self, store, job: job_rows.Job, owner: str, executor: str | None, progress: Progress | None):
         self.store, self.job, self.owner, self.progress = store, job, owner, progress
-        self.pipeline, self.wave = job["pipeline"], job["id"]
-        self.spec = store.pipeline_spec(self.pipeline, job["version"])
+        self.pipeline, self.wave = job.pipeline, job.id
+        self.spec = store.pipeline_spec(self.pipeline, job.version)
+        self.pipeline_version = pipeline_rows.version(store.db, self.pipeline, job.version)
         self.kind = executor or self.spec.executor or store.config.get("executor", "local")
         self.code: dict = {}  # the fingerprint of the step's host code, taken in run()
 
     # ------------------------------------------------------------------ plan
 
     def _pin_inputs(self) -> list[dict]:
-        pinned = json.loads(self.job["inputs"])
+        pinned = list(self.job.inputs)
         if pinned:
             return pinned
+        db = self.store.db
         for p in self.spec.pfs_inputs():
             # The wave's own commit where the wave touched this repo, else the head.
-            row = self.store.db.one(
-                "SELECT id FROM commits WHERE repo=? AND id=? AND branch=? AND state='finished'", (p.repo, self.wave, p.branch)
-            )
-            if row is None:
-                row = self.store.db.one("SELECT head AS id FROM branches WHERE repo=? AND name=?", (p.repo, p.branch))
-            commit = row["id"] if row else None
+            own = commit_rows.get(db, p.repo, self.wave)
+            if own is not None and own.branch == p.branch and own.state == "finished":
+                commit = own.id
+            else:
+                branch = repo_rows.branch(db, p.repo, p.branch)
+                commit = branch.head if branch else None
             pinned.append({"name": p.name, "repo": p.repo, "branch": p.branch, "commit": commit})
-        with self.store.db.write() as db:
-            db.execute("UPDATE jobs SET inputs=? WHERE pipeline=? AND id=?", (json.dumps(pinned), self.pipeline, self.wave))
+        with db.write() as tx:
+            job_rows.set_inputs(tx, self.pipeline, self.wave, pinned)
         return pinned
 
     def _salt(self, info: dict) -> str:
-        reprocess = self.store.db.one("SELECT reprocess FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
-        parts = [self.spec.transform_hash(), info.get("image_digest", ""), str(reprocess["reprocess"] if reprocess else 0)]
+        parts = [self.spec.transform_hash(), info.get("image_digest", ""), str(self.pipeline_version.reprocess if self.pipeline_version else 0)]
         if self.code:  # absent for a step without host code: those datum ids stay as they were
             parts.append(self.code["hash"])
         if self.spec.reprocess_every_job:
@@ -395,11 +366,10 @@ class _JobRun:
         store = self.store
         pins = self._pin_inputs()
         scratch = store.root / "tmp" / "jobs" / f"{self.pipeline}-{self.wave[:12]}-{self.owner.rsplit(':', 1)[-1]}"
-        version = store.db.one("SELECT code FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, self.job["version"]))
-        code_dir = json.loads(version["code"]).get("dir") if version else None
+        code_dir = self.pipeline_version.code.get("dir") if self.pipeline_version else None
         self.code = code_mod.fingerprint(self.spec, code_dir, self.kind)
         timeout = self.spec.job_timeout
-        started = self.job["started"] or time.time()
+        started = self.job.started or time.time()
         ctx = JobContext(
             job=self.wave, pipeline=self.pipeline, spec=self.spec, store_root=store.root, chunks=store.chunks,
             config=store.config, scratch=scratch, code_dir=code_dir,
@@ -422,11 +392,8 @@ class _JobRun:
             table = store.commit_table(store.get_commit(p.repo, pin["commit"])) if pin["commit"] else index.EMPTY
             pinned.append(datums_mod.pin(p, pin["commit"], table))
         dset = datums_mod.build(self.spec, pinned, salt)
-        with store.db.write() as db:
-            db.execute(
-                "UPDATE jobs SET salt=?, executor=?, code=?, total=? WHERE pipeline=? AND id=?",
-                (salt, json.dumps(info), json.dumps(self.code), len(dset), self.pipeline, self.wave),
-            )
+        with store.db.write() as tx:
+            job_rows.set_plan(tx, self.pipeline, self.wave, salt=salt, executor=info, code=self.code, total=len(dset))
 
         prev_commit, prev_job = self._previous_output()
         ids = pa.array(dset.ids, pa.binary(16))
@@ -435,7 +402,7 @@ class _JobRun:
         candidates = np.flatnonzero(~in_prev).tolist()
         cached = self._cached([dset.ids[i].hex() for i in candidates])
         to_run = [i for i in candidates if dset.ids[i].hex() not in cached]
-        resumed = sum(1 for i in candidates if cached.get(dset.ids[i].hex(), {}).get("job") == self.wave)
+        resumed = sum(1 for i in candidates if self._ran_here(cached.get(dset.ids[i].hex())))
         removed = prev_ids.filter(pc.invert(pc.is_in(prev_ids, value_set=ids))) if len(prev_ids) else prev_ids
 
         reasons = self._reasons(dset, to_run, prev_keys, prev_job, salt)
@@ -450,7 +417,7 @@ class _JobRun:
         for i in to_run:
             states[i] = "processed"
         for i in candidates:
-            if cached.get(dset.ids[i].hex(), {}).get("job") == self.wave:
+            if self._ran_here(cached.get(dset.ids[i].hex())):
                 states[i] = "processed"
         for i in recorder.failed_index:
             states[i] = "failed"
@@ -459,11 +426,9 @@ class _JobRun:
             schema=DATUM_LIST_SCHEMA,
         )
         list_id = index.write_table(store.chunks, datum_list).hex()
-        with store.db.write() as db:
-            db.execute(
-                "UPDATE jobs SET datum_list=?, processed=?, skipped=?, failed=? WHERE pipeline=? AND id=?",
-                (list_id, processed - len(recorder.failed_index), skipped, len(recorder.failed_index), self.pipeline, self.wave),
-            )
+        with store.db.write() as tx:
+            job_rows.set_outcome(tx, self.pipeline, self.wave, datum_list=list_id, processed=processed - len(recorder.failed_index),
+                                 skipped=skipped, failed=len(recorder.failed_index))
         if failure:
             raise JobFailed(failure)
         self._land(dset, candidates, removed, prev_commit)
@@ -473,29 +438,28 @@ class _JobRun:
             self.progress({"pipeline": self.pipeline, "id": self.wave}, done, total)
 
     def _previous_output(self):
+        """The output branch's head commit, and the job that made it if that job succeeded."""
         store = self.store
-        head = store.db.one("SELECT head FROM branches WHERE repo=? AND name=?", (self.pipeline, self.spec.output_branch))
-        if head is None or head["head"] is None:
+        branch = repo_rows.branch(store.db, self.pipeline, self.spec.output_branch)
+        if branch is None or branch.head is None:
             return None, None
-        commit = store.get_commit(self.pipeline, head["head"])
-        job = store.db.one("SELECT * FROM jobs WHERE pipeline=? AND id=? AND state='success'", (self.pipeline, commit.job)) if commit.job else None
-        return commit, job
+        commit = store.get_commit(self.pipeline, branch.head)
+        job = job_rows.get(store.db, self.pipeline, commit.job) if commit.job else None
+        return commit, job if job is not None and job.state == "success" else None
 
-    def _prev_datums(self, prev_job):
-        if prev_job is None or not prev_job["datum_list"]:
+    def _prev_datums(self, prev_job: job_rows.Job | None):
+        if prev_job is None or not prev_job.datum_list:
             return pa.array([], pa.binary(16)), {}
-        table = index.read_table(self.store.chunks, bytes.fromhex(prev_job["datum_list"]))
+        table = index.read_table(self.store.chunks, bytes.fromhex(prev_job.datum_list))
         return table["datum"].combine_chunks(), None if table.num_rows > 200_000 else table
 
-    def _cached(self, hex_ids: list[str]) -> dict[str, dict]:
-        out = {}
-        for i in range(0, len(hex_ids), 500):
-            part = hex_ids[i : i + 500]
-            rows = self.store.db.query(
-                f"SELECT * FROM datum_outputs WHERE pipeline=? AND datum IN ({','.join('?' * len(part))})", [self.pipeline, *part]
-            )
-            out.update({r["datum"]: dict(r) for r in rows})
-        return out
+    def _cached(self, hex_ids: list[str]) -> dict[str, datum_rows.DatumOutput]:
+        """Where the outputs of these datums are, for those already processed by some job."""
+        return datum_rows.outputs_of(self.store.db, self.pipeline, hex_ids)
+
+    def _ran_here(self, output: datum_rows.DatumOutput | None) -> bool:
+        """Whether this job itself ran the datum (before it was resumed)."""
+        return output is not None and output.job == self.wave
 
     def _reasons(self, dset, to_run: list[int], prev_table, prev_job, salt: str) -> dict[int, str]:
         """Why each datum runs: what a user asks when a job does more than expected."""
@@ -503,7 +467,7 @@ class _JobRun:
             return {}
         if prev_job is None:
             return {i: "new input" for i in to_run}
-        if prev_job["salt"] != salt:
+        if prev_job.salt != salt:
             return {i: self._why_all(prev_job) for i in to_run}
         prev_by_key = {}
         if prev_table is not None and len(to_run) < 10_000:
@@ -512,15 +476,7 @@ class _JobRun:
             prev_by_key = {k: d.hex() for d, k in zip(hits["datum"].to_pylist(), hits["key"].to_pylist())}
         failed_before = set()
         if len(to_run) < 10_000:
-            for i in range(0, len(to_run), 500):
-                part = [dset.ids[j].hex() for j in to_run[i : i + 500]]
-                failed_before.update(
-                    r["datum"]
-                    for r in self.store.db.query(
-                        f"SELECT datum FROM datums WHERE pipeline=? AND state='failed' AND datum IN ({','.join('?' * len(part))})",
-                        [self.pipeline, *part],
-                    )
-                )
+            failed_before = datum_rows.failed_among(self.store.db, self.pipeline, [dset.ids[j].hex() for j in to_run])
         out = {}
         for i in to_run:
             key = dset.key(i)
@@ -532,25 +488,25 @@ class _JobRun:
                 out[i] = "new input"
         return out
 
-    def _why_all(self, prev_job) -> str:
+    def _why_all(self, prev_job: job_rows.Job) -> str:
         """Why a job reruns every datum: the ids' salt changed since the last job."""
-        if self.job["reason"] == "reprocess":
+        if self.job.reason == "reprocess":
             return "reprocess requested"
-        if prev_job["version"] == self.job["version"] or self._same_transform(prev_job["version"]):
-            changed = code_mod.changed_files(json.loads(prev_job["code"] or "{}"), self.code)
+        if prev_job.version == self.job.version or self._same_transform(prev_job.version):
+            changed = code_mod.changed_files(prev_job.code or {}, self.code)
             if changed:
                 return "code changed: " + ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         return "spec changed"
 
     def _same_transform(self, version: int) -> bool:
-        row = self.store.db.one("SELECT transform_hash FROM pipeline_versions WHERE name=? AND version=?", (self.pipeline, version))
-        return row is not None and row["transform_hash"] == self.spec.transform_hash()
+        row = pipeline_rows.version(self.store.db, self.pipeline, version)
+        return row is not None and row.transform_hash == self.spec.transform_hash()
 
     def _changed_files(self, dset, i: int, prev_datum: str) -> str:
-        row = self.store.db.one("SELECT inputs FROM datums WHERE pipeline=? AND datum=? LIMIT 1", (self.pipeline, prev_datum))
-        if row is None:
+        prev = datum_rows.any_run(self.store.db, self.pipeline, prev_datum)
+        if prev is None:
             return dset.key(i)
-        before = {(inp["name"], f[0]): f[1] for inp in json.loads(row["inputs"]) for f in inp["files"]}
+        before = {(inp["name"], f[0]): f[1] for inp in prev.inputs for f in inp["files"]}
         now = {}
         for p, u in dset.tuples[i]:
             pin = dset.inputs[p]
@@ -650,16 +606,12 @@ class _JobRun:
         delta = index.sort_unique(delta.combine_chunks()) if delta.num_rows else delta
         layers = [index.write_layer(store.chunks, delta)] if delta.num_rows else []
 
-        def finish(db, cid):
-            cur = db.execute(
-                "UPDATE jobs SET state='success', finished=?, output_commit=? WHERE pipeline=? AND id=? AND owner=?",
-                (time.time(), cid, self.pipeline, self.wave, self.owner),
-            )
-            if cur.rowcount != 1:  # taken over meanwhile: the new owner lands it, not us (this rolls back)
+        def finish(tx, cid):
+            if not job_rows.succeed(tx, self.pipeline, self.wave, self.owner, time.time(), cid):
+                # taken over meanwhile: the new owner lands it, not us (this rolls back)
                 raise Conflict(f"Job {self.wave[:12]} of pipeline {self.pipeline!r} was taken over by another runner.")
 
-        existing = store.db.one("SELECT id FROM commits WHERE repo=? AND id=?", (self.pipeline, self.wave))
-        commit_id = self.wave if existing is None else uuid.uuid4().hex
+        commit_id = uuid.uuid4().hex if commit_rows.exists(store.db, self.pipeline, self.wave) else self.wave
         try:
             store._land(
                 self.pipeline, self.spec.output_branch, layers, description=f"output of job {self.wave[:12]}",
@@ -683,8 +635,8 @@ class _JobRun:
         rows = self._cached(hex_ids)
         by_batch: dict[str, list[tuple[int, int]]] = {}
         for r in rows.values():
-            if r["count"]:
-                by_batch.setdefault(r["batch"], []).append((r["start"], r["count"]))
+            if r.count:
+                by_batch.setdefault(r.batch, []).append((r.start, r.count))
         tables = []
         for batch, spans in by_batch.items():
             table = index.read_table(self.store.chunks, bytes.fromhex(batch))
@@ -776,21 +728,16 @@ class _Recorder:
                 start += n
         batch = index.write_table(self.store.chunks, pa.concat_tables(tables)).hex() if start else ""
         self.store.chunks.sync()
-        with self.store.db.write() as db:
-            for _, datum, key, result, tries, reason, inputs, stdout, stderr in pending:
-                db.execute(
-                    "INSERT OR REPLACE INTO datums (pipeline, job, datum, key, state, reason, inputs, started, finished, tries, "
-                    "exit_code, stdout, stderr, error, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.pipeline, self.job, datum, key, "success" if result.ok else "failed", reason, json.dumps(inputs),
-                     result.started, result.finished, tries, result.exit_code, stdout, stderr, result.error, spans.get(datum, (0, 0))[1]),
-                )
-                if result.ok:
-                    s, n = spans.get(datum, (0, 0))
-                    db.execute(
-                        "INSERT OR REPLACE INTO datum_outputs (pipeline, datum, batch, start, count, job) VALUES (?, ?, ?, ?, ?, ?)",
-                        (self.pipeline, datum, batch, s, n, self.job),
-                    )
-                    db.executemany(
-                        "INSERT OR IGNORE INTO lineage (repo, path, hash, pipeline, datum) VALUES (?, ?, ?, ?, ?)",
-                        [(inp["repo"], f[0], f[1], self.pipeline, datum) for inp in inputs for f in inp["files"]],
-                    )
+        runs, outputs, reads = [], [], []
+        for _, datum, key, result, tries, reason, inputs, stdout, stderr in pending:
+            s, n = spans.get(datum, (0, 0))
+            runs.append(datum_rows.Datum(
+                pipeline=self.pipeline, job=self.job, datum=datum, key=key, state="success" if result.ok else "failed",
+                reason=reason, started=result.started, finished=result.finished, tries=tries, exit_code=result.exit_code,
+                stdout=stdout, stderr=stderr, error=result.error, outputs=n, inputs_json=json.dumps(inputs),
+            ))
+            if result.ok:
+                outputs.append(datum_rows.DatumOutput(self.pipeline, datum, batch, s, n, self.job))
+                reads += [datum_rows.Read(inp["repo"], f[0], f[1], self.pipeline, datum) for inp in inputs for f in inp["files"]]
+        with self.store.db.write() as tx:
+            datum_rows.record(tx, runs, outputs, reads)

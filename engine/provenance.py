@@ -17,7 +17,6 @@ Trees come back as plain dicts (`-o json` prints them as they are);
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pyarrow as pa
@@ -25,6 +24,10 @@ import pyarrow.compute as pc
 
 from ..storage import index
 from ..storage.errors import FileNotFound
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import pipelines as pipeline_rows
+from ..storage.metadata import repos as repo_rows
 from ..storage.paths import normalize_path
 
 MAX_FILES = 20  # input files listed per datum; the rest are counted
@@ -41,23 +44,22 @@ class ProvenanceOps:
         node = {"repo": repo, "commit": commit.id, "branch": commit.branch, "origin": commit.origin}
         if commit.job is None or _depth > 50:
             return node
-        job = self.db.one("SELECT * FROM jobs WHERE pipeline=? AND id=?", (repo, commit.job))
+        job = job_rows.get(self.db, repo, commit.job)
         if job is None:
             return node
-        version = self.db.one("SELECT * FROM pipeline_versions WHERE name=? AND version=?", (repo, job["version"]))
-        node["job"] = {"pipeline": repo, "id": job["id"], "state": job["state"], "executor": json.loads(job["executor"]),
-                       "code": json.loads(job["code"])}
+        version = pipeline_rows.version(self.db, repo, job.version)
+        node["job"] = {"pipeline": repo, "id": job.id, "state": job.state, "executor": job.executor, "code": job.code}
         if version is not None:
             node["pipeline_version"] = {
-                "version": version["version"],
-                "spec_hash": version["spec_hash"],
-                "transform_hash": version["transform_hash"],
-                "spec": json.loads(version["spec"]),
-                "code": json.loads(version["code"]),
+                "version": version.version,
+                "spec_hash": version.spec_hash,
+                "transform_hash": version.transform_hash,
+                "spec": version.spec,
+                "code": version.code,
             }
         node["inputs"] = [
             {"name": i["name"], "branch": i["branch"], **(self.commit_provenance(i["repo"], i["commit"], _depth + 1) if i["commit"] else {"repo": i["repo"], "commit": None})}
-            for i in json.loads(job["inputs"])
+            for i in job.inputs
         ]
         return node
 
@@ -98,23 +100,21 @@ class ProvenanceOps:
             node["origin"] = "user" if row is not None else "missing"
             return node
         datum = row["datum"].hex()
-        rec = self.db.one(
-            "SELECT * FROM datums WHERE pipeline=? AND datum=? AND state='success' ORDER BY finished LIMIT 1", (repo, datum)
-        )
+        rec = datum_rows.first_success(self.db, repo, datum)
         if rec is None:
             node["origin"] = "unknown datum"
             return node
-        job = self.db.one("SELECT version, executor, code FROM jobs WHERE pipeline=? AND id=?", (repo, rec["job"]))
-        version = self.db.one("SELECT spec_hash, code FROM pipeline_versions WHERE name=? AND version=?", (repo, job["version"])) if job else None
+        job = job_rows.get(self.db, repo, rec.job)
+        version = pipeline_rows.version(self.db, repo, job.version) if job else None
         node["datum"] = {
-            "pipeline": repo, "id": datum, "job": rec["job"], "key": rec["key"],
-            "spec_hash": version["spec_hash"] if version else None,
+            "pipeline": repo, "id": datum, "job": rec.job, "key": rec.key,
+            "spec_hash": version.spec_hash if version else None,
             # git's view when the pipeline version was made, and the files the job really ran
-            "code": (json.loads(version["code"]) if version else {}) | (json.loads(job["code"]) if job else {}),
-            "executor": json.loads(job["executor"]) if job else {},
+            "code": (version.code if version else {}) | (job.code if job else {}),
+            "executor": job.executor if job else {},
         }
         inputs = []
-        for inp in json.loads(rec["inputs"]):
+        for inp in rec.inputs:
             files = inp["files"]
             for fpath, fhash, fsize in files[:MAX_FILES]:
                 upstream = self._is_pipeline_repo(inp["repo"])
@@ -131,7 +131,8 @@ class ProvenanceOps:
     def _is_pipeline_repo(self, repo: str) -> bool:
         cache = self.__dict__.setdefault("_pipeline_repo_cache", {})
         if repo not in cache:
-            cache[repo] = self.db.one("SELECT 1 FROM repos WHERE name=? AND kind='pipeline'", (repo,)) is not None
+            row = repo_rows.get(self.db, repo)
+            cache[repo] = row is not None and row.kind == "pipeline"
         return cache[repo]
 
     def file_subvenance(self, repo: str, ref: str | None, path: str) -> dict:
@@ -147,13 +148,11 @@ class ProvenanceOps:
         node = {"repo": repo, "commit": commit_id, "path": path, "hash": hash_hex, "derived": []}
         if depth > 50:
             return node
-        readers = self.db.query("SELECT pipeline, datum FROM lineage WHERE repo=? AND path=? AND hash=? ORDER BY pipeline, datum", (repo, path, hash_hex))
-        for r in readers:
-            pipeline, datum = r["pipeline"], r["datum"]
-            out = self.db.one("SELECT * FROM datum_outputs WHERE pipeline=? AND datum=?", (pipeline, datum))
+        for pipeline, datum in datum_rows.readers(self.db, repo, path, hash_hex):
+            out = datum_rows.output(self.db, pipeline, datum)
             files = []
-            if out is not None and out["count"]:
-                table = index.read_table(self.chunks, bytes.fromhex(out["batch"])).slice(out["start"], out["count"])
+            if out is not None and out.count:
+                table = index.read_table(self.chunks, bytes.fromhex(out.batch)).slice(out.start, out.count)
                 files = list(zip(table["path"].to_pylist(), [h.hex() for h in table["hash"].to_pylist()]))
             commits = self._commits_holding(pipeline, bytes.fromhex(datum), since)
             for fpath, fhash in files:
@@ -171,16 +170,12 @@ class ProvenanceOps:
         existed may hold the same datum (same bytes, same output); those
         commits are not derived from *this* version and are left out.
         """
-        heads = {r["head"]: r["name"] for r in self.db.query("SELECT name, head FROM branches WHERE repo=?", (pipeline,))}
+        heads = {b.head: b.name for b in repo_rows.branches(self.db, pipeline)}
         out = []
-        for job in self.db.query(
-            "SELECT id, datum_list, output_commit FROM jobs WHERE pipeline=? AND state='success' AND datum_list IS NOT NULL "
-            "AND finished >= ? ORDER BY finished",
-            (pipeline, since),
-        ):
-            table = index.read_table(self.chunks, bytes.fromhex(job["datum_list"]))
+        for job in job_rows.succeeded_since(self.db, pipeline, since):
+            table = index.read_table(self.chunks, bytes.fromhex(job.datum_list))
             if pc.any(pc.equal(table["datum"], pa.scalar(datum, pa.binary(16)))).as_py():
-                out.append({"commit": job["output_commit"], "job": job["id"], "head_of": heads.get(job["output_commit"])})
+                out.append({"commit": job.output_commit, "job": job.id, "head_of": heads.get(job.output_commit)})
         return out
 
     # --------------------------------------------------------------- why
@@ -188,10 +183,8 @@ class ProvenanceOps:
     def why(self, pipeline: str, job: str) -> dict:
         """Why a job's datums ran: counts by reason, and the number skipped."""
         row = self._job_row(pipeline, job)
-        reasons = Counter(
-            r["reason"] or "unknown" for r in self.db.query("SELECT reason FROM datums WHERE pipeline=? AND job=?", (row["pipeline"], row["id"]))
-        )
-        return {"pipeline": row["pipeline"], "job": row["id"], "reasons": dict(reasons.most_common()), "skipped": row["skipped"]}
+        reasons = Counter(r or "unknown" for r in datum_rows.reasons(self.db, row.pipeline, row.id))
+        return {"pipeline": row.pipeline, "job": row.id, "reasons": dict(reasons.most_common()), "skipped": row.skipped}
 
 
 # ------------------------------------------------------------------ graphs
@@ -240,8 +233,8 @@ def to_mermaid(tree: dict, backward: bool = True) -> str:
 
 def dag(store) -> dict:
     """The pipeline DAG: repos and pipelines as nodes, inputs as edges."""
-    nodes = [{"name": r["name"], "kind": r["kind"]} for r in store.db.query("SELECT name, kind FROM repos ORDER BY name")]
-    links = [(r["repo"], r["pipeline"]) for r in store.db.query("SELECT repo, pipeline FROM pipeline_inputs ORDER BY pipeline, repo")]
+    nodes = [{"name": r.name, "kind": r.kind} for r in repo_rows.all_repos(store.db)]
+    links = [(e.repo, e.pipeline) for e in pipeline_rows.all_inputs(store.db)]
     return {"nodes": nodes, "edges": links}
 
 
