@@ -70,6 +70,7 @@ class ChunkWriter:
         self.own_chunks_from = avg_size // 4  # files this big get chunks of their own
         self._buf = bytearray()  # the round being filled: grows to _ROUND, then is recycled
         self._fill = 0
+        self._marks: list[int] = []  # file boundaries in the round buffer, ascending
         self._free: queue.SimpleQueue = queue.SimpleQueue()  # stored rounds, to reuse
         self._pos = 0  # bytes written to the stream so far
         self._chunk_starts: list[int] = []
@@ -105,9 +106,12 @@ class ChunkWriter:
         return start
 
     def boundary(self) -> None:
-        """End the current chunk here: the next byte written starts a new one."""
-        if self._fill:
-            self._cut(final=True)
+        """End the current chunk here: the next byte written starts a new one.
+
+        Only marked here, and honoured when the buffer is cut: a tree of
+        many mid-sized files costs no extra rounds or buffers."""
+        if self._fill and (not self._marks or self._marks[-1] != self._fill):
+            self._marks.append(self._fill)
 
     def write_from(self, f, hasher=None) -> tuple[int, int]:
         """Append one whole file, an open binary file from its position to its
@@ -155,29 +159,38 @@ class ChunkWriter:
             self._buf = grown
         return len(self._buf) - self._fill
 
-    def _cut(self, final: bool, closing: bool = False) -> None:
+    def _cut(self, final: bool) -> None:
         """Cut the buffered bytes into chunks and hand them to the putter.
-        `final`: the buffer's end is a real boundary (a file's or the
-        stream's), so the last piece is a chunk too; otherwise it is kept to
-        be cut again with what follows.  `closing`: nothing follows."""
+
+        Each stretch between two file boundaries (`boundary()`) is cut on its
+        own, its end being a real chunk end.  `final`: so is the buffer's
+        end (the stream is closing); otherwise the last piece is provisional
+        and is cut again with what follows.
+        """
         buf, fill = self._buf, self._fill
         base = self._pos - fill  # stream offset of buf[0]
         view = memoryview(buf)[:fill]
-        cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(view)]
-        if not final:
-            cuts = cuts[:-1]
+        edges = self._marks + [fill]
+        self._marks = []
         batch = []
-        consumed = 0
-        for offset, length in cuts:
-            batch.append(view[offset : offset + length])
-            self._chunk_starts.append(base + offset)
-            self._chunk_lengths.append(length)
-            consumed = offset + length
+        consumed = begin = 0
+        for i, end in enumerate(edges):
+            if end == begin:
+                continue
+            cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(view[begin:end])]
+            if not final and i == len(edges) - 1:
+                cuts = cuts[:-1]
+            for offset, length in cuts:
+                batch.append(view[begin + offset : begin + offset + length])
+                self._chunk_starts.append(base + begin + offset)
+                self._chunk_lengths.append(length)
+                consumed = begin + offset + length
+            begin = end
         # The provisional tail starts the next round, in a recycled buffer.
         try:
             nxt = self._free.get_nowait()
         except queue.Empty:
-            nxt = bytearray(_ROUND) if not closing else bytearray()
+            nxt = bytearray(_ROUND) if not final else bytearray()
         nxt[: fill - consumed] = view[consumed:fill]
         self._buf, self._fill = nxt, fill - consumed
         if batch:
@@ -191,7 +204,7 @@ class ChunkWriter:
         if not self.closed:
             self.closed = True
             if self._fill:
-                self._cut(final=True, closing=True)
+                self._cut(final=True)
             self._buf = bytearray()
             if self._putter is not None:
                 self.bytes_written += self._putter.finish()
