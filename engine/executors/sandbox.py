@@ -164,9 +164,11 @@ def mount_plan(bwrap: str, ctx: JobContext) -> tuple[list[str], list[str], list[
     args += _shadow_args(shadowed)
 
     hide: list[str] = []
-    for path in hidden_paths(ctx):
-        if os.path.isdir(path) and _under(path, shown):
+    covered: list[str] = []
+    for path in hidden_paths(ctx):  # sorted: a store comes before its own scratch, which it covers
+        if os.path.isdir(path) and _under(path, shown) and not _under(path, covered):
             hide += ["--tmpfs", path]
+            covered.append(path)
     for pattern in ETC_SECRETS:
         for path in sorted(glob.glob(os.path.join("/etc", pattern))):
             if os.path.islink(path):
