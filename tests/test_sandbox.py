@@ -208,6 +208,7 @@ def test_a_spec_kept_in_a_home_directory_shows_its_code_files_not_the_home(tmp_p
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.postgres
 def test_stores_sharing_postgresql_metadata_share_one_set_of_secrets(tmp_path, postgres_db):
     one, two = tmp_path / "one", tmp_path / "two"
     for root in (one, two):
