@@ -232,3 +232,10 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, Se
 
     def _compact(self, repo: str, commit_id: str) -> None:
         self.commits.compact(repo, commit_id)
+
+    # ================================================ files, cron, secrets
+    # (components, then the API methods they serve, then transitional names)
+
+    # ================================================ waves, jobs, provenance
+
+    # ====================================== history, pipelines, maintenance
