@@ -16,6 +16,7 @@ what stays is always consistent.  `fsck` checks the same links.
   prefixed with its layers, their parent becomes its parent); no file
   changes in any commit that stays.  With `force`, provenance that named it
   is moved to its child, which holds its data.
+* `delete_repo`: every commit of a repo at once, by the same plan.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ from __future__ import annotations
 import time
 
 from .jobs import _lease_held
-from ..storage.errors import CommitInUse, WouldOrphan
+from .repos import Repos
+from ..storage.errors import CommitInUse, RepoInUse, WouldOrphan
 from ..storage.metadata import commits as commit_rows
 from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata.db import Database
 from ..storage.metadata.jobs import Job
 
 MAX_NAMED = 5
 
 
-def _names(items) -> str:
+def names(items) -> str:
+    """`repo@commit` of a few (repo, commit) pairs, for a message."""
     items = sorted(items)
     text = ", ".join(f"{r}@{c[:12]}" for r, c in items[:MAX_NAMED])
     return text + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
 
 
-class HistoryOps:
-    """Mixed into `Store`."""
+class History:
+    """Removing commits, and whole repos, together with what was made from them."""
+
+    def __init__(self, db: Database, repos: Repos):
+        self.db, self.repos = db, repos
 
     # ------------------------------------------------------------ provenance
 
@@ -85,7 +93,7 @@ class HistoryOps:
         """Jobs a commit started that have not pinned their inputs yet (they would read it)."""
         return job_rows.pending_of_wave(tx, wave)
 
-    def _plan_removal(self, tx, commits: set[tuple[str, str]], *, force: bool, what: str, extra_jobs=()) -> dict:
+    def plan_removal(self, tx, commits: set[tuple[str, str]], *, force: bool, what: str, extra_jobs=()) -> dict:
         """Check that `commits` can go (with what they feed, if `force`); return the plan."""
         down, jobs = self.downstream(commits)
         for j in extra_jobs:
@@ -93,7 +101,7 @@ class HistoryOps:
         self._refuse_running(jobs.values())
         if down and not force:
             raise WouldOrphan(
-                f"{what} would orphan {len(down)} downstream commit(s) made from it: {_names(down)}.",
+                f"{what} would orphan {len(down)} downstream commit(s) made from it: {names(down)}.",
                 hint="Pass --force to delete those downstream commits too.",
             )
         remove = set(commits) | down
@@ -101,9 +109,9 @@ class HistoryOps:
             later = [(repo, c.id) for c in commit_rows.children(tx, repo, cid) if (repo, c.id) not in remove]
             if later:
                 raise CommitInUse(
-                    f"Downstream commit {repo}@{cid[:12]} has later commits not made from it ({_names(later)}), "
+                    f"Downstream commit {repo}@{cid[:12]} has later commits not made from it ({names(later)}), "
                     "so it cannot be removed.",
-                    hint=f"Delete or squash {_names(later)} first.",
+                    hint=f"Delete or squash {names(later)} first.",
                 )
         # Jobs that made a commit being removed go too.
         for repo, cid in remove:
@@ -112,7 +120,7 @@ class HistoryOps:
         self._refuse_running(jobs.values())
         return {"commits": remove, "jobs": jobs}
 
-    def _apply_removal(self, tx, plan: dict) -> dict:
+    def apply_removal(self, tx, plan: dict) -> dict:
         """Delete the planned commits and jobs; branches fall back to the nearest surviving ancestor."""
         remove = plan["commits"]
         parents = {}
@@ -135,7 +143,7 @@ class HistoryOps:
             commit_rows.reparent_open(tx, repo, cid, target)
             commit_rows.delete(tx, repo, cid)
         for pipeline, jid in plan["jobs"]:
-            self._delete_job(tx, pipeline, jid)
+            self.delete_job(tx, pipeline, jid)
         return {
             "deleted": [f"{r}@{c}" for r, c in sorted(remove)],
             "moved": moved,
@@ -143,17 +151,38 @@ class HistoryOps:
         }
 
     @staticmethod
-    def _delete_job(tx, pipeline: str, job: str) -> None:
+    def delete_job(tx, pipeline: str, job: str) -> None:
         """A job record and what only it explains: its datum records and cached outputs."""
         datum_rows.delete_of_job(tx, pipeline, job)
         job_rows.delete(tx, pipeline, job)
+
+    # ----------------------------------------------------------------- repos
+
+    def delete_repo(self, name: str, *, force: bool = False) -> dict:
+        """Delete a repo; with `force` also what pipelines made from its commits."""
+        self.repos.repo(name)
+        if pipeline_rows.exists(self.db, name):
+            raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
+        readers = pipeline_rows.readers_of(self.db, name)
+        if readers and not force:
+            raise RepoInUse(
+                f"Repo {name!r} is an input of pipeline(s) {', '.join(sorted(readers))}.",
+                hint="Delete those pipelines first, or pass --force.",
+            )
+        with self.db.write() as tx:
+            commits = {(name, cid) for cid in commit_rows.ids_of_repo(tx, name)}
+            plan = self.plan_removal(tx, commits, force=force, what=f"Deleting repo {name!r}")
+            result = self.apply_removal(tx, plan)
+            commit_rows.delete_of_repo(tx, name)
+            repo_rows.delete(tx, name)
+        return result
 
     # --------------------------------------------------------------- commits
 
     def delete_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
         """Delete a commit without children (and, with `force`, what was made from it)."""
         with self.db.write() as tx:
-            commit = self.resolve_commit(repo, ref, allow_open=True)
+            commit = self.repos.resolve_commit(repo, ref, allow_open=True)
             name = f"Deleting {repo}@{commit.id[:12]}"
             if commit.state == "open":
                 commit_rows.delete(tx, repo, commit.id, open_only=True)
@@ -162,17 +191,17 @@ class HistoryOps:
             if children:
                 raise CommitInUse(
                     f"Commit {repo}@{commit.id[:12]} has {len(children)} child commit(s) "
-                    f"({_names((repo, c.id) for c in children)}); only a commit without children can be deleted.",
+                    f"({names((repo, c.id) for c in children)}); only a commit without children can be deleted.",
                     hint=f"`dpl squash-commit {repo}@{commit.id[:12]}` merges it into its child and keeps the data.",
                 )
-            plan = self._plan_removal(tx, {(repo, commit.id)}, force=force, what=name,
+            plan = self.plan_removal(tx, {(repo, commit.id)}, force=force, what=name,
                                       extra_jobs=self._pending_jobs_of(tx, commit.id) if commit.origin == "user" else ())
-            return self._apply_removal(tx, plan)
+            return self.apply_removal(tx, plan)
 
     def squash_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
         """Merge a commit into its children, keeping every file of every commit that stays."""
         with self.db.write() as tx:
-            commit = self.resolve_commit(repo, ref, allow_open=True)
+            commit = self.repos.resolve_commit(repo, ref, allow_open=True)
             cid = commit.id
             if commit.state == "open":
                 raise CommitInUse(f"Commit {repo}@{cid[:12]} is still open.", hint="Finish it first, or delete it with `dpl delete-commit`.")

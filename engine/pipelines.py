@@ -170,7 +170,7 @@ class PipelineOps:
             # Pipelines that read its output before (and no longer do) made commits from it.
             down, _ = self.downstream({(name, cid) for cid in commit_rows.ids_of_repo(self.db, name)})
             if down:
-                from .history import _names
+                from .history import names as _names
                 from ..storage.errors import WouldOrphan
 
                 raise WouldOrphan(

@@ -12,11 +12,11 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cron import CronOps
 from .executors import KINDS
 from .files import FileOps
-from .history import HistoryOps
 from .jobs import JobOps
 from .pipelines import PipelineOps
 from .provenance import ProvenanceOps
@@ -29,6 +29,9 @@ from .commits import Commits
 from .repos import Repos
 from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
+
+if TYPE_CHECKING:  # the components are imported when first used (see the properties)
+    from .history import History
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
@@ -102,7 +105,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, SecretOps):
+class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, SecretOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -138,7 +141,7 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, Se
     def commits(self) -> Commits:
         commits = Commits(self.db, self.chunks, self.repos, self.root)
         # A commit landed, so start the downstream jobs, in the landing's own transaction.
-        commits.on_landed(self._on_commit_landed)
+        commits.on_landed(self.waves.commit_landed)
         return commits
 
     # ----------------------------------------------------------------- repos
@@ -154,27 +157,7 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, Se
 
     def delete_repo(self, name: str, *, force: bool = False) -> dict:
         """Delete a repo; with `force` also what pipelines made from its commits (see `history`)."""
-        from ..storage.errors import RepoInUse
-        from ..storage.metadata import commits as commit_rows
-        from ..storage.metadata import pipelines as pipeline_rows
-        from ..storage.metadata import repos as repo_rows
-
-        self.repos.repo(name)
-        if pipeline_rows.exists(self.db, name):
-            raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
-        readers = self.pipelines_reading(name)
-        if readers and not force:
-            raise RepoInUse(
-                f"Repo {name!r} is an input of pipeline(s) {', '.join(sorted(readers))}.",
-                hint="Delete those pipelines first, or pass --force.",
-            )
-        with self.db.write() as tx:
-            commits = {(name, cid) for cid in commit_rows.ids_of_repo(tx, name)}
-            plan = self._plan_removal(tx, commits, force=force, what=f"Deleting repo {name!r}")
-            result = self._apply_removal(tx, plan)
-            commit_rows.delete_of_repo(tx, name)
-            repo_rows.delete(tx, name)
-        return result
+        return self.history.delete_repo(name, force=force)
 
     def list_branches(self, repo: str) -> list[dict]:
         return self.repos.list_branches(repo)
@@ -238,4 +221,34 @@ class Store(HistoryOps, ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, Se
 
     # ================================================ waves, jobs, provenance
 
+    @cached_property
+    def waves(self):
+        from .waves import Waves
+
+        return Waves(self.db)
+
+    def trigger_pipeline(self, name: str, reason: str = "create") -> str:
+        """Start a wave at pipeline `name` (and everything downstream of it)."""
+        return self.waves.trigger(name, reason)
+
+    # Transitional: engine/pipelines.py still starts waves through the Store.
+    def _start_wave(self, tx, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
+        return self.waves.start(tx, wave, sources, roots=roots, reason=reason)
+
     # ====================================== history, pipelines, maintenance
+
+    @cached_property
+    def history(self) -> "History":
+        from .history import History
+
+        return History(self.db, self.repos)
+
+    def delete_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
+        return self.history.delete_commit(repo, ref, force=force)
+
+    def squash_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
+        return self.history.squash_commit(repo, ref, force=force)
+
+    def downstream(self, commits):
+        """Output commits derived from `commits` (transitively) and the jobs that read them."""
+        return self.history.downstream(commits)
