@@ -297,8 +297,9 @@ class PostgresDatabase(Tx):
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 raise RuntimeError("write() transactions do not nest")  # as SQLite refuses a second BEGIN
             try:
-                conn.execute("BEGIN")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                # One round trip (no parameters: the simple protocol takes both),
+                # as the lock holder's every round trip delays all other writers.
+                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
                 return conn
             except psycopg.Error as e:
                 with contextlib.suppress(psycopg.Error):
