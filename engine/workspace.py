@@ -19,7 +19,7 @@ import xxhash
 
 from .datums import DatumTask
 from ..storage import index
-from ..storage.chunking import BLOCK, ChunkWriter
+from ..storage.chunking import ChunkWriter
 from ..storage.chunkstore import object_id
 from ..storage.errors import Corruption, InvalidPath
 from ..storage.paths import normalize_path
@@ -113,13 +113,10 @@ def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None) -> pa.Ta
             except InvalidPath:
                 continue
             hasher = xxhash.xxh3_128()
-            start = writer.write(b"")
-            size = 0
-            with open(source, "rb") as f:
-                while block := f.read(BLOCK):
-                    hasher.update(block)
-                    writer.write(block)
-                    size += len(block)
+            # As a put does: a big output gets chunks of its own, so the same
+            # file stored again (by another job, or put) adds no new chunks.
+            with open(source, "rb", buffering=0) as f:
+                start, size = writer.write_from(f, hasher)
             paths.append(path)
             sizes.append(size)
             hashes.append(hasher.digest())
