@@ -45,6 +45,7 @@ from . import code as code_mod
 from . import datums as datums_mod
 from .executors import get_executor
 from .executors.base import DatumResult, JobContext
+from .waves import Graph
 from .writers import pid_alive, writes_objects
 from ..storage import index
 from ..storage.errors import Conflict, DplError, PathCollision
@@ -92,62 +93,8 @@ def _owner_alive(owner: str | None) -> bool:
     return pid_alive(pid)
 
 
-class _Graph:
-    """Pipelines, what they read and where they write, from the metadata."""
-
-    def __init__(self, tx):
-        self.pipelines = {p.name: p for p in pipeline_rows.all_pipelines(tx)}
-        self.inputs: dict[str, set[tuple[str, str]]] = {}
-        self.readers: dict[tuple[str, str], set[str]] = {}
-        for e in pipeline_rows.all_inputs(tx):
-            self.inputs.setdefault(e.pipeline, set()).add((e.repo, e.branch))
-            self.readers.setdefault((e.repo, e.branch), set()).add(e.pipeline)
-
-    def output(self, pipeline: str) -> tuple[str, str]:
-        return pipeline, self.pipelines[pipeline].output_branch
-
-    def downstream(self, sources: list[tuple[str, str]], roots: list[str] = ()) -> list[str]:
-        found, frontier = set(roots), list(sources) + [self.output(p) for p in roots if p in self.pipelines]
-        while frontier:
-            for p in self.readers.get(frontier.pop(), ()):
-                if p not in found and self.pipelines[p].state == "running":
-                    found.add(p)
-                    frontier.append(self.output(p))
-        return sorted(found)
-
-    def upstream(self, pipeline: str) -> set[str]:
-        found, frontier = set(), [pipeline]
-        while frontier:
-            for repo, branch in self.inputs.get(frontier.pop(), ()):
-                if repo in self.pipelines and repo not in found and self.output(repo) == (repo, branch):
-                    found.add(repo)
-                    frontier.append(repo)
-        return found
-
-
 class JobOps:
-    """Mixed into `Store`: waves, the job runner, and reading jobs and datums."""
-
-    # ----------------------------------------------------------------- waves
-
-    def _on_commit_landed(self, db, repo, branch, commit_id, origin) -> None:
-        if origin == "user":
-            self._start_wave(db, commit_id, [(repo, branch)], reason="commit")
-
-    def _start_wave(self, tx, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
-        graph = _Graph(tx)
-        targets = graph.downstream(sources, roots)
-        now = time.time()
-        for p in targets:
-            job_rows.insert_created(tx, wave, p, graph.pipelines[p].version, reason if p in roots or reason == "commit" else "upstream", now)
-        return targets
-
-    def trigger_pipeline(self, name: str, reason: str = "create") -> str:
-        """Start a wave at pipeline `name` (and everything downstream of it)."""
-        wave = uuid.uuid4().hex
-        with self.db.write() as tx:
-            self._start_wave(tx, wave, [], roots=[name], reason=reason)
-        return wave
+    """Mixed into `Store`: the job runner, and reading jobs and datums."""
 
     # ---------------------------------------------------------------- runner
 
@@ -179,7 +126,7 @@ class JobOps:
             rows = job_rows.unfinished(tx)  # oldest first
             if not rows:
                 return None
-            graph = _Graph(tx)
+            graph = Graph(tx)
             now = time.time()
             seen_pipelines: set[str] = set()
             for r in rows:
