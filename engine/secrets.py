@@ -26,9 +26,11 @@ import logging
 import os
 import re
 import time
+from pathlib import Path
 
 from ..storage.errors import InvalidName
 from ..storage.metadata import secrets as secrets_db
+from ..storage.metadata.db import Database
 from .errors import InvalidSpec, SecretExists, SecretNotFound
 
 log = logging.getLogger("dpl")
@@ -46,8 +48,11 @@ def scrub(text: str, values: list[str]) -> str:
     return text
 
 
-class SecretOps:
-    """Mixed into `Store`."""
+class Secrets:
+    """Secrets in the metadata database; `root` is the store directory, where older stores kept them as files."""
+
+    def __init__(self, db: Database, root: Path):
+        self.db, self.root = db, root
 
     def create_secret(self, name: str, data: dict[str, str], *, overwrite: bool = False) -> dict:
         """Store a secret; raise `SecretExists` unless `overwrite`."""

@@ -20,7 +20,6 @@ from .files import FileOps
 from .jobs import JobOps
 from .pipelines import PipelineOps
 from .provenance import ProvenanceOps
-from .secrets import SecretOps
 from ..storage import registry
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
@@ -32,6 +31,7 @@ from ..storage.metadata import Database, is_url, open_database
 
 if TYPE_CHECKING:  # the components are imported when first used (see the properties)
     from .history import History
+    from .secrets import Secrets
 
 STORE_DIR = ".dpl"
 CONFIG = "config.json"
@@ -105,7 +105,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, SecretOps):
+class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -218,6 +218,30 @@ class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps, SecretOps):
 
     # ================================================ files, cron, secrets
     # (components, then the API methods they serve, then transitional names)
+
+    @cached_property
+    def secrets(self) -> "Secrets":
+        from .secrets import Secrets
+
+        return Secrets(self.db, self.root)
+
+    def create_secret(self, name: str, data: dict[str, str], *, overwrite: bool = False) -> dict:
+        return self.secrets.create_secret(name, data, overwrite=overwrite)
+
+    def list_secrets(self) -> list[dict]:
+        return self.secrets.list_secrets()
+
+    def inspect_secret(self, name: str) -> dict:
+        return self.secrets.inspect_secret(name)
+
+    def delete_secret(self, name: str) -> None:
+        return self.secrets.delete_secret(name)
+
+    def secret_values(self) -> list[str]:
+        return self.secrets.secret_values()
+
+    def resolve_secrets(self, spec) -> tuple[dict[str, str], dict[str, bytes]]:
+        return self.secrets.resolve_secrets(spec)
 
     # ================================================ waves, jobs, provenance
 
