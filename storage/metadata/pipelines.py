@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from .db import Row, Tx
 
@@ -22,7 +23,7 @@ from .db import Row, Tx
 class Pipeline:
     name: str
     version: int  # the current version
-    spec: dict  # the current version's normalised spec
+    spec_json: str  # the current version's normalised spec, as stored
     spec_hash: str
     transform_hash: str
     state: str  # "running" or "stopped"
@@ -30,12 +31,18 @@ class Pipeline:
     created: float
     updated: float
 
+    # Parsed on first use: every landing commit reads all pipelines to find
+    # the downstream ones, and needs none of their specs.
+    @cached_property
+    def spec(self) -> dict:
+        return json.loads(self.spec_json)
+
     @classmethod
     def from_row(cls, row: Row) -> "Pipeline":
         return cls(
             name=row["name"],
             version=row["version"],
-            spec=json.loads(row["spec"]),
+            spec_json=row["spec"],
             spec_hash=row["spec_hash"],
             transform_hash=row["transform_hash"],
             state=row["state"],
