@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from .cron import CronOps
 from .executors import KINDS
-from .files import FileOps
 from .jobs import JobOps
 from .pipelines import PipelineOps
 from .provenance import ProvenanceOps
@@ -30,6 +29,7 @@ from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
 
 if TYPE_CHECKING:  # the components are imported when first used (see the properties)
+    from .files import Files, Source
     from .history import History
     from .secrets import Secrets
 
@@ -105,7 +105,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps):
+class Store(ProvenanceOps, JobOps, PipelineOps, CronOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -218,6 +218,61 @@ class Store(ProvenanceOps, JobOps, PipelineOps, CronOps, FileOps):
 
     # ================================================ files, cron, secrets
     # (components, then the API methods they serve, then transitional names)
+
+    @cached_property
+    def files(self) -> "Files":
+        from .files import Files
+
+        return Files(self.db, self.chunks, self.repos, self.commits, self.root)
+
+    def put_files(self, repo: str, branch: str, sources: list["Source"], *, append: bool = False, description: str = "", progress=None) -> Commit:
+        return self.files.put_files(repo, branch, sources, append=append, description=description, progress=progress)
+
+    def put_bytes(self, repo: str, branch: str, files: dict[str, bytes], *, replace: bool = False, description: str = "") -> Commit:
+        return self.files.put_bytes(repo, branch, files, replace=replace, description=description)
+
+    def delete_files(self, repo: str, branch: str, paths: list[str], description: str = "") -> Commit:
+        return self.files.delete_files(repo, branch, paths, description)
+
+    def commit_table(self, commit: Commit):
+        return self.files.commit_table(commit)
+
+    def file_table(self, repo: str, ref: str | None):
+        return self.files.file_table(repo, ref)
+
+    def list_files(self, repo: str, ref: str | None, path: str = "/", *, recursive: bool = False):
+        return self.files.list_files(repo, ref, path, recursive=recursive)
+
+    def glob_files(self, repo: str, ref: str | None, pattern: str):
+        return self.files.glob_files(repo, ref, pattern)
+
+    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None):
+        return self.files.diff_files(repo, ref, other_repo, other_ref)
+
+    def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
+        return self.files.read_file(repo, ref, path)
+
+    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
+        return self.files.file_row(repo, ref, path)
+
+    def file_pieces(self, repo: str, ref: str | None, path: str):
+        return self.files.file_pieces(repo, ref, path)
+
+    def files_under(self, repo: str, ref: str | None, path: str):
+        return self.files.files_under(repo, ref, path)
+
+    def write_file_to(self, row: dict, fd: int) -> None:
+        self.files.write_file_to(row, fd)
+
+    def export_file(self, row: dict, dest: str) -> str:
+        return self.files.export_file(row, dest)
+
+    def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
+        return self.files.export_dir(repo, ref, path, dest)
+
+    # Transitional: until engine/repair.py reads chunks through `files`.
+    def _chunk_slice(self, ref: dict) -> memoryview:
+        return self.files.chunk_slice(ref)
 
     @cached_property
     def secrets(self) -> "Secrets":

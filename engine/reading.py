@@ -1,0 +1,315 @@
+"""Reading the files of commits: their tables, listings, diffs and bytes.
+
+`FileReader` is the reading half of the `Files` component (engine/files.py),
+which holds one and answers for it.  A commit's files are the merge of its
+index layers; the last table merged and the last few chunks read are kept,
+because a command or a job reads one commit, and a file's pieces in order.
+Every chunk is checked against its id as it is read, so damage is reported
+(as `Corruption`, pointing at `dpl fsck`) and never passed on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .commits import pc_sum
+from .listing import ENTRY_SCHEMA, diff_tables, entries, group_runs, hex_column
+from .repos import Repos
+from ..storage import chunkstore, index
+from ..storage.chunkstore import ChunkStore, object_id
+from ..storage.errors import Corruption, FileNotFound
+from ..storage.local import LocalChunkStore
+from ..storage.metadata.commits import Commit
+from ..storage.paths import normalize_path
+
+PREFETCH = 16  # chunks of a big file fetched ahead of the one being written
+READ_AHEAD = 4  # chunks read and verified ahead of the one being written
+CACHED_CHUNKS = 8
+
+
+class FileReader:
+    """Files of commits, read from the chunk store."""
+
+    def __init__(self, chunks: ChunkStore, repos: Repos):
+        self.chunks, self.repos = chunks, repos
+        self._table_cache: dict[tuple, pa.Table] = {}  # the last commit's merged table
+        self._chunk_cache: dict[bytes, bytes] = {}  # the last few verified chunks
+
+    def clear_caches(self) -> None:
+        """Drop the cached table and chunks (after a repair rewrote what they came from)."""
+        self._table_cache.clear()
+        self._chunk_cache.clear()
+
+    def commit_table(self, commit: Commit) -> pa.Table:
+        """Every file of a commit (open commits: parent + writes so far)."""
+        layers = commit.layers
+        if commit.state == "open":
+            parent = self.repos.get_commit(commit.repo, commit.parent).layers if commit.parent else []
+            layers = parent + commit.delta
+        key = (commit.repo, commit.id, tuple(layers))
+        cache = self._table_cache
+        if key not in cache:
+            cache.clear()
+            cache[key] = index.merge([index.read_layer(self.chunks, l) for l in layers])
+        return cache[key]
+
+    def file_table(self, repo: str, ref: str | None) -> tuple[Commit, pa.Table]:
+        commit = self.repos.resolve_commit(repo, ref)
+        return commit, self.commit_table(commit)
+
+    def list_files(self, repo: str, ref: str | None, path: str = "/", *, recursive: bool = False) -> pa.Table:
+        """Entries under a directory: path, type (file/dir), size, hash (hex)."""
+        commit, table = self.file_table(repo, ref)
+        path = normalize_path(path, allow_root=True)
+        # The table is sorted by path: a file or a directory is found by binary search.
+        exact = index.lookup([table], [path]) if path != "/" else table.slice(0, 0)
+        if exact.num_rows:
+            return entries(exact)
+        prefix = "/" if path == "/" else path + "/"
+        sub = index.under([table], prefix) if path != "/" else table
+        if sub.num_rows == 0 and path != "/":
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        if recursive:
+            return entries(sub)
+        # Direct children: the first path component below the prefix.
+        rest = pc.utf8_slice_codeunits(sub["path"], len(prefix))
+        first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), 0)
+        is_dir = pc.invert(pc.equal(first, rest))
+        grouped = group_runs(first, sub["size"], is_dir)
+        names = pc.binary_join_element_wise(pa.scalar(prefix), grouped["name"], "")
+        files = sub.filter(pc.invert(is_dir))
+        hashes = files["hash"].take(pc.index_in(names, value_set=files["path"].combine_chunks()))
+        return pa.table(
+            {
+                "path": names,
+                "type": pc.if_else(grouped["dir_max"], "dir", "file"),
+                "size": grouped["size_sum"],
+                "hash": hex_column(hashes),
+            }
+        )
+
+    def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
+        from . import globs
+
+        _, table = self.file_table(repo, ref)
+        rows = []
+        for m in globs.match(table, pattern):
+            files = m.files
+            is_file = files.num_rows == 1 and files["path"][0].as_py() == m.path
+            rows.append(
+                {
+                    "path": m.path,
+                    "type": "file" if is_file else "dir",
+                    "size": pc_sum(files["size"]),
+                    "hash": files["hash"][0].as_py().hex() if is_file else None,
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA)
+
+    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None) -> pa.Table:
+        """added / modified / deleted files from `other` (default: the parent) to `ref`."""
+        if other_ref is None and other_repo is None:
+            commit = self.repos.resolve_commit(repo, ref)
+            if commit.parent is not None:
+                return self._diff_from_parent(self.repos.get_commit(repo, commit.parent), commit)
+            return diff_tables(index.EMPTY, self.commit_table(commit))
+        _, new = self.file_table(repo, ref)
+        _, old = self.file_table(other_repo or repo, other_ref)
+        return diff_tables(old, new)
+
+    def _diff_from_parent(self, parent, commit) -> pa.Table:
+        """A commit is its parent overlaid with its own layers (`delta`), so
+        only the paths those layers name can differ: look those up in both
+        (binary searches) instead of joining two whole file lists."""
+        delta = [index.read_layer(self.chunks, l) for l in commit.delta]
+        names = {p for t in delta for p in t["path"].to_pylist()}
+        files = [p for p in names if not p.endswith("/")]
+        dirs = [p for p in names if p.endswith("/")]
+
+        def touched(layers) -> pa.Table:
+            tables = [index.read_layer(self.chunks, l) for l in layers]
+            found = pa.concat_tables([index.lookup(tables, files)] + [index.under(tables, d) for d in dirs])
+            return index.sort_unique(found.combine_chunks()) if dirs else found
+
+        return diff_tables(touched(parent.layers), touched(commit.layers))
+
+    def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
+        out = bytearray()
+        for piece in self.file_pieces(repo, ref, path):
+            out += piece
+        return bytes(out)
+
+    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
+        commit, table = self.file_table(repo, ref)
+        path = normalize_path(path)
+        rows = table.filter(pc.equal(table["path"], path))
+        if rows.num_rows == 0:
+            if index.under([table], path).num_rows:
+                raise FileNotFound(f"{repo}@{ref or 'master'}:{path} is a directory.", hint="Pass -r to get a directory.")
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        return rows.to_pylist()[0]
+
+    def file_pieces(self, repo: str, ref: str | None, path: str) -> Iterator[memoryview]:
+        row = self.file_row(repo, ref, path)
+        for ref_ in row["refs"]:
+            yield self.chunk_slice(ref_)
+
+    def files_under(self, repo: str, ref: str | None, path: str) -> pa.Table:
+        _, table = self.file_table(repo, ref)
+        return index.under([table], normalize_path(path, allow_root=True))
+
+    def write_file_to(self, row: dict, fd: int) -> None:
+        """Write one file's bytes (a row of a file table) to an open descriptor."""
+        refs = row["refs"]
+        if len(refs) <= 1:
+            for ref in refs:
+                _write_all(fd, self.chunk_slice(ref))
+            return
+        # A big file: a thread reads and verifies the next chunks while this
+        # one writes (reads and writes release the GIL; the hash is fast).
+        # From the local store, a verified chunk is then copied by the kernel
+        # (sendfile) from the very page-cache pages that were just checked,
+        # instead of being written back from this process's memory.
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        fetch = self._verified_chunk_file if isinstance(self.chunks, LocalChunkStore) else self.chunk_slice
+        with ThreadPoolExecutor(1, thread_name_prefix="dpl-get") as pool:
+            ahead: deque = deque()
+            try:
+                for i, ref in enumerate(refs):
+                    if i % PREFETCH == 0:  # a remote store downloads the next chunks meanwhile
+                        chunkstore.prefetch(self.chunks, [r["chunk"] for r in refs[i : i + 2 * PREFETCH]])
+                    ahead.append(pool.submit(fetch, ref))
+                    if len(ahead) > READ_AHEAD:
+                        _emit(fd, ahead.popleft().result())
+                while ahead:
+                    _emit(fd, ahead.popleft().result())
+            finally:
+                for future in ahead:  # an error stopped us: close what was opened ahead
+                    if not future.cancel() and future.exception() is None and isinstance(future.result(), _ChunkFile):
+                        os.close(future.result().fd)
+
+    def _verified_chunk_file(self, ref: dict) -> "_ChunkFile | memoryview":
+        """An open chunk file whose whole content was just checked against
+        the chunk's id, and the range of it `ref` needs."""
+        chunk = ref["chunk"]
+        try:
+            src = os.open(self.chunks.local_path(chunk), os.O_RDONLY)
+        except FileNotFoundError:
+            return self.chunk_slice(ref)  # says which chunk is missing
+        try:
+            size = os.fstat(src).st_size
+            buf = _read_buffer(size)
+            with memoryview(buf)[:size] as view:
+                got = 0
+                while got < size:
+                    n = os.readv(src, [view[got:]])
+                    if n == 0:
+                        break
+                    got += n
+                if got != size or object_id(view) != chunk:
+                    raise Corruption(f"Chunk {chunk.hex()} is damaged (its bytes no longer match its hash).", hint="Run `dpl fsck`.")
+        except BaseException:
+            os.close(src)
+            raise
+        return _ChunkFile(src, ref["offset"], ref["length"])
+
+    def export_file(self, row: dict, dest: str) -> str:
+        """Write one file to a local path atomically (temp file + rename)."""
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, row["path"].rsplit("/", 1)[-1])
+        tmp = f"{dest}.dpl-tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.write_file_to(row, fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, dest)
+        return dest
+
+    def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
+        """Write every file under `path` into the local directory `dest`."""
+        files = self.files_under(repo, ref, path)
+        if files.num_rows == 0:
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        strip = 0 if path == "/" else len(path.rstrip("/"))
+        made: set[str] = set()
+        for row in files.to_pylist():
+            target = os.path.join(dest, row["path"][strip:].lstrip("/") or os.path.basename(row["path"]))
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            self.export_file(row, target)
+        return files.num_rows
+
+    def chunk_slice(self, ref: dict) -> memoryview:
+        """The bytes of one ref, verified against the chunk's id."""
+        chunk = ref["chunk"]
+        cache = self._chunk_cache
+        data = cache.get(chunk)
+        if data is None:
+            data = self.chunks.get(chunk)
+            if object_id(data) != chunk:
+                raise Corruption(f"Chunk {chunk.hex()} is damaged (its bytes no longer match its hash).", hint="Run `dpl fsck`.")
+            if len(cache) > CACHED_CHUNKS:
+                cache.clear()
+            cache[chunk] = data
+        return memoryview(data)[ref["offset"] : ref["offset"] + ref["length"]]
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@dataclass
+class _ChunkFile:
+    fd: int  # open on a verified chunk file; closed by _emit
+    offset: int
+    length: int
+
+
+def _emit(out: int, piece) -> None:
+    """Write a piece of a file: bytes, or a range of a verified chunk file."""
+    if not isinstance(piece, _ChunkFile):
+        _write_all(out, piece)
+        return
+    offset, left = piece.offset, piece.length
+    try:
+        while left:
+            try:
+                sent = os.sendfile(out, piece.fd, offset, left)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                sent = 0  # e.g. an O_APPEND output: copy through memory instead
+            if sent == 0:
+                _write_all(out, memoryview(os.pread(piece.fd, left, offset)))
+                return
+            offset += sent
+            left -= sent
+    finally:
+        os.close(piece.fd)
+
+
+_buffers = threading.local()
+
+
+def _read_buffer(size: int) -> bytearray:
+    """A buffer reused by each thread that checks chunk files."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = bytearray(max(size, 4 << 20))
+    return buf
