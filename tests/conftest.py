@@ -1,6 +1,6 @@
 """Shared fixtures: stores in tmp_path, and the rule for service tests.
 
-A test that needs a real service (Docker engine, S3 server, Ray cluster)
+A test that needs a real service (Docker engine, S3 server, Ray cluster, PostgreSQL)
 asks for it through a session fixture that starts it once.  Locally such a
 test skips with the reason when the service cannot be had; in CI (CI=true)
 it fails instead, so a broken set-up can never pass silently.
