@@ -29,13 +29,18 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..storage.errors import DplError, RepoNotFound
 from ..storage.metadata import commits as commit_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
-from .errors import InvalidSpec
+from ..storage.metadata.db import Database
+from .errors import InvalidSpec, PipelineNotFound
+
+if TYPE_CHECKING:  # only for annotations: cron is imported by spec checks that need neither
+    from .files import Files
+    from .jobs import Jobs
 
 log = logging.getLogger("dpl")
 
@@ -161,8 +166,15 @@ def _next_fn(schedule: str) -> Callable[[float], float]:
     return lambda after: croniter(fields, dt.datetime.fromtimestamp(after, dt.timezone.utc)).get_next(float)
 
 
-class CronOps:
-    """Mixed into `Store`: ticks of cron inputs, committed when due."""
+class Cron:
+    """Ticks of cron inputs, committed when due; `watch` runs the jobs they start.
+
+    Pipelines are read through the metadata layer, not the `Pipelines`
+    component, which itself uses this one (to show a pipeline's next tick).
+    """
+
+    def __init__(self, db: Database, files: "Files", jobs: "Jobs"):
+        self.db, self.files, self.jobs = db, files, jobs
 
     def cron_inputs(self, pipeline: str | None = None) -> list[CronInput]:
         rows = pipeline_rows.all_pipelines(self.db) if pipeline is None else [pipeline_rows.get(self.db, pipeline)]
@@ -203,7 +215,8 @@ class CronOps:
         """Tick every cron input of a pipeline now, off schedule."""
         inputs = self.cron_inputs(pipeline)
         if not inputs:
-            self._pipeline_row(pipeline)  # a missing pipeline says so
+            if pipeline_rows.get(self.db, pipeline) is None:
+                raise PipelineNotFound(f"Pipeline {pipeline!r} does not exist.", hint="See `dpl list-pipeline`.")
             raise DplError(f"Pipeline {pipeline!r} has no cron input.", hint="run-cron ticks cron inputs; commit to a pfs input instead.")
         now = math.floor(time.time())
         return [(ci, self._tick(ci, max(now, self.last_tick(ci) + 1))) for ci in inputs]
@@ -220,7 +233,7 @@ class CronOps:
             for ci, commit in self.tick_due():
                 if on_tick:
                     on_tick(ci, commit)
-            for job in self.run_jobs(None, executor=executor, progress=progress, wait=False):
+            for job in self.jobs.run_jobs(None, executor=executor, progress=progress, wait=False):
                 if on_job:
                     on_job(job)
             due = [self.next_tick(ci) for ci in self.cron_inputs() if self._pipeline_state(ci.pipeline) == "running"]
@@ -233,5 +246,5 @@ class CronOps:
         if not repo_rows.exists(self.db, ci.repo):
             raise RepoNotFound(f"The cron repo {ci.repo!r} of pipeline {ci.pipeline!r} is gone.",
                                    hint=f"Recreate it with `dpl create-repo {ci.repo}`, or update the pipeline.")
-        return self.put_bytes(ci.repo, "master", {tick_name(at): b""}, replace=ci.overwrite,
-                              description=TICK_PREFIX + format_time(at))
+        return self.files.put_bytes(ci.repo, "master", {tick_name(at): b""}, replace=ci.overwrite,
+                                    description=TICK_PREFIX + format_time(at))

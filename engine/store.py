@@ -14,7 +14,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cron import CronOps
 from .executors import KINDS
 from .jobs import JobOps
 from .pipelines import PipelineOps
@@ -29,6 +28,7 @@ from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
 
 if TYPE_CHECKING:  # the components are imported when first used (see the properties)
+    from .cron import Cron, CronInput
     from .files import Files, Source
     from .history import History
     from .secrets import Secrets
@@ -105,7 +105,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps, CronOps):
+class Store(ProvenanceOps, JobOps, PipelineOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -273,6 +273,31 @@ class Store(ProvenanceOps, JobOps, PipelineOps, CronOps):
     # Transitional: until engine/repair.py reads chunks through `files`.
     def _chunk_slice(self, ref: dict) -> memoryview:
         return self.files.chunk_slice(ref)
+
+    @cached_property
+    def cron(self) -> "Cron":
+        from .cron import Cron
+
+        # Transitional: the Store runs jobs (JobOps) until the Jobs component lands; then self.jobs.
+        return Cron(self.db, self.files, self)
+
+    def cron_inputs(self, pipeline: str | None = None) -> list["CronInput"]:
+        return self.cron.cron_inputs(pipeline)
+
+    def last_tick(self, ci: "CronInput") -> float:
+        return self.cron.last_tick(ci)
+
+    def next_tick(self, ci: "CronInput") -> float:
+        return self.cron.next_tick(ci)
+
+    def tick_due(self, now: float | None = None) -> list[tuple["CronInput", Commit]]:
+        return self.cron.tick_due(now)
+
+    def run_cron(self, pipeline: str) -> list[tuple["CronInput", Commit]]:
+        return self.cron.run_cron(pipeline)
+
+    def watch(self, *, executor: str | None = None, progress=None, on_tick=None, on_job=None, stop=None, poll: float = 2.0) -> None:
+        self.cron.watch(executor=executor, progress=progress, on_tick=on_tick, on_job=on_job, stop=stop, poll=poll)
 
     @cached_property
     def secrets(self) -> "Secrets":
