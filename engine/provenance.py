@@ -12,7 +12,8 @@ Three records make every answer a handful of indexed lookups:
   datums that read it, which is what the forward direction walks.
 
 Trees come back as plain dicts (`-o json` prints them as they are);
-`to_dot` / `to_mermaid` draw the same trees as graphs.
+`to_dot` / `to_mermaid` draw the same trees as graphs.  `Provenance` is the
+component; the drawing functions below it need no store.
 """
 
 from __future__ import annotations
@@ -22,25 +23,37 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .jobs import Jobs
+from .repos import Repos
 from ..storage import index
+from ..storage.chunkstore import ChunkStore
 from ..storage.errors import FileNotFound
 from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata.db import Database
 from ..storage.paths import normalize_path
 
 MAX_FILES = 20  # input files listed per datum; the rest are counted
 
 
-class ProvenanceOps:
-    """Mixed into `Store`."""
+class Provenance:
+    """Provenance and subvenance of commits and files, why jobs ran, and the pipeline DAG.
+
+    It reads single index rows and datum tables through `storage.index`
+    (a lookup in a commit's layers, not the merged file table `Files` gives).
+    """
+
+    def __init__(self, db: Database, chunks: ChunkStore, repos: Repos, jobs: Jobs):
+        self.db, self.chunks, self.repos, self.jobs = db, chunks, repos, jobs
+        self._pipeline_repo: dict[str, bool] = {}  # repo name -> is a pipeline's output repo
 
     # ------------------------------------------------------- commit level
 
     def commit_provenance(self, repo: str, commit_id: str, _depth: int = 0) -> dict:
         """A commit's job, pipeline version, code, executor and input commits, recursively."""
-        commit = self.get_commit(repo, commit_id)
+        commit = self.repos.get_commit(repo, commit_id)
         node = {"repo": repo, "commit": commit.id, "branch": commit.branch, "origin": commit.origin}
         if commit.job is None or _depth > 50:
             return node
@@ -77,16 +90,16 @@ class ProvenanceOps:
 
     def _file_at(self, repo: str, commit_id: str, path: str) -> dict | None:
         """One file's index row at a commit, without merging the whole index."""
-        commit = self.get_commit(repo, commit_id)
+        commit = self.repos.get_commit(repo, commit_id)
         layers = commit.layers
         if commit.state == "open" and commit.parent:
-            layers = self.get_commit(repo, commit.parent).layers + commit.delta
+            layers = self.repos.get_commit(repo, commit.parent).layers + commit.delta
         rows = index.lookup([index.read_layer(self.chunks, l) for l in layers], [path])
         return rows.to_pylist()[0] if rows.num_rows else None
 
     def file_provenance(self, repo: str, ref: str | None, path: str) -> dict:
         """Backward: the datum that wrote a file, the files it read, and so on to user commits."""
-        commit = self.resolve_commit(repo, ref)
+        commit = self.repos.resolve_commit(repo, ref)
         path = normalize_path(path)
         row = self._file_at(repo, commit.id, path)
         if row is None:
@@ -129,15 +142,14 @@ class ProvenanceOps:
         return node
 
     def _is_pipeline_repo(self, repo: str) -> bool:
-        cache = self.__dict__.setdefault("_pipeline_repo_cache", {})
-        if repo not in cache:
+        if repo not in self._pipeline_repo:
             row = repo_rows.get(self.db, repo)
-            cache[repo] = row is not None and row.kind == "pipeline"
-        return cache[repo]
+            self._pipeline_repo[repo] = row is not None and row.kind == "pipeline"
+        return self._pipeline_repo[repo]
 
     def file_subvenance(self, repo: str, ref: str | None, path: str) -> dict:
         """Forward: every downstream commit and file derived from this file version."""
-        commit = self.resolve_commit(repo, ref)
+        commit = self.repos.resolve_commit(repo, ref)
         path = normalize_path(path)
         row = self._file_at(repo, commit.id, path)
         if row is None:
@@ -182,9 +194,17 @@ class ProvenanceOps:
 
     def why(self, pipeline: str, job: str) -> dict:
         """Why a job's datums ran: counts by reason, and the number skipped."""
-        row = self._job_row(pipeline, job)
+        row = self.jobs.job(pipeline, job)
         reasons = Counter(r or "unknown" for r in datum_rows.reasons(self.db, row.pipeline, row.id))
         return {"pipeline": row.pipeline, "job": row.id, "reasons": dict(reasons.most_common()), "skipped": row.skipped}
+
+    # --------------------------------------------------------------- dag
+
+    def dag(self) -> dict:
+        """The pipeline DAG: repos and pipelines as nodes, inputs as edges."""
+        nodes = [{"name": r.name, "kind": r.kind} for r in repo_rows.all_repos(self.db)]
+        links = [(e.repo, e.pipeline) for e in pipeline_rows.all_inputs(self.db)]
+        return {"nodes": nodes, "edges": links}
 
 
 # ------------------------------------------------------------------ graphs
@@ -232,10 +252,8 @@ def to_mermaid(tree: dict, backward: bool = True) -> str:
 
 
 def dag(store) -> dict:
-    """The pipeline DAG: repos and pipelines as nodes, inputs as edges."""
-    nodes = [{"name": r.name, "kind": r.kind} for r in repo_rows.all_repos(store.db)]
-    links = [(e.repo, e.pipeline) for e in pipeline_rows.all_inputs(store.db)]
-    return {"nodes": nodes, "edges": links}
+    """Transitional, for cli/provenance.py: `store.dag()`."""
+    return store.dag()
 
 
 def dag_mermaid(graph: dict) -> str:

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .executors import KINDS
-from .jobs import JobOps
 from .pipelines import PipelineOps
-from .provenance import ProvenanceOps
 from ..storage import registry
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
@@ -28,6 +26,9 @@ from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
 
 if TYPE_CHECKING:  # the components are imported when first used (see the properties)
+    from .waves import Waves
+    from .provenance import Provenance
+    from .jobs import Jobs
     from .cron import Cron, CronInput
     from .files import Files, Source
     from .history import History
@@ -105,7 +106,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(ProvenanceOps, JobOps, PipelineOps):
+class Store(PipelineOps):
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -326,18 +327,66 @@ class Store(ProvenanceOps, JobOps, PipelineOps):
     # ================================================ waves, jobs, provenance
 
     @cached_property
-    def waves(self):
+    def waves(self) -> "Waves":
         from .waves import Waves
 
         return Waves(self.db)
+
+    @cached_property
+    def jobs(self) -> "Jobs":
+        from .jobs import Jobs
+
+        return Jobs(self.db, self.chunks, self.root, self.config, self.repos, self.commits, self.files, self.secrets, self.waves)
 
     def trigger_pipeline(self, name: str, reason: str = "create") -> str:
         """Start a wave at pipeline `name` (and everything downstream of it)."""
         return self.waves.trigger(name, reason)
 
+    def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress=None, wait: bool = True) -> list[dict]:
+        return self.jobs.run_jobs(wave, executor=executor, progress=progress, wait=wait)
+
+    def inspect_job(self, pipeline: str | None, job: str) -> dict:
+        return self.jobs.inspect_job(pipeline, job)
+
+    def list_jobs(self, pipeline: str | None = None, wave: str | None = None, limit: int | None = None) -> list[dict]:
+        return self.jobs.list_jobs(pipeline, wave, limit)
+
+    def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
+        return self.jobs.list_datums(pipeline, job)
+
+    def inspect_datum(self, pipeline: str | None, job: str, datum: str) -> dict:
+        return self.jobs.inspect_datum(pipeline, job, datum)
+
+    def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
+        return self.jobs.datum_logs(pipeline, job, datum)
+
     # Transitional: engine/pipelines.py still starts waves through the Store.
     def _start_wave(self, tx, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
         return self.waves.start(tx, wave, sources, roots=roots, reason=reason)
+
+    @cached_property
+    def provenance(self) -> "Provenance":
+        from .provenance import Provenance
+
+        return Provenance(self.db, self.chunks, self.repos, self.jobs)
+
+    def commit_provenance(self, repo: str, commit_id: str) -> dict:
+        return self.provenance.commit_provenance(repo, commit_id)
+
+    def origin_commits(self, repo: str, commit_id: str) -> list[dict]:
+        return self.provenance.origin_commits(repo, commit_id)
+
+    def file_provenance(self, repo: str, ref: str | None, path: str) -> dict:
+        return self.provenance.file_provenance(repo, ref, path)
+
+    def file_subvenance(self, repo: str, ref: str | None, path: str) -> dict:
+        return self.provenance.file_subvenance(repo, ref, path)
+
+    def why(self, pipeline: str, job: str) -> dict:
+        return self.provenance.why(pipeline, job)
+
+    def dag(self) -> dict:
+        return self.provenance.dag()
 
     # ====================================== history, pipelines, maintenance
 

@@ -59,6 +59,10 @@ class Waves:
     def __init__(self, db: Database):
         self.db = db
 
+    def graph(self, tx: Tx) -> Graph:
+        """The pipeline graph as `tx` sees it (the runner orders jobs by it)."""
+        return Graph(tx)
+
     def commit_landed(self, tx: Tx, repo: str, branch: str, commit_id: str, origin: str) -> None:
         """Subscriber of `Commits.on_landed`: a user commit starts a wave of its own id.
         (A job's output commit does not: its wave already holds the downstream jobs.)"""

@@ -1,0 +1,401 @@
+"""Running one claimed job: `JobRun`, made by `jobs.Jobs` for each job it claims.
+
+1. pin its input commits (the wave's commit where the wave touched the repo,
+   else the branch head) and record them, so a resumed job sees the same data;
+2. cut them into datums (`datums`), each with an id that hashes the
+   transform with the input files;
+3. compare with the datums of the job that made the current output: equal
+   ids are carried forward, ids that disappeared take their outputs with
+   them, and of the new ids only those never processed before are run;
+4. run those on the executor, `datum_tries` times at most, recording each
+   datum's outputs as it finishes (`recorder.Recorder`: a killed runner
+   redoes none of them);
+5. land the output commit (previous output + tombstones + new outputs) and
+   the job's success in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import code as code_mod
+from . import datums as datums_mod
+from .executors import get_executor
+from .executors.base import DatumResult, JobContext
+from .recorder import Recorder
+from ..storage import index
+from ..storage.errors import Conflict, DplError, PathCollision
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import datums as datum_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import pipelines as pipeline_rows
+from ..storage.metadata import repos as repo_rows
+from .errors import JobFailed
+
+if TYPE_CHECKING:
+    from .jobs import Jobs
+
+LOG_TAIL = 2000  # characters of a failed datum's log quoted in the job's error
+# A job's datum list: every datum, its key and what the job did with it (listed by `list_datums`).
+DATUM_LIST_SCHEMA = pa.schema([("datum", pa.binary(16)), ("key", pa.string()), ("state", pa.string())])
+
+Progress = Callable[[dict, int, int], None]  # (job, datums done, datums total)
+
+
+class JobRun:
+    """One attempt at running one claimed job."""
+
+    def __init__(self, jobs: "Jobs", job: job_rows.Job, owner: str, executor: str | None, progress: Progress | None):
+        self.jobs, self.job, self.owner, self.progress = jobs, job, owner, progress
+        self.pipeline, self.wave = job.pipeline, job.id
+        self.spec = jobs.spec(self.pipeline, job.version)
+        self.pipeline_version = pipeline_rows.version(jobs.db, self.pipeline, job.version)
+        self.kind = executor or self.spec.executor or jobs.config.get("executor", "local")
+        self.code: dict = {}  # the fingerprint of the step's host code, taken in run()
+
+    # ------------------------------------------------------------------ plan
+
+    def _pin_inputs(self) -> list[dict]:
+        pinned = list(self.job.inputs)
+        if pinned:
+            return pinned
+        db = self.jobs.db
+        for p in self.spec.pfs_inputs():
+            # The wave's own commit where the wave touched this repo, else the head.
+            own = commit_rows.get(db, p.repo, self.wave)
+            if own is not None and own.branch == p.branch and own.state == "finished":
+                commit = own.id
+            else:
+                branch = repo_rows.branch(db, p.repo, p.branch)
+                commit = branch.head if branch else None
+            pinned.append({"name": p.name, "repo": p.repo, "branch": p.branch, "commit": commit})
+        with db.write() as tx:
+            job_rows.set_inputs(tx, self.pipeline, self.wave, pinned)
+        return pinned
+
+    def _salt(self, info: dict) -> str:
+        parts = [self.spec.transform_hash(), info.get("image_digest", ""), str(self.pipeline_version.reprocess if self.pipeline_version else 0)]
+        if self.code:  # absent for a step without host code: those datum ids stay as they were
+            parts.append(self.code["hash"])
+        if self.spec.reprocess_every_job:
+            parts.append(self.wave)
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def run(self) -> None:
+        jobs = self.jobs
+        pins = self._pin_inputs()
+        scratch = jobs.root / "tmp" / "jobs" / f"{self.pipeline}-{self.wave[:12]}-{self.owner.rsplit(':', 1)[-1]}"
+        code_dir = self.pipeline_version.code.get("dir") if self.pipeline_version else None
+        self.code = code_mod.fingerprint(self.spec, code_dir, self.kind)
+        timeout = self.spec.job_timeout
+        started = self.job.started or time.time()
+        ctx = JobContext(
+            job=self.wave, pipeline=self.pipeline, spec=self.spec, store_root=jobs.root, chunks=jobs.chunks,
+            config=jobs.config, scratch=scratch, code_dir=code_dir,
+            deadline=started + timeout if timeout else None,
+        )
+        ctx.secrets, ctx.secret_files = jobs.secrets.resolve_secrets(self.spec)
+        executor = get_executor(self.kind, jobs.config)
+        info = executor.start(ctx)
+        try:
+            self._run(ctx, executor, info, pins)
+        finally:
+            executor.stop(ctx)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, ctx: JobContext, executor, info: dict, pins: list[dict]) -> None:
+        jobs = self.jobs
+        salt = self._salt(info)
+        pinned = []
+        for p, pin in zip(self.spec.pfs_inputs(), pins):
+            table = jobs.files.commit_table(jobs.repos.get_commit(p.repo, pin["commit"])) if pin["commit"] else index.EMPTY
+            pinned.append(datums_mod.pin(p, pin["commit"], table))
+        dset = datums_mod.build(self.spec, pinned, salt)
+        with jobs.db.write() as tx:
+            job_rows.set_plan(tx, self.pipeline, self.wave, salt=salt, executor=info, code=self.code, total=len(dset))
+
+        prev_commit, prev_job = self._previous_output()
+        ids = pa.array(dset.ids, pa.binary(16))
+        prev_ids, prev_keys = self._prev_datums(prev_job)
+        in_prev = pc.is_in(ids, value_set=prev_ids).to_numpy(zero_copy_only=False) if len(prev_ids) else np.zeros(len(dset), bool)
+        candidates = np.flatnonzero(~in_prev).tolist()
+        cached = self._cached([dset.ids[i].hex() for i in candidates])
+        to_run = [i for i in candidates if dset.ids[i].hex() not in cached]
+        resumed = sum(1 for i in candidates if self._ran_here(cached.get(dset.ids[i].hex())))
+        removed = prev_ids.filter(pc.invert(pc.is_in(prev_ids, value_set=ids))) if len(prev_ids) else prev_ids
+
+        reasons = self._reasons(dset, to_run, prev_keys, prev_job, salt)
+        recorder = Recorder(jobs.db, jobs.chunks, self.pipeline, self.wave)
+        done = len(dset) - len(to_run)
+        self._report(done, len(dset))
+        failure = self._execute(ctx, executor, dset, to_run, reasons, recorder, done)
+        recorder.flush()
+        processed = len(to_run) + resumed
+        skipped = len(dset) - processed
+        states = np.full(len(dset), "skipped", dtype=object)
+        for i in to_run:
+            states[i] = "processed"
+        for i in candidates:
+            if self._ran_here(cached.get(dset.ids[i].hex())):
+                states[i] = "processed"
+        for i in recorder.failed_index:
+            states[i] = "failed"
+        datum_list = pa.table(
+            {"datum": ids, "key": pa.array(dset.keys(), pa.string()), "state": pa.array(states.tolist(), pa.string())},
+            schema=DATUM_LIST_SCHEMA,
+        )
+        list_id = index.write_table(jobs.chunks, datum_list).hex()
+        with jobs.db.write() as tx:
+            job_rows.set_outcome(tx, self.pipeline, self.wave, datum_list=list_id, processed=processed - len(recorder.failed_index),
+                                 skipped=skipped, failed=len(recorder.failed_index))
+        if failure:
+            raise JobFailed(failure)
+        self._land(dset, candidates, removed, prev_commit)
+
+    def _report(self, done: int, total: int) -> None:
+        if self.progress:
+            self.progress({"pipeline": self.pipeline, "id": self.wave}, done, total)
+
+    def _previous_output(self):
+        """The output branch's head commit, and the job that made it if that job succeeded."""
+        jobs = self.jobs
+        branch = repo_rows.branch(jobs.db, self.pipeline, self.spec.output_branch)
+        if branch is None or branch.head is None:
+            return None, None
+        commit = jobs.repos.get_commit(self.pipeline, branch.head)
+        job = job_rows.get(jobs.db, self.pipeline, commit.job) if commit.job else None
+        return commit, job if job is not None and job.state == "success" else None
+
+    def _prev_datums(self, prev_job: job_rows.Job | None):
+        if prev_job is None or not prev_job.datum_list:
+            return pa.array([], pa.binary(16)), {}
+        table = index.read_table(self.jobs.chunks, bytes.fromhex(prev_job.datum_list))
+        return table["datum"].combine_chunks(), None if table.num_rows > 200_000 else table
+
+    def _cached(self, hex_ids: list[str]) -> dict[str, datum_rows.DatumOutput]:
+        """Where the outputs of these datums are, for those already processed by some job."""
+        return datum_rows.outputs_of(self.jobs.db, self.pipeline, hex_ids)
+
+    def _ran_here(self, output: datum_rows.DatumOutput | None) -> bool:
+        """Whether this job itself ran the datum (before it was resumed)."""
+        return output is not None and output.job == self.wave
+
+    def _reasons(self, dset, to_run: list[int], prev_table, prev_job, salt: str) -> dict[int, str]:
+        """Why each datum runs: what a user asks when a job does more than expected."""
+        if not to_run:
+            return {}
+        if prev_job is None:
+            return {i: "new input" for i in to_run}
+        if prev_job.salt != salt:
+            return {i: self._why_all(prev_job) for i in to_run}
+        prev_by_key = {}
+        if prev_table is not None and len(to_run) < 10_000:
+            wanted = pa.array(sorted({dset.key(i) for i in to_run}), pa.string())
+            hits = prev_table.filter(pc.is_in(prev_table["key"], value_set=wanted))
+            prev_by_key = {k: d.hex() for d, k in zip(hits["datum"].to_pylist(), hits["key"].to_pylist())}
+        failed_before = set()
+        if len(to_run) < 10_000:
+            failed_before = datum_rows.failed_among(self.jobs.db, self.pipeline, [dset.ids[j].hex() for j in to_run])
+        out = {}
+        for i in to_run:
+            key = dset.key(i)
+            if dset.ids[i].hex() in failed_before:
+                out[i] = "retried after failure"
+            elif key in prev_by_key:
+                out[i] = "changed content: " + self._changed_files(dset, i, prev_by_key[key])
+            else:
+                out[i] = "new input"
+        return out
+
+    def _why_all(self, prev_job: job_rows.Job) -> str:
+        """Why a job reruns every datum: the ids' salt changed since the last job."""
+        if self.job.reason == "reprocess":
+            return "reprocess requested"
+        if prev_job.version == self.job.version or self._same_transform(prev_job.version):
+            changed = code_mod.changed_files(prev_job.code or {}, self.code)
+            if changed:
+                return "code changed: " + ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        return "spec changed"
+
+    def _same_transform(self, version: int) -> bool:
+        row = pipeline_rows.version(self.jobs.db, self.pipeline, version)
+        return row is not None and row.transform_hash == self.spec.transform_hash()
+
+    def _changed_files(self, dset, i: int, prev_datum: str) -> str:
+        prev = datum_rows.any_run(self.jobs.db, self.pipeline, prev_datum)
+        if prev is None:
+            return dset.key(i)
+        before = {(inp["name"], f[0]): f[1] for inp in prev.inputs for f in inp["files"]}
+        now = {}
+        for p, u in dset.tuples[i]:
+            pin = dset.inputs[p]
+            unit = pin.matches.unit(u)
+            for path, h in zip(unit["path"].to_pylist(), unit["hash"].to_pylist()):
+                now[(pin.name, path)] = h.hex()
+        changed = sorted(f"{n}:{p}" for (n, p), h in now.items() if before.get((n, p)) != h)
+        changed += sorted(f"{n}:{p} (deleted)" for (n, p) in before if (n, p) not in now)
+        return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") if changed else dset.key(i)
+
+    # --------------------------------------------------------------- execute
+
+    def _execute(self, ctx, executor, dset, to_run, reasons, recorder, done: int) -> str | None:
+        """Run datums with retries; return the job's error, if it failed."""
+        if not to_run:
+            return None
+        tries_allowed = self.spec.datum_tries
+        failure: list[str] = []
+        lock = threading.Lock()
+        # Every secret the store holds, not only this spec's: a step may print one it found elsewhere.
+        secrets = self.store_secrets()
+        counter = [done]
+
+        def one(i: int):
+            task = dset.task(i, self.wave, self.pipeline)
+            result = None
+            for attempt in range(1, tries_allowed + 1):
+                if ctx.cancelled.is_set() and result is not None:
+                    break
+                try:
+                    result = executor.run_datum(ctx, task)
+                except DplError as e:
+                    result = DatumResult(task.datum, None, error=e.message, started=time.time(), finished=time.time())
+                if result.ok or ctx.cancelled.is_set() or ctx.time_left() == 0:
+                    break
+            recorder.add(i, dset, task, result, attempt, reasons.get(i, "new input"), secrets)
+            with lock:
+                counter[0] += 1
+                self._report(counter[0], len(dset))
+                if not result.ok and not failure:
+                    failure.append(self._datum_error(task, result, attempt))
+
+        slots = max(1, executor.slots(ctx))
+        pending = iter(to_run)
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="datum") as pool:
+            running = set()
+            for i in pending:
+                running.add(pool.submit(one, i))
+                if len(running) >= slots:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        f.result()
+                    if failure or ctx.time_left() == 0:
+                        break
+            for f in running:
+                f.result()
+        if ctx.time_left() == 0 and not failure:
+            return f"Job {self.wave[:12]} of pipeline {self.pipeline!r} timed out after {self.spec.raw['job_timeout']} (job_timeout)."
+        return failure[0] if failure else None
+
+    def _datum_error(self, task, result: DatumResult, tries: int) -> str:
+        log_text, error = (result.stderr or result.stdout or b"").decode("utf-8", "replace"), str(result.error)
+        for value in self.store_secrets():  # scrubbed whole, before the cut, so no part of a value survives
+            log_text, error = log_text.replace(value, "***"), error.replace(value, "***")
+        tail = log_text[-LOG_TAIL:].strip()
+        code = f" (exit code {result.exit_code})" if result.exit_code not in (None, 0) and "code" not in (result.error or "") else ""
+        return (
+            f"Datum {task.datum[:12]} of pipeline {self.pipeline!r} failed after {tries} "
+            f"{'try' if tries == 1 else 'tries'}: {error}{code}." + (f"\n--- log tail ---\n{tail}" if tail else "")
+        )
+
+    def store_secrets(self) -> list[str]:
+        """Every value of every secret the store holds, longest first: what no log or job error may show."""
+        return self.jobs.secrets.secret_values()
+
+    # ------------------------------------------------------------------ land
+
+    def _land(self, dset, new: list[int], removed: pa.Array, prev_commit) -> None:
+        """Output = previous output - outputs of removed datums + outputs of new ones."""
+        jobs = self.jobs
+        base = jobs.files.commit_table(prev_commit) if prev_commit is not None else index.EMPTY
+        parts, tomb_paths = [], []
+        if prev_commit is not None and prev_commit.job is None:
+            tomb_paths = ["/"]  # the output branch holds files no job made: replace them all
+            base = index.EMPTY
+        elif len(removed) and base.num_rows:
+            gone = base.filter(pc.is_in(base["datum"], value_set=removed))
+            tomb_paths = gone["path"].to_pylist()
+            base = base.filter(pc.invert(pc.is_in(base["datum"], value_set=removed)))
+        new_ids = [dset.ids[i].hex() for i in new]
+        outputs = self._outputs_of(new_ids)
+        if outputs.num_rows:
+            parts.append(outputs)
+        self._check_duplicates(outputs, base)
+        tombs = index.tombstones(tomb_paths)
+        delta = pa.concat_tables([tombs] + [p.select(index.SCHEMA.names) for p in parts]) if parts else tombs
+        delta = index.sort_unique(delta.combine_chunks()) if delta.num_rows else delta
+        layers = [index.write_layer(jobs.chunks, delta)] if delta.num_rows else []
+
+        def finish(tx, cid):
+            if not job_rows.succeed(tx, self.pipeline, self.wave, self.owner, time.time(), cid):
+                # taken over meanwhile: the new owner lands it, not us (this rolls back)
+                raise Conflict(f"Job {self.wave[:12]} of pipeline {self.pipeline!r} was taken over by another runner.")
+
+        commit_id = uuid.uuid4().hex if commit_rows.exists(jobs.db, self.pipeline, self.wave) else self.wave
+        try:
+            jobs.commits.land(
+                self.pipeline, self.spec.output_branch, layers, description=f"output of job {self.wave[:12]}",
+                commit_id=commit_id, origin="auto", job=self.wave, hook=finish,
+            )
+        except PathCollision as e:  # the landing's own check; here we know which datums wrote what
+            def writer(path: str) -> str:
+                for table in (outputs, base):
+                    rows = table.filter(pc.equal(table["path"], path))
+                    if rows.num_rows:
+                        return rows["datum"][0].as_py().hex()[:12]
+                return "?"
+
+            raise JobFailed(
+                f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: {e.file} was written as a file by datum "
+                f"{writer(e.file)} and as a directory (holding {e.beneath}) by datum {writer(e.beneath)}."
+            ) from None
+
+    def _outputs_of(self, hex_ids: list[str]) -> pa.Table:
+        """The output rows of these datums, from the batches they were recorded in."""
+        rows = self._cached(hex_ids)
+        by_batch: dict[str, list[tuple[int, int]]] = {}
+        for r in rows.values():
+            if r.count:
+                by_batch.setdefault(r.batch, []).append((r.start, r.count))
+        tables = []
+        for batch, spans in by_batch.items():
+            table = index.read_table(self.jobs.chunks, bytes.fromhex(batch))
+            take = np.concatenate([np.arange(s, s + c) for s, c in sorted(spans)])
+            tables.append(table.take(pa.array(take)))
+        if not tables:
+            return index.EMPTY
+        return pa.concat_tables(tables).combine_chunks()
+
+    def _check_duplicates(self, outputs: pa.Table, base: pa.Table) -> None:
+        """Pachyderm 2's rule: two datums may not write the same path."""
+        if outputs.num_rows == 0:
+            return
+        counts = outputs.group_by("path").aggregate([("path", "count")])
+        dup = counts.filter(pc.greater(counts["path_count"], 1))
+        if dup.num_rows:
+            path = dup["path"][0].as_py()
+            owners = outputs.filter(pc.equal(outputs["path"], path))["datum"].to_pylist()
+            raise JobFailed(self._dup_message(path, owners[0], owners[1]))
+        if base.num_rows:
+            clash = base.filter(pc.is_in(base["path"], value_set=outputs["path"]))
+            if clash.num_rows:
+                path = clash["path"][0].as_py()
+                other = outputs.filter(pc.equal(outputs["path"], path))["datum"][0].as_py()
+                raise JobFailed(self._dup_message(path, clash["datum"][0].as_py(), other))
+
+    def _dup_message(self, path: str, a: bytes, b: bytes) -> str:
+        return (
+            f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: duplicate path output by different datums: "
+            f"{path} was written by datum {a.hex()[:12]} and by datum {b.hex()[:12]}."
+        )
+
+
