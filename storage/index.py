@@ -213,12 +213,8 @@ def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
 
 
 def _few(k: int, n: int) -> bool:
-    """Whether k binary searches in n sorted rows beat one scan of them.
-
-    A probe is a Python step (~1 us); a vectorised pass costs its rows plus
-    a fixed ~20 us per Arrow call, and a pass takes several calls: so below
-    a few thousand rows a handful of probes always wins."""
-    return k * max(n.bit_length(), 1) * 100 < n + 20_000
+    """Whether k binary searches in n sorted rows beat one scan of them."""
+    return k * max(n.bit_length(), 1) * 100 < n
 
 
 class _Sorted:
@@ -395,7 +391,10 @@ def path_collision(base: list[pa.Table], delta: list[pa.Table]) -> tuple[str, st
     base = [t for t in base if t.num_rows]
     if not base:
         return None
-    if _few(len(files), sum(t.num_rows for t in base)):
+    # Probing costs ~1 us a step; the alternative merges the whole base (a
+    # dozen Arrow calls of ~20 us each, whatever its size): so a few new
+    # files are probed even in a small base.
+    if _few(len(files), sum(t.num_rows for t in base) + 20_000):
         probes = [_Sorted(t["path"]) for t in base]
         candidates = [f for f in files.to_pylist() if any(_starts_at(s, f + "/") for s in probes)]
     else:
