@@ -134,12 +134,8 @@ def fsck(
     output: Output = OutputOpt,
 ):
     """Re-hash every chunk and check every file index, commit reference and provenance link."""
-    from ..engine.fsck import fsck as run_fsck
-
     if repair:
-        from ..engine.repair import repair as run_repair
-
-        result = run_repair(store(), sources=sources)
+        result = store().repair(sources=sources)
         if output == Output.json:
             render.emit_json(result.to_dict())
         else:
@@ -151,7 +147,7 @@ def fsck(
         if not result.ok:
             raise typer.Exit(1)
         return
-    report = run_fsck(store())
+    report = store().fsck()
     if output == Output.json:
         render.emit_json(report.to_dict())
     else:

@@ -60,9 +60,7 @@ def register(app: typer.Typer) -> None:
         output: Output = OutputOpt,
     ):
         """Delete the chunks and file indexes no commit, job or datum refers to."""
-        from ..engine.gc import collect_garbage
-
-        report = collect_garbage(_store(), grace_minutes=grace, dry_run=dry_run)
+        report = _store().gc(grace_minutes=grace, dry_run=dry_run)
         if output == Output.json:
             render.emit_json(report.to_dict())
             return

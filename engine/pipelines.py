@@ -1,4 +1,4 @@
-"""Pipelines: creating, versioning, stopping and deleting them.
+"""Pipelines: creating, versioning, stopping and deleting them (the `Pipelines` component).
 
 A pipeline owns an output repo of its name.  Every create or update is a new
 version: the normalised spec goes to the metadata database and to the spec
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import spec as specs
 from . import code as code_mod
@@ -21,17 +24,26 @@ from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata.db import Database
 from .errors import InvalidSpec, PipelineExists, PipelineNotFound
+from .history import History, names
+from .repos import Repos
+
+if TYPE_CHECKING:
+    from .cron import Cron
+    from .waves import Waves
 
 
-class PipelineOps:
-    """Mixed into `Store`."""
+class Pipelines:
+    """Pipelines and their versions; each create, update or start begins a wave."""
 
-    @property
+    def __init__(self, db: Database, root: Path, repos: Repos, history: History, waves: "Waves", cron: "Cron"):
+        self.db, self.root, self.repos, self.history, self.waves, self.cron = db, root, repos, history, waves, cron
+
+    @cached_property
     def spec_history(self) -> SpecHistory:
-        if "_spec_history" not in self.__dict__:
-            self._spec_history = SpecHistory(self.root / "specs.git")
-        return self._spec_history
+        """Every spec version as a git commit; opened on first use (pygit2 is slow to import)."""
+        return SpecHistory(self.root / "specs.git")
 
     # ------------------------------------------------------------- lifecycle
 
@@ -71,7 +83,7 @@ class PipelineOps:
             pipeline_rows.set_inputs(tx, name, spec.input_repos())
             # The first job is created with the pipeline, atomically: a crash
             # cannot leave a pipeline that never processes its current input.
-            self._start_wave(tx, uuid.uuid4().hex, [], roots=[name], reason="reprocess" if reprocess else "update" if existing else "create")
+            self.waves.start(tx, uuid.uuid4().hex, [], roots=[name], reason="reprocess" if reprocess else "update" if existing else "create")
         return self.inspect_pipeline(name)
 
     def update_pipeline(self, text: str, *, source: str = "<spec>", reprocess: bool = False) -> dict:
@@ -96,7 +108,7 @@ class PipelineOps:
                 hint="A pipeline may not read, directly or through others, its own output.",
             )
 
-    def _pipeline_row(self, name: str) -> pipeline_rows.Pipeline:
+    def pipeline(self, name: str) -> pipeline_rows.Pipeline:
         row = pipeline_rows.get(self.db, name)
         if row is None:
             raise PipelineNotFound(f"Pipeline {name!r} does not exist.", hint="See `dpl list-pipeline`.")
@@ -104,14 +116,14 @@ class PipelineOps:
 
     def pipeline_spec(self, name: str, version: int | None = None):
         if version is None:
-            version = self._pipeline_row(name).version
+            version = self.pipeline(name).version
         return specs.Spec(pipeline_rows.version(self.db, name, version).spec)  # validated when it was created
 
     def list_pipelines(self) -> list[dict]:
         return [self.inspect_pipeline(name) for name in pipeline_rows.names(self.db)]
 
     def inspect_pipeline(self, name: str, *, history: bool = False) -> dict:
-        row = self._pipeline_row(name)
+        row = self.pipeline(name)
         last = job_rows.latest(self.db, name)
         info = {
             "name": name,
@@ -126,7 +138,7 @@ class PipelineOps:
             "last_job": last.id if last else None,
             "last_job_state": last.state if last else None,
             "cron": [{"name": ci.name, "repo": ci.repo, "spec": ci.schedule, "overwrite": ci.overwrite,
-                      "next_tick": self.next_tick(ci)} for ci in self.cron_inputs(name)],
+                      "next_tick": self.cron.next_tick(ci)} for ci in self.cron.cron_inputs(name)],
             "spec": row.spec,
         }
         if history:
@@ -148,18 +160,18 @@ class PipelineOps:
         return info
 
     def stop_pipeline(self, name: str) -> None:
-        self._pipeline_row(name)
+        self.pipeline(name)
         with self.db.write() as tx:
             pipeline_rows.set_state(tx, name, "stopped")
 
     def start_pipeline(self, name: str) -> None:
-        self._pipeline_row(name)
+        self.pipeline(name)
         with self.db.write() as tx:
             pipeline_rows.set_state(tx, name, "running")
-            self._start_wave(tx, uuid.uuid4().hex, [], roots=[name], reason="start")
+            self.waves.start(tx, uuid.uuid4().hex, [], roots=[name], reason="start")
 
     def delete_pipeline(self, name: str, *, force: bool = False, keep_repo: bool = False) -> None:
-        self._pipeline_row(name)
+        self.pipeline(name)
         readers = self.pipelines_reading(name)
         if readers and not force:
             raise RepoInUse(
@@ -168,13 +180,12 @@ class PipelineOps:
             )
         if not keep_repo and not force:
             # Pipelines that read its output before (and no longer do) made commits from it.
-            down, _ = self.downstream({(name, cid) for cid in commit_rows.ids_of_repo(self.db, name)})
+            down, _ = self.history.downstream({(name, cid) for cid in commit_rows.ids_of_repo(self.db, name)})
             if down:
-                from .history import names as _names
                 from ..storage.errors import WouldOrphan
 
                 raise WouldOrphan(
-                    f"Deleting pipeline {name!r} and its output repo would orphan {len(down)} downstream commit(s) made from it: {_names(down)}.",
+                    f"Deleting pipeline {name!r} and its output repo would orphan {len(down)} downstream commit(s) made from it: {names(down)}.",
                     hint="Pass --keep-repo to keep its output, or --force to delete those commits too.",
                 )
         with self.db.write() as tx:
@@ -187,11 +198,11 @@ class PipelineOps:
                 repo_rows.set_kind(tx, name, "user")
         self.spec_history.remove(name)
         if not keep_repo:
-            self.delete_repo(name, force=True)
+            self.history.delete_repo(name, force=True)
 
     def pipeline_wave(self, name: str) -> str | None:
         """The global id of the pipeline's newest job."""
-        self._pipeline_row(name)
+        self.pipeline(name)
         last = job_rows.latest(self.db, name)
         return last.id if last else None
 

@@ -77,8 +77,7 @@ def repair(store, *, sources: list[str] = ()) -> RepairReport:
             _rederive_chunks(store, bad_chunks, sources, out)
         _fix_refs(store, [p for p in before.problems if p.kind == "dangling-ref"], lost, out)
         _remove_leftovers(store, out)
-        store.__dict__.pop("_table_cache", None)
-        store.__dict__.pop("_chunk_cache", None)
+        store.files.clear_caches()  # what this process read before the repair may be stale
     out.after = fsck(store)
     for p in out.after.problems:
         out.unfixed.append(p.message + _advice(p))
@@ -306,7 +305,7 @@ def _file_range(store, h: bytes, size: int, start: int, length: int, copies, loc
         return data if len(data) == length else None
     for row in copies.get((h, size), ()):
         try:
-            whole = b"".join(bytes(store._chunk_slice(r)) for r in row["refs"])
+            whole = b"".join(bytes(store.files.chunk_slice(r)) for r in row["refs"])
         except Corruption:
             continue
         if xxhash.xxh3_128_digest(whole) == h:
@@ -360,7 +359,7 @@ def _rebuild_datum_list(store, job: job_rows.Job) -> str | None:
     ids = dict.fromkeys(ran)
     if job.output_commit:
         try:
-            table = store.commit_table(store.get_commit(job.pipeline, job.output_commit))
+            table = store.files.commit_table(store.repos.get_commit(job.pipeline, job.output_commit))
             for d in pc.unique(table["datum"]).to_pylist():
                 if d is not None:
                     ids.setdefault(d.hex(), None)

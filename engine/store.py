@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .executors import KINDS
-from .pipelines import PipelineOps
 from ..storage import registry
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import StoreExists, StoreNotFound
@@ -26,12 +25,14 @@ from ..storage.metadata.commits import Commit
 from ..storage.metadata import Database, is_url, open_database
 
 if TYPE_CHECKING:  # the components are imported when first used (see the properties)
-    from .waves import Waves
-    from .provenance import Provenance
+    from .history import History
     from .jobs import Jobs
+    from .provenance import Provenance
+    from .waves import Waves
+    from .maintenance import Maintenance
+    from .pipelines import Pipelines
     from .cron import Cron, CronInput
     from .files import Files, Source
-    from .history import History
     from .secrets import Secrets
 
 STORE_DIR = ".dpl"
@@ -106,7 +107,7 @@ def open_chunk_store(root: Path, config: dict) -> ChunkStore:
     return registry.open_chunk_store(config.get("object_store", "local"), root, config)
 
 
-class Store(PipelineOps):
+class Store:
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
@@ -198,24 +199,6 @@ class Store(PipelineOps):
     def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
         return self.commits.finish_commit(repo, commit_ref, description)
 
-    # Transitional: the mixins not yet made components still call these names.
-    def _repo_row(self, name: str):
-        return self.repos.repo(name)
-
-    def _branch_head(self, repo: str, branch: str):
-        return self.repos.branch_head(repo, branch)
-
-    def _commit_by_prefix(self, repo: str, prefix: str):
-        return self.repos.commit_by_prefix(repo, prefix)
-
-    def _find_open(self, repo: str, commit_ref: str):
-        return self.repos.find_open(repo, commit_ref)
-
-    def _land(self, *args, **kwargs):
-        return self.commits.land(*args, **kwargs)
-
-    def _compact(self, repo: str, commit_id: str) -> None:
-        self.commits.compact(repo, commit_id)
 
     # ================================================ files, cron, secrets
     # (components, then the API methods they serve, then transitional names)
@@ -271,16 +254,12 @@ class Store(PipelineOps):
     def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
         return self.files.export_dir(repo, ref, path, dest)
 
-    # Transitional: until engine/repair.py reads chunks through `files`.
-    def _chunk_slice(self, ref: dict) -> memoryview:
-        return self.files.chunk_slice(ref)
 
     @cached_property
     def cron(self) -> "Cron":
         from .cron import Cron
 
-        # Transitional: the Store runs jobs (JobOps) until the Jobs component lands; then self.jobs.
-        return Cron(self.db, self.files, self)
+        return Cron(self.db, self.files, self.jobs)
 
     def cron_inputs(self, pipeline: str | None = None) -> list["CronInput"]:
         return self.cron.cron_inputs(pipeline)
@@ -360,9 +339,6 @@ class Store(PipelineOps):
     def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
         return self.jobs.datum_logs(pipeline, job, datum)
 
-    # Transitional: engine/pipelines.py still starts waves through the Store.
-    def _start_wave(self, tx, wave: str, sources, *, roots: list[str] = (), reason: str) -> list[str]:
-        return self.waves.start(tx, wave, sources, roots=roots, reason=reason)
 
     @cached_property
     def provenance(self) -> "Provenance":
@@ -405,3 +381,57 @@ class Store(PipelineOps):
     def downstream(self, commits):
         """Output commits derived from `commits` (transitively) and the jobs that read them."""
         return self.history.downstream(commits)
+
+    @cached_property
+    def pipelines(self) -> "Pipelines":
+        from .pipelines import Pipelines
+
+        return Pipelines(self.db, self.root, self.repos, self.history, self.waves, self.cron)
+
+    def create_pipeline(self, text: str, *, source: str = "<spec>", update: bool = False, reprocess: bool = False) -> dict:
+        return self.pipelines.create_pipeline(text, source=source, update=update, reprocess=reprocess)
+
+    def update_pipeline(self, text: str, *, source: str = "<spec>", reprocess: bool = False) -> dict:
+        return self.pipelines.update_pipeline(text, source=source, reprocess=reprocess)
+
+    def pipeline_spec(self, name: str, version: int | None = None):
+        return self.pipelines.pipeline_spec(name, version)
+
+    def list_pipelines(self) -> list[dict]:
+        return self.pipelines.list_pipelines()
+
+    def inspect_pipeline(self, name: str, *, history: bool = False) -> dict:
+        return self.pipelines.inspect_pipeline(name, history=history)
+
+    def stop_pipeline(self, name: str) -> None:
+        self.pipelines.stop_pipeline(name)
+
+    def start_pipeline(self, name: str) -> None:
+        self.pipelines.start_pipeline(name)
+
+    def delete_pipeline(self, name: str, *, force: bool = False, keep_repo: bool = False) -> None:
+        self.pipelines.delete_pipeline(name, force=force, keep_repo=keep_repo)
+
+    def pipeline_wave(self, name: str) -> str | None:
+        return self.pipelines.pipeline_wave(name)
+
+    def pipelines_reading(self, repo: str) -> set[str]:
+        return self.pipelines.pipelines_reading(repo)
+
+    @cached_property
+    def maintenance(self) -> "Maintenance":
+        from .maintenance import Maintenance
+
+        return Maintenance(self.db, self.chunks, self.root, self.repos, self.files)
+
+    def fsck(self, progress=None):
+        return self.maintenance.fsck(progress)
+
+    def repair(self, *, sources: list[str] = ()):
+        return self.maintenance.repair(sources=sources)
+
+    def gc(self, *, grace_minutes: float | None = None, dry_run: bool = False):
+        return self.maintenance.gc(grace_minutes=grace_minutes, dry_run=dry_run)
+
+    def live_objects(self) -> set[bytes]:
+        return self.maintenance.live_objects()

@@ -131,9 +131,9 @@ def test_gc_in_the_middle_of_a_put_never_takes_the_writers_chunks(tmp_path, paus
         freed.append(collect_garbage(Store.open(s.root), grace_minutes=0))
 
     s.create_repo("new")
-    s.chunks = _GcMidWrite(s.chunks, after=4, action=gc_now)
-    s.put_files("new", "master", plan_sources(None, [str(tree)], recursive=True))
-    s.chunks = s.chunks.inner
+    writer = Store.open(s.root)
+    writer.chunks = _GcMidWrite(writer.chunks, after=4, action=gc_now)  # before its parts are built: they take it
+    writer.put_files("new", "master", plan_sources(None, [str(tree)], recursive=True))
     assert freed and freed[0].young > 0
     for i in range(8):
         assert s.read_file("new", "master", f"/part{i}.bin") == (tree / f"part{i}.bin").read_bytes()
