@@ -1,9 +1,16 @@
-"""Opening, creating and finding a dpl store.
+"""The Store: dpl's Python API, one object over the engine's parts.
 
-A store is a directory (default `.dpl/` in the current directory, found again
-from any sub-directory the way git finds `.git`; `DPL_STORE` overrides) that
-holds `config.json`, the metadata database and, for the embedded default, the
-chunk store.
+Each public method is one call to the part that owns it (`repos`, `commits`,
+`files`, `history`, `waves`, `jobs`, `cron`, `pipelines`, `provenance`,
+`secrets`, `maintenance`).  A part receives what it uses (the metadata
+database, the chunk store, the parts it calls) and is built the first time
+it is used, importing its module then, so a command imports only what it
+needs: `dpl list-repo` never imports pyarrow.  The one subscription between
+parts, "a commit landed, so start the downstream jobs", is wired where
+`commits` is built.
+
+(This module is over 400 lines only because it lists the whole API, one
+short delegation per method, grouped by part.)
 """
 
 from __future__ import annotations
@@ -14,97 +21,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .executors import KINDS
-from ..storage import registry
-from ..storage.chunkstore import ChunkStore
-from ..storage.errors import StoreExists, StoreNotFound
-from .errors import ExecutorUnavailable
-from .commits import Commits
 from .repos import Repos
+from .storedir import CONFIG, find_store, init_store, open_chunk_store, open_metadata
 from ..storage.metadata.commits import Commit
-from ..storage.metadata import Database, is_url, open_database
 
-if TYPE_CHECKING:  # the components are imported when first used (see the properties)
-    from .history import History
-    from .jobs import Jobs
-    from .provenance import Provenance
-    from .waves import Waves
-    from .maintenance import Maintenance
-    from .pipelines import Pipelines
+if TYPE_CHECKING:  # the parts are imported when first used (see the properties)
+    from .commits import Commits
     from .cron import Cron, CronInput
     from .files import Files, Source
+    from .history import History
+    from .jobs import Jobs
+    from .maintenance import Maintenance
+    from .pipelines import Pipelines
+    from .provenance import Provenance
     from .secrets import Secrets
+    from .waves import Waves
 
-STORE_DIR = ".dpl"
-CONFIG = "config.json"
-
-
-def find_store(start: str | os.PathLike | None = None) -> Path:
-    env = os.environ.get("DPL_STORE")
-    if env:
-        path = Path(env)
-        if (path / CONFIG).exists():
-            return path
-        raise StoreNotFound(f"DPL_STORE points at {env}, which is not a dpl store.", hint="Run `dpl init` there first.")
-    here = Path(start or os.getcwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / STORE_DIR / CONFIG).exists():
-            return directory / STORE_DIR
-    raise StoreNotFound(
-        "This directory is not inside a dpl store.",
-        hint="Run `dpl init` to create one here, or set DPL_STORE.",
-    )
-
-
-def init_store(
-    path: str | os.PathLike | None = None,
-    *,
-    object_store: str | None = None,
-    durable: bool = True,
-    cache_bytes: int | None = None,
-    executor: str = "local",
-    metadata: str | None = None,
-) -> Path:
-    """Create a store; `path` defaults to DPL_STORE or ./.dpl.
-
-    `object_store` is a chunk-store URL (storage/registry.py): "local"
-    (chunks under the store directory), a directory, `s3://BUCKET/PREFIX`
-    or `memory://NAME`; `cache_bytes` bounds a remote one's local read cache.
-    `executor` is where datums run unless a spec or a call says otherwise.
-    `metadata` is a `postgresql://` URL for metadata shared by many
-    machines; by default it is a SQLite file in the store directory.
-    """
-    root = Path(path or os.environ.get("DPL_STORE") or Path.cwd() / STORE_DIR)
-    if (root / CONFIG).exists():
-        raise StoreExists(f"A dpl store already exists at {root}.")
-    if executor not in KINDS:
-        raise ExecutorUnavailable(f"Unknown executor {executor!r}.", hint=f"Use one of: {', '.join(KINDS)}.")
-    config = {"format": 1, "object_store": registry.normalize(object_store), "durable": durable, "executor": executor}
-    if metadata:
-        if not is_url(metadata):
-            raise StoreNotFound(f"Metadata {metadata!r} is not a PostgreSQL URL.", hint="Use postgresql://USER@HOST/DB, or leave it out for SQLite.")
-        config["metadata"] = metadata
-    if registry.is_remote(config["object_store"]):
-        config["cache_bytes"] = cache_bytes or registry.DEFAULT_CACHE_BYTES
-    # Makes the chunk directories, or checks the bucket: a wrong URL, bucket
-    # or credential fails here, not at the first put.
-    registry.open_chunk_store(config["object_store"], root, config, create=True)
-    root.mkdir(parents=True, exist_ok=True)
-    open_metadata(root, config).close()
-    tmp = root / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, root / CONFIG)  # the config appears last: a half-made store is never found
-    return root
-
-
-def open_metadata(root: Path, config: dict) -> Database:
-    """The store's metadata database: its PostgreSQL URL, or meta.db beside the config."""
-    return open_database(config.get("metadata") or str(root / "meta.db"))
-
-
-def open_chunk_store(root: Path, config: dict) -> ChunkStore:
-    """The store's chunk store, by its config's URL (see storage/registry.py)."""
-    return registry.open_chunk_store(config.get("object_store", "local"), root, config)
+__all__ = ["Store", "find_store", "init_store"]
 
 
 class Store:
@@ -140,7 +73,9 @@ class Store:
         return Repos(self.db)
 
     @cached_property
-    def commits(self) -> Commits:
+    def commits(self) -> "Commits":
+        from .commits import Commits
+
         commits = Commits(self.db, self.chunks, self.repos, self.root)
         # A commit landed, so start the downstream jobs, in the landing's own transaction.
         commits.on_landed(self.waves.commit_landed)

@@ -393,7 +393,7 @@ def _sweep() -> None:
 
 @functools.lru_cache(maxsize=4)
 def _chunk_store(store_root: str, config_json: str):
-    from ..store import open_chunk_store
+    from ..storedir import open_chunk_store
 
     config = json.loads(config_json)
     if config.get("object_store", "local") == "local":
