@@ -152,7 +152,7 @@ class Pipelines:
                         "transform_changed": prev is not None and prev.transform_hash != v.transform_hash,
                         "reprocess": prev is not None and prev.reprocess != v.reprocess,
                         "code": v.code,
-                        "diff": self.spec_history.diff(name, prev.history_commit if prev else None, v.history_commit),
+                        "diff": self.spec_history.diff(name, prev.spec if prev else None, v.spec),
                     }
                 )
                 prev = v

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -79,20 +80,21 @@ class SpecHistory:
         sig = pygit2.Signature(*_AUTHOR, int(time.time()), 0)
         self.repo.create_commit("HEAD", sig, sig, f"delete pipeline {name}", builder.write(), [parent])
 
-    def diff(self, name: str, old_commit: str | None, new_commit: str) -> str:
-        """The unified diff of one pipeline's spec between two history commits."""
+    def diff(self, name: str, old_spec: dict | None, new_spec: dict) -> str:
+        """The unified diff of one pipeline's spec between two versions.
+
+        It is made from the specs the metadata holds, not from this store's
+        git commits: a store shared by several machines (PostgreSQL
+        metadata) has one spec history in its database but a `specs.git` on
+        each machine, holding only the versions created there.
+        """
         import pygit2
 
         path = f"{name}.json"
-        new_blob = self.repo[new_commit].tree[path]
-        if old_commit is None:
-            old_text = ""
-        else:
-            tree = self.repo[old_commit].tree
-            old_text = self.repo[tree[path].id].data.decode() if path in tree else ""
-        patch = pygit2.Patch.create_from(old_text.encode(), self.repo[new_blob.id].data, old_as_path=path, new_as_path=path)
+        old_text = json.dumps(old_spec, indent=2, sort_keys=True) if old_spec is not None else ""
+        new_text = json.dumps(new_spec, indent=2, sort_keys=True)
+        patch = pygit2.Patch.create_from(old_text.encode(), new_text.encode(), old_as_path=path, new_as_path=path)
         return patch.text if patch else ""
-
 
 def code_version(spec_path: str | None) -> dict:
     """{repo, head, dirty} of the git work tree holding the spec file, if any."""

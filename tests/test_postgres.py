@@ -155,3 +155,19 @@ def test_a_database_that_goes_away_is_one_sentence_and_loses_nothing(postgres_se
     assert s.list_files("data", "master", "/")["path"].to_pylist() == ["/kept"]
     s.put_bytes("data", "master", {"/after": b"restart"})
     assert dpl("get-file", "data@master:/after", store=root).stdout == b"restart"
+
+
+def test_a_pipeline_made_on_one_machine_shows_its_history_on_the_other(machines, tmp_path):
+    """specs.git is per machine; the history a user sees comes from the shared metadata."""
+    a, b = machines
+    dpl("create-repo", "data", store=a)
+    spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "data", "glob": "/*"}}, "transform": {"cmd": ["true"]}}
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    dpl("create-pipeline", tmp_path / "p.json", "--no-wait", store=a)
+    spec["transform"]["cmd"] = ["echo", "v2"]
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    dpl("update-pipeline", tmp_path / "p.json", "--no-wait", store=b)
+    for machine in (a, b):
+        history = json.loads(dpl("inspect-pipeline", "p", "--history", "-o", "json", store=machine).stdout)["history"]
+        assert [v["version"] for v in history] == [1, 2]
+        assert '"true"' in history[0]["diff"] and '"v2"' in history[1]["diff"] and '"true"' in history[1]["diff"]
