@@ -23,6 +23,10 @@ inventing bytes.  What it does:
   job's output commit and datum records.
 * **Leftovers** of killed processes (temporary files, objects an interrupted
   gc moved aside) are removed or put back.
+
+(It is over 400 lines because it is one procedure, in the order fsck's
+findings must be mended: indexes, job objects, chunks, references,
+leftovers; each step is a short function that the next one relies on.)
 """
 
 from __future__ import annotations
