@@ -274,7 +274,6 @@ class Store:
     def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
         return self.jobs.datum_logs(pipeline, job, datum)
 
-
     @cached_property
     def provenance(self) -> "Provenance":
         from .provenance import Provenance
