@@ -413,7 +413,9 @@ def inspect_commit(target: str = typer.Argument(..., metavar="REPO@REF|ID"), out
         return
     render.record(data, output, COMMIT_FIELDS)
     if "provenance" in data:
-        _provenance.print_commit_provenance(data["provenance"])
+        from .provenance import print_commit_provenance
+
+        print_commit_provenance(data["provenance"])
 
 
 @app.command("create-branch")
@@ -439,20 +441,41 @@ def delete_branch(
     store().delete_branch(ref.repo, ref.ref_or_default, force=force)
 
 
-# ------------------------------------------------------------ history and gc
+# ------------------------------- history and gc, pipelines and jobs, provenance
 
-from . import maintenance as _maintenance  # noqa: E402
+# The commands of the other command modules, which `_app_for` imports only
+# when one of theirs runs (or for help); test_bench checks this table
+# against what each module registers.
+MODULE_COMMANDS = {
+    "maintenance": ("delete-commit", "squash-commit", "gc"),
+    "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
+                  "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
+                  "run", "run-cron", "wait-commit"),
+    "provenance": ("provenance", "subvenance", "why", "draw-dag"),
+}
+_registered: set[str] = set()
 
-_maintenance.register(app)
+
+def _register(*modules: str) -> None:
+    for name in modules:
+        if name not in _registered:
+            _command_module(name).register(app)
+            _registered.add(name)
 
 
-# ------------------------------------------------------- pipelines and jobs
+def _command_module(name: str):
+    # Spelled out, not imported by name, so that static tools see the arrows.
+    if name == "maintenance":
+        from . import maintenance
 
-from . import pipelines as _pipelines  # noqa: E402
-from . import provenance as _provenance  # noqa: E402
+        return maintenance
+    if name == "pipelines":
+        from . import pipelines
 
-_pipelines.register(app)
-_provenance.register(app)
+        return pipelines
+    from . import provenance
+
+    return provenance
 
 
 # ------------------------------------------------------------------- secrets
@@ -541,12 +564,15 @@ def _app_for(argv: list[str]) -> typer.Typer:
 
     Typer turns every registered command into a click command on each call
     (~50 of them: about a third of what importing typer costs); one call
-    runs one.  `dpl`, `dpl --help` and an unknown name get the whole app, so
-    help lists every command and a typo gets click's suggestions.
+    runs one, and imports only the command module that defines it.  `dpl`,
+    `dpl --help` and an unknown name get the whole app, so help lists every
+    command and a typo gets click's suggestions.
     """
     name = next((a for a in argv if not a.startswith("-")), None)  # the only global options are flags
+    _register(*(module for module, names in MODULE_COMMANDS.items() if name in names))
     chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__.lower().replace("_", "-")) == name]
     if len(chosen) != 1:
+        _register(*MODULE_COMMANDS)
         return app
     import copy
 

@@ -104,3 +104,18 @@ def test_one_command_is_built_yet_help_and_typos_see_them_all(tmp_path):
     assert typo.returncode == 2 and "list-repo" in typo.stderr.decode()
     dpl("init", tmp_path / "store")
     assert dpl("--version", "list-repo", store=tmp_path / "store").stdout.decode().startswith("dpl ")
+
+
+def test_the_cli_knows_which_module_defines_each_command():
+    """`dpl` imports a command module only when one of its commands runs, by
+    a table in cli/main.py: it must name exactly what each module registers."""
+    import typer
+
+    from dpl.cli import main
+
+    for name, commands in main.MODULE_COMMANDS.items():
+        app = typer.Typer()
+        main._command_module(name).register(app)
+        assert tuple(c.name for c in app.registered_commands) == commands, name
+    own = {c.name or c.callback.__name__.replace("_", "-") for c in main.app.registered_commands if c.callback.__module__ == main.__name__}
+    assert not own & {c for commands in main.MODULE_COMMANDS.values() for c in commands}
