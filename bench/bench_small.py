@@ -181,7 +181,7 @@ def commits(ctx: Context) -> None:
     sec.ratio("single-writer commits/s / 100", rates["single"] / 100, at_least=1)
     sec.ratio(f"{WRITERS} threads commits/s / serial", rates["threads"] / rates["serial"], at_least=1)
     sec.ratio(f"{WRITERS} processes commits/s / serial", rates["procs"] / rates["serial"], at_least=1)
-    sec.info("metadata", ctx.metadata or "SQLite (the default)")
+    sec.info("metadata", h.redact(ctx.metadata) or "SQLite (the default)")
     sec.close()
 
 

@@ -220,6 +220,18 @@ class Section:
         })
 
 
+def redact(url: str | None) -> str | None:
+    """A URL fit to print: its password replaced by ***."""
+    import urllib.parse
+
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def _database(url: str) -> str:
     import urllib.parse
 

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     h.say(f"data:    {ctx.data_dir}")
     h.say(f"dpl:     {h.DPL}")
     h.say(f"dvc:     {ctx.dvc or 'unavailable (' + ctx.dvc_why + ')'}")
-    h.say(f"metadata: {ctx.metadata or 'SQLite (the default)'}")
+    h.say(f"metadata: {h.redact(ctx.metadata) or 'SQLite (the default)'}")
     h.say("python:  bytecode cache on for every command (PYTHONDONTWRITEBYTECODE unset, as in a pip install)")
     started = time.time()
     try:
