@@ -110,9 +110,10 @@ class Commits:
                     file=clash[0], beneath=clash[1],
                 )
             size, nfiles = self._stats_after(base, base_tables, delta_tables)
+            layers = self._bounded(base_layers + delta)
             now = time.time()
             if open_id:
-                finished = commit_rows.finish(tx, repo, open_id, parent=head, layers=base_layers + delta, delta=delta,
+                finished = commit_rows.finish(tx, repo, open_id, parent=head, layers=layers, delta=delta,
                                               size=size, nfiles=nfiles, finished=now, description=description)
                 if not finished:
                     raise CommitNotOpen(f"Commit {open_id} of repo {repo!r} is no longer open.")
@@ -120,7 +121,7 @@ class Commits:
             else:
                 cid = commit_id or new_commit_id()
                 commit_rows.insert_finished(tx, Commit(
-                    repo=repo, id=cid, branch=branch, parent=head, state="finished", layers=base_layers + delta, delta=delta,
+                    repo=repo, id=cid, branch=branch, parent=head, state="finished", layers=layers, delta=delta,
                     size=size, nfiles=nfiles, created=now, finished=now, description=description or "", origin=origin, job=job,
                 ))
             repo_rows.set_head(tx, repo, branch, cid)
@@ -132,6 +133,23 @@ class Commits:
                 hook(tx, cid)
         self.compact(repo, cid)
         return self.repos.get_commit(repo, cid)
+
+    def _bounded(self, layers: list[index.Layer]) -> list[index.Layer]:
+        """A commit's full index with at most MAX_LAYERS layers.
+
+        Compaction normally runs after a commit lands, outside the write
+        lock.  Racing writers can land on a parent whose compaction has not
+        finished yet, and each would inherit its parent's layers plus its
+        own: chains of hundreds of layers, each read on every later landing.
+        Folding here, whenever the limit is passed, keeps every commit's
+        index (and the work of landing on it) bounded.
+        """
+        if len(layers) <= index.MAX_LAYERS:
+            return layers
+        while len(layers) > index.MAX_LAYERS:
+            layers = index.compact(self.chunks, layers)
+        self.chunks.sync()  # the merged layer is durable before the commit refers to it
+        return layers
 
     def _stats_after(self, base: Commit | None, base_tables, delta_tables) -> tuple[int, int]:
         """Size and file count of base + delta, touching only the changed paths."""

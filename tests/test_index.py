@@ -127,3 +127,22 @@ def test_path_collision_finds_exactly_the_file_and_directory_clashes_a_delta_mak
     assert (found is not None) == bool(expected)
     if found:
         assert found[1].startswith(found[0] + "/") and found[0] in final and found[1] in final
+
+
+def test_commits_landing_before_their_parents_compaction_keep_a_bounded_index(tmp_path, monkeypatch):
+    """Racing writers land on parents whose compaction has not run yet; no
+    commit's index may grow past MAX_LAYERS (it once grew by one layer per
+    racing commit, and every landing read them all)."""
+    from dpl.engine import Store
+    from dpl.engine.commits import Commits
+
+    monkeypatch.setattr(Commits, "compact", lambda self, repo, cid: None)  # every parent's compaction lost the race
+    s = Store.init(tmp_path / "store", durable=False)
+    s.create_repo("r")
+    n = 3 * index.MAX_LAYERS
+    for i in range(n):
+        s.put_bytes("r", "master", {f"/f{i:02d}": b"%d" % i})
+    head = s.resolve_commit("r", "master")
+    assert len(head.layers) <= index.MAX_LAYERS
+    assert s.list_files("r", "master")["path"].to_pylist() == [f"/f{i:02d}" for i in range(n)]
+    assert s.read_file("r", "master", "/f07") == b"7"
