@@ -127,7 +127,9 @@ class LocalChunkStore:
         try:
             yield created
         finally:
-            self._recorders.remove(created)
+            # By identity: two recorders with equal contents (two empty lists,
+            # from two threads) are still two recorders.
+            self._recorders[:] = [r for r in self._recorders if r is not created]
 
     def get(self, oid: bytes) -> bytes:
         try:
