@@ -51,6 +51,7 @@ class LocalChunkStore:
         self.durable = durable
         self._dirty = False
         self._recorders: list[list[bytes]] = []
+        self._recorders_lock = threading.Lock()  # puts come from writer threads
 
     @classmethod
     def create(cls, root: str, **kw) -> "LocalChunkStore":
@@ -114,8 +115,9 @@ class LocalChunkStore:
         os.close(fd)
         os.rename(tmp, path)
         self._dirty = True
-        for created in self._recorders:
-            created.append(oid)
+        with self._recorders_lock:
+            for created in self._recorders:
+                created.append(oid)
         return True
 
     @contextlib.contextmanager
@@ -123,13 +125,15 @@ class LocalChunkStore:
         """Collect the ids of the objects this store object creates meanwhile
         (so that a write that fails can take back what it stored)."""
         created: list[bytes] = []
-        self._recorders.append(created)
+        with self._recorders_lock:
+            self._recorders.append(created)
         try:
             yield created
         finally:
             # By identity: two recorders with equal contents (two empty lists,
             # from two threads) are still two recorders.
-            self._recorders[:] = [r for r in self._recorders if r is not created]
+            with self._recorders_lock:
+                self._recorders[:] = [r for r in self._recorders if r is not created]
 
     def get(self, oid: bytes) -> bytes:
         try:
