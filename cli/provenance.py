@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         """Draw the pipeline DAG: repos, pipelines and what reads what."""
         from ..engine import provenance as prov
 
-        g = prov.dag(_store())
+        g = _store().dag()
         sys.stdout.write(prov.dag_dot(g) if graph == Graph.dot else prov.dag_mermaid(g))
 
 

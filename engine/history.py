@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 
-from .jobs import _lease_held
+from .jobs import lease_held
 from .repos import Repos
 from ..storage.errors import CommitInUse, RepoInUse, WouldOrphan
 from ..storage.metadata import commits as commit_rows
@@ -83,7 +83,7 @@ class History:
     def _refuse_running(self, jobs) -> None:
         now = time.time()
         for j in jobs:
-            if j.state == "running" and _lease_held(j, now):
+            if j.state == "running" and lease_held(j, now):
                 raise CommitInUse(
                     f"Job {j.pipeline}@{j.id[:12]} is running on this data right now.",
                     hint="Wait for it to finish (dpl wait-commit), then run the command again.",

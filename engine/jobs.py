@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from . import spec as specs
 from .commits import Commits
-from .jobrun import DATUM_LIST_SCHEMA, JobRun, Progress  # noqa: F401 (DATUM_LIST_SCHEMA: repair reads it here)
+from .jobrun import JobRun, Progress
 from .repos import Repos
 from .waves import Waves
 from .writers import pid_alive, writes_objects
@@ -67,8 +67,6 @@ def _owner_alive(owner: str | None) -> bool:
     return pid_alive(pid)
 
 
-# Transitional: engine/history.py still imports the old name.
-_lease_held = lease_held
 
 
 class Jobs:

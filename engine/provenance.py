@@ -251,11 +251,6 @@ def to_mermaid(tree: dict, backward: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dag(store) -> dict:
-    """Transitional, for cli/provenance.py: `store.dag()`."""
-    return store.dag()
-
-
 def dag_mermaid(graph: dict) -> str:
     lines = ["flowchart LR"]
     for n in graph["nodes"]:

@@ -357,7 +357,7 @@ def _fix_job_objects(store, problems, out: RepairReport) -> None:
 
 
 def _rebuild_datum_list(store, job: job_rows.Job) -> str | None:
-    from .jobs import DATUM_LIST_SCHEMA
+    from .jobrun import DATUM_LIST_SCHEMA
 
     ran = {d.datum: d for d in datum_rows.of_job(store.db, job.pipeline, job.id)}
     ids = dict.fromkeys(ran)

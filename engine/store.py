@@ -136,7 +136,6 @@ class Store:
 
 
     # ================================================ files, cron, secrets
-    # (components, then the API methods they serve, then transitional names)
 
     @cached_property
     def files(self) -> "Files":
