@@ -16,6 +16,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from docker.errors import APIError, NotFound
@@ -23,6 +24,9 @@ from docker.types import Mount
 
 from .base import JobContext
 from .runner import LOG_LIMIT, Ran, Step, oom_message, tail
+
+if TYPE_CHECKING:  # docker.py imports this module
+    from .docker import DockerExecutor, _Job
 
 ALIVE_CHECK_SECONDS = 2.0
 
