@@ -25,16 +25,23 @@ from ..storage.errors import Corruption, InvalidPath
 from ..storage.paths import normalize_path
 
 
+class _ThreadCache(threading.local):
+    """Each thread's own few verified chunks (workers materialise in parallel)."""
+
+    def __init__(self):
+        self.chunks: dict[bytes, bytes] = {}
+
+
 class ChunkReader:
     """Verified reads of chunk slices, with a small per-thread cache."""
 
     def __init__(self, chunks, cache_size: int = 4):
         self.chunks = chunks
         self.cache_size = cache_size
-        self._local = threading.local()
+        self._cache = _ThreadCache()
 
     def slice(self, ref: dict) -> memoryview:
-        cache = self._local.__dict__.setdefault("cache", {})
+        cache = self._cache.chunks
         chunk = ref["chunk"]
         data = cache.get(chunk)
         if data is None:
