@@ -23,6 +23,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer  # noqa: E402
 
 from . import render
+from . import version as _version
 from .render import Output, ago, short, size
 from ..storage.errors import DplError, RepoNotFound
 
@@ -36,28 +37,6 @@ app = typer.Typer(
 )
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
-
-
-def _version() -> str:
-    """dpl's installed version, read from its dist-info as importlib.metadata
-    would (which costs ~40 ms of imports: a third of a small command)."""
-    for entry in sys.path:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in names:
-            if name.startswith("dpl-") and name.endswith(".dist-info"):
-                try:
-                    with open(os.path.join(entry or ".", name, "METADATA"), encoding="utf-8") as f:
-                        for line in f:
-                            if line.startswith("Version:"):
-                                return line.partition(":")[2].strip()
-                except OSError:
-                    break
-    from importlib.metadata import version
-
-    return version("dpl")
 
 
 def _print_version(asked: bool) -> None:

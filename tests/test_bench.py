@@ -72,12 +72,12 @@ def test_small_operation_benchmarks_run_and_print_their_figures(tmp_path):
 IMPORTS = """
 import sys
 sys.argv = ["dpl", *sys.argv[1:]]
-from dpl.cli.main import run
+from dpl.cli import run
 try:
     run()
 except SystemExit:
     pass
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("pyarrow", "numpy", "rich", "dpl", "importlib"))), file=sys.stderr)
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("pyarrow", "numpy", "rich", "typer", "dpl", "importlib"))), file=sys.stderr)
 """
 
 
@@ -89,7 +89,8 @@ def _imported(*args, store=None) -> set[str]:
 
 def test_dpl_version_imports_neither_the_engine_nor_pyarrow():
     mods = _imported("--version")
-    assert "dpl.cli.main" in mods  # the probe works
+    assert "dpl.cli" in mods  # the probe works
+    assert "dpl.cli.main" not in mods and "typer" not in mods, mods  # nor the command line's machinery
     assert not any(m.startswith("dpl.engine") for m in mods), mods
     assert {m for m in mods if m.startswith("dpl.storage")} <= {"dpl.storage", "dpl.storage.errors"}, mods
     assert not {"pyarrow", "numpy", "rich", "importlib.metadata"} & mods
