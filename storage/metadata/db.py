@@ -61,6 +61,14 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+def not_utf8(e: UnicodeEncodeError):
+    """A name that is no text (undecodable bytes in a command-line argument)
+    can name nothing stored: say so instead of failing in the database."""
+    from ..errors import InvalidRef
+
+    return InvalidRef(f"{e.object!r} is not valid UTF-8 text, so it names nothing in the store.", hint="Check the name for stray bytes.")
+
+
 def is_url(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://"))
 

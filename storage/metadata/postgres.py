@@ -30,8 +30,8 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.rows import dict_row
 from psycopg.types.numeric import Int8Dumper
 
-from ..errors import Corruption, DiskFull, InvalidRef, StorageUnavailable
-from .db import Row, Tx
+from ..errors import Corruption, DiskFull, StorageUnavailable
+from .db import not_utf8 as _not_utf8, Row, Tx
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 # The advisory lock every writer holds; advisory locks are per database, so
@@ -345,9 +345,6 @@ class PostgresDatabase(Tx):
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
 
-
-def _not_utf8(e: UnicodeEncodeError) -> InvalidRef:
-    return InvalidRef(f"{e.object!r} is not valid UTF-8 text, so it names nothing in the store.", hint="Check the name for stray bytes.")
 
 
 __all__ = ["PostgresDatabase", "Row"]

@@ -15,8 +15,8 @@ import sqlite3
 import threading
 from typing import Iterator
 
-from ..errors import Corruption, DiskFull, DplError, InvalidRef, StorageUnavailable
-from .db import Row, Tx
+from ..errors import Corruption, DiskFull, DplError, StorageUnavailable
+from .db import not_utf8 as _not_utf8, Row, Tx
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -150,11 +150,6 @@ class SqliteDatabase(Tx):
             conn.close()
             self._local.conn = None
 
-
-def _not_utf8(e: UnicodeEncodeError) -> InvalidRef:
-    """A name that is no text (undecodable bytes in a command-line argument)
-    can name nothing stored: say so instead of failing in SQLite."""
-    return InvalidRef(f"{e.object!r} is not valid UTF-8 text, so it names nothing in the store.", hint="Check the name for stray bytes.")
 
 
 __all__ = ["SqliteDatabase", "Row"]
