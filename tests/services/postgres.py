@@ -8,7 +8,9 @@ so parallel sessions never meet.  PostgreSQL refuses to run as root: as root
 the server runs as the `postgres` system user (created if missing), which is
 why its directory is a private one under /tmp and not pytest's 0700 tmp dir.
 Durability is off (fsync, synchronous_commit): a test server need not survive
-a power cut, and it makes CREATE DATABASE per test cheap.
+a power cut, and it makes CREATE DATABASE per test cheap.  So `halt()` is a
+fast shutdown, which writes out what was committed; an immediate one would
+lose the last commits that synchronous_commit=off had not flushed yet.
 """
 
 from __future__ import annotations
@@ -133,9 +135,10 @@ class PostgresServer:
         self.admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
     def halt(self) -> None:
-        """Stop the server, keeping its data: `start()` brings it back."""
+        """Stop the server, keeping its data: `start()` brings it back.  Clients
+        see their connections cut, as when a server restarts."""
         if self.started:
-            self._run_as_owner(self.pg_ctl, "stop", "-m", "immediate", "-w", "-D", str(self.data))
+            self._run_as_owner(self.pg_ctl, "stop", "-m", "fast", "-w", "-D", str(self.data))
             self.started = False
 
     def stop(self) -> None:
