@@ -5,18 +5,22 @@ directory grows past a few thousand entries.  A write goes to a temporary
 file and is renamed into place, so a reader never sees half an object and a
 killed writer leaves at most a stray temporary file (removed by `gc`).
 
-Durability is one `syncfs` per commit instead of one `fsync` per object:
-the engine calls `sync()` before it records a commit that refers to new
-objects, which orders "bytes on disk" before "commit visible" at the cost of
-one flush, not thousands.
+Durability: the engine calls `sync()` before it records a commit that
+refers to new objects, which orders "bytes on disk" before "commit visible".
+`sync()` flushes exactly the objects this store object wrote or reused since
+the last one, and the fan-out directories their names went into.  (It used
+to be one `syncfs`, which flushes every dirty byte of the whole disk: on a
+busy machine a 1-file commit then waited for other programs' gigabytes.)
+The writes were already started in the background (`_start_writeback`), so
+a big put finds little left to flush, and the journal commit the first
+flush forces carries the metadata of all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import threading
 from typing import Iterator
@@ -24,22 +28,33 @@ from typing import Iterator
 from .chunkstore import fanout, unfan
 from .errors import Corruption, DiskFull, StoreNotFound
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_sync_file_range = getattr(_libc, "sync_file_range", None)
-if _sync_file_range is not None:
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range():
+    """libc's sync_file_range, looked up on the first durable put, not at
+    import: ctypes and `find_library` (which runs `ldconfig`) cost a few ms
+    that every command importing the store would pay."""
+    import ctypes
+
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # libc is in the process already
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 def _start_writeback(fd: int) -> None:
     """Start writing a new object's pages to disk now, without waiting.
 
-    Not a durability step (the syncfs before a commit is): it lets the disk
-    work while the rest of the put is still being cut and hashed, so that
-    flush finds little left to do (a 2 GiB put otherwise flushes it all at
-    the end)."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+    Not a durability step (the flush in `sync()` before a commit is): it
+    lets the disk work while the rest of the put is still being cut and
+    hashed, so that the flush finds little left to do (a 2 GiB put otherwise
+    flushes it all at the end)."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
 
 
 class LocalChunkStore:
@@ -49,7 +64,13 @@ class LocalChunkStore:
         self.tmp = os.path.join(root, "tmp")
         self.trash = os.path.join(root, "trash")
         self.durable = durable
-        self._dirty = False
+        # Objects (and their directories) to flush before the next commit
+        # refers to them; several writer threads may share this store object.
+        self._unsynced: set[str] = set()
+        self._unsynced_lock = threading.Lock()
+        # One flush at a time: a sync that finds the set empty must not
+        # return while another thread is still flushing what it took from it.
+        self._sync_lock = threading.Lock()
         self._recorders: list[list[bytes]] = []
         self._recorders_lock = threading.Lock()  # puts come from writer threads
 
@@ -92,6 +113,9 @@ class LocalChunkStore:
                 os.utime(path)
                 return False
         except FileNotFoundError:
+                # Another writer may have made it and not flushed it yet: our
+                # commit will refer to it, so it is flushed with ours.
+                self._unsynced_add(path)
             pass
         except PermissionError:
             return False  # another user's object: there, but not ours to touch
@@ -114,7 +138,7 @@ class LocalChunkStore:
             _start_writeback(fd)
         os.close(fd)
         os.rename(tmp, path)
-        self._dirty = True
+        self._unsynced_add(path)
         with self._recorders_lock:
             for created in self._recorders:
                 created.append(oid)
@@ -222,15 +246,43 @@ class LocalChunkStore:
         return restored
 
     def sync(self) -> None:
-        if not (self.durable and self._dirty):
+        """Make every object put since the last sync durable: its bytes
+        (fdatasync: an mtime refreshed on reuse need not be) and its name
+        (an fsync of the fan-out directory it was renamed into)."""
+        if not self.durable:
+    def _unsynced_add(self, path: str) -> None:
+        if self.durable:
+            with self._unsynced_lock:
+                self._unsynced.add(path)
+
             return
-        fd = os.open(self.objects, os.O_RDONLY)
-        try:
-            if _libc.syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
-        self._dirty = False
+        with self._sync_lock:
+            with self._unsynced_lock:
+                paths, self._unsynced = self._unsynced, set()
+            if not paths:
+                return
+            try:
+                for path in sorted(paths):
+                    _flush(path, os.O_RDONLY, os.fdatasync)
+                for directory in sorted({os.path.dirname(p) for p in paths}):
+                    _flush(directory, os.O_RDONLY | os.O_DIRECTORY, os.fsync)
+            except BaseException:
+                with self._unsynced_lock:
+                    self._unsynced |= paths  # not durable yet: the next sync tries again
+                raise
+
+
+def _flush(path: str, flags: int, how) -> None:
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return  # deleted since (gc): nothing of it to make durable
+    try:
+        how(fd)
+    except OSError as e:
+        raise _disk_full(e) from None
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
