@@ -111,11 +111,11 @@ class LocalChunkStore:
             # One of the wrong size (truncated) is damaged: it is written again.
             if os.stat(path).st_size == memoryview(data).nbytes:
                 os.utime(path)
-                return False
-        except FileNotFoundError:
                 # Another writer may have made it and not flushed it yet: our
                 # commit will refer to it, so it is flushed with ours.
                 self._unsynced_add(path)
+                return False
+        except FileNotFoundError:
             pass
         except PermissionError:
             return False  # another user's object: there, but not ours to touch
@@ -245,16 +245,16 @@ class LocalChunkStore:
             os.unlink(src)
         return restored
 
-    def sync(self) -> None:
-        """Make every object put since the last sync durable: its bytes
-        (fdatasync: an mtime refreshed on reuse need not be) and its name
-        (an fsync of the fan-out directory it was renamed into)."""
-        if not self.durable:
     def _unsynced_add(self, path: str) -> None:
         if self.durable:
             with self._unsynced_lock:
                 self._unsynced.add(path)
 
+    def sync(self) -> None:
+        """Make every object put since the last sync durable: its bytes
+        (fdatasync: an mtime refreshed on reuse need not be) and its name
+        (an fsync of the fan-out directory it was renamed into)."""
+        if not self.durable:
             return
         with self._sync_lock:
             with self._unsynced_lock:
