@@ -190,8 +190,7 @@ def _leftovers(store) -> list[str]:
     from .writers import pid_alive
 
     notes = []
-    for attr, what in (("tmp", "temporary object file"), ("trash", "object an interrupted gc moved aside")):
-        directory = getattr(store.chunks, attr, None)
+    for directory, what in ((store.chunks.tmp, "temporary object file"), (store.chunks.trash, "object an interrupted gc moved aside")):
         if not directory or not os.path.isdir(directory):
             continue
         stray = [n for n in os.listdir(directory) if not (n.count(".") >= 1 and pid_alive(n.split(".")[1]))]

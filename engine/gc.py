@@ -86,7 +86,7 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
         raise DplError("The grace period cannot be negative.", hint="Pass --grace 0 or more (minutes).")
     report = GcReport(dry_run=dry_run)
     chunks = store.chunks
-    if not dry_run and hasattr(chunks, "restore_trash"):
+    if not dry_run:
         report.restored = chunks.restore_trash()
     # The cutoff is fixed before marking: a writer that lands a commit after
     # the mark was registered when we looked, or started after, so its
@@ -100,16 +100,14 @@ def collect_garbage(store, *, grace_minutes: float = DEFAULT_GRACE_MINUTES, dry_
         raise Corruption(f"gc deleted nothing: {e.message}", hint="Run `dpl fsck --repair` first.") from None
     report.live = len(live)
 
-    ages = getattr(chunks, "ages", None)
-    delete_if_older = getattr(chunks, "delete_if_older", None)
-    if ages is not None and delete_if_older is not None:  # the local store: reuse refreshes an object's age
-        for oid, mtime, size in ages():
+    if chunks.refreshes_age_on_reuse:  # the local store: time alone tells garbage
+        for oid, mtime, size in chunks.ages():
             if oid in live:
                 continue
             if mtime >= cutoff:
                 report.young += 1
                 continue
-            freed = size if dry_run else delete_if_older(oid, cutoff)
+            freed = size if dry_run else chunks.delete_if_older(oid, cutoff)
             if freed is None:
                 report.young += 1
             else:
@@ -138,14 +136,13 @@ def _sweep_holding_writers_off(store, report: GcReport, grace_minutes: float, dr
     chunks = store.chunks
     with writers.exclusive(store) as alone:
         live = live_objects(store)  # marked again inside the lock: writes may have landed meanwhile
-        ages = getattr(chunks, "ages", None)
-        unreferenced = [row for row in ages() if row[0] not in live] if ages else \
+        unreferenced = [row for row in chunks.ages() if row[0] not in live] if chunks.tells_ages else \
             [(oid, None, 0) for oid in chunks.iterate() if oid not in live]
         if not alone:
             report.young = len(unreferenced)
             report.notes.append("other commands are writing to this object store now; gc deletes from it only while nothing writes")
             return
-        if grace_minutes > 0 and ages is None:
+        if grace_minutes > 0 and not chunks.tells_ages:
             report.young = len(unreferenced)
             report.notes.append("this object store cannot tell an object's age, so gc deletes from it only with --grace 0")
             return
@@ -168,8 +165,7 @@ def discard_unlanded(store, created: list[bytes]) -> int:
     refreshes their mtime, which `delete_if_older` sees.  An object a commit
     refers to by now is kept.  Returns the bytes freed.
     """
-    delete_if_older = getattr(store.chunks, "delete_if_older", None)
-    if not created or delete_if_older is None or writers.own_depth(store) > 1:
+    if not created or not store.chunks.refreshes_age_on_reuse or writers.own_depth(store) > 1:
         return 0
     time.sleep(2 * _TICK)  # so that our own newest objects are older than the cutoff below
     now = time.time()
@@ -182,7 +178,7 @@ def discard_unlanded(store, created: list[bytes]) -> int:
         return 0
     freed = 0
     for oid in set(created) - live:
-        freed += delete_if_older(oid, now - _TICK) or 0
+        freed += store.chunks.delete_if_older(oid, now - _TICK) or 0
     return freed
 
 
@@ -192,10 +188,7 @@ def cleans_up_after_disk_full(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        recording = getattr(self.chunks, "recording", None)
-        if recording is None:
-            return method(self, *args, **kwargs)
-        with recording() as created:
+        with self.chunks.recording() as created:
             try:
                 return method(self, *args, **kwargs)
             except DiskFull:
@@ -207,7 +200,7 @@ def cleans_up_after_disk_full(method):
 
 def _clean_temp(store, report: GcReport, older: float, dry_run: bool) -> None:
     """Temporary files of killed writers and scratch directories of dead jobs."""
-    tmp = getattr(store.chunks, "tmp", None)
+    tmp = store.chunks.tmp
     if tmp and os.path.isdir(tmp):
         for name in os.listdir(tmp):
             path = os.path.join(tmp, name)

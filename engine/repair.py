@@ -69,8 +69,7 @@ class RepairReport:
 def repair(store, *, sources: list[str] = ()) -> RepairReport:
     out = RepairReport()
     with writers.writing(store):
-        restore = getattr(store.chunks, "restore_trash", None)
-        if restore is not None and (n := restore()):
+        if n := store.chunks.restore_trash():
             out.fixed.append(f"Put back {n} object(s) that an interrupted gc had moved aside.")
         before = fsck(store)
         bad_layers = {p.subject for p in before.problems if p.kind in ("bad-index", "missing-index")}
@@ -424,7 +423,7 @@ def _fix_refs(store, problems, lost, out: RepairReport) -> None:
 
 
 def _remove_leftovers(store, out: RepairReport) -> None:
-    tmp = getattr(store.chunks, "tmp", None)
+    tmp = store.chunks.tmp
     if not tmp or not os.path.isdir(tmp):
         return
     removed = 0

@@ -29,18 +29,14 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
-from . import chunkstore
 from .chunkstore import ChunkStore, fanout, object_id, unfan
 from .pool import DaemonPool
 
 DEFAULT_WORKERS = 32
 
-# Optional capabilities of the slow store (see chunkstore.py) that a cache
-# changes nothing about: handed through as they are, or absent as they are.
-_HANDED_THROUGH = ("ages", "check", "restore_trash", "recording", "tmp", "trash")
 
 
-class CachedStore:
+class CachedStore(ChunkStore):
     def __init__(self, slow: ChunkStore, directory: str, max_bytes: int, *, workers: int = DEFAULT_WORKERS):
         self.slow = slow
         self.cache = DirCache(directory, max_bytes)
@@ -48,24 +44,26 @@ class CachedStore:
         self._lock = threading.Lock()
         self._fetching: dict[bytes, Future] = {}  # downloads into the cache, in flight
         self._verified: set[bytes] = set()  # cache files re-hashed by this process
+        # What the slow store can do for maintenance, a cache changes nothing about.
+        self.tmp, self.trash = slow.tmp, slow.trash
+        self.tells_ages, self.refreshes_age_on_reuse = slow.tells_ages, slow.refreshes_age_on_reuse
 
-    def __getattr__(self, name: str):
-        slow = self.__dict__.get("slow")
-        if slow is None:
-            raise AttributeError(name)
-        if name in _HANDED_THROUGH:
-            return getattr(slow, name)
-        if name == "delete_if_older":
-            inner = getattr(slow, name)
+    # ------------------------------------------------------------ maintenance
 
-            def delete_if_older(oid: bytes, cutoff: float) -> int | None:
-                freed = inner(oid, cutoff)
-                if freed is not None:
-                    self._forget(oid)
-                return freed
+    def ages(self) -> Iterator[tuple[bytes, float, int]]:
+        return self.slow.ages()
 
-            return delete_if_older
-        raise AttributeError(name)
+    def delete_if_older(self, oid: bytes, cutoff: float) -> int | None:
+        freed = self.slow.delete_if_older(oid, cutoff)
+        if freed is not None:
+            self._forget(oid)
+        return freed
+
+    def restore_trash(self) -> int:
+        return self.slow.restore_trash()
+
+    def recording(self):
+        return self.slow.recording()
 
     # ----------------------------------------------------------------- write
 
@@ -100,7 +98,7 @@ class CachedStore:
 
     def scan(self) -> Iterator[tuple[bytes, bytes | None]]:
         """The slow store's bytes, never the cache's (fsck checks what is stored)."""
-        return chunkstore.scan(self.slow)
+        return self.slow.scan()
 
     def get(self, oid: bytes) -> bytes:
         with self._lock:
@@ -115,7 +113,7 @@ class CachedStore:
     def prefetch(self, oids: Iterable[bytes]) -> None:
         """Start downloading, in parallel, every object of `oids` not cached yet.
 
-        Optional (the engine calls it through `chunkstore.prefetch`); a later
+        A later
         `get` or `local_path` of one of them waits for its download.  Errors
         surface there, not here.
         """

@@ -25,7 +25,7 @@ import os
 import threading
 from typing import Iterator
 
-from .chunkstore import fanout, unfan
+from .chunkstore import ChunkStore, fanout, unfan
 from .errors import Corruption, DiskFull, StoreNotFound
 
 SYNC_FILE_RANGE_WRITE = 2
@@ -56,8 +56,10 @@ def _start_writeback(fd: int) -> None:
         fn(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
 
 
+class LocalChunkStore(ChunkStore):
+    tells_ages = True
+    refreshes_age_on_reuse = True  # put() touches an object it finds
 
-class LocalChunkStore:
     def __init__(self, root: str, *, durable: bool = True):
         self.root = root
         self.objects = os.path.join(root, "objects")
@@ -185,7 +187,7 @@ class LocalChunkStore:
     def local_path(self, oid: bytes) -> str:
         return self._path(oid)
 
-    # ------------------------------------------- optional capabilities for gc
+    # ------------------------------------------------ capabilities for gc
 
     def ages(self) -> Iterator[tuple[bytes, float, int]]:
         """(id, mtime, size) of every stored object."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
+from .chunkstore import ChunkStore
 from .errors import Corruption
 
 _NAMED: dict[str, dict[bytes, bytes]] = {}
 _LOCK = threading.Lock()
 
 
-class MemoryChunkStore:
+class MemoryChunkStore(ChunkStore):
     def __init__(self, objects: dict[bytes, bytes] | None = None):
         self.objects = {} if objects is None else objects
 

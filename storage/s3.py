@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from typing import Callable, Iterator
 from urllib.parse import urlparse
 
-from .chunkstore import fanout, unfan
+from .chunkstore import ChunkStore, fanout, unfan
 from .errors import Corruption, DplError, StorageUnavailable
 from .pool import DaemonPool
 
@@ -62,7 +62,9 @@ def parse_url(url: str) -> tuple[str, str]:
     return bucket, parsed.path.strip("/")
 
 
-class S3ChunkStore:
+class S3ChunkStore(ChunkStore):
+    tells_ages = True  # by the server's clock; a reused object keeps its age
+
     def __init__(self, url: str, *, workers: int = DEFAULT_WORKERS, retry_seconds: float | None = None):
         self.url = url.rstrip("/")
         self.bucket, prefix = parse_url(self.url)
