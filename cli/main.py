@@ -45,14 +45,28 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+_address: Optional[str] = None  # --address, for `store()`
+
+
 @app.callback()
 def _global_options(
     _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print dpl's version and exit."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="URL", help="Act on the dpl server at URL (else DPL_ADDRESS, else `dpl connect`'s; 'local' for the store here)."),
 ):
     """dpl: data-versioned pipelines. Content-addressed data repos, Pachyderm-compatible pipelines, full provenance."""
+    global _address
+    _address = address
 
 
 def store():
+    """The store commands act on: a server's (--address, DPL_ADDRESS, `dpl connect`) or the embedded one here."""
+    from ..client.config import address
+
+    url = address(_address)
+    if url is not None:
+        from ..client import connect
+
+        return connect(url)
     from ..engine import Store
 
     return Store.open()
@@ -435,6 +449,7 @@ MODULE_COMMANDS = {
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
                   "run", "run-cron", "wait-commit"),
     "provenance": ("provenance", "subvenance", "why", "draw-dag"),
+    "serve": ("serve", "connect", "disconnect"),
 }
 _registered: set[str] = set()
 
@@ -456,6 +471,10 @@ def _command_module(name: str):
         from . import pipelines
 
         return pipelines
+    if name == "serve":
+        from . import serve
+
+        return serve
     from . import provenance
 
     return provenance
@@ -551,7 +570,8 @@ def _app_for(argv: list[str]) -> typer.Typer:
     `dpl --help` and an unknown name get the whole app, so help lists every
     command and a typo gets click's suggestions.
     """
-    name = next((a for a in argv if not a.startswith("-")), None)  # the only global options are flags
+    # The first word that is not an option, nor the value of --address (the one global option that takes one).
+    name = next((a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--address")), None)
     _register(*(module for module, names in MODULE_COMMANDS.items() if name in names))
     chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__.lower().replace("_", "-")) == name]
     if len(chosen) != 1:

@@ -25,9 +25,9 @@ NoWaitOpt = typer.Option(False, "--no-wait", help="Return at once; `dpl run` or 
 
 
 def _store():
-    from ..engine import Store
+    from .main import store
 
-    return Store.open()
+    return store()  # embedded, or a server's when --address, DPL_ADDRESS or `dpl connect` names one
 
 
 def _seconds(value) -> str:

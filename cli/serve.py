@@ -1,0 +1,47 @@
+"""`dpl serve`, and pointing the command line at a server: `dpl connect`, `dpl disconnect`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import render
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        listen: str = typer.Option("127.0.0.1:6650", "--listen", "-l", help="HOST:PORT to listen on (loopback only until auth lands; port 0 picks a free one)."),
+        store: Optional[str] = typer.Option(None, "--store", help="The store to serve (default: DPL_STORE, or the one found from here)."),
+        executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run datums on this executor (default: the spec's, else the store's)."),
+        poll: float = typer.Option(2.0, "--poll", help="Seconds between looks for work other processes left (commits through this server start jobs at once)."),
+        grace: float = typer.Option(30.0, "--grace", help="On SIGTERM, seconds to let a running job finish before leaving it to resume at the next start."),
+    ):
+        """Serve a store over HTTP (/api/v1, OpenAPI at /docs) and run its jobs as commits land."""
+        from ..server.main import serve as run_server
+
+        run_server(store, listen, executor=executor, poll=poll, grace=grace)
+
+    @app.command("connect")
+    def connect(url: str = typer.Argument(..., metavar="URL", help="The server, e.g. http://127.0.0.1:6650.")):
+        """Make every `dpl` command act on the server at URL (saved in ~/.config/dpl/config.json)."""
+        from ..client import connect as open_remote
+        from ..client.config import read_config, write_config
+
+        if "://" not in url:
+            url = "http://" + url
+        with open_remote(url) as remote:
+            remote.list_repos()  # refuse an address that does not answer as a dpl server
+        path = write_config({**read_config(), "address": url})
+        render.info(f"dpl commands now act on {url} (saved in {path}; `dpl disconnect` goes back to the local store)")
+
+    @app.command("disconnect")
+    def disconnect():
+        """Make `dpl` commands act on the local store again."""
+        from ..client.config import read_config, write_config
+
+        config = read_config()
+        config.pop("address", None)
+        write_config(config)
+        render.info("dpl commands now act on the local store")

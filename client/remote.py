@@ -1,0 +1,415 @@
+"""`RemoteStore`: the methods of the embedded `Store` the CLI and SDK users
+call, each one request (or a few, for paged listings) to `dpl serve`.
+
+Answers come back as the embedded Store returns them: commits as `Commit`
+objects, listings as rows, refusals as the same `DplError` subclasses with
+the same sentence and hint.  So the CLI renders both doors' results with
+one code path, and its output is the same.
+
+What differs, by design: jobs run on the server (its scheduler starts them
+when a commit lands), so `run_jobs` waits for them instead of running them,
+`tick_due` leaves cron ticks to the server, and `executor` choices are the
+server's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+from . import transfer
+from ..engine import errors as engine_errors
+from ..storage import errors as storage_errors
+from ..storage.errors import DplError
+from ..storage.metadata.commits import Commit
+
+PAGE = 10_000  # the server's largest page: a 100,000-file listing is ten requests
+UNFINISHED = ("created", "running")
+_COMMIT_FIELDS = ("repo", "id", "branch", "parent", "state", "size", "files", "created", "finished", "description", "origin", "job")
+
+
+class ServerUnreachable(DplError):
+    pass
+
+
+def _commit(d: dict) -> Commit:
+    return Commit(repo=d["repo"], id=d["id"], branch=d["branch"], parent=d["parent"], state=d["state"], layers=[], delta=[],
+                  size=d["size"], nfiles=d["files"], created=d["created"], finished=d["finished"], description=d["description"],
+                  origin=d["origin"], job=d["job"], extra={k: v for k, v in d.items() if k not in _COMMIT_FIELDS})
+
+
+def _error(response: httpx.Response) -> DplError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict) or "error" not in body:
+        return DplError(f"The server answered {response.status_code} {response.reason_phrase} to {response.request.method} "
+                        f"{response.request.url.path}.", hint="See the server's log.")
+    cls = getattr(storage_errors, body.get("type") or "", None) or getattr(engine_errors, body.get("type") or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, DplError)):
+        cls = DplError
+    try:
+        return cls(body["error"], body.get("hint"))
+    except TypeError:  # an error class that takes more than a sentence and a hint
+        return DplError(body["error"], body.get("hint"))
+
+
+class RemoteStore:
+    """The Store's interface over HTTP."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0):
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers,
+                                 timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=False)
+        self.root = self.url  # what messages name as the store's place
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ http
+
+    def _send(self, method: str, path: str, *, params: dict | None = None, json: Any = None, content=None,
+              headers: dict | None = None, stream: bool = False) -> httpx.Response:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            request = self.http.build_request(method, path, params=params, json=json, content=content, headers=headers)
+            response = self.http.send(request, stream=stream)
+        except httpx.TransportError as e:
+            raise ServerUnreachable(f"Cannot reach the dpl server at {self.url} ({type(e).__name__}).",
+                                    hint="Start it with `dpl serve`, or check --address, DPL_ADDRESS and `dpl connect`.") from None
+        if response.status_code >= 400:
+            if stream:
+                response.read()
+            raise _error(response)
+        return response
+
+    # `route` is positional-only: `path` is also a query parameter of file routes.
+    def _get(self, route: str, /, **params) -> Any:
+        return self._send("GET", route, params=params).json()
+
+    def _call(self, method: str, route: str, body: dict | None = None, /, **params) -> Any:
+        response = self._send(method, route, params=params, json=body)
+        return response.json() if response.content else None
+
+    def _all(self, route: str, limit: int | None = None, /, **params) -> list:
+        """Every item of a paged listing (at most `limit`)."""
+        items: list = []
+        cursor = None
+        while True:
+            want = PAGE if limit is None else min(PAGE, limit - len(items))
+            if want <= 0:
+                return items
+            answer = self._get(route, limit=want, cursor=cursor, **params)
+            items.extend(answer["items"])
+            cursor = answer["next_cursor"]
+            if cursor is None:
+                return items
+
+    @staticmethod
+    def _rows(items: list):
+        """A listing as the embedded Store gives it: an Arrow table when long (the CLI prints those column-wise)."""
+        if len(items) < 5000:
+            return items
+        import pyarrow as pa
+
+        return pa.Table.from_pylist(items)
+
+    # ----------------------------------------------------------------- repos
+
+    def create_repo(self, name: str, description: str = "", *, kind: str = "user") -> dict:
+        return self._call("POST", "/repos", {"name": name, "description": description})
+
+    def inspect_repo(self, name: str) -> dict:
+        return self._get(f"/repos/{_q(name)}")
+
+    def list_repos(self) -> list[dict]:
+        return self._all("/repos")
+
+    def delete_repo(self, name: str, *, force: bool = False) -> dict:
+        return self._call("DELETE", f"/repos/{_q(name)}", force=force)
+
+    def list_branches(self, repo: str) -> list[dict]:
+        return self._all(f"/repos/{_q(repo)}/branches")
+
+    def create_branch(self, repo: str, branch: str, head: str | None = None) -> dict:
+        return self._call("PUT", f"/repos/{_q(repo)}/branches/{_q(branch)}", {"head": head})
+
+    def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
+        self._call("DELETE", f"/repos/{_q(repo)}/branches/{_q(branch)}", force=force)
+
+    # --------------------------------------------------------------- commits
+
+    def resolve_commit(self, repo: str, ref: str | None = None, *, allow_open: bool = False) -> Commit:
+        return _commit(self._get(f"/repos/{_q(repo)}/resolve", ref=ref, allow_open=allow_open))
+
+    def get_commit(self, repo: str, commit_id: str) -> Commit:
+        return self.inspect_commit(repo, commit_id)
+
+    def inspect_commit(self, repo: str, ref: str) -> Commit:
+        return _commit(self._get(f"/repos/{_q(repo)}/commits/{_q(ref)}"))
+
+    def list_commits(self, repo: str, branch: str | None = None, *, limit: int | None = None) -> list[Commit]:
+        return [_commit(d) for d in self._all(f"/repos/{_q(repo)}/commits", limit, branch=branch)]
+
+    def commits_with_id(self, commit_id: str) -> list[Commit]:
+        return [_commit(d) for d in self._get(f"/commits/{_q(commit_id)}")]
+
+    def require_ref(self, text: str):
+        """Parse REPO@REF, refusing a path (parsing is local: no request)."""
+        from ..engine import refs
+
+        ref = refs.parse(text, path_allowed=False)
+        if ref.ref is None:
+            raise storage_errors.InvalidRef(f"{text!r} needs a branch or commit.", hint=f"Write {text}@master.")
+        return ref
+
+    def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
+        return _commit(self._call("POST", f"/repos/{_q(repo)}/commits", {"branch": branch, "description": description}))
+
+    def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
+        return _commit(self._call("POST", f"/repos/{_q(repo)}/commits/{_q(commit_ref)}/finish", {"description": description}))
+
+    def delete_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
+        return self._call("DELETE", f"/repos/{_q(repo)}/commits/{_q(ref)}", force=force)
+
+    def squash_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
+        return self._call("POST", f"/repos/{_q(repo)}/commits/{_q(ref)}/squash", force=force)
+
+    # ----------------------------------------------------------------- files
+
+    def put_files(self, repo: str, branch: str, sources: list, *, append: bool = False, description: str = "", progress=None) -> Commit:
+        params = {"branch": branch, "append": append, "description": description}
+        one = transfer.single_file(sources)
+        if one is not None:
+            path, local = one
+            answer = self._send("PUT", f"/repos/{_q(repo)}/content", params={**params, "path": path},
+                                content=transfer.file_body(local, progress), headers={"Content-Type": "application/octet-stream"})
+        else:
+            answer = self._send("POST", f"/repos/{_q(repo)}/upload", params={**params, "dest": "/"},
+                                content=transfer.tar_body(sources, progress), headers={"Content-Type": "application/x-tar"})
+        return _commit(answer.json())
+
+    def put_bytes(self, repo: str, branch: str, files: dict[str, bytes], *, replace: bool = False, description: str = "") -> Commit:
+        if replace:
+            raise DplError("put_bytes(replace=True) is not served yet.", hint="Delete the other files in a second commit.")
+        if len(files) == 1:
+            (path, data), = files.items()
+            return _commit(self._send("PUT", f"/repos/{_q(repo)}/content", params={"branch": branch, "path": path, "description": description},
+                                      content=data).json())
+        import io
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path, data in files.items():
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return _commit(self._send("POST", f"/repos/{_q(repo)}/upload", params={"branch": branch, "dest": "/", "description": description},
+                                  content=buf.getvalue(), headers={"Content-Type": "application/x-tar"}).json())
+
+    def delete_files(self, repo: str, branch: str, paths: list[str], description: str = "") -> Commit:
+        return _commit(self._call("DELETE", f"/repos/{_q(repo)}/content", branch=branch, path=list(paths), description=description))
+
+    def list_files(self, repo: str, ref: str | None, path: str = "/", *, recursive: bool = False):
+        return self._rows(self._all(f"/repos/{_q(repo)}/files", ref=ref, path=path, recursive=recursive))
+
+    def glob_files(self, repo: str, ref: str | None, pattern: str):
+        return self._rows(self._all(f"/repos/{_q(repo)}/glob", ref=ref, pattern=pattern))
+
+    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None):
+        return self._rows(self._all(f"/repos/{_q(repo)}/diff", ref=ref, other_repo=other_repo, other_ref=other_ref))
+
+    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
+        """The file's path, size and hash, and the commit it is read from (what `write_file_to` takes)."""
+        return self._get(f"/repos/{_q(repo)}/file", ref=ref, path=path)
+
+    def file_pieces(self, repo: str, ref: str | None, path: str):
+        response = self._send("GET", f"/repos/{_q(repo)}/content", params={"ref": ref, "path": path}, stream=True)
+        try:
+            yield from response.iter_bytes(transfer.PIECE)
+        finally:
+            response.close()
+
+    def read_file(self, repo: str, ref: str | None, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """A file's bytes, or the bytes [start, end) of it (a Range request)."""
+        headers = {"Range": f"bytes={start}-{'' if end is None else end - 1}"} if start or end is not None else None
+        return self._send("GET", f"/repos/{_q(repo)}/content", params={"ref": ref, "path": path}, headers=headers).content
+
+    def write_file_to(self, row: dict, fd: int) -> None:
+        for piece in self.file_pieces(row["repo"], row["commit"], row["path"]):
+            transfer.write_all(fd, piece)
+
+    def export_file(self, row: dict, dest: str) -> str:
+        """Write one file to a local path atomically (temp file + rename), as the embedded Store does."""
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, row["path"].rsplit("/", 1)[-1])
+        tmp = f"{dest}.dpl-tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.write_file_to(row, fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, dest)
+        return dest
+
+    def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
+        commit = self.resolve_commit(repo, ref).id  # every file from one commit, even if the branch moves meanwhile
+        rows = [r for r in self._all(f"/repos/{_q(repo)}/files", ref=commit, path=path, recursive=True) if r["type"] == "file"]
+        strip = 0 if path == "/" else len(path.rstrip("/"))
+        for r in rows:
+            target = os.path.join(dest, r["path"][strip:].lstrip("/") or os.path.basename(r["path"]))
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            self.export_file({"repo": repo, "commit": commit, "path": r["path"]}, target)
+        return len(rows)
+
+    # ----------------------------------------------------------- pipelines
+
+    def create_pipeline(self, text: str, *, source: str = "<spec>", update: bool = False, reprocess: bool = False) -> dict:
+        body = {"spec": text, "source": source, "reprocess": reprocess}
+        return self._call("PUT" if update else "POST", "/pipelines", body)
+
+    def update_pipeline(self, text: str, *, source: str = "<spec>", reprocess: bool = False) -> dict:
+        return self.create_pipeline(text, source=source, update=True, reprocess=reprocess)
+
+    def list_pipelines(self) -> list[dict]:
+        return self._all("/pipelines")
+
+    def inspect_pipeline(self, name: str, *, history: bool = False) -> dict:
+        return self._get(f"/pipelines/{_q(name)}", history=history)
+
+    def delete_pipeline(self, name: str, *, force: bool = False, keep_repo: bool = False) -> None:
+        self._call("DELETE", f"/pipelines/{_q(name)}", force=force, keep_repo=keep_repo)
+
+    def stop_pipeline(self, name: str) -> None:
+        self._call("POST", f"/pipelines/{_q(name)}/stop")
+
+    def start_pipeline(self, name: str) -> None:
+        self._call("POST", f"/pipelines/{_q(name)}/start")
+
+    def pipeline_wave(self, name: str) -> str | None:
+        return self._get(f"/pipelines/{_q(name)}/wave")["wave"]
+
+    def run_cron(self, pipeline: str) -> list[tuple[Any, Commit]]:
+        return [(SimpleNamespace(**t["cron"]), _commit(t["commit"])) for t in self._call("POST", f"/pipelines/{_q(pipeline)}/cron")]
+
+    def tick_due(self, now: float | None = None) -> list:
+        return []  # the server ticks cron inputs on schedule
+
+    # ----------------------------------------------------------------- jobs
+
+    def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress=None, wait: bool = True) -> list[dict]:
+        """Wait until the server's scheduler has run the jobs of `wave` (or every
+        job pending now); return those jobs, finished."""
+        if not wait:
+            return []
+        pending = [j for j in self.list_jobs(wave=wave) if j["state"] in UNFINISHED]
+        keys = {(j["pipeline"], j["id"]) for j in pending}
+        pause = 0.05
+        while keys:
+            jobs = {(j["pipeline"], j["id"]): j for j in self.list_jobs(wave=wave) if (j["pipeline"], j["id"]) in keys}
+            for j in jobs.values():
+                if progress and j["total"]:
+                    progress(j, (j["processed"] or 0) + (j["skipped"] or 0) + (j["failed"] or 0), j["total"])
+            if all(j["state"] not in UNFINISHED for j in jobs.values()):
+                return [jobs[k] for k in sorted(jobs, key=lambda k: jobs[k]["created"]) if k in jobs]
+            time.sleep(pause)
+            pause = min(0.5, pause * 1.5)
+        return []
+
+    def watch(self, *, executor: str | None = None, progress=None, on_tick=None, on_job=None, stop=None, poll: float = 2.0) -> None:
+        """Report jobs as the server finishes them, until `stop` is set (or Ctrl-C)."""
+        seen = {(j["pipeline"], j["id"]) for j in self.list_jobs() if j["state"] not in UNFINISHED}
+        while stop is None or not stop.is_set():
+            for j in reversed(self.list_jobs(limit=100)):
+                if j["state"] not in UNFINISHED and (j["pipeline"], j["id"]) not in seen:
+                    seen.add((j["pipeline"], j["id"]))
+                    if on_job:
+                        on_job(j)
+            time.sleep(min(poll, 1.0))
+
+    def inspect_job(self, pipeline: str | None, job: str) -> dict:
+        return self._get(f"/jobs/{_q(job)}", pipeline=pipeline)
+
+    def list_jobs(self, pipeline: str | None = None, wave: str | None = None, limit: int | None = None) -> list[dict]:
+        return self._all("/jobs", limit, pipeline=pipeline, wave=wave)
+
+    def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
+        return self._all(f"/jobs/{_q(job)}/datums", pipeline=pipeline)
+
+    def inspect_datum(self, pipeline: str | None, job: str, datum: str) -> dict:
+        return self._get(f"/jobs/{_q(job)}/datums/{_q(datum)}", pipeline=pipeline)
+
+    def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
+        return self._all(f"/jobs/{_q(job)}/logs", pipeline=pipeline, datum=datum)
+
+    # ----------------------------------------------------------- provenance
+
+    def commit_provenance(self, repo: str, commit_id: str) -> dict:
+        return self._get(f"/repos/{_q(repo)}/commits/{_q(commit_id)}/provenance")
+
+    def origin_commits(self, repo: str, commit_id: str) -> list[dict]:
+        return self._get(f"/repos/{_q(repo)}/commits/{_q(commit_id)}/origins")
+
+    def file_provenance(self, repo: str, ref: str | None, path: str) -> dict:
+        return self._get("/provenance", repo=repo, ref=ref, path=path)
+
+    def file_subvenance(self, repo: str, ref: str | None, path: str) -> dict:
+        return self._get("/subvenance", repo=repo, ref=ref, path=path)
+
+    def why(self, pipeline: str | None, job: str) -> dict:
+        return self._get(f"/jobs/{_q(job)}/why", pipeline=pipeline)
+
+    def dag(self) -> dict:
+        return self._get("/dag")
+
+    # -------------------------------------------------------------- secrets
+
+    def create_secret(self, name: str, data: dict[str, str], *, overwrite: bool = False) -> dict:
+        return self._call("POST", "/secrets", {"name": name, "data": data, "overwrite": overwrite})
+
+    def list_secrets(self) -> list[dict]:
+        return self._all("/secrets")
+
+    def inspect_secret(self, name: str) -> dict:
+        return self._get(f"/secrets/{_q(name)}")
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/secrets/{_q(name)}")
+
+    # ---------------------------------------------------------- maintenance
+
+    def _on_server(self, what: str):
+        raise DplError(f"{what} runs on the server's machine, not through the API.",
+                       hint=f"Run it there, against the store the server opened (e.g. `DPL_ADDRESS=local dpl {what}`).")
+
+    def fsck(self, progress=None):
+        self._on_server("fsck")
+
+    def repair(self, *, sources=()):
+        self._on_server("fsck --repair")
+
+    def gc(self, *, grace_minutes=None, dry_run=False):
+        self._on_server("gc")
+
+
+def _q(segment: str) -> str:
+    """One path segment, escaped (names may hold any character a URL path reserves)."""
+    from urllib.parse import quote
+
+    return quote(segment, safe="")

@@ -1,0 +1,295 @@
+"""/api/v1 for data: repos, branches, commits and files.
+
+Each handler parses its request and makes one call to the Store (the same
+public methods the embedded CLI calls); what it returns goes out through
+`wire.plain`.  Handlers are plain `def`s, run on the server's thread pool,
+because the Store blocks.  Bodies stream both ways: an upload is spooled to
+the store's disk as it arrives (never held in memory) and a download is sent
+chunk by chunk, from the byte a Range header asks for.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .wire import page, plain
+from ..storage.errors import DplError, InvalidPath
+from ..storage.paths import normalize_path
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _store(request: Request):
+    return request.app.state.store
+
+
+def _landed(request: Request, commit) -> dict:
+    """A commit the request made: count it and wake the scheduler when it landed."""
+    if commit.state == "finished":
+        request.app.state.metrics.commits.labels(commit.repo).inc()
+        request.app.state.scheduler.wake()
+    return plain(commit)
+
+
+# --------------------------------------------------------------------- repos
+
+
+@router.get("/repos", tags=["repos"])
+def list_repos(request: Request, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).list_repos(), limit, cursor)
+
+
+@router.post("/repos", tags=["repos"], status_code=201)
+def create_repo(request: Request, name: str = Body(...), description: str = Body("")):
+    return plain(_store(request).create_repo(name, description))
+
+
+@router.get("/repos/{repo}", tags=["repos"])
+def inspect_repo(request: Request, repo: str):
+    return plain(_store(request).inspect_repo(repo))
+
+
+@router.delete("/repos/{repo}", tags=["repos"])
+def delete_repo(request: Request, repo: str, force: bool = False):
+    return plain(_store(request).delete_repo(repo, force=force))
+
+
+@router.get("/repos/{repo}/branches", tags=["branches"])
+def list_branches(request: Request, repo: str, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).list_branches(repo), limit, cursor)
+
+
+@router.put("/repos/{repo}/branches/{branch}", tags=["branches"])
+def create_branch(request: Request, repo: str, branch: str, head: Optional[str] = Body(None, embed=True)):
+    return plain(_store(request).create_branch(repo, branch, head))
+
+
+@router.delete("/repos/{repo}/branches/{branch}", tags=["branches"], status_code=204)
+def delete_branch(request: Request, repo: str, branch: str, force: bool = False):
+    _store(request).delete_branch(repo, branch, force=force)
+
+
+# ------------------------------------------------------------------- commits
+
+
+@router.get("/repos/{repo}/commits", tags=["commits"])
+def list_commits(request: Request, repo: str, branch: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).list_commits(repo, branch), limit, cursor)
+
+
+@router.post("/repos/{repo}/commits", tags=["commits"], status_code=201)
+def start_commit(request: Request, repo: str, branch: str = Body("master"), description: str = Body("")):
+    return plain(_store(request).start_commit(repo, branch, description))
+
+
+@router.get("/repos/{repo}/commits/{ref}", tags=["commits"])
+def inspect_commit(request: Request, repo: str, ref: str):
+    return plain(_store(request).inspect_commit(repo, ref))
+
+
+@router.get("/repos/{repo}/resolve", tags=["commits"])
+def resolve_commit(request: Request, repo: str, ref: Optional[str] = None, allow_open: bool = False):
+    return plain(_store(request).resolve_commit(repo, ref, allow_open=allow_open))
+
+
+@router.post("/repos/{repo}/commits/{ref}/finish", tags=["commits"])
+def finish_commit(request: Request, repo: str, ref: str, description: Optional[str] = Body(None, embed=True)):
+    return _landed(request, _store(request).finish_commit(repo, ref, description))
+
+
+@router.delete("/repos/{repo}/commits/{ref}", tags=["commits"])
+def delete_commit(request: Request, repo: str, ref: str, force: bool = False):
+    return plain(_store(request).delete_commit(repo, ref, force=force))
+
+
+@router.post("/repos/{repo}/commits/{ref}/squash", tags=["commits"])
+def squash_commit(request: Request, repo: str, ref: str, force: bool = False):
+    return plain(_store(request).squash_commit(repo, ref, force=force))
+
+
+@router.get("/repos/{repo}/commits/{ref}/provenance", tags=["provenance"])
+def commit_provenance(request: Request, repo: str, ref: str):
+    return plain(_store(request).commit_provenance(repo, ref))
+
+
+@router.get("/repos/{repo}/commits/{ref}/origins", tags=["provenance"])
+def origin_commits(request: Request, repo: str, ref: str):
+    return plain(_store(request).origin_commits(repo, ref))
+
+
+@router.get("/commits/{commit_id}", tags=["commits"])
+def commits_with_id(request: Request, commit_id: str):
+    """Every commit sharing a global id: one user commit and what it triggered downstream."""
+    return plain(_store(request).commits_with_id(commit_id))
+
+
+# --------------------------------------------------------------------- files
+
+
+def _pinned_page(request: Request, repo: str, ref: Optional[str], cursor: Optional[str], limit: Optional[int], listing):
+    """A page of a listing of one commit: the first page resolves `ref`, the
+    cursor carries that commit to the next pages."""
+    from .wire import decode_cursor
+
+    pinned = decode_cursor(cursor).get("commit")
+    if pinned is None:
+        pinned = _store(request).resolve_commit(repo, ref).id
+        rows = listing(ref)  # the user's own ref: its errors read as the embedded CLI's
+    else:
+        rows = listing(pinned)
+    return page(rows, limit, cursor, commit=pinned)
+
+
+@router.get("/repos/{repo}/files", tags=["files"])
+def list_files(request: Request, repo: str, ref: Optional[str] = None, path: str = "/", recursive: bool = False,
+               limit: Optional[int] = None, cursor: Optional[str] = None):
+    """Entries under `path` of a commit (direct children, or every file with `recursive`)."""
+    return _pinned_page(request, repo, ref, cursor, limit, lambda r: _store(request).list_files(repo, r, path, recursive=recursive))
+
+
+@router.get("/repos/{repo}/glob", tags=["files"])
+def glob_files(request: Request, repo: str, pattern: str, ref: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return _pinned_page(request, repo, ref, cursor, limit, lambda r: _store(request).glob_files(repo, r, pattern))
+
+
+@router.get("/repos/{repo}/diff", tags=["files"])
+def diff_files(request: Request, repo: str, ref: Optional[str] = None, other_repo: Optional[str] = None, other_ref: Optional[str] = None,
+               limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).diff_files(repo, ref, other_repo, other_ref), limit, cursor)
+
+
+@router.get("/repos/{repo}/file", tags=["files"])
+def file_info(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """One file's path, size and content hash, and the commit it was read from."""
+    row = _store(request).file_row(repo, ref, path)  # first, with the user's ref: its errors read as the embedded CLI's
+    commit = _store(request).resolve_commit(repo, ref)
+    return {"repo": repo, "commit": commit.id, "path": row["path"], "size": row["size"], "hash": row["hash"].hex()}
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@router.get("/repos/{repo}/content", tags=["files"], response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "The bytes of a Range."}})
+def get_content(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """A file's bytes, streamed; one `Range: bytes=a-b` (or `a-`, `-n`) gives a 206."""
+    store = _store(request)
+    row = store.file_row(repo, ref, path)
+    size = row["size"]
+    start, end, status = 0, size, 200
+    wanted = request.headers.get("range")
+    if wanted:
+        m = _RANGE.match(wanted.strip())
+        if m is None or m.groups() == ("", ""):
+            return _unsatisfiable(size, "Only one range, bytes=START-END, is served.")
+        a, b = m.groups()
+        if a == "":
+            start = max(0, size - int(b))
+        else:
+            start, end = int(a), min(size, int(b) + 1) if b else size
+        if start >= size or start >= end:
+            return _unsatisfiable(size, f"The range starts past the file's {size} bytes.")
+        status = 206
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "ETag": f'"{row["hash"].hex()}"'}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(_pieces(store, row["refs"], start, end), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
+
+
+def _pieces(store, refs, start: int, end: int):
+    """The bytes [start, end) of a file: chunks before the range are never read."""
+    pos = 0
+    for ref in refs:
+        n = ref["length"]
+        if pos + n > start and pos < end:
+            # The Files component's own reader: it verifies each chunk against its id.
+            view = store.files.chunk_slice(ref)
+            yield bytes(view[max(0, start - pos) : min(n, end - pos)])
+        pos += n
+        if pos >= end:
+            break
+
+
+def _unsatisfiable(size: int, message: str) -> Response:
+    import json
+
+    body = json.dumps({"error": message, "hint": "Ask for bytes=START-END within the file.", "type": "RangeNotSatisfiable"})
+    return Response(body, status_code=416, media_type="application/json", headers={"Content-Range": f"bytes */{size}"})
+
+
+async def _spool(request: Request, into: Path) -> int:
+    """The request body, written to `into` as it arrives."""
+    n = 0
+    with open(into, "wb") as f:
+        async for piece in request.stream():
+            f.write(piece)
+            n += len(piece)
+    return n
+
+
+def _upload_dir(request: Request) -> Path:
+    # Under the store (same disk as its chunks; neither gc nor fsck looks here).
+    base = Path(_store(request).root) / "tmp" / "uploads"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=base))
+
+
+@router.put("/repos/{repo}/content", tags=["files"], openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
+async def put_content(request: Request, repo: str, path: str, branch: str = "master", append: bool = False, description: str = ""):
+    """Put one file (the raw request body) at `path`, as one commit."""
+    from ..engine.files import Source
+
+    work = _upload_dir(request)
+    try:
+        await _spool(request, work / "body")
+        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
+                                         append=append, description=description)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _landed(request, commit)
+
+
+@router.post("/repos/{repo}/upload", tags=["files"], openapi_extra={"requestBody": {"content": {"application/x-tar": {}}}})
+async def upload(request: Request, repo: str, branch: str = "master", dest: str = "/", append: bool = False, description: str = ""):
+    """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
+    from ..engine.files import Source
+
+    work = _upload_dir(request)
+    try:
+        await _spool(request, work / "body.tar")
+        tree = work / "tree"
+        await run_in_threadpool(_untar, work / "body.tar", tree)
+        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
+                                         append=append, description=description)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _landed(request, commit)
+
+
+def _untar(archive: Path, into: Path) -> None:
+    into.mkdir()
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            for member in tar:
+                if not (member.isfile() or member.isdir()):
+                    raise InvalidPath(f"{member.name!r} in the upload is neither a file nor a directory.", hint="Upload regular files.")
+            # The "data" filter refuses absolute paths, `..` and links out of the tree.
+            tar.extractall(into, filter="data")
+    except tarfile.TarError as e:
+        raise DplError(f"The upload is not a readable tar stream ({e}).", hint="Send a tar of the files (application/x-tar).") from None
+
+
+@router.delete("/repos/{repo}/content", tags=["files"])
+def delete_content(request: Request, repo: str, path: list[str] = Query(...), branch: str = "master", description: str = ""):
+    """Delete files or directories, as one commit."""
+    return _landed(request, _store(request).delete_files(repo, branch, path, description))

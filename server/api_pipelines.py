@@ -1,0 +1,166 @@
+"""/api/v1 for work: pipelines, jobs, datums, logs, provenance, the DAG and secrets.
+
+As in `api_data`, each handler is one Store call.  Secrets are write-only:
+no route returns a value, only names and keys.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Body, Request
+
+from .wire import page, plain
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _store(request: Request):
+    return request.app.state.store
+
+
+def _wake(request: Request) -> None:
+    request.app.state.scheduler.wake()
+
+
+# ----------------------------------------------------------------- pipelines
+
+
+@router.get("/pipelines", tags=["pipelines"])
+def list_pipelines(request: Request, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).list_pipelines(), limit, cursor)
+
+
+def _with_wave(request: Request, info: dict) -> dict:
+    _wake(request)
+    return {**plain(info), "wave": _store(request).pipeline_wave(info["name"])}
+
+
+@router.post("/pipelines", tags=["pipelines"], status_code=201)
+def create_pipeline(request: Request, spec: str = Body(..., description="The spec's text, JSON or YAML, as a spec file holds it."),
+                    source: str = Body("<spec>"), reprocess: bool = Body(False)):
+    """Create a pipeline; its first job is queued and the scheduler runs it."""
+    return _with_wave(request, _store(request).create_pipeline(spec, source=source, reprocess=reprocess))
+
+
+@router.put("/pipelines", tags=["pipelines"])
+def update_pipeline(request: Request, spec: str = Body(...), source: str = Body("<spec>"), reprocess: bool = Body(False)):
+    return _with_wave(request, _store(request).update_pipeline(spec, source=source, reprocess=reprocess))
+
+
+@router.get("/pipelines/{name}", tags=["pipelines"])
+def inspect_pipeline(request: Request, name: str, history: bool = False):
+    return plain(_store(request).inspect_pipeline(name, history=history))
+
+
+@router.delete("/pipelines/{name}", tags=["pipelines"], status_code=204)
+def delete_pipeline(request: Request, name: str, force: bool = False, keep_repo: bool = False):
+    _store(request).delete_pipeline(name, force=force, keep_repo=keep_repo)
+
+
+@router.post("/pipelines/{name}/stop", tags=["pipelines"], status_code=204)
+def stop_pipeline(request: Request, name: str):
+    _store(request).stop_pipeline(name)
+
+
+@router.post("/pipelines/{name}/start", tags=["pipelines"])
+def start_pipeline(request: Request, name: str):
+    _store(request).start_pipeline(name)
+    _wake(request)
+    return {"name": name, "wave": _store(request).pipeline_wave(name)}
+
+
+@router.get("/pipelines/{name}/wave", tags=["pipelines"])
+def pipeline_wave(request: Request, name: str):
+    """The global id of the pipeline's newest job."""
+    return {"name": name, "wave": _store(request).pipeline_wave(name)}
+
+
+@router.post("/pipelines/{name}/cron", tags=["pipelines"])
+def run_cron(request: Request, name: str):
+    """Tick every cron input of a pipeline now, off schedule."""
+    ticks = _store(request).run_cron(name)
+    _wake(request)
+    return [{"cron": plain(ci), "commit": plain(commit)} for ci, commit in ticks]
+
+
+# ---------------------------------------------------------- jobs and datums
+
+
+@router.get("/jobs", tags=["jobs"])
+def list_jobs(request: Request, pipeline: Optional[str] = None, wave: Optional[str] = None,
+              limit: Optional[int] = None, cursor: Optional[str] = None):
+    """Jobs, newest first (of one pipeline, or of one global id)."""
+    return page(_store(request).list_jobs(pipeline, wave), limit, cursor)
+
+
+@router.get("/jobs/{job}", tags=["jobs"])
+def inspect_job(request: Request, job: str, pipeline: Optional[str] = None):
+    return plain(_store(request).inspect_job(pipeline, job))
+
+
+@router.get("/jobs/{job}/why", tags=["provenance"])
+def why(request: Request, job: str, pipeline: Optional[str] = None):
+    return plain(_store(request).why(pipeline, job))
+
+
+@router.get("/jobs/{job}/datums", tags=["jobs"])
+def list_datums(request: Request, job: str, pipeline: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None):
+    return page(_store(request).list_datums(pipeline, job), limit, cursor)
+
+
+@router.get("/jobs/{job}/datums/{datum}", tags=["jobs"])
+def inspect_datum(request: Request, job: str, datum: str, pipeline: Optional[str] = None):
+    return plain(_store(request).inspect_datum(pipeline, job, datum))
+
+
+@router.get("/jobs/{job}/logs", tags=["jobs"])
+def datum_logs(request: Request, job: str, pipeline: Optional[str] = None, datum: Optional[str] = None,
+               limit: Optional[int] = None, cursor: Optional[str] = None):
+    """The stdout and stderr of a job's datums (secrets scrubbed when they were recorded)."""
+    return page(_store(request).datum_logs(pipeline, job, datum), limit, cursor)
+
+
+# ---------------------------------------------------------------- provenance
+
+
+@router.get("/provenance", tags=["provenance"])
+def file_provenance(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """Where a file came from: the datum that wrote it, what it read, back to user commits."""
+    return plain(_store(request).file_provenance(repo, ref, path))
+
+
+@router.get("/subvenance", tags=["provenance"])
+def file_subvenance(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """What was derived from a file version, downstream."""
+    return plain(_store(request).file_subvenance(repo, ref, path))
+
+
+@router.get("/dag", tags=["provenance"])
+def dag(request: Request):
+    return plain(_store(request).dag())
+
+
+# ------------------------------------------------------------------- secrets
+
+
+@router.get("/secrets", tags=["secrets"])
+def list_secrets(request: Request, limit: Optional[int] = None, cursor: Optional[str] = None):
+    """Names and keys, never values."""
+    return page(_store(request).list_secrets(), limit, cursor)
+
+
+@router.post("/secrets", tags=["secrets"], status_code=201)
+def create_secret(request: Request, name: str = Body(...), data: dict[str, str] = Body(...), overwrite: bool = Body(False)):
+    """Store a secret; the answer names its keys and never echoes a value."""
+    return plain(_store(request).create_secret(name, data, overwrite=overwrite))
+
+
+@router.get("/secrets/{name}", tags=["secrets"])
+def inspect_secret(request: Request, name: str):
+    return plain(_store(request).inspect_secret(name))
+
+
+@router.delete("/secrets/{name}", tags=["secrets"], status_code=204)
+def delete_secret(request: Request, name: str):
+    _store(request).delete_secret(name)

@@ -1,0 +1,154 @@
+"""The `dpl serve` application: the Store behind FastAPI, plus the scheduler.
+
+`create_app(store)` wires the parts: the API routers (`api_data`,
+`api_pipelines`), the scheduler thread (started and stopped with the app's
+lifespan), one JSON log line and one metrics sample per request, /healthz
+and /metrics.  Every `DplError` becomes a 4xx answer holding its one
+sentence and hint, as the CLI prints them; anything else is a 500 that says
+only that the server failed (the traceback goes to the server's log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from . import api_data, api_pipelines
+from .observe import Metrics, log_event
+from .scheduler import Scheduler
+from ..storage.errors import DplError
+
+API_VERSION = "v1"
+
+# The HTTP status of each kind of user error, by class name (the error
+# modules of both layers define them; a test checks every name exists);
+# any other DplError is a 400.
+_STATUS = {
+    404: ("RepoNotFound", "BranchNotFound", "CommitNotFound", "FileNotFound", "PipelineNotFound", "JobNotFound",
+          "DatumNotFound", "SecretNotFound", "StoreNotFound"),
+    409: ("RepoExists", "PipelineExists", "SecretExists", "RepoInUse", "CommitInUse", "WouldOrphan", "Conflict",
+          "CommitNotOpen", "PathCollision", "AmbiguousRef"),
+    503: ("StorageUnavailable", "ExecutorUnavailable"),
+    507: ("DiskFull",),
+    500: ("Corruption",),
+}
+_STATUS_OF = {name: status for status, names in _STATUS.items() for name in names}
+
+
+def error_status(error: DplError) -> int:
+    for cls in type(error).__mro__:
+        if cls.__name__ in _STATUS_OF:
+            return _STATUS_OF[cls.__name__]
+    return 400
+
+
+def error_body(error: DplError) -> dict:
+    return {"error": error.message, "hint": error.hint, "type": type(error).__name__}
+
+
+def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedule: bool = True, grace: float = 30.0) -> FastAPI:
+    metrics = Metrics(store)
+    scheduler = Scheduler(store, metrics, executor=executor, poll=poll, enabled=schedule)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _warm(store)
+        scheduler.start()
+        log_event("server.start", store=str(store.root), scheduler=schedule)
+        yield
+        # Uvicorn stopped taking requests and finished those in flight; now the jobs.
+        log_event("server.stopping", grace=grace, busy=scheduler.busy)
+        clean = scheduler.stop(grace)
+        left = [] if clean else [f"{j['pipeline']}@{j['id'][:12]}" for j in store.list_jobs() if j["state"] == "running"]
+        log_event("server.stop", clean=clean, resumes_at_next_start=left)
+
+    app = FastAPI(
+        title="dpl",
+        version=_version(),
+        description="Data-versioned pipelines: repos, commits, files, pipelines, jobs and provenance over HTTP. "
+        "The same operations as the `dpl` command line and the embedded Python Store.",
+        lifespan=lifespan,
+    )
+    app.state.store, app.state.metrics, app.state.scheduler = store, metrics, scheduler
+
+    @app.exception_handler(DplError)
+    async def dpl_error(request: Request, error: DplError):
+        return JSONResponse(error_body(error), status_code=error_status(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError):
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}.", "hint": "See /docs for the request's shape.",
+                             "type": "InvalidRequest"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception):
+        log_event("server.error", path=request.url.path, error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        return JSONResponse({"error": "The server failed on this request; its log says why.", "hint": None, "type": "ServerError"},
+                            status_code=500)
+
+    @app.get("/healthz", tags=["server"])
+    def healthz():
+        """200 while the server answers and its metadata database does."""
+        store.list_repos()
+        return {"ok": True, "scheduler": scheduler.enabled and not scheduler._stop.is_set(), "rounds": scheduler.rounds}
+
+    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
+    def metrics_text():
+        """Prometheus text format: jobs, datums, commits, request latencies."""
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.include_router(api_data.router)
+    app.include_router(api_pipelines.router)
+    return _Observed(app, metrics)
+
+
+class _Observed:
+    """ASGI wrapper: one JSON log line and one latency sample per request.
+
+    Latency runs to the start of the response (headers sent), so a long
+    streamed download counts as fast as it began, not as its size."""
+
+    def __init__(self, app: FastAPI, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+        self.state = app.state  # what tests and `serve` reach through
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        began = time.perf_counter()
+        status = [500]
+        first = [None]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                first[0] = time.perf_counter() - began
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = first[0] if first[0] is not None else time.perf_counter() - began
+            self.metrics.observe_request(scope["method"], route, status[0], seconds)
+            log_event("request", method=scope["method"], path=scope["path"], route=route, status=status[0],
+                      ms=round(seconds * 1000, 2), client=(scope.get("client") or ("?",))[0])
+
+
+def _warm(store) -> None:
+    """Build the Store's parts once, before threads race to build them lazily."""
+    for part in ("repos", "commits", "files", "waves", "jobs", "cron", "secrets", "pipelines", "provenance", "history"):
+        getattr(store, part)
+
+
+def _version() -> str:
+    from ..cli import version
+
+    return version()

@@ -1,0 +1,69 @@
+"""Running `dpl serve`: open the store, bind the address, run uvicorn until a signal.
+
+Uvicorn owns SIGTERM and SIGINT: it stops accepting connections, finishes
+the requests in flight, then runs the app's shutdown, which stops the
+scheduler (see `scheduler.Scheduler.stop`).  If a job outlives the grace
+period, the process exits anyway (`os._exit`: the datum threads would
+otherwise hold the interpreter open) and the job resumes at the next start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+
+from .observe import log_event
+from ..storage.errors import DplError
+
+DEFAULT_LISTEN = "127.0.0.1:6650"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise DplError(f"--listen {text!r} is not HOST:PORT.", hint=f"Write e.g. --listen {DEFAULT_LISTEN} (port 0 picks a free one).")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
+          grace: float = 30.0, schedule: bool = True) -> None:
+    host, port = parse_listen(listen)
+    if not is_loopback(host):
+        # Access control is the next slice; until then only this machine may talk to the server.
+        raise DplError(f"dpl serve listens only on a loopback address for now, not {host!r}: it has no authentication yet.",
+                       hint="Listen on 127.0.0.1 and reach it through an SSH tunnel or a reverse proxy that authenticates.")
+    import uvicorn
+
+    from .app import create_app
+    from ..engine import Store
+
+    store = Store.open(store_path)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise DplError(f"Cannot listen on {host}:{port}: {e.strerror}.", hint="Choose another --listen port, or stop what holds it.") from None
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+    app = create_app(store, executor=executor, poll=poll, schedule=schedule, grace=grace)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    log_event("server.listening", address=f"http://{host if ':' not in host else f'[{host}]'}:{bound}", pid=os.getpid())
+    server.run(sockets=[sock])
+    sys.stderr.flush()
+    if app.state.scheduler.busy:
+        os._exit(0)  # a job outlived the grace period; its finished datums are recorded, it resumes at the next start
