@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 
 from . import transfer
-from ..engine import errors as engine_errors
 from ..storage import errors as storage_errors
 from ..storage.errors import DplError
 from ..storage.metadata.commits import Commit
@@ -50,6 +49,8 @@ def _error(response: httpx.Response) -> DplError:
     if not isinstance(body, dict) or "error" not in body:
         return DplError(f"The server answered {response.status_code} {response.reason_phrase} to {response.request.method} "
                         f"{response.request.url.path}.", hint="See the server's log.")
+    from ..engine import errors as engine_errors  # only on a refusal: importing the engine costs ~80 ms
+
     cls = getattr(storage_errors, body.get("type") or "", None) or getattr(engine_errors, body.get("type") or "", None)
     if not (isinstance(cls, type) and issubclass(cls, DplError)):
         cls = DplError

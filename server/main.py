@@ -36,6 +36,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Uvicorn's server, minus re-raising SIGTERM after its graceful stop:
+        a stop that lost nothing exits 0, as service managers expect."""
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+    return Server
+
+
 def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
           grace: float = 30.0, schedule: bool = True) -> None:
     host, port = parse_listen(listen)
@@ -61,7 +75,7 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     app = create_app(store, executor=executor, poll=poll, schedule=schedule, grace=grace)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace,
                             server_header=False)
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     log_event("server.listening", address=f"http://{host if ':' not in host else f'[{host}]'}:{bound}", pid=os.getpid())
     server.run(sockets=[sock])
     sys.stderr.flush()

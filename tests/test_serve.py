@@ -1,0 +1,340 @@
+"""`dpl serve`: a real server process, driven by the real `dpl` CLI (--address)
+and by httpx, over one store on this machine.
+
+One server is shared by the tests of this module (each uses repos of its own
+names); the SIGTERM tests start their own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from dplcli import DPL, dpl
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Server:
+    """`dpl serve --listen 127.0.0.1:0` on `store`; the bound address is read from its first log line."""
+
+    def __init__(self, store, tmp_path, *args: str):
+        self.store, self.log_path = store, tmp_path / f"serve-{time.monotonic_ns()}.log"
+        self.env = _env(tmp_path)
+        self.proc = subprocess.Popen([DPL, "serve", "--listen", "127.0.0.1:0", "--store", str(store), "--poll", "0.5", *args],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
+        self.url = self._wait_listening()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("dpl serve did not answer /healthz:\n" + self.log_path.read_text())
+
+    def _wait_listening(self) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event["event"] == "server.listening":
+                    return event["address"]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("dpl serve did not start:\n" + self.log_path.read_text())
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def dpl(self, *args, **kw):
+        """The real CLI, acting on this server."""
+        return dpl("--address", self.url, *args, env=self.env, **kw)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def _env(tmp_path) -> dict:
+    """No user config and no DPL_ADDRESS from outside the test: each test says where it acts."""
+    env = {k: v for k, v in os.environ.items() if k != "DPL_ADDRESS"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    return env
+
+
+def embedded(store, tmp_path, *args, **kw):
+    return dpl(*args, store=store, env={**_env(tmp_path), "DPL_ADDRESS": "local"}, **kw)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("served")
+    store = base / "store"
+    dpl("init", store, "--no-fsync", env=_env(base))
+    server = Server(store, base)
+    yield server, base
+    assert server.stop() == 0
+
+
+def wait_until(check, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_files_round_trip_bytes_and_the_cli_prints_what_it_prints_embedded(served, tmp_path):
+    server, base = served
+    big = os.urandom(3 << 20) + bytes(range(256)) * 100  # several chunks
+    (tmp_path / "big.bin").write_bytes(big)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("alpha\n")
+    (tree / "sub" / "ü b.txt").write_text("unicode name\n")
+    server.dpl("create-repo", "rt")
+    server.dpl("put-file", "rt@master:/big.bin", tmp_path / "big.bin")
+    server.dpl("put-file", "-r", "rt@master:/t", tree)
+    server.dpl("put-file", "rt@master:/stdin.txt", "-", input=b"from stdin")
+
+    assert server.dpl("get-file", "rt@master:/big.bin").stdout == big
+    assert server.dpl("get-file", "rt@master:/stdin.txt").stdout == b"from stdin"
+    server.dpl("get-file", "-r", "rt@master:/t", "-o", tmp_path / "out")
+    assert (tmp_path / "out" / "sub" / "ü b.txt").read_text() == "unicode name\n"
+    assert (tmp_path / "out" / "a.txt").read_text() == "alpha\n"
+
+    for args in (["list-file", "-r", "rt@master"], ["diff-file", "rt@master", "-o", "json"]):
+        remote, local = server.dpl(*args), embedded(server.store, base, *args)
+        assert remote.stdout == local.stdout, args
+
+
+def test_refusals_are_the_same_sentence_through_the_server(served):
+    server, base = served
+    for args in (["get-file", "nope@master:/x"], ["list-file", "rt@master:/missing"], ["create-repo", "bad name!"]):
+        remote = server.dpl(*args, check=False)
+        local = embedded(server.store, base, *args, check=False)
+        assert remote.returncode == local.returncode == 1, args
+        assert remote.stderr == local.stderr and remote.stderr.startswith(b"error: "), args
+        assert b"Traceback" not in remote.stderr
+    answer = server.http.get("/api/v1/repos/nope")
+    assert answer.status_code == 404
+    assert answer.json()["type"] == "RepoNotFound" and answer.json()["error"].endswith(".")
+    bad = server.http.post("/api/v1/repos", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422 and set(bad.json()) == {"error", "hint", "type"}
+
+
+def test_range_reads_serve_exactly_the_bytes_asked(served, tmp_path):
+    server, _ = served
+    data = os.urandom(5 << 20)
+    (tmp_path / "r.bin").write_bytes(data)
+    server.dpl("create-repo", "ranges")
+    server.dpl("put-file", "ranges@master:/r.bin", tmp_path / "r.bin")
+    url = "/api/v1/repos/ranges/content"
+    for header, want in ((f"bytes=100-199", data[100:200]), ("bytes=4194000-", data[4194000:]), ("bytes=-10", data[-10:]),
+                         (f"bytes=1048570-3145740", data[1048570:3145741])):
+        answer = server.http.get(url, params={"path": "/r.bin"}, headers={"Range": header})
+        assert answer.status_code == 206, header
+        assert answer.content == want, header
+        assert answer.headers["content-range"].endswith(f"/{len(data)}")
+    whole = server.http.get(url, params={"path": "/r.bin", "ref": "master"})
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    past = server.http.get(url, params={"path": "/r.bin"}, headers={"Range": f"bytes={len(data)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+
+
+def test_listings_are_paged_and_pages_read_one_commit(served, tmp_path):
+    server, base = served
+    tree = tmp_path / "many"
+    tree.mkdir()
+    for i in range(2500):
+        (tree / f"f{i:05d}").write_text(str(i))
+    server.dpl("create-repo", "paged")
+    server.dpl("put-file", "-r", "paged@master:/", tree)
+    first = server.http.get("/api/v1/repos/paged/files", params={"recursive": True, "limit": 1000}).json()
+    assert len(first["items"]) == 1000 and first["next_cursor"]
+    # The branch moves between pages; the listing goes on reading the commit it began with.
+    server.http.put("/api/v1/repos/paged/content", params={"path": "/a-new-file"}, content=b"x").raise_for_status()
+    paths, cursor = [i["path"] for i in first["items"]], first["next_cursor"]
+    while cursor:
+        answer = server.http.get("/api/v1/repos/paged/files", params={"recursive": True, "limit": 1000, "cursor": cursor}).json()
+        paths += [i["path"] for i in answer["items"]]
+        cursor = answer["next_cursor"]
+    assert paths == [f"/f{i:05d}" for i in range(2500)]
+    assert server.http.get("/api/v1/repos/paged/files", params={"limit": 0}).status_code == 400
+    assert server.http.get("/api/v1/repos/paged/files", params={"cursor": "garbage!"}).status_code == 400
+    listed = server.dpl("list-file", "-r", "paged@master").stdout.decode().splitlines()
+    assert len(listed) == 1 + 2501  # header, every file of the head (the CLI pages for you)
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+SPEC = {
+    "pipeline": {"name": "upper"},
+    "transform": {"cmd": ["sh", "-c", "for f in /pfs/words/*; do tr a-z A-Z < $f > /pfs/out/$(basename $f); done"]},
+    "input": {"pfs": {"repo": "words", "glob": "/*"}},
+}
+
+
+def test_a_put_through_the_server_runs_the_pipeline_by_itself(served, tmp_path):
+    server, base = served
+    server.dpl("create-repo", "words")
+    (tmp_path / "upper.json").write_text(json.dumps(SPEC))
+    server.dpl("create-pipeline", tmp_path / "upper.json", "--no-wait")
+    # Nobody waits: a plain HTTP put, then the scheduler alone makes the output.
+    server.http.put("/api/v1/repos/words/content", params={"path": "/hello.txt"}, content=b"hello server\n").raise_for_status()
+
+    def output():
+        answer = server.http.get("/api/v1/repos/upper/content", params={"path": "/hello.txt"})
+        return answer.content if answer.status_code == 200 else None
+
+    assert wait_until(output, what="the pipeline's output") == b"HELLO SERVER\n"
+    jobs = server.http.get("/api/v1/jobs", params={"pipeline": "upper"}).json()["items"]
+    assert jobs[0]["state"] == "success" and jobs[0]["reason"] == "commit"
+    # The CLI waits for the server's job and reports it as it does embedded.
+    put = server.dpl("put-file", "words@master:/second.txt", "-", input=b"again\n")
+    assert b"job upper@" in put.stderr and b"success: 1 datums processed, 1 skipped" in put.stderr
+    assert server.dpl("get-file", "upper@master:/second.txt").stdout == b"AGAIN\n"
+    for args in (["list-job", "-p", "upper", "-o", "json"], ["inspect-pipeline", "upper", "-o", "json"]):
+        assert server.dpl(*args).stdout == embedded(server.store, base, *args).stdout, args
+    job = jobs[0]["id"]
+    logs = server.http.get(f"/api/v1/jobs/{job}/datums", params={"pipeline": "upper"}).json()["items"]
+    assert [d["state"] for d in logs] == ["success"]
+    events = [e for e in server.events() if e["event"] == "job.end" and e["pipeline"] == "upper"]
+    assert events and events[0]["state"] == "success"
+
+
+def test_secrets_are_write_only(served):
+    server, _ = served
+    server.dpl("create-secret", "db", "--from-literal", "password=hunter2-very-secret")
+    for path in ("/api/v1/secrets", "/api/v1/secrets/db"):
+        answer = server.http.get(path)
+        assert answer.status_code == 200 and "hunter2-very-secret" not in answer.text and "password" in answer.text
+    assert b"password" in server.dpl("list-secret").stdout
+
+
+def test_openapi_document_and_metrics(served):
+    server, _ = served
+    doc = server.http.get("/openapi.json").json()
+    for path in ("/api/v1/repos", "/api/v1/repos/{repo}/content", "/api/v1/pipelines", "/api/v1/jobs/{job}/datums", "/api/v1/dag",
+                 "/api/v1/secrets"):
+        assert path in doc["paths"], path
+    assert server.http.get("/docs").status_code == 200
+    server.http.get("/api/v1/repos").raise_for_status()
+    text = server.http.get("/metrics").text
+    assert 'dpl_http_request_seconds_bucket{le="0.05",method="GET",route="/api/v1/repos"}' in text
+    assert 'dpl_http_requests_total{method="GET",route="/api/v1/repos",status="200"}' in text
+    assert "dpl_commits_landed_total{" in text
+    requests = [e for e in server.events() if e["event"] == "request"]
+    assert requests and {"method", "route", "status", "ms"} <= set(requests[-1])
+
+
+def test_connect_saves_the_address_for_every_command(served, tmp_path):
+    server, _ = served
+    env = {**_env(tmp_path), "DPL_STORE": str(tmp_path / "nowhere")}  # no local store: only the server can answer
+    dpl("connect", server.url, env=env)
+    assert json.loads((tmp_path / "config" / "dpl" / "config.json").read_text())["address"] == server.url
+    assert b"words" in dpl("list-repo", env=env).stdout
+    assert dpl("list-repo", env={**env, "DPL_ADDRESS": "local"}, check=False).returncode == 1
+    dpl("disconnect", env=env)
+    assert dpl("list-repo", env=env, check=False).returncode == 1
+    unreachable = dpl("--address", "http://127.0.0.1:9", "list-repo", env=env, check=False)
+    assert unreachable.returncode == 1 and unreachable.stderr.startswith(b"error: Cannot reach the dpl server")
+
+
+# ------------------------------------------------------------------ shutdown
+
+SLOW = {
+    "pipeline": {"name": "slow"},
+    "transform": {"cmd": ["sh", "-c", "sleep 0.6; cp /pfs/in/* /pfs/out/"]},
+    "parallelism_spec": {"constant": 1},  # datums one after another: a stop always finds some done, some not
+    "input": {"pfs": {"repo": "in", "glob": "/*"}},
+}
+
+
+def _slow_store(tmp_path, n: int):
+    store = tmp_path / "store"
+    env = _env(tmp_path)
+    dpl("init", store, "--no-fsync", env=env)
+    dpl("create-repo", "in", store=store, env=env)
+    (tmp_path / "slow.json").write_text(json.dumps(SLOW))
+    dpl("create-pipeline", tmp_path / "slow.json", "--no-wait", store=store, env=env)
+    return store, {f"/f{i}": str(i).encode() for i in range(n)}
+
+
+def _put_and_wait_running(server, files):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    server.http.post("/api/v1/repos/in/upload", content=buf.getvalue()).raise_for_status()
+    return wait_until(lambda: [j for j in server.http.get("/api/v1/jobs", params={"pipeline": "slow"}).json()["items"]
+                               if j["state"] == "running" and j["reason"] == "commit"], what="the job to run")[0]
+
+
+def test_sigterm_lets_the_running_job_finish_and_loses_nothing(tmp_path):
+    store, files = _slow_store(tmp_path, 2)
+    server = Server(store, tmp_path, "--grace", "30")
+    job = _put_and_wait_running(server, files)
+    began = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - began < 15
+    stop = [e for e in server.events() if e["event"] == "server.stop"][0]
+    assert stop["clean"] is True
+    after = embedded(store, tmp_path, "inspect-job", f"slow@{job['id']}", "-o", "json")
+    assert json.loads(after.stdout)["state"] == "success"
+    for path, data in files.items():
+        assert embedded(store, tmp_path, "get-file", f"slow@master:{path}").stdout == data
+
+
+def test_sigterm_past_the_grace_leaves_the_job_to_resume_without_redoing_datums(tmp_path):
+    store, files = _slow_store(tmp_path, 5)
+    server = Server(store, tmp_path, "--grace", "1.5")
+    job = _put_and_wait_running(server, files)
+    assert server.stop(timeout=20) == 0
+    killed_at = time.time()
+    left = [e for e in server.events() if e["event"] == "server.stop"][0]
+    assert left["clean"] is False and left["resumes_at_next_start"] == [f"slow@{job['id'][:12]}"]
+    done_before = [d for d in json.loads(embedded(store, tmp_path, "list-datum", f"slow@{job['id']}", "-o", "json").stdout)
+                   if d["state"] == "success"]
+    assert done_before, "some datums finished before the server stopped"
+
+    again = Server(store, tmp_path)  # resumes the job at start
+    wait_until(lambda: again.http.get(f"/api/v1/jobs/{job['id']}", params={"pipeline": "slow"}).json()["state"] == "success",
+               timeout=30, what="the resumed job")
+    datums = again.http.get(f"/api/v1/jobs/{job['id']}/datums", params={"pipeline": "slow"}).json()["items"]
+    for d in done_before:  # finished before the stop: kept, not run again
+        kept = next(x for x in datums if x["datum"] == d["datum"])
+        assert abs(kept["started"] - datetime.datetime.fromisoformat(d["started"]).timestamp()) < 0.01
+        assert kept["started"] < killed_at
+    for path, data in files.items():
+        assert again.http.get("/api/v1/repos/slow/content", params={"path": path}).content == data
+    assert again.stop() == 0
