@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from . import writers
-from .fsck import MAX_PATHS, Report, fsck
+from .fsck import Report, fsck
 from ..storage import index
 from ..storage.chunkstore import object_id
 from ..storage.errors import Corruption

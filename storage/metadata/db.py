@@ -19,7 +19,7 @@ adapts the placeholders.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 Row = Mapping[str, Any]  # a result row, read by column name
 

@@ -32,13 +32,11 @@ import tarfile
 import tempfile
 import time
 
+from .common import Unavailable
+
 BUILD_VERSION = "1"  # bump to rebuild every test image
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\ndpl:x:1000:1000:dpl:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
 GROUP = b"root:x:0:\ndpl:x:1000:\nnogroup:x:65534:\n"
-
-
-class Unavailable(Exception):
-    pass
 
 
 class DockerEngine:

