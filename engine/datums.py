@@ -4,29 +4,38 @@ Each pfs input is cut by its glob (see `globs`); the combinators then build
 datums as tuples of (input, unit) pairs, with Pachyderm's semantics:
 
 - cross: every combination of one datum from each child;
-- union: the datums of each child, one after the other;
-- join: units of pfs children whose `join_on` keys are equal, crossed; a key
-  missing from some children still makes a datum if a child holding it has
-  `outer_join`;
-- group: one datum per `group_by` key, holding every unit of every child
-  with that key.
+- union: the datums of each child, one after the other (children may share
+  a name: a datum holds one of them);
+- join: per `join_on` key, every combination of one (input, unit) from each
+  child; where some child lacks the key, a combination keeps only its
+  `outer_join` inputs (Pachyderm's processMergeTask);
+- group: one datum per `group_by` key, holding every (input, unit) of every
+  child with that key.
+
+Join and group take any input as a child (a cross, a join: "GroupJoin"):
+as Pachyderm's key task does, the child's datums are taken apart and each
+input in them is keyed by its own pfs input's `join_on` / `group_by`,
+filled from its glob's captures by ohmyglob's rules (`$0` is the matched
+path; an omitted template is the empty key, so it joins or groups with
+every other empty key).
 
 A datum's id is the xxh3-128 of the job's salt (the transform hash, image
 digest and reprocess counter) and, for each unit in it, the digest of its
-(input name, path, content hash) rows.  Equal ids mean equal work, which is
-what lets a job skip a datum and carry its output forward.
+(input name, path, content hash) rows, and of its matched path when the
+glob's matches can nest (`/**`).  Equal ids mean equal work, which is what
+lets a job skip a datum and carry its output forward; a datum met twice
+(Pachyderm keys datums by id) is kept once.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import xxhash
 
-from .globs import Matches, compile_glob, match
+from .globs import Glob, Matches, compile_glob, match
 from .spec import PfsInput, Spec
 
 Pair = tuple[int, int]  # (pfs input index, unit index)
@@ -42,6 +51,7 @@ class DatumInput:
     match: str  # the glob match this datum holds (a file or directory path)
     files: list[dict]  # index rows: path, size, hash, refs
     empty_files: bool = False
+    lazy: bool = False
 
 
 @dataclass
@@ -63,10 +73,28 @@ class PinnedInput:
     commit: str | None
     matches: Matches
     digests: list[bytes]
+    glob: Glob | None = None
+    _keys: dict = field(default_factory=dict, repr=False)  # (template, unit) -> filled key
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def join_key(self, unit: int) -> str:
+        """The unit's `join_on` filled from its glob's captures ("" when join_on is omitted)."""
+        return self._fill(self.spec.join_on, unit)
+
+    def group_key(self, unit: int) -> str:
+        return self._fill(self.spec.group_by, unit)
+
+    def _fill(self, template: str | None, unit: int) -> str:
+        if not template:
+            return ""
+        found = self._keys.get((template, unit))
+        if found is None:
+            glob = self.glob or compile_glob(self.spec.glob)
+            found = self._keys[(template, unit)] = glob.fill(template, self.matches.keys[unit])
+        return found
 
 
 @dataclass
@@ -84,7 +112,7 @@ class DatumSet:
 
     def keys(self) -> list[str]:
         """Every datum's key; a single pfs input (the common case) costs one pass."""
-        if len(self.inputs) == 1:
+        if len(self.inputs) == 1 and all(len(t) == 1 for t in self.tuples):
             name = self.inputs[0].name + ":"
             unit_keys = self.inputs[0].matches.keys
             return [name + unit_keys[u] for ((_, u),) in self.tuples]
@@ -96,9 +124,15 @@ class DatumSet:
             pin = self.inputs[p]
             path = pin.matches.keys[u]
             inputs.append(
-                DatumInput(pin.name, pin.spec.repo, pin.commit or "", path, pin.matches.unit(u).to_pylist(), pin.spec.empty_files)
+                DatumInput(pin.name, pin.spec.repo, pin.commit or "", path, pin.matches.unit(u).to_pylist(), pin.spec.empty_files, pin.spec.lazy)
             )
-            env.setdefault(pin.name, f"/pfs/{pin.name}{'' if path == '/' else path}")
+            # As Pachyderm's worker sets them (driver.UserCodeEnv); where a group holds
+            # several units of one input, the last one's win, as in Go's exec.
+            env[pin.name] = f"/pfs/{pin.name}{'' if path == '/' else path}"
+            env[f"{pin.name}_COMMIT"] = pin.commit or ""
+            for what, key in (("JOIN_ON", pin.join_key(u)), ("GROUP_BY", pin.group_key(u))):
+                if key:
+                    env[f"PACH_DATUM_{pin.name}_{what}"] = key
         datum = self.ids[i].hex()
         env.update({"PACH_JOB_ID": job, "PACH_DATUM_ID": datum, "PPS_PIPELINE_NAME": pipeline, "PACH_OUTPUT_COMMIT_ID": job})
         return DatumTask(job, pipeline, datum, inputs, env)
@@ -106,7 +140,8 @@ class DatumSet:
 
 def pin(spec: PfsInput, commit: str | None, table: pa.Table) -> PinnedInput:
     """Cut one input's files (at `commit`) into units and digest each unit."""
-    matches = match(table, compile_glob(spec.glob))
+    glob = compile_glob(spec.glob)
+    matches = match(table, glob)
     files = matches.files
     prefix = spec.name.encode() + b"\0"
     rows = [
@@ -118,52 +153,89 @@ def pin(spec: PfsInput, commit: str | None, table: pa.Table) -> PinnedInput:
     else:
         s = matches.starts.tolist()
         digests = [rows[a] if b - a == 1 else xxhash.xxh3_128_digest(b"".join(rows[a:b])) for a, b in zip(s[:-1], s[1:])]
-    return PinnedInput(spec, commit, matches, digests)
+    if glob.depth is None:
+        # Matches of varying depth nest (`/**` matches /d and /d/f, which hold the
+        # same file): the matched path tells them apart, as Pachyderm's DatumID
+        # does.  Fixed-depth matches never share a file, so their ids stay as they were.
+        digests = [xxhash.xxh3_128_digest(b"\1" + prefix + k.encode() + b"\0" + d) for k, d in zip(matches.keys, digests)]
+    return PinnedInput(spec, commit, matches, digests, glob)
 
 
 def build(spec: Spec, pinned: list[PinnedInput], salt: str) -> DatumSet:
-    order = {p.spec.name: i for i, p in enumerate(pinned)}
-    tuples = _expand(spec.input, pinned, order)
+    """Every datum of the input tree, each once (Pachyderm keeps one datum per DatumID)."""
+    tuples = _expand(spec.input, pinned, itertools.count())
     seed = salt.encode()
-    if len(pinned) == 1:
+    if len(pinned) == 1 and all(len(t) == 1 for t in tuples):  # one pfs input, one unit a datum: the common case
         digests = pinned[0].digests
         ids = [xxhash.xxh3_128_digest(seed + digests[u]) for ((_, u),) in tuples]
     else:
         ids = [xxhash.xxh3_128_digest(seed + b"".join(pinned[p].digests[u] for p, u in t)) for t in tuples]
+    if len(set(ids)) < len(ids):  # a union whose children share a name and files, a join's outer-only rows
+        seen: set[bytes] = set()
+        keep = [i for i, d in enumerate(ids) if not (d in seen or seen.add(d))]
+        tuples, ids = [tuples[i] for i in keep], [ids[i] for i in keep]
     return DatumSet(pinned, tuples, ids)
 
 
-def _expand(node: dict, pinned: list[PinnedInput], order: dict[str, int]) -> list[tuple[Pair, ...]]:
+def _expand(node: dict, pinned: list[PinnedInput], counter) -> list[tuple[Pair, ...]]:
+    """The datums of one input node; pfs inputs are numbered in tree order, as `Spec.pfs_inputs` lists them."""
     (kind, value), = node.items()
     if kind == "pfs":
-        i = order[value.get("name") or value["repo"]]
+        i = next(counter)
         return [((i, u),) for u in range(len(pinned[i].matches))]
+    parts = [_expand(child, pinned, counter) for child in value]
     if kind == "cross":
-        parts = [_expand(child, pinned, order) for child in value]
         return [tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*parts)]
     if kind == "union":
-        return [t for child in value for t in _expand(child, pinned, order)]
-    children = [order[c["pfs"].get("name") or c["pfs"]["repo"]] for c in value]
-    template_key = "join_on" if kind == "join" else "group_by"
-    by_key: dict[str, list[list[int]]] = {}
-    for slot, (i, child) in enumerate(zip(children, value)):
-        template = child["pfs"][template_key]
-        for u, groups in enumerate(pinned[i].matches.captures):
-            key = _fill(template, groups)
-            by_key.setdefault(key, [[] for _ in children])[slot].append(u)
+        return [t for part in parts for t in part]
+    if kind == "join":
+        return _join(parts, pinned)
+    return _group(parts, pinned)
+
+
+def _keyed(parts: list[list[tuple[Pair, ...]]], pinned: list[PinnedInput], key_of) -> dict[str, list[dict[Pair, None]]]:
+    """Each input of each child datum under its own key, as Pachyderm's key task files them.
+
+    A child may be any input (a cross, a join): its datums are taken apart
+    and every (input, unit) in them is keyed by that pfs input's own
+    `join_on` / `group_by`, once per key and child, in the order met.
+    """
+    by_key: dict[str, list[dict[Pair, None]]] = {}
+    for slot, datums in enumerate(parts):
+        for t in datums:
+            for pair in t:
+                key = key_of(pinned[pair[0]], pair[1])
+                by_key.setdefault(key, [{} for _ in parts])[slot][pair] = None
+    return by_key
+
+
+def _join(parts, pinned: list[PinnedInput]) -> list[tuple[Pair, ...]]:
+    """Pachyderm's processMergeTask (JOIN): per key, the cross of every child's inputs;
+    where some child lacks the key, each combination keeps only its `outer_join`
+    inputs (and none at all when none of them is outer)."""
     out = []
-    for key in sorted(by_key):
-        units = by_key[key]
-        if kind == "group":
-            out.append(tuple((children[s], u) for s, us in enumerate(units) for u in us))
+    for key, slots in sorted(_keyed(parts, pinned, PinnedInput.join_key).items()):
+        present = [list(s) for s in slots if s]
+        if len(present) == len(slots):
+            out.extend(tuple(combo) for combo in itertools.product(*present))
             continue
-        present = [s for s, us in enumerate(units) if us]
-        if len(present) < len(children) and not any(value[s]["pfs"].get("outer_join") for s in present):
-            continue
-        lists = [[(children[s], u) for u in units[s]] for s in present]
-        out.extend(tuple(combo) for combo in itertools.product(*lists))
+        # A combination's non-outer members drop out, so per child the choices are
+        # its outer members, plus "none" if it also has members that are not outer.
+        choices = []
+        for members in present:
+            outer = [p for p in members if pinned[p[0]].spec.outer_join]
+            choices.append(outer + ([None] if len(outer) < len(members) else []))
+        for combo in itertools.product(*choices):
+            kept = tuple(p for p in combo if p is not None)
+            if kept:
+                out.append(kept)
     return out
 
 
-def _fill(template: str, groups: tuple[str, ...]) -> str:
-    return re.sub(r"\$(\d+)", lambda m: groups[int(m.group(1)) - 1] if 0 < int(m.group(1)) <= len(groups) else "", template)
+def _group(parts, pinned: list[PinnedInput]) -> list[tuple[Pair, ...]]:
+    """Pachyderm's processMergeTask (GROUP): one datum per `group_by` key, holding
+    every input of every child with that key, children in order."""
+    return [
+        tuple(itertools.chain.from_iterable(slots))
+        for _, slots in sorted(_keyed(parts, pinned, PinnedInput.group_key).items())
+    ]

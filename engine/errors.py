@@ -43,3 +43,7 @@ class SecretNotFound(DplError):
 
 class SecretExists(DplError):
     pass
+
+
+class BadOutput(DplError):
+    """A step left something in /pfs/out that cannot be stored as it is (a dangling link, a pipe)."""

@@ -5,9 +5,11 @@ match is one unit of work, holding the matched file or everything beneath the
 matched directory.  `/` is the whole commit as one unit, `/*` each top-level
 entry, `/*/*` each second-level entry, `/*.csv` each top-level CSV file.
 Parentheses are capture groups (`/(*)-(*).csv`) that `join_on` and
-`group_by` refer to as `$1`, `$2`.
+`group_by` refer to as `$1`, `$2`.  The syntax is ohmyglob's, as Pachyderm
+reads it (`ohmyglob`): alternation `/(a|c)-(*).csv`, `{a,b}`, and the
+extglobs `@( )`, `!( )`, `+( )`, `*( )`, `?( )`.
 
-Matching is columnar: for a pattern of fixed depth d, each file's ancestor at
+Matching is columnar: for a pattern whose matches have a fixed depth d, each file's ancestor at
 depth d is computed with Arrow kernels, the distinct ancestors are matched
 once, and the matches come back as one table plus group offsets, so a
 100,000-entry input costs a few vectorised passes, not 100,000 tables.
@@ -15,6 +17,7 @@ once, and the matches come back as one table plus group offsets, so a
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -22,19 +25,34 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import ohmyglob
 from .errors import InvalidSpec
 
 
 @dataclass(frozen=True)
 class Glob:
-    pattern: str  # normalised: leading '/', no trailing '/'
-    regex: str  # anchored, RE2- and Python-compatible
+    pattern: str  # cleaned as Pachyderm cleans it: leading '/', no trailing '/'
+    regex: str  # anchored, for Python's re (backtracking, like ohmyglob's regexp2)
+    re2: str | None  # the same for Arrow's RE2, None when it needs lookahead (`!(...)`)
     groups: int
-    depth: int | None  # path components a match has; None when '**' makes it vary
+    depth: int | None  # path components a match has; None when it varies (`**`, `{a,a/b}`)
 
     @property
     def is_root(self) -> bool:
         return self.pattern == "/"
+
+    def fill(self, template: str | None, key: str) -> str:
+        """A join_on / group_by template filled from the match `key` (`$0` is the key itself)."""
+        if not template:
+            return ""  # as ohmyglob's Replace of an empty template: the key every omitted join_on shares
+        m = re.match(self.regex, key)
+        return ohmyglob.fill(template, [key, *(g or "" for g in m.groups())] if m else [])
+
+
+def clean(pattern: str) -> str:
+    """Pachyderm's pfsfile.CleanPath: `a/b/` and `/a//b` are `/a/b`, `` is `/`."""
+    p = posixpath.normpath(pattern)
+    return "/" if p in (".", "/", "//") else "/" + p.strip("/")
 
 
 def compile_glob(pattern: str) -> Glob:
@@ -42,62 +60,15 @@ def compile_glob(pattern: str) -> Glob:
         raise InvalidSpec("an empty glob matches nothing.", hint="Use / for the whole repo or /* for each top-level entry.")
     if "\x00" in pattern:
         raise InvalidSpec("a glob may not contain a NUL character.")
-    p = "/" + pattern.strip().strip("/") if pattern.strip() != "/" else "/"
+    p = clean(pattern.strip())
     if p == "/":
-        return Glob("/", "^/$", 0, 0)
-    out, i, groups, depth_open, brace = ["^"], 0, 0, 0, 0
-    while i < len(p):
-        c = p[i]
-        if p.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = p.find("]", i + 2 if p[i + 1 : i + 2] in ("!", "^") else i + 1)
-            if end < 0:
-                raise InvalidSpec(f"{pattern!r} is not a valid glob: '[' is never closed.")
-            body = p[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        elif c == "(":
-            groups += 1
-            depth_open += 1
-            out.append("(")
-        elif c == ")":
-            if depth_open == 0:
-                raise InvalidSpec(f"{pattern!r} is not a valid glob: ')' without '('.")
-            depth_open -= 1
-            out.append(")")
-        elif c == "{":
-            brace += 1
-            out.append("(?:")
-        elif c == "}" and brace:
-            brace -= 1
-            out.append(")")
-        elif c == "," and brace:
-            out.append("|")
-        elif c == "]":
-            raise InvalidSpec(f"{pattern!r} is not a valid glob: ']' without '['.")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    if depth_open:
-        raise InvalidSpec(f"{pattern!r} is not a valid glob: '(' is never closed.")
-    if brace:
-        raise InvalidSpec(f"{pattern!r} is not a valid glob: '{{' is never closed.")
-    regex = "".join(out) + "$"
+        return Glob("/", r"\A/\Z", "^/$", 0, 0)
     try:
-        re.compile(regex)
-    except re.error as e:
-        raise InvalidSpec(f"{pattern!r} is not a valid glob ({e}).") from None
-    depth = None if "**" in p else p.count("/")
-    return Glob(p, regex, groups, depth)
+        t = ohmyglob.translate(p, "/")
+    except ValueError as e:
+        raise InvalidSpec(f"{pattern!r} is not a valid glob: {e}.", hint="Globs are read as Pachyderm reads them (ohmyglob).") from None
+    depth = next(iter(t.separators)) if t.separators is not None and len(t.separators) == 1 else None
+    return Glob(p, rf"\A(?:{t.body})\Z", None if t.lookahead else f"^(?:{t.body})$", t.groups, depth)
 
 
 @dataclass
@@ -147,7 +118,11 @@ def match(table: pa.Table, pattern: str | Glob) -> Matches:
         return Matches(table, np.zeros(1, np.int64), [], [])
     ancestor = pc.replace_substring_regex(table["path"], pattern=f"^((?:/[^/]*){{{g.depth}}}).*$", replacement="\\1")
     distinct = pc.unique(ancestor)
-    matched = distinct.filter(pc.match_substring_regex(distinct, g.regex))
+    if g.re2 is not None:
+        matched = distinct.filter(pc.match_substring_regex(distinct, g.re2))
+    else:  # lookahead: Python's re, once per distinct entry
+        rx = re.compile(g.regex)
+        matched = distinct.filter(pa.array([rx.match(k) is not None for k in distinct.to_pylist()], pa.bool_()))
     keep = pc.is_in(ancestor, value_set=matched)
     table = table.filter(keep)
     ancestor = ancestor.filter(keep)
@@ -168,7 +143,7 @@ def _captures(g: Glob, keys: list[str]) -> list[tuple[str, ...]]:
     if not g.groups:
         return [()] * len(keys)
     rx = re.compile(g.regex)
-    return [rx.match(k).groups() for k in keys]
+    return [tuple(c or "" for c in rx.match(k).groups()) for k in keys]
 
 
 def _match_any_depth(table: pa.Table, g: Glob) -> Matches:

@@ -3,9 +3,9 @@
 The JSON Schema is the single source of truth for what a spec may hold;
 this module turns its verdicts into one sentence naming the JSON path of the
 offending field (`spec.transform.cmd: ...`), then checks what a schema cannot
-say (globs that do not compile, input names that collide, join inputs
-without `join_on`).  Before that it reads field names as Pachyderm does
-(`parallelismSpec` is `parallelism_spec`) and refuses, by name, the
+say (globs that do not compile, input names that collide outside a union,
+`$n` in join_on / group_by beyond the glob's groups).  Before that it reads
+field names as Pachyderm does (`parallelismSpec` is `parallelism_spec`) and refuses, by name, the
 Pachyderm features the schema marks `x-unsupported`.  A `Spec` is the
 validated, normalised spec with the hashes that decide what a job may skip.
 """
@@ -335,14 +335,12 @@ def _best(errors, renames: dict):
 
 
 def _check_semantics(raw: dict) -> None:
-    from . import globs
+    from . import cron, globs, ohmyglob
 
     def walk(node, path):
         (kind, value), = node.items()
         where = f"{path}.{kind}"
         if kind == "cron":
-            from . import cron
-
             cron.check(where, value)
             repo = value.get("repo") or f"{raw['pipeline']['name']}_{value['name']}"
             try:
@@ -352,33 +350,46 @@ def _check_semantics(raw: dict) -> None:
             return
         if kind == "pfs":
             try:
-                globs.compile_glob(value["glob"])
+                glob = globs.compile_glob(value["glob"])
             except InvalidSpec as e:
                 raise InvalidSpec(f"{where}.glob: {e.message}", hint=e.hint) from None
+            # join_on / group_by may be omitted, as in Pachyderm (the empty key);
+            # a reference to a group the glob lacks would silently be empty, so it is refused.
+            for key in ("join_on", "group_by"):
+                for ref in ohmyglob.references(value.get(key) or ""):
+                    if ref > glob.groups:
+                        raise InvalidSpec(f"{where}.{key}: ${ref} refers to a capture group the glob does not have ({glob.groups}).",
+                                          hint="Number the glob's parenthesised groups from $1; $0 is the whole match.")
             return
         for i, child in enumerate(value):
-            child_where = f"{where}[{i}]"
-            if kind in ("join", "group"):
-                if "pfs" not in child:
-                    raise InvalidSpec(f"{child_where}: a {kind} input combines pfs inputs only.")
-                key = "join_on" if kind == "join" else "group_by"
-                if not child["pfs"].get(key):
-                    raise InvalidSpec(f"{child_where}.pfs.{key}: required inside a {kind} input.", hint="Use a capture group of the glob, e.g. glob /(*).csv with $1.")
-                n = globs.compile_glob(child["pfs"]["glob"]).groups
-                for ref in re.findall(r"\$(\d+)", child["pfs"][key]):
-                    if int(ref) > n or int(ref) == 0:
-                        raise InvalidSpec(f"{child_where}.pfs.{key}: ${ref} refers to a capture group the glob does not have ({n}).")
-            walk(child, child_where)
+            walk(child, f"{where}[{i}]")
 
     walk(raw["input"], "spec.input")
-    from . import cron
+    _check_names(cron.as_pfs(raw["pipeline"]["name"], raw["input"]), set())
 
-    names = [p.name for p in _pfs_nodes(cron.as_pfs(raw["pipeline"]["name"], raw["input"]))]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InvalidSpec(f"spec.input: the input name {dupes[0]!r} is used twice.", hint="Give each pfs input a distinct `name`.")
-    if "out" in names:
-        raise InvalidSpec("spec.input: an input may not be called 'out' (that is /pfs/out).", hint="Set the input's `name`.")
+
+def _check_names(node: dict, names: set[str]) -> None:
+    """Pachyderm's ppsutil.validateNames: input names are unique, except that the
+    children of a union may share one (a datum holds only one of them); a name
+    inside a union still may not be used outside it."""
+    (kind, value), = node.items()
+    if kind == "pfs":
+        name = value.get("name") or value["repo"]
+        if name in ("out", ".env"):
+            raise InvalidSpec(f"spec.input: an input may not be called {name!r} (that is /pfs/{name}).", hint="Set the input's `name`.")
+        if name in names:
+            raise InvalidSpec(f"spec.input: the input name {name!r} is used twice.", hint="Give each pfs input a distinct `name`.")
+        names.add(name)
+    elif kind == "union":
+        seen: set[str] = set()
+        for child in value:
+            mine = set(names)
+            _check_names(child, mine)
+            seen |= mine
+        names |= seen
+    else:
+        for child in value:
+            _check_names(child, names)
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:

@@ -4,7 +4,7 @@
 file already written during this job, hard-links the copy in a per-job
 content cache: a model crossed with 1,000 samples is written once, not 1,000
 times).  `collect` stores whatever the step left in `out/` as chunks and
-returns its index rows.  Both are used by every executor, including remote
+returns its index rows, following symbolic links as Pachyderm does.  Both are used by every executor, including remote
 Ray workers, which is why they take a chunk store rather than a `Store`.
 """
 
@@ -15,9 +15,11 @@ import stat
 import threading
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
-from .datums import DatumTask
+from .datums import DatumInput, DatumTask
+from .errors import BadOutput
 from ..storage import index
 from ..storage.chunking import ChunkWriter
 from ..storage.chunkstore import object_id
@@ -97,58 +99,140 @@ def _write_file(reader: ChunkReader, refs: list[dict], dest: str) -> None:
     os.replace(tmp, dest)
 
 
-def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None) -> pa.Table:
-    """Store every file under `out` and return its rows (path, size, hash, refs).
+def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None, inputs: list[DatumInput] | None = None) -> pa.Table:
+    """Store every file under `out` and return its rows (path, size, hash, refs), sorted by path.
 
-    Symlinks that point at `/pfs/<input>/...` (Pachyderm's idiom for passing
-    an input through unchanged) are followed through `pfs_map`, which maps
-    sandbox paths to where the inputs really are.
+    Symbolic links are followed as Pachyderm's worker follows them
+    (`handleSymlinks`): a link to a file stores the file, a link to a
+    directory stores everything beneath it.  `pfs_map` maps the sandbox's
+    `/pfs/<input>` (what an absolute link names) to where the inputs really
+    are.  A link into an `empty_files` or `lazy` input takes the stored file
+    (its index row from `inputs`: no bytes are read, as Pachyderm copies the
+    file), since the local copy is empty.  Nothing is skipped silently: a
+    dangling link, a loop of links, or something that is neither a file, a
+    directory nor a link fails the datum, naming it.
     """
+    walker = _Outputs(out, pfs_map or {}, inputs or [])
+    walker.directory(out, "", frozenset([os.path.realpath(out)]))
     writer = ChunkWriter(chunks)
-    paths, sizes, hashes, starts = [], [], [], []
-    root_len = len(os.path.join(out, ""))
-    for dirpath, dirnames, filenames in os.walk(out):
-        dirnames.sort()
-        for name in sorted(filenames):
-            local = os.path.join(dirpath, name)
-            rel = "/" + local[root_len:]
-            source = _resolve(local, pfs_map)
-            if source is None:
-                continue
-            try:
-                path = normalize_path(rel)
-            except InvalidPath:
-                continue
-            hasher = xxhash.xxh3_128()
-            # As a put does: a big output gets chunks of its own, so the same
-            # file stored again (by another job, or put) adds no new chunks.
-            with open(source, "rb", buffering=0) as f:
-                start, size = writer.write_from(f, hasher)
-            paths.append(path)
-            sizes.append(size)
-            hashes.append(hasher.digest())
-            starts.append(start)
+    starts, sizes, hashes = [], [], []
+    for path, local in walker.local:
+        hasher = xxhash.xxh3_128()
+        # As a put does: a big output gets chunks of its own, so the same
+        # file stored again (by another job, or put) adds no new chunks.
+        with open(local, "rb", buffering=0) as f:
+            start, size = writer.write_from(f, hasher)
+        starts.append(start)
+        sizes.append(size)
+        hashes.append(hasher.digest())
     writer.close()
-    refs = writer.refs(starts, sizes)
-    return index.make_table(paths, sizes, hashes, refs)
+    paths = [p for p, _ in walker.local]
+    table = index.make_table(paths, sizes, hashes, writer.refs(starts, sizes))
+    if walker.stored:
+        rows = [row for _, row in walker.stored]
+        copied = index.make_table([p for p, _ in walker.stored], [r["size"] for r in rows], [r["hash"] for r in rows], [r["refs"] for r in rows])
+        table = pa.concat_tables([table, copied])
+    return table.take(pc.sort_indices(table, [("path", "ascending")])) if table.num_rows > 1 else table
 
 
-def _resolve(local: str, pfs_map: dict[str, str] | None) -> str | None:
-    """The regular file to read for `local`, or None for anything else."""
-    try:
+class _Outputs:
+    """Walks /pfs/out, following links; collects (path, local file) and (path, stored row)."""
+
+    def __init__(self, out: str, pfs_map: dict[str, str], inputs: list[DatumInput]):
+        self.out = out
+        self.pfs_map = {k.rstrip("/"): v.rstrip("/") for k, v in pfs_map.items()}
+        self.local: list[tuple[str, str]] = []
+        self.stored: list[tuple[str, dict]] = []
+        # The real directory of each input whose local files are empty, and its rows.
+        self.by_dir: dict[str, list[dict]] = {}
+        for inp in inputs:
+            if not (inp.empty_files or inp.lazy):
+                continue
+            real = self.pfs_map.get(f"/pfs/{inp.name}")
+            if real is not None:
+                self.by_dir.setdefault(os.path.realpath(real), []).extend(inp.files)
+
+    def directory(self, local_dir: str, rel: str, seen: frozenset[str]) -> None:
+        for name in sorted(os.listdir(local_dir)):
+            self.entry(os.path.join(local_dir, name), f"{rel}/{name}", seen)
+
+    def entry(self, local: str, rel: str, seen: frozenset[str]) -> None:
         st = os.lstat(local)
-    except FileNotFoundError:
+        if stat.S_ISREG(st.st_mode):
+            self.local.append((self._path(local, rel), local))
+        elif stat.S_ISDIR(st.st_mode):
+            self.directory(local, rel, seen | {os.path.realpath(local)})
+        elif stat.S_ISLNK(st.st_mode):
+            self.link(local, rel, seen)
+        else:
+            raise BadOutput(f"{_shown(self.out, local)} is {_kind(st.st_mode)}, which dpl cannot store.",
+                            hint="Leave only files, directories and links to them in /pfs/out.")
+
+    def link(self, local: str, rel: str, seen: frozenset[str]) -> None:
+        target = os.readlink(local)
+        host = self._host(target, local)
+        try:
+            st = os.stat(host)
+        except OSError:
+            raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which does not exist.",
+                            hint="Link to a file or directory the step can see, or write the file itself.") from None
+        real = os.path.realpath(host)
+        stored = self._stored(real)
+        if stored is not None:
+            rows, prefix = stored
+            base = self._path(local, rel)
+            if stat.S_ISREG(st.st_mode):
+                found = [(base, r) for r in rows if r["path"] == prefix]
+            else:
+                under = prefix.rstrip("/") + "/"
+                found = [(base + r["path"][len(under) - 1:], r) for r in rows if r["path"].startswith(under)]
+            if found:
+                self.stored.extend(found)
+                return
+        if stat.S_ISREG(st.st_mode):
+            self.local.append((self._path(local, rel), host))
+        elif stat.S_ISDIR(st.st_mode):
+            if real in seen:
+                raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which contains it: a loop.",
+                                hint="Link to a directory outside the link itself.")
+            self.directory(host, rel, seen | {real})
+        else:
+            raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which is {_kind(st.st_mode)}.",
+                            hint="Link only to files and directories.")
+
+    def _host(self, target: str, local: str) -> str:
+        """Where a link's target is on this machine: `/pfs/...` as the step saw it, else relative to the link."""
+        if target.startswith("/"):
+            for sandbox, real in self.pfs_map.items():
+                if target == sandbox or target.startswith(sandbox + "/"):
+                    return real + target[len(sandbox):]
+            return target
+        return os.path.normpath(os.path.join(os.path.dirname(local), target))
+
+    def _stored(self, real: str) -> tuple[list[dict], str] | None:
+        """(rows, path in the input) when `real` lies in an input whose local files are empty."""
+        for root, rows in self.by_dir.items():
+            if real == root or real.startswith(root + os.sep):
+                return rows, "/" + real[len(root):].strip(os.sep) if real != root else "/"
         return None
-    if stat.S_ISREG(st.st_mode):
-        return local
-    if not stat.S_ISLNK(st.st_mode):
-        return None
-    target = os.readlink(local)
-    if pfs_map:
-        for sandbox, real in pfs_map.items():
-            if target == sandbox or target.startswith(sandbox.rstrip("/") + "/"):
-                target = real + target[len(sandbox.rstrip("/")):]
-                break
-    if not os.path.isabs(target):
-        target = os.path.join(os.path.dirname(local), target)
-    return target if os.path.isfile(target) else None
+
+    def _path(self, local: str, rel: str) -> str:
+        try:
+            return normalize_path(rel)
+        except InvalidPath as e:
+            raise InvalidPath(f"The step wrote {_shown(self.out, local)}, a name dpl cannot store: {e.message}", hint=e.hint) from None
+
+
+def _shown(out: str, local: str) -> str:
+    """A path under the step's output directory as the step saw it: /pfs/out/..."""
+    return "/pfs/out" + local[len(out.rstrip("/")):] if local.startswith(out) else local
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

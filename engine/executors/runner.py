@@ -205,7 +205,7 @@ def collect_outputs(ctx: JobContext, task: DatumTask, box: Box):
         if os.geteuid() != 0:  # os.walk skips what it cannot list: a silently missing output is worse than an error
             for _ in os.walk(box.out, onerror=_raise):
                 pass
-        return collect(ctx.chunks, str(box.out), pfs_map=pfs_map)
+        return collect(ctx.chunks, str(box.out), pfs_map=pfs_map, inputs=task.inputs)
     except PermissionError as e:
         where = "/pfs/out" + str(e.filename)[len(str(box.out)):] if e.filename else "/pfs/out"
         raise UnreadableOutput(f"dpl (uid {os.geteuid()}) cannot read {where}, which the step wrote ({e.strerror})") from None
