@@ -54,6 +54,7 @@ class Commits:
     def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
         validate_name(branch, "branch")
         self.repos.repo(repo)
+        self.repos.refuse_output_branch(repo, branch, "start a commit on")
         with self.db.write() as tx:
             if commit_rows.open_on(tx, repo, branch) is not None:
                 raise Conflict(

@@ -15,10 +15,8 @@ engine/readahead.py; this module holds the writes.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +30,7 @@ from .listing import diff_tables, group_runs as _group_runs  # noqa: F401  (test
 from .readahead import Readers, source_error
 from .reading import FileReader
 from .repos import Repos
+from .sources import Source, plan_sources, walk  # noqa: F401  (callers import Source and plan_sources from here)
 from .writers import writes_objects
 from ..storage import index
 from ..storage.chunking import ChunkWriter, int_array
@@ -44,67 +43,6 @@ from ..storage.metadata.db import Database
 from ..storage.paths import normalize_path
 
 Progress = Callable[[int, int], None]  # (files done, bytes done)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One thing to put: a local path (file or directory) or `-` for stdin."""
-
-    local: str
-    dest: str  # repo path of the file, or of the directory the tree lands in
-
-
-def plan_sources(dest: str | None, sources: list[str], *, recursive: bool) -> list[Source]:
-    """Where each source lands, following `cp` conventions.
-
-    One file and a destination path: the file is stored at that path (or
-    inside it when it ends in `/`).  One directory: its contents land under
-    the destination (default the root).  Several sources: each lands under
-    the destination by its base name.
-    """
-    if not sources:
-        raise SourceNotFound("No source was given.", hint="Give a file, a directory with -r, or - for stdin.")
-    plans = []
-    for src in sources:
-        if src == "-":
-            if dest is None or dest.endswith("/") or dest == "/":
-                raise InvalidPath("Reading stdin needs a file path to store it at.", hint="Write REPO@BRANCH:/path/file -")
-            plans.append(Source("-", normalize_path(dest)))
-            continue
-        try:
-            mode = os.stat(src).st_mode
-        except FileNotFoundError:
-            raise SourceNotFound(f"Source {src!r} does not exist.") from None
-        except PermissionError:
-            raise SourceNotFound(f"Source {src!r} cannot be read (permission denied).") from None
-        if stat.S_ISDIR(mode) and not recursive:
-            raise SourceNotFound(f"Source {src!r} is a directory.", hint="Pass -r to put a directory recursively.")
-        base = os.path.basename(os.path.normpath(src))
-        if stat.S_ISDIR(mode):
-            target = dest or "/"
-            if len(sources) > 1:
-                target = target.rstrip("/") + "/" + base
-            plans.append(Source(src, normalize_path(target, allow_root=True)))
-        elif dest is None or dest.endswith("/") or dest == "/" or len(sources) > 1:
-            plans.append(Source(src, normalize_path((dest or "/").rstrip("/") + "/" + base)))
-        else:
-            plans.append(Source(src, normalize_path(dest)))
-    return plans
-
-
-def _walk(src: Source) -> Iterator[tuple[str, str]]:
-    """(repo path, local path) of every file a source holds, directories expanded."""
-    if src.local == "-" or not os.path.isdir(src.local):
-        yield src.dest, src.local
-        return
-    prefix = "" if src.dest == "/" else src.dest
-    root_len = len(os.path.join(src.local, ""))
-    for dirpath, dirnames, filenames in os.walk(src.local):
-        dirnames.sort()
-        rel = dirpath[root_len:]
-        base = f"{prefix}/{rel}/" if rel else f"{prefix}/"
-        for name in filenames:
-            yield base + name, os.path.join(dirpath, name)
 
 
 class _Batch:
@@ -190,12 +128,13 @@ class Files:
         progress: Progress | None = None,
     ) -> Commit:
         self.repos.repo(repo)
+        self.repos.refuse_output_branch(repo, branch, "put files into")
         writer = ChunkWriter(self.chunks)
         batch = _Batch()
         seen: dict[bytes, int] = {}  # content hash -> stream start, to store duplicates once
         with Readers() as readers:
             for src in sources:
-                for path, local, data in readers.read(_walk(src)):
+                for path, local, data in readers.read(walk(src)):
                     self._put_one(writer, batch, seen, path, local, data)
                     if progress and batch.count % 1000 == 0:
                         progress(batch.count, batch.bytes)
@@ -214,6 +153,7 @@ class Files:
         """Small files from memory as one commit; `replace` deletes every other
         file in the same commit (the branch then holds exactly `files`)."""
         self.repos.repo(repo)
+        self.repos.refuse_output_branch(repo, branch, "put files into")
         writer, batch, seen = ChunkWriter(self.chunks), _Batch(), {}
         for path, data in files.items():
             self._put_one(writer, batch, seen, normalize_path(path), "<memory>", data)
@@ -299,6 +239,7 @@ class Files:
 
     @writes_objects
     def delete_files(self, repo: str, branch: str, paths: list[str], description: str = "") -> Commit:
+        self.repos.refuse_output_branch(repo, branch, "delete files from")
         open_commit = self.repos.open_commit(repo, branch)
         current = self.reader.commit_table(open_commit or self.repos.resolve_commit(repo, branch))
         tombstones = []
@@ -338,8 +279,10 @@ class Files:
     def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
         return self.reader.glob_files(repo, ref, pattern)
 
-    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None) -> pa.Table:
-        return self.reader.diff_files(repo, ref, other_repo, other_ref)
+    def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None,
+                   path: str = "/") -> pa.Table:
+        """What changed between two commits, under `path` (a file or a directory)."""
+        return within(self.reader.diff_files(repo, ref, other_repo, other_ref), path)
 
     def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
         return self.reader.read_file(repo, ref, path)
@@ -357,6 +300,11 @@ class Files:
         self.reader.write_file_to(row, fd)
 
     def export_file(self, row: dict, dest: str) -> str:
+        where = os.path.dirname(dest) or "."
+        if not os.path.isdir(where):
+            # Said here: the write would fail on a temporary name the user never typed.
+            raise SourceNotFound(f"Directory {where!r} does not exist, so {dest!r} cannot be written.",
+                                 hint=f"Create it first (mkdir -p {where}), or write somewhere else.")
         return self.reader.export_file(row, dest)
 
     def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
@@ -375,3 +323,14 @@ def _is_utf8(s: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+def within(rows, path: str | None):
+    """The rows of a listing or diff (an Arrow table, or dicts) at `path` or beneath it."""
+    if not path or path == "/":
+        return rows
+    path = normalize_path(path)
+    if isinstance(rows, list):
+        return [r for r in rows if r["path"] == path or r["path"].startswith(path + "/")]
+    column = rows["path"]
+    return rows.filter(pc.or_(pc.equal(column, path), pc.starts_with(column, path + "/")))

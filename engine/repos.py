@@ -104,6 +104,19 @@ class Repos:
             commit_rows.delete_open_on(tx, repo, branch)
             repo_rows.delete_branch(tx, repo, branch)
 
+    def refuse_output_branch(self, repo: str, branch: str, action: str) -> None:
+        """Refuse a user's write to a pipeline's output branch, as Pachyderm does.
+
+        Only the pipeline's jobs write there (they land through
+        `Commits.land` directly): a file put by hand would be output no job
+        made, with no provenance to explain it.
+        """
+        if pipeline_rows.writes_to(self.db, repo, branch):
+            raise RepoInUse(
+                f"Cannot {action} {repo}@{branch}: it is the output branch of pipeline {repo!r}, which only its jobs write.",
+                hint=f"Write to the pipeline's input repos instead (see `dpl inspect-pipeline {repo}`), or to another branch.",
+            )
+
     def branch_head(self, repo: str, branch: str) -> str | None:
         row = repo_rows.branch(self.db, repo, branch)
         if row is None:
