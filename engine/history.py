@@ -158,24 +158,59 @@ class History:
 
     # ----------------------------------------------------------------- repos
 
-    def delete_repo(self, name: str, *, force: bool = False) -> dict:
-        """Delete a repo; with `force` also what pipelines made from its commits."""
+    def delete_repo(self, name: str, *, force: bool = False, dry_run: bool = False) -> dict:
+        """Delete a repo; with `force` also every pipeline downstream of it
+        (transitively, with their output repos) and what was made from its commits.
+
+        No pipeline is left reading a repo that no longer exists.  With
+        `dry_run` nothing changes: the answer says what would go (the CLI
+        shows it before asking).
+        """
         self.repos.repo(name)
         if pipeline_rows.exists(self.db, name):
             raise RepoInUse(f"Repo {name!r} is the output repo of pipeline {name!r}.", hint=f"Use `dpl delete-pipeline {name}`.")
-        readers = pipeline_rows.readers_of(self.db, name)
-        if readers and not force:
-            raise RepoInUse(
-                f"Repo {name!r} is an input of pipeline(s) {', '.join(sorted(readers))}.",
-                hint="Delete those pipelines first, or pass --force.",
-            )
         with self.db.write() as tx:
-            commits = {(name, cid) for cid in commit_rows.ids_of_repo(tx, name)}
+            pipelines = self._pipelines_downstream(tx, name)
+            if pipelines and not force:
+                raise RepoInUse(
+                    f"Repo {name!r} is an input of pipeline(s) {', '.join(pipelines)}.",
+                    hint="Delete those pipelines first, or pass --force to delete them too, with their output repos.",
+                )
+            repos = [name] + pipelines
+            commits = {(r, cid) for r in repos for cid in commit_rows.ids_of_repo(tx, r)}
             plan = self.plan_removal(tx, commits, force=force, what=f"Deleting repo {name!r}")
-            result = self.apply_removal(tx, plan)
-            commit_rows.delete_of_repo(tx, name)
-            repo_rows.delete(tx, name)
-        return result
+            for p in pipelines:
+                for j in job_rows.listing(tx, p):
+                    plan["jobs"].setdefault((j.pipeline, j.id), j)
+            self._refuse_running(plan["jobs"].values())
+            if dry_run:
+                result = {"deleted": [f"{r}@{c}" for r, c in sorted(plan["commits"])], "moved": [],
+                          "jobs": [f"{p}@{j}" for p, j in sorted(plan["jobs"])]}
+            else:
+                result = self.apply_removal(tx, plan)
+                for p in pipelines:
+                    datum_rows.delete_of_pipeline(tx, p)
+                    job_rows.delete_of_pipeline(tx, p)
+                    pipeline_rows.delete(tx, p)
+                for r in repos:
+                    commit_rows.delete_of_repo(tx, r)
+                    repo_rows.delete(tx, r)
+        return {"repos": repos, "pipelines": pipelines, **result}
+
+    @staticmethod
+    def _pipelines_downstream(tx, repo: str) -> list[str]:
+        """Pipelines that read `repo`, and those that read theirs, and so on, sorted."""
+        readers: dict[str, set[str]] = {}
+        for edge in pipeline_rows.all_inputs(tx):
+            readers.setdefault(edge.repo, set()).add(edge.pipeline)
+        found: set[str] = set()
+        frontier = [repo]
+        while frontier:
+            for p in readers.get(frontier.pop(), ()):
+                if p not in found and p != repo:
+                    found.add(p)
+                    frontier.append(p)  # a pipeline's output repo has its name
+        return sorted(found)
 
     # --------------------------------------------------------------- commits
 

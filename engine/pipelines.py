@@ -55,7 +55,7 @@ class Pipelines:
             raise PipelineExists(f"Pipeline {name!r} already exists.", hint="Use `dpl update-pipeline` to change it.")
         if update and not existing:
             raise PipelineNotFound(f"Pipeline {name!r} does not exist.", hint="Use `dpl create-pipeline` to create it.")
-        self._check_inputs(spec)
+        warnings = self._check_inputs(spec)
         if not existing and repo_rows.exists(self.db, name):
             raise InvalidSpec(
                 f"spec.pipeline.name: a repo called {name!r} already exists, and a pipeline's output repo takes its name.",
@@ -84,18 +84,38 @@ class Pipelines:
             # The first job is created with the pipeline, atomically: a crash
             # cannot leave a pipeline that never processes its current input.
             self.waves.start(tx, uuid.uuid4().hex, [], roots=[name], reason="reprocess" if reprocess else "update" if existing else "create")
-        return self.inspect_pipeline(name)
+        return {**self.inspect_pipeline(name), "warnings": warnings}
 
     def update_pipeline(self, text: str, *, source: str = "<spec>", reprocess: bool = False) -> dict:
         return self.create_pipeline(text, source=source, update=True, reprocess=reprocess)
 
-    def _check_inputs(self, spec) -> None:
+    def _check_inputs(self, spec) -> list[str]:
+        """Refuse inputs that cannot be; return warnings about ones that look wrong.
+
+        A pfs input on a branch that does not exist yet is allowed, as in
+        Pachyderm (the first commit there starts a job), but it is most
+        often a typo that would leave the pipeline waiting forever: say so.
+        """
         made_here = {ci.repo for ci in spec.cron_inputs()}  # cron repos come with the pipeline
-        for i, (repo, _branch) in enumerate(spec.input_repos()):
-            if repo not in made_here and not repo_rows.exists(self.db, repo):
+        warnings = []
+        for repo, branch in spec.input_repos():
+            if repo in made_here:
+                continue
+            if not repo_rows.exists(self.db, repo):
                 raise InvalidSpec(
                     f"spec.input: input repo {repo!r} does not exist.",
                     hint=f"Create it with `dpl create-repo {repo}` or fix the repo name.",
+                )
+            upstream = pipeline_rows.get(self.db, repo)
+            made_by_job = upstream is not None and upstream.output_branch == branch  # its first job makes it
+            if made_by_job or repo_rows.branch(self.db, repo, branch) is not None:
+                continue
+            existing = [b.name for b in repo_rows.branches(self.db, repo)]
+            if existing or branch != "master":  # a new repo's master is made by its first put: no news
+                warnings.append(
+                    f"input repo {repo!r} has no branch {branch!r} yet"
+                    + (f" (it has {', '.join(existing)})" if existing else "")
+                    + f": pipeline {spec.name!r} runs when a commit lands there."
                 )
         edges: dict[str, set[str]] = {}
         for edge in pipeline_rows.all_inputs(self.db):
@@ -107,6 +127,7 @@ class Pipelines:
                 f"spec.input: pipeline {spec.name!r} would make a cycle: {' -> '.join(cycle)}.",
                 hint="A pipeline may not read, directly or through others, its own output.",
             )
+        return warnings
 
     def pipeline(self, name: str) -> pipeline_rows.Pipeline:
         row = pipeline_rows.get(self.db, name)

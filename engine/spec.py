@@ -417,3 +417,72 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
             if found:
                 return found
     return None
+
+
+def load_specs(text: str, source: str = "<spec>") -> list[Spec]:
+    """Every spec of a spec file, in order, as `pachctl create pipeline -f` reads it:
+    one spec, a JSON array of specs, JSON objects one after another, or a
+    YAML stream (documents separated by `---`).  Each is validated as
+    `load_spec` does, and an error names which one it is in."""
+    text = text.removeprefix("\ufeff")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            docs = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
+        except RecursionError:
+            raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
+        if not docs:
+            raise InvalidSpec(f"{source} holds an empty list: no spec.", hint="Put one spec object or more in the list.")
+        return [_load_nth(json.dumps(doc), source, i, len(docs)) for i, doc in enumerate(docs)]
+    if stripped.startswith("{"):
+        docs = _json_objects(text, source)
+    else:
+        docs = _yaml_documents(text)
+    if len(docs) == 1:
+        return [load_spec(text, source)]  # a single spec: its errors say exactly what they always said
+    return [_load_nth(doc, source, i, len(docs)) for i, doc in enumerate(docs)]
+
+
+def _load_nth(text: str, source: str, i: int, count: int) -> Spec:
+    which = f"{source} (spec {i + 1} of {count})"
+    try:
+        return load_spec(text, which)
+    except InvalidSpec as e:
+        if which in e.message:
+            raise
+        raise InvalidSpec(f"{which}: {e.message}", hint=e.hint) from None
+
+
+def _json_objects(text: str, source: str) -> list[str]:
+    """The texts of JSON values written one after another (a JSON stream)."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return out or [text]
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return out + [text[at:]] if out else [text]  # load_spec says what is wrong with it
+        except RecursionError:
+            raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
+        out.append(text[at:end])
+        at = end
+
+
+_DOCUMENT_MARK = re.compile(r"^(---|\.\.\.)(?=\s|$)", re.MULTILINE)
+
+
+def _yaml_documents(text: str) -> list[str]:
+    """A YAML stream cut at its document markers (`---` or `...` at the start
+    of a line, where YAML allows them only as markers); empty documents dropped."""
+    docs, start = [], 0
+    for m in _DOCUMENT_MARK.finditer(text):
+        docs.append(text[start:m.start()])
+        start = m.end() if m.group(1) == "---" else text.find("\n", m.end()) + 1 or len(text)
+    docs.append(text[start:])
+    kept = [d for d in docs if d.strip() and not all(line.lstrip().startswith("#") or not line.strip() for line in d.splitlines())]
+    return kept or [text]
