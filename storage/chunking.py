@@ -193,7 +193,11 @@ class ChunkWriter:
             nxt = bytearray(_ROUND) if not final else bytearray()
         nxt[: fill - consumed] = view[consumed:fill]
         self._buf, self._fill = nxt, fill - consumed
-        if batch:
+        if batch and final and self._putter is None:
+            # The whole write fit in one round (a small put, a commit of a
+            # few files): store it here, sparing a thread's start and join.
+            self.bytes_written += _store_batch(self.store, batch, self._chunk_ids)
+        elif batch:
             if self._putter is None:
                 self._putter = _Putter(self.store, self._free, self._chunk_ids)
                 # A writer dropped without close() (its caller failed) stops its thread.
@@ -252,6 +256,22 @@ def int_array(values) -> pa.Array:
     return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
 
 
+def _store_batch(store: ChunkStore, batch: list, ids: list) -> int:
+    """Name and store chunks (views into a round buffer, released here);
+    append their ids; return the bytes that were new to the store."""
+    new = 0
+    try:
+        for data in batch:
+            oid = object_id(data)
+            ids.append(oid)
+            if store.put(oid, data):
+                new += len(data)
+    finally:
+        for data in batch:
+            data.release()
+    return new
+
+
 class _Putter:
     """One background thread naming and storing rounds of chunks in order,
     handing each round's buffer back for reuse once it is stored.
@@ -278,15 +298,9 @@ class _Putter:
             batch, buf = item
             if self.error is None:  # after an error: drain; the writer re-raises it
                 try:
-                    for data in batch:
-                        oid = object_id(data)
-                        self.ids.append(oid)
-                        if self.store.put(oid, data):
-                            self.new_bytes += len(data)
+                    self.new_bytes += _store_batch(self.store, batch, self.ids)
                 except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
                     self.error = e
-            for data in batch:
-                data.release()
             del batch, item
             if len(buf) == _ROUND:
                 self.free.put(buf)

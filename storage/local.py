@@ -32,6 +32,15 @@ SYNC_FILE_RANGE_WRITE = 2
 
 
 @functools.cache
+def _flushers():
+    """Threads that flush objects side by side (imported on the first flush:
+    a command that writes nothing does not import concurrent.futures)."""
+    from .pool import DaemonPool
+
+    return DaemonPool(8, "dpl-flush")
+
+
+@functools.cache
 def _sync_file_range():
     """libc's sync_file_range, looked up on the first durable put, not at
     import: ctypes and `find_library` (which runs `ldconfig`) cost a few ms
@@ -263,11 +272,17 @@ class LocalChunkStore(ChunkStore):
                 paths, self._unsynced = self._unsynced, set()
             if not paths:
                 return
+            work = [(p, os.O_RDONLY, os.fdatasync) for p in sorted(paths)]
+            work += [(d, os.O_RDONLY | os.O_DIRECTORY, os.fsync) for d in sorted({os.path.dirname(p) for p in paths})]
             try:
-                for path in sorted(paths):
-                    _flush(path, os.O_RDONLY, os.fdatasync)
-                for directory in sorted({os.path.dirname(p) for p in paths}):
-                    _flush(directory, os.O_RDONLY | os.O_DIRECTORY, os.fsync)
+                # All at once: the file system commits its journal once for
+                # flushes that wait together, where one after another each
+                # waits for a journal commit of its own (~1 ms, far more on
+                # a busy disk).
+                others = [_flushers().submit(_flush, *w) for w in work[1:]]
+                _flush(*work[0])
+                for done in others:
+                    done.result()
             except BaseException:
                 with self._unsynced_lock:
                     self._unsynced |= paths  # not durable yet: the next sync tries again
