@@ -3,15 +3,23 @@
 Between the moment a writer stores its first chunk and the moment a commit
 (or a datum record) refers to it, that chunk looks like garbage.  Every
 operation that stores objects therefore registers itself here for its whole
-duration: one small file per process under `<store>/writers/`, holding the
-time it started.  `gc` spares every object touched at or after the oldest
-live writer's start (and after its own start), so it can run beside any
-number of writers, even with no grace period at all.  A killed writer's file
-is recognised by its dead pid and ignored (and removed by `gc`).
+duration.  `gc` spares every object touched at or after the oldest live
+writer's start (and after its own start), so it can run beside any number
+of writers, even with no grace period at all.
+
+A process registers once per store: one empty file under `<store>/writers/`
+(`host:pid:nonce`), made at its first write and removed at exit.  Its mtime
+says what the process is doing: the start of its oldest running write, or
+0 while it writes nothing.  So a write costs two `utime` calls, not a file
+made, renamed and removed (which a busy disk's journal makes slow), and
+`utime` is atomic: a reader never sees half a time.  A killed writer's file
+is recognised by its dead pid and ignored (and removed by `gc`).  Files of
+older dpl versions held the start as text; they are still read.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -26,8 +34,21 @@ from ..storage.errors import DiskFull
 
 DIR = "writers"
 LOCK = ".lock"
+IDLE = 0  # the mtime of a registration whose process writes nothing now
 _lock = threading.Lock()
-_active: dict[str, list] = {}  # store root -> [depth, registration file, start]
+
+
+class _Registration:
+    """This process's registration on one store."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.pid = os.getpid()  # a forked child registers anew
+        self.depth = 0  # write operations running now
+        self.lock: int | None = None  # the registry lock, held shared while depth > 0
+
+
+_active: dict[str, _Registration] = {}  # store root -> registration
 
 
 @contextlib.contextmanager
@@ -36,39 +57,57 @@ def writing(store):
     root = str(store.root)
     with _lock:
         entry = _active.get(root)
-        if entry is None:
+        if entry is None or entry.pid != os.getpid():
             directory = os.path.join(root, DIR)
-            os.makedirs(directory, exist_ok=True)
-            lock = None
-            path = os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-            tmp = path + ".tmp"
-            try:
-                lock = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a gc that cannot tell ages holds writers off
-                start = time.time()
-                with open(tmp, "w") as f:
-                    f.write(repr(start))
-                os.replace(tmp, path)
-            except OSError as e:
-                if lock is not None:
-                    os.close(lock)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DiskFull() from None
-                raise
-            entry = _active[root] = [0, path, start, lock]
-        entry[0] += 1
+            entry = _active[root] = _Registration(os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"))
+        if entry.depth == 0:
+            _start(entry)
+        entry.depth += 1
     try:
         yield
     finally:
         with _lock:
-            entry[0] -= 1
-            if entry[0] == 0:
-                del _active[root]
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry[1])
-                os.close(entry[3])
+            entry.depth -= 1
+            if entry.depth == 0:
+                _stop(entry)
+
+
+def _start(entry: _Registration) -> None:
+    directory = os.path.dirname(entry.path)
+    lock = None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        lock = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a gc that cannot tell ages holds writers off
+        start = time.time()
+        try:
+            os.utime(entry.path, (start, start))
+        except FileNotFoundError:  # the first write (or the store directory was remade)
+            os.close(os.open(entry.path, os.O_WRONLY | os.O_CREAT, 0o644))
+            os.utime(entry.path, (start, start))
+    except OSError as e:
+        if lock is not None:
+            os.close(lock)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull() from None
+        raise
+    entry.lock = lock
+
+
+def _stop(entry: _Registration) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(entry.path, ns=(IDLE, IDLE))
+    if entry.lock is not None:
+        os.close(entry.lock)  # releases the shared lock (the only descriptor of it)
+        entry.lock = None
+
+
+@atexit.register
+def _unregister() -> None:
+    for entry in _active.values():
+        if entry.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 @contextlib.contextmanager
@@ -105,7 +144,7 @@ def own_depth(store) -> int:
     """How many registered write operations this process has running on `store`."""
     with _lock:
         entry = _active.get(str(store.root))
-        return entry[0] if entry else 0
+        return entry.depth if entry and entry.pid == os.getpid() else 0
 
 
 def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], list[str]]:
@@ -113,7 +152,8 @@ def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], lis
     directory = os.path.join(str(store.root), DIR)
     starts, dead = [], []
     with _lock:
-        own = (_active.get(str(store.root)) or [0, None])[1]
+        entry = _active.get(str(store.root))
+        own = entry.path if entry else None
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -125,16 +165,25 @@ def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], lis
         if exclude_self and path == own:
             continue
         host, pid, _ = (name.split(":") + ["", ""])[:3]
-        try:
-            with open(path) as f:
-                start = float(f.read().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            continue
         if host == socket.gethostname() and not pid_alive(pid):
             dead.append(path)
-        else:
+            continue
+        try:
+            start = _start_of(path)
+        except (FileNotFoundError, ValueError):
+            continue
+        if start is not None:
             starts.append(start)
     return starts, dead
+
+
+def _start_of(path: str) -> float | None:
+    """When a registered process's oldest running write started; None if it writes nothing."""
+    st = os.stat(path)
+    if st.st_size:  # an older dpl's file: the start as text, the file there only while it writes
+        with open(path) as f:
+            return float(f.read().strip() or 0)
+    return None if st.st_mtime_ns == IDLE else st.st_mtime
 
 
 def pid_alive(pid) -> bool:
