@@ -1,0 +1,186 @@
+"""Small operations cost what they do (issue 12): no flush of the whole disk,
+no file made per write, no re-reading of the layers a writer just wrote, and
+a command line that answers small commands without importing typer, with the
+same bytes typer's commands print."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dpl.engine import Store, writers
+from dpl.storage import index
+
+
+# ------------------------------------------------------------ writers registry
+
+
+def registrations(s) -> list[str]:
+    directory = os.path.join(str(s.root), writers.DIR)
+    return sorted(n for n in os.listdir(directory) if not n.startswith("."))
+
+
+def test_a_process_registers_once_and_is_no_writer_between_its_writes(tmp_path):
+    s = Store.init(tmp_path / "store", durable=False)
+    s.create_repo("r")
+    s.put_bytes("r", "master", {"/a": b"a"})
+    first = registrations(s)
+    s.put_bytes("r", "master", {"/b": b"b"})
+    assert registrations(s) == first and len(first) == 1  # one file for the process, kept
+    assert writers.live_writers(s) == ([], [])  # idle: gc may collect anything old
+    before = time.time()
+    with writers.writing(s):
+        with writers.writing(s):  # re-entrant
+            starts, _ = writers.live_writers(s)
+        assert len(writers.live_writers(s)[0]) == 1
+    assert len(starts) == 1 and before - 1 <= starts[0] <= time.time()
+    assert writers.live_writers(s) == ([], [])
+    assert writers.live_writers(s, exclude_self=True) == ([], [])
+
+
+def test_a_dead_writers_registration_is_reported_and_an_old_format_one_still_read(tmp_path):
+    s = Store.init(tmp_path / "store", durable=False)
+    directory = os.path.join(str(s.root), writers.DIR)
+    os.makedirs(directory, exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    import socket
+
+    gone = os.path.join(directory, f"{socket.gethostname()}:{dead}:deadbeef")
+    open(gone, "w").close()
+    old = os.path.join(directory, f"elsewhere:1:cafe0000")  # another machine's writer, as dpl 0.1 wrote it
+    with open(old, "w") as f:
+        f.write("1234.5")
+    starts, dead_files = writers.live_writers(s)
+    assert starts == [1234.5] and dead_files == [gone]
+
+
+def test_a_process_writing_in_another_process_is_seen_live(tmp_path):
+    s = Store.init(tmp_path / "store", durable=False)
+    code = ("import sys, time; from dpl.engine import Store, writers; s = Store.open(sys.argv[1]);\n"
+            "with writers.writing(s):\n    print('in', flush=True); sys.stdin.readline()\n"
+            "print('out', flush=True); sys.stdin.readline()")
+    p = subprocess.Popen([sys.executable, "-c", code, str(s.root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "in\n"
+        assert len(writers.live_writers(s)[0]) == 1
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "out\n"
+        assert writers.live_writers(s) == ([], [])  # alive, registered, writing nothing
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert registrations(s) == []  # removed at exit
+
+
+# --------------------------------------------------------------- local store
+
+
+def test_sync_flushes_what_was_put_and_forgets_it(tmp_path):
+    s = Store.init(tmp_path / "store")
+    chunks = s.chunks
+    oid = bytes(range(16))
+    assert chunks.put(oid, b"data")
+    assert chunks._unsynced == {chunks.local_path(oid)}
+    chunks.sync()
+    assert chunks._unsynced == set()
+    assert not chunks.put(oid, b"data")  # reused: flushed again with the commit that refers to it
+    assert chunks._unsynced == {chunks.local_path(oid)}
+    os.unlink(chunks.local_path(oid))  # gone meanwhile (gc): nothing to flush, no error
+    chunks.sync()
+    assert chunks._unsynced == set()
+
+
+# ------------------------------------------------------------- layer cache
+
+
+def test_a_cached_layer_is_read_again_when_its_file_changed(tmp_path):
+    s = Store.init(tmp_path / "store")
+    table = index.make_table(["/a", "/b"], [1, 2], [b"x" * 16, b"y" * 16], [[], []])
+    layer = index.write_layer(s.chunks, table)
+    assert index.read_layer(s.chunks, layer) is table  # just written: not read back
+    path = s.chunks.local_path(layer.id)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:  # damaged in place
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"\xff" * 64)
+    with pytest.raises(Exception) as e:
+        index.read_layer(s.chunks, layer)
+    assert "dpl fsck" in str(getattr(e.value, "hint", "")) + str(e.value)
+    os.unlink(path)
+    with pytest.raises(Exception):
+        index.read_layer(s.chunks, layer)
+
+
+def test_many_small_commits_read_back_exactly(tmp_path):
+    s = Store.init(tmp_path / "store")
+    s.create_repo("r")
+    for i in range(40):
+        s.put_bytes("r", "master", {f"/d{i % 3}/f{i:02d}": b"%d" % i})
+    s.delete_files("r", "master", ["/d1/"])
+    head = s.resolve_commit("r", "master")
+    assert len(head.layers) <= index.MAX_LAYERS
+    expect = sorted(f"/d{i % 3}/f{i:02d}" for i in range(40) if i % 3 != 1)
+    assert s.list_files("r", "master", recursive=True)["path"].to_pylist() == expect
+    assert head.nfiles == len(expect)
+    assert s.read_file("r", "master", "/d2/f38") == b"38"
+
+
+# ------------------------------------------------------- the command-line fast path
+
+
+def typer_dpl(*args, store) -> subprocess.CompletedProcess:
+    """The same command through the typer app (cli/main.py), never the fast path."""
+    env = dict(os.environ, DPL_STORE=str(store))
+    code = "import sys; sys.argv[0] = 'dpl'; from dpl.cli.main import run; run()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def two_repos(tmp_path):
+    s = Store.init(tmp_path / "store", durable=False)
+    s.create_repo("images", "raw pictures, é and all")
+    s.create_repo("empty")
+    s.put_bytes("images", "master", {"/a.png": b"x" * 5000, "/b.png": b"y"})
+    s.put_bytes("images", "master", {"/c.png": b"z" * 3})
+    # Three days ago, so that "LAST COMMIT" reads the same in both runs.
+    import sqlite3
+
+    db = sqlite3.connect(s.root / "meta.db")
+    db.execute("UPDATE commits SET created = created - 3 * 86400, finished = finished - 3 * 86400")
+    db.commit()
+    db.close()
+    return s
+
+
+@pytest.mark.parametrize("args", [["list-repo"], ["list-repo", "-o", "json"], ["list-repo", "--output=json"],
+                                  ["list-repo", "--output", "table"]])
+def test_list_repo_prints_the_same_bytes_as_the_typer_command(two_repos, args):
+    from dplcli import dpl
+
+    fast, slow = dpl(*args, store=two_repos.root), typer_dpl(*args, store=two_repos.root)
+    assert slow.returncode == fast.returncode == 0
+    assert fast.stdout == slow.stdout and fast.stderr == slow.stderr
+    assert b"images" in fast.stdout and b"empty" in fast.stdout
+
+
+def test_list_repo_errors_are_the_same_sentence_and_exit_code(tmp_path):
+    from dplcli import dpl
+
+    for args in (["list-repo"], ["list-repo", "-o", "yaml"], ["list-repo", "--bogus"]):
+        fast, slow = dpl(*args, store=tmp_path, check=False), typer_dpl(*args, store=tmp_path)
+        assert fast.returncode == slow.returncode != 0
+        assert fast.stderr == slow.stderr and fast.stdout == slow.stdout
+    assert b"not a dpl store" in fast.stderr or b"not a dpl store" in dpl("list-repo", store=tmp_path, check=False).stderr
+
+
+def test_list_repo_does_not_import_typer_or_pyarrow(two_repos):
+    code = ("import sys; sys.argv = ['dpl', 'list-repo']\nfrom dpl.cli import run\nrun()\n"
+            "print(sorted(m for m in ('typer', 'click', 'pyarrow', 'numpy', 'rich') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, DPL_STORE=str(two_repos.root)))
+    assert out.returncode == 0 and out.stderr.strip() == "[]" and "images" in out.stdout
