@@ -138,8 +138,13 @@ class RemoteStore:
     def list_repos(self) -> list[dict]:
         return self._all("/repos")
 
-    def delete_repo(self, name: str, *, force: bool = False) -> dict:
-        return self._call("DELETE", f"/repos/{_q(name)}", force=force)
+    def delete_repo(self, name: str, *, force: bool = False, dry_run: bool = False) -> dict:
+        return self._call("DELETE", f"/repos/{_q(name)}", force=force, dry_run=dry_run)
+
+    @property
+    def history(self):
+        """What the CLI reaches on the embedded Store's History part (`delete-repo --force` lists before it deletes)."""
+        return SimpleNamespace(delete_repo=self.delete_repo)
 
     def list_branches(self, repo: str) -> list[dict]:
         return self._all(f"/repos/{_q(repo)}/branches")

@@ -59,7 +59,10 @@ def inspect_repo(request: Request, repo: str):
 
 
 @router.delete("/repos/{repo}", tags=["repos"])
-def delete_repo(request: Request, repo: str, force: bool = False):
+def delete_repo(request: Request, repo: str, force: bool = False, dry_run: bool = False):
+    """Delete a repo (with `force`, what was derived from it too); `dry_run` only lists what would go."""
+    if dry_run:
+        return plain(_store(request).history.delete_repo(repo, force=force, dry_run=True))
     return plain(_store(request).delete_repo(repo, force=force))
 
 
