@@ -15,6 +15,7 @@ server's.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -66,7 +67,10 @@ class RemoteStore:
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0):
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers,
+        # No Nagle: a request's headers and body are separate writes, and the
+        # second would wait for the server's delayed ACK (~40 ms a put).
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, transport=transport,
                                  timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=False)
         self.root = self.url  # what messages name as the store's place
 

@@ -66,6 +66,10 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by every accepted connection: a streamed answer's headers and
+    # body go out as separate writes, and Nagle would hold the body back for
+    # the client's delayed ACK (~40 ms on each small get-file).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
