@@ -20,6 +20,7 @@ from typing import Optional
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from .wire import page, plain
 from ..storage.errors import DplError, InvalidPath
@@ -233,10 +234,14 @@ def _unsatisfiable(size: int, message: str) -> Response:
 async def _spool(request: Request, into: Path) -> int:
     """The request body, written to `into` as it arrives."""
     n = 0
-    with open(into, "wb") as f:
-        async for piece in request.stream():
-            f.write(piece)
-            n += len(piece)
+    try:
+        with open(into, "wb") as f:
+            async for piece in request.stream():
+                f.write(piece)
+                n += len(piece)
+    except ClientDisconnect:
+        raise DplError("The client went away before the upload ended; nothing was committed.",
+                       hint="Send it again: a put lands only once its whole body has arrived.") from None
     return n
 
 

@@ -359,3 +359,21 @@ def test_serve_refuses_an_address_beyond_this_machine_until_auth_exists(tmp_path
     refused = dpl("serve", "--listen", "0.0.0.0:0", "--store", tmp_path, env=_env(tmp_path), check=False, timeout=30)
     assert refused.returncode == 1
     assert refused.stderr.startswith(b"error: dpl serve listens only on a loopback address") and b"hint: " in refused.stderr
+
+
+def test_a_client_that_drops_mid_upload_leaves_nothing_half_written(served):
+    import socket
+    from urllib.parse import urlsplit
+
+    server, _ = served
+    server.dpl("create-repo", "dropped")
+    where = urlsplit(server.url)
+    for route in ("/api/v1/repos/dropped/content?path=/big.bin", "/api/v1/repos/dropped/upload"):
+        with socket.create_connection((where.hostname, where.port)) as conn:
+            conn.sendall(f"PUT {route} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n".replace(
+                "PUT", "POST" if route.endswith("upload") else "PUT").encode() + os.urandom(300_000))
+        wait_until(lambda: any(e["event"] == "request" and e["path"] == route.partition("?")[0] for e in server.events()),
+                   what="the server to notice the dropped upload")
+    assert server.http.get("/api/v1/repos/dropped/commits").json()["items"] == []
+    assert list((server.store / "tmp" / "uploads").iterdir()) == []
+    assert not [e for e in server.events() if e["event"] == "server.error"]
