@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import xxhash
 
-from .globs import Glob, Matches, compile_glob, match
+from . import ohmyglob
+from .globs import Matches, compile_glob, match
 from .spec import PfsInput, Spec
 
 Pair = tuple[int, int]  # (pfs input index, unit index)
@@ -73,7 +74,6 @@ class PinnedInput:
     commit: str | None
     matches: Matches
     digests: list[bytes]
-    glob: Glob | None = None
     _keys: dict = field(default_factory=dict, repr=False)  # (template, unit) -> filled key
 
     @property
@@ -92,8 +92,8 @@ class PinnedInput:
             return ""
         found = self._keys.get((template, unit))
         if found is None:
-            glob = self.glob or compile_glob(self.spec.glob)
-            found = self._keys[(template, unit)] = glob.fill(template, self.matches.keys[unit])
+            found = ohmyglob.fill(template, [self.matches.keys[unit], *self.matches.captures[unit]])
+            self._keys[(template, unit)] = found
         return found
 
 
@@ -158,7 +158,7 @@ def pin(spec: PfsInput, commit: str | None, table: pa.Table) -> PinnedInput:
         # same file): the matched path tells them apart, as Pachyderm's DatumID
         # does.  Fixed-depth matches never share a file, so their ids stay as they were.
         digests = [xxhash.xxh3_128_digest(b"\1" + prefix + k.encode() + b"\0" + d) for k, d in zip(matches.keys, digests)]
-    return PinnedInput(spec, commit, matches, digests, glob)
+    return PinnedInput(spec, commit, matches, digests)
 
 
 def build(spec: Spec, pinned: list[PinnedInput], salt: str) -> DatumSet:

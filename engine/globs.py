@@ -41,13 +41,6 @@ class Glob:
     def is_root(self) -> bool:
         return self.pattern == "/"
 
-    def fill(self, template: str | None, key: str) -> str:
-        """A join_on / group_by template filled from the match `key` (`$0` is the key itself)."""
-        if not template:
-            return ""  # as ohmyglob's Replace of an empty template: the key every omitted join_on shares
-        m = re.match(self.regex, key)
-        return ohmyglob.fill(template, [key, *(g or "" for g in m.groups())] if m else [])
-
 
 def clean(pattern: str) -> str:
     """Pachyderm's pfsfile.CleanPath: `a/b/` and `/a//b` are `/a/b`, `` is `/`."""

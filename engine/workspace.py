@@ -11,6 +11,7 @@ Ray workers, which is why they take a chunk store rather than a `Store`.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import threading
 
@@ -113,7 +114,7 @@ def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None, inputs: 
     directory nor a link fails the datum, naming it.
     """
     walker = _Outputs(out, pfs_map or {}, inputs or [])
-    walker.directory(out, "", frozenset([os.path.realpath(out)]))
+    walker.directory(out, "", frozenset([os.path.realpath(out)]), "/pfs/out")
     writer = ChunkWriter(chunks)
     starts, sizes, hashes = [], [], []
     for path, local in walker.local:
@@ -152,25 +153,27 @@ class _Outputs:
             if real is not None:
                 self.by_dir.setdefault(os.path.realpath(real), []).extend(inp.files)
 
-    def directory(self, local_dir: str, rel: str, seen: frozenset[str]) -> None:
+    def directory(self, local_dir: str, rel: str, seen: frozenset[str], view: str) -> None:
+        """Store what `local_dir` holds as `rel`; `view` is where the step saw it (relative links resolve there)."""
         for name in sorted(os.listdir(local_dir)):
-            self.entry(os.path.join(local_dir, name), f"{rel}/{name}", seen)
+            self.entry(os.path.join(local_dir, name), f"{rel}/{name}", seen, f"{view}/{name}")
 
-    def entry(self, local: str, rel: str, seen: frozenset[str]) -> None:
+    def entry(self, local: str, rel: str, seen: frozenset[str], view: str) -> None:
         st = os.lstat(local)
         if stat.S_ISREG(st.st_mode):
             self.local.append((self._path(local, rel), local))
         elif stat.S_ISDIR(st.st_mode):
-            self.directory(local, rel, seen | {os.path.realpath(local)})
+            self.directory(local, rel, seen | {os.path.realpath(local)}, view)
         elif stat.S_ISLNK(st.st_mode):
-            self.link(local, rel, seen)
+            self.link(local, rel, seen, view)
         else:
             raise BadOutput(f"{_shown(self.out, local)} is {_kind(st.st_mode)}, which dpl cannot store.",
                             hint="Leave only files, directories and links to them in /pfs/out.")
 
-    def link(self, local: str, rel: str, seen: frozenset[str]) -> None:
+    def link(self, local: str, rel: str, seen: frozenset[str], view: str) -> None:
         target = os.readlink(local)
-        host = self._host(target, local)
+        seen_as = target if target.startswith("/") else posixpath.normpath(posixpath.join(posixpath.dirname(view), target))
+        host = self._host(seen_as)
         try:
             st = os.stat(host)
         except OSError:
@@ -195,19 +198,20 @@ class _Outputs:
             if real in seen:
                 raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which contains it: a loop.",
                                 hint="Link to a directory outside the link itself.")
-            self.directory(host, rel, seen | {real})
+            self.directory(host, rel, seen | {real}, seen_as)
         else:
             raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which is {_kind(st.st_mode)}.",
                             hint="Link only to files and directories.")
 
-    def _host(self, target: str, local: str) -> str:
-        """Where a link's target is on this machine: `/pfs/...` as the step saw it, else relative to the link."""
-        if target.startswith("/"):
-            for sandbox, real in self.pfs_map.items():
-                if target == sandbox or target.startswith(sandbox + "/"):
-                    return real + target[len(sandbox):]
-            return target
-        return os.path.normpath(os.path.join(os.path.dirname(local), target))
+    def _host(self, seen_as: str) -> str:
+        """Where a path the step saw is on this machine: `/pfs/<input>/...` is in `pfs_map`.
+
+        Anything else is read at the same path here: the system directories a
+        sandbox shows are the host's own, and a step without a sandbox sees host paths."""
+        for sandbox, real in self.pfs_map.items():
+            if seen_as == sandbox or seen_as.startswith(sandbox + "/"):
+                return real + seen_as[len(sandbox):]
+        return seen_as
 
     def _stored(self, real: str) -> tuple[list[dict], str] | None:
         """(rows, path in the input) when `real` lies in an input whose local files are empty."""

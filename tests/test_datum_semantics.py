@@ -313,3 +313,21 @@ def test_a_dangling_link_fails_the_job_naming_it(tmp_path):
     except DplError as e:
         message = e.message
     assert "/pfs/out/dangling is a symbolic link to /pfs/data/gone, which does not exist" in message
+
+
+def test_collect_resolves_links_where_the_step_saw_them(tmp_path):
+    # Docker's layout: the host keeps out/ beside pfs/, yet `../data/x` in /pfs/out means /pfs/data/x.
+    pfs_dir, out = tmp_path / "pfs-1", tmp_path / "out-1"
+    (pfs_dir / "data" / "d").mkdir(parents=True)
+    (pfs_dir / "data" / "d" / "x").write_bytes(b"local x")
+    (pfs_dir / "lazy").mkdir()
+    (pfs_dir / "lazy" / "big").write_bytes(b"")  # an empty_files input's local copy
+    out.mkdir()
+    os.symlink("../data/d", out / "rel")
+    os.symlink("/pfs/lazy/big", out / "big")
+    stored = {"path": "/big", "size": 123, "hash": b"h" * 16, "refs": [{"chunk": b"c" * 16, "offset": 0, "length": 123}]}
+    inputs = [datums.DatumInput("lazy", "data", "c1", "/", [stored], empty_files=True)]
+    pfs_map = {"/pfs/data": str(pfs_dir / "data"), "/pfs/lazy": str(pfs_dir / "lazy"), "/pfs/out": str(out)}
+    rows = collect(MemoryChunkStore(), str(out), pfs_map=pfs_map, inputs=inputs).to_pylist()
+    assert [(r["path"], r["size"]) for r in rows] == [("/big", 123), ("/rel/x", 7)]
+    assert rows[0]["refs"] == stored["refs"]  # the stored file itself: no bytes read, as Pachyderm copies it
