@@ -29,6 +29,10 @@ def run(argv: list[str]) -> bool:
     options = _output_option(argv[1:])
     if options is None:
         return False
+    from ..client.config import address
+
+    if address(None) is not None:  # DPL_ADDRESS or `dpl connect`: the server answers, through the app
+        return False
     with _errors_reported():
         COMMANDS[argv[0]](options)
     return True

@@ -184,3 +184,12 @@ def test_list_repo_does_not_import_typer_or_pyarrow(two_repos):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, DPL_STORE=str(two_repos.root)))
     assert out.returncode == 0 and out.stderr.strip() == "[]" and "images" in out.stdout
+
+
+def test_list_repo_with_a_server_address_is_not_answered_from_the_local_store(two_repos, tmp_path):
+    from dplcli import dpl
+
+    env = {"DPL_ADDRESS": "http://127.0.0.1:9", "XDG_CONFIG_HOME": str(tmp_path / "config")}  # nothing listens there
+    out = dpl("list-repo", store=two_repos.root, env=env, check=False)
+    assert out.returncode != 0 and b"images" not in out.stdout
+    assert dpl("list-repo", store=two_repos.root, env=dict(env, DPL_ADDRESS="local")).stdout.count(b"images") == 1
