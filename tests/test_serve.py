@@ -120,7 +120,7 @@ def test_files_round_trip_bytes_and_the_cli_prints_what_it_prints_embedded(serve
     server.dpl("put-file", "rt@master:/stdin.txt", "-", input=b"from stdin")
 
     assert server.dpl("get-file", "rt@master:/big.bin").stdout == big
-    assert server.dpl("get-file", "rt@master:/stdin.txt").stdout == b"from stdin"
+    assert server.http.get("/api/v1/repos/rt/content", params={"path": "/stdin.txt"}).content == b"from stdin"
     server.dpl("get-file", "-r", "rt@master:/t", "-o", tmp_path / "out")
     assert (tmp_path / "out" / "sub" / "ü b.txt").read_text() == "unicode name\n"
     assert (tmp_path / "out" / "a.txt").read_text() == "alpha\n"
@@ -377,3 +377,40 @@ def test_a_client_that_drops_mid_upload_leaves_nothing_half_written(served):
     assert server.http.get("/api/v1/repos/dropped/commits").json()["items"] == []
     assert list((server.store / "tmp" / "uploads").iterdir()) == []
     assert not [e for e in server.events() if e["event"] == "server.error"]
+
+
+def test_the_server_ticks_cron_inputs_and_runs_their_jobs(served, tmp_path):
+    server, _ = served
+    spec = {"pipeline": {"name": "ticker"},
+            "transform": {"cmd": ["sh", "-c", "ls /pfs/tick > /pfs/out/ticks.txt"]},
+            "input": {"cron": {"name": "tick", "spec": "@every 1s", "overwrite": True}}}
+    (tmp_path / "ticker.json").write_text(json.dumps(spec))
+    server.dpl("create-pipeline", tmp_path / "ticker.json", "--no-wait")
+    try:
+        def ticked_jobs():
+            jobs = server.http.get("/api/v1/jobs", params={"pipeline": "ticker"}).json()["items"]
+            return [j for j in jobs if j["state"] == "success" and j["reason"] != "create"]
+
+        assert len(wait_until(lambda: len(ticked_jobs()) >= 2 and ticked_jobs(), what="two cron ticks' jobs")) >= 2
+        answer = server.http.get("/api/v1/repos/ticker/content", params={"path": "/ticks.txt"})
+        assert answer.status_code == 200 and answer.content.strip()
+        assert any(e["event"] == "cron.tick" and e["pipeline"] == "ticker" for e in server.events())
+    finally:
+        server.dpl("stop-pipeline", "ticker")  # the module's server goes on serving the other tests
+
+
+@pytest.mark.postgres
+def test_the_server_serves_a_store_whose_metadata_is_in_postgresql(postgres_db, tmp_path):
+    store = tmp_path / "store"
+    dpl("init", store, "--no-fsync", "--metadata", postgres_db, env=_env(tmp_path))
+    server = Server(store, tmp_path)
+    try:
+        server.dpl("create-repo", "words")
+        (tmp_path / "upper.json").write_text(json.dumps(SPEC))
+        server.dpl("create-pipeline", tmp_path / "upper.json", "--no-wait")
+        server.http.put("/api/v1/repos/words/content", params={"path": "/pg.txt"}, content=b"postgres\n").raise_for_status()
+        wait_until(lambda: server.http.get("/api/v1/repos/upper/content", params={"path": "/pg.txt"}).status_code == 200,
+                   what="the pipeline's output")
+        assert server.dpl("get-file", "upper@master:/pg.txt").stdout == b"POSTGRES\n"
+    finally:
+        assert server.stop() == 0
