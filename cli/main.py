@@ -4,9 +4,9 @@ Each command parses its arguments, makes one engine call and renders the
 result.  Errors are typed `DplError`s raised by the engine and turned into one
 sentence plus a hint on stderr, here and nowhere else.
 
-(Over 400 lines: it holds the 22 commands of repos, files, commits,
-branches and secrets, each a short parse-call-render; pipelines, provenance
-and maintenance have modules of their own, imported only when used.)
+It holds the commands of the store, repos and files, each a short
+parse-call-render; commits and branches, pipelines, provenance, secrets
+and maintenance have modules of their own, imported only when used.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import typer  # noqa: E402
 
 from . import render
 from . import version as _version
-from .render import Output, ago, short, size
-from ..storage.errors import DplError, RepoNotFound
+from .render import Output, ago, size
+from ..storage.errors import DplError
 
 app = typer.Typer(
     name="dpl",
@@ -78,32 +78,6 @@ def _repo_branch(text: str, default_path: str | None = None):
     return refs.parse(text, default_path=default_path)
 
 
-COMMIT_COLUMNS = [
-    ("repo", "REPO", None),
-    ("branch", "BRANCH", None),
-    ("id", "COMMIT", short),
-    ("finished", "FINISHED", ago),
-    ("size", "SIZE", size),
-    ("files", "FILES", None),
-    ("origin", "ORIGIN", None),
-    ("description", "DESCRIPTION", None),
-]
-COMMIT_FIELDS = [
-    ("repo", "Repo", None),
-    ("id", "Commit", None),
-    ("branch", "Branch", None),
-    ("parent", "Parent", None),
-    ("state", "State", None),
-    ("origin", "Origin", None),
-    ("created", "Started", ago),
-    ("finished", "Finished", ago),
-    ("size", "Size", size),
-    ("files", "Files", None),
-    ("description", "Description", None),
-    ("job", "Job", None),
-]
-
-
 # --------------------------------------------------------------------- store
 
 
@@ -122,44 +96,6 @@ def init(
     cache_bytes = render.parse_size(cache_size) if cache_size else None
     root = init_store(path, durable=not no_fsync, object_store=object_store, cache_bytes=cache_bytes, executor=executor, metadata=metadata)
     render.info(f"Initialised an empty dpl store in {root}")
-
-
-@app.command()
-def fsck(
-    repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed, and say what cannot."),
-    sources: List[str] = typer.Option([], "--from", help="With --repair: a directory holding original files to re-derive lost chunks from (repeatable)."),
-    output: Output = OutputOpt,
-):
-    """Re-hash every chunk and check every file index, commit reference and provenance link."""
-    if repair:
-        result = store().repair(sources=sources)
-        if output == Output.json:
-            render.emit_json(result.to_dict())
-        else:
-            for line in result.fixed:
-                render.info(f"fixed: {line}")
-            for line in result.unfixed:
-                render.info(f"not fixed: {line}")
-            render.info("The store is consistent." if result.ok else f"{len(result.unfixed)} problem(s) remain.")
-        if not result.ok:
-            raise typer.Exit(1)
-        return
-    report = store().fsck()
-    if output == Output.json:
-        render.emit_json(report.to_dict())
-    else:
-        for p in report.problems:
-            render.info(f"{p.kind}: {p.message}")
-            for a in p.affected:
-                render.info(f"    affects {a}")
-        for note in report.notes:
-            render.info(f"note: {note}")
-        render.info(
-            f"Checked {report.commits} commits, {report.indexes} file indexes and {report.chunks} objects: "
-            + ("no problems." if report.ok else f"{len(report.problems)} problem(s).")
-        )
-    if not report.ok:
-        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------- repos
@@ -193,9 +129,45 @@ def inspect_repo(name: str, output: Output = OutputOpt):
 
 
 @app.command("delete-repo")
-def delete_repo(name: str, force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read it, with the commits they made from it.")):
-    """Delete a repo and all its commits."""
-    store().delete_repo(name, force=force)
+def delete_repo(
+    name: str,
+    force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read it: those pipelines (and theirs) go too, with their output repos and the commits made from it."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --force, delete without asking (needed when stdin is not a terminal)."),
+):
+    """Delete a repo and all its commits (with --force, what was derived from it too, listed first)."""
+    s = store()
+    if force:
+        # What --force takes is listed before anything goes, and confirmed.
+        _say_repo_deletion(s.history.delete_repo(name, force=True, dry_run=True))
+        if not yes:
+            if not sys.stdin.isatty():
+                raise DplError("delete-repo --force needs --yes when stdin is not a terminal; nothing was deleted.",
+                               hint=f"Read the list above, then run `dpl delete-repo {name} --force --yes`.")
+            if not typer.confirm("Delete all of this?", default=False, err=True):
+                raise DplError("Nothing was deleted.")
+    result = s.delete_repo(name, force=force)
+    render.info(f"deleted repo {', '.join(result['repos'])}" + (f" and pipeline {', '.join(result['pipelines'])}" if result["pipelines"] else "")
+                + f" ({len(result['deleted'])} commits)")
+
+
+def _say_repo_deletion(plan: dict) -> None:
+    """What `delete-repo --force` is about to delete, on stderr (messages for people)."""
+    gone = set(plan["repos"])
+    per_repo: dict[str, int] = {}
+    derived = []
+    for item in plan["deleted"]:
+        repo, _, cid = item.partition("@")
+        per_repo[repo] = per_repo.get(repo, 0) + 1
+        if repo not in gone:
+            derived.append(f"{repo}@{cid[:12]}")
+    render.info("This deletes:")
+    if plan["pipelines"]:
+        render.info(f"  pipelines: {', '.join(plan['pipelines'])}")
+    render.info("  repos:     " + ", ".join(f"{r} ({per_repo.get(r, 0)} commits)" for r in plan["repos"]))
+    if derived:
+        render.info(f"  commits made from it in other repos: {', '.join(derived)}")
+    if plan["jobs"]:
+        render.info(f"  jobs:      {len(plan['jobs'])}")
 
 
 # --------------------------------------------------------------------- files
@@ -215,8 +187,11 @@ def put_file(
     from ..engine.files import plan_sources
 
     ref = _repo_branch(target)
+    dest = ref.path
+    if dest not in (None, "/") and target.endswith("/"):
+        dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
     s = store()
-    plans = plan_sources(ref.path, sources, recursive=recursive)
+    plans = plan_sources(dest, sources, recursive=recursive)
     with _progress("putting files") as progress:
         commit = s.put_files(ref.repo, ref.ref_or_default, plans, append=append, description=message, progress=progress)
     state = "added to open commit" if commit.state == "open" else "committed"
@@ -304,14 +279,17 @@ def glob_file(target: str = typer.Argument(..., metavar="REPO@REF:PATTERN"), out
 
 @app.command("diff-file")
 def diff_file(
-    new: str = typer.Argument(..., metavar="REPO@REF"),
-    old: Optional[str] = typer.Argument(None, metavar="[REPO@OTHER]", help="Compare against this (default: the parent commit)."),
+    new: str = typer.Argument(..., metavar="REPO@REF[:PATH]"),
+    old: Optional[str] = typer.Argument(None, metavar="[REPO@OTHER[:PATH]]", help="Compare against this (default: the parent commit)."),
     output: Output = OutputOpt,
 ):
-    """Show files added, modified and deleted between two commits."""
+    """Show files added, modified and deleted between two commits (under PATH, if given)."""
+    from ..engine.files import within
+
     a = _repo_branch(new)
     b = _repo_branch(old) if old else None
     diff = store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
+    diff = within(diff, a.path or (b.path if b else None))
     render.table(
         diff,
         [("change", "CHANGE", None), ("path", "PATH", None), ("old_size", "OLD SIZE", size), ("new_size", "NEW SIZE", size)],
@@ -338,117 +316,19 @@ def delete_file(
         run_and_report(s, commit.id, None)
 
 
-# --------------------------------------------------------- commits, branches
-
-
-@app.command("start-commit")
-def start_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH"), message: str = typer.Option("", "--message", "-m")):
-    """Open a commit: put-files to the branch join it until finish-commit."""
-    ref = _repo_branch(target)
-    commit = store().start_commit(ref.repo, ref.ref_or_default, message)
-    sys.stdout.write(commit.id + "\n")
-
-
-@app.command("finish-commit")
-def finish_commit(
-    target: str = typer.Argument(..., metavar="REPO@BRANCH|REPO@COMMIT"),
-    message: Optional[str] = typer.Option(None, "--message", "-m"),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts."),
-):
-    """Finish an open commit: it becomes the branch head, atomically (then run the jobs it starts)."""
-    ref = _repo_branch(target)
-    s = store()
-    commit = s.finish_commit(ref.repo, ref.ref_or_default, message)
-    render.info(f"finished {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
-    if not no_wait:
-        from .pipelines import run_and_report
-
-        run_and_report(s, commit.id, None)
-
-
-@app.command("list-commit")
-def list_commit(
-    target: str = typer.Argument(..., metavar="REPO[@BRANCH]|ID"),
-    number: Optional[int] = typer.Option(None, "--number", "-n", help="Show at most this many."),
-    output: Output = OutputOpt,
-):
-    """List commits, newest first: a repo's, a branch's history, or every commit sharing a global id."""
-    s = store()
-    ref = _maybe_global_id(s, target)
-    if ref is None:
-        commits = s.commits_with_id(target)
-    else:
-        commits = s.list_commits(ref.repo, ref.ref, limit=number)
-    render.table([c.to_dict() for c in commits], COMMIT_COLUMNS, output)
-
-
-def _maybe_global_id(s, text: str):
-    """REPO[@REF] unless `text` is a bare id that names no repo."""
-    if "@" not in text and len(text) >= 4 and all(c in "0123456789abcdef" for c in text):
-        try:
-            s.inspect_repo(text)
-        except RepoNotFound:
-            return None
-    return _repo_branch(text)
-
-
-@app.command("inspect-commit")
-def inspect_commit(target: str = typer.Argument(..., metavar="REPO@REF|ID"), output: Output = OutputOpt):
-    """Show a commit (or every commit sharing a global id)."""
-    s = store()
-    ref = _maybe_global_id(s, target)
-    if ref is None:
-        render.table([c.to_dict() for c in s.commits_with_id(target)], COMMIT_COLUMNS, output)
-        return
-    commit = s.inspect_commit(ref.repo, ref.ref_or_default)
-    data = commit.to_dict()
-    if commit.job and commit.state == "finished":
-        data["provenance"] = s.commit_provenance(ref.repo, commit.id)
-        data["origin_commits"] = s.origin_commits(ref.repo, commit.id)
-    if output == Output.json:
-        render.emit_json(data)
-        return
-    render.record(data, output, COMMIT_FIELDS)
-    if "provenance" in data:
-        from .provenance import print_commit_provenance
-
-        print_commit_provenance(data["provenance"])
-
-
-@app.command("create-branch")
-def create_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH"), head: Optional[str] = typer.Option(None, "--head", help="Commit or branch to point at.")):
-    """Create (or move) a branch."""
-    ref = _repo_branch(target)
-    store().create_branch(ref.repo, ref.ref_or_default, head)
-
-
-@app.command("list-branch")
-def list_branch(repo: str, output: Output = OutputOpt):
-    """List a repo's branches."""
-    render.table(store().list_branches(repo), [("branch", "BRANCH", None), ("head", "HEAD", short), ("updated", "UPDATED", ago)], output)
-
-
-@app.command("delete-branch")
-def delete_branch(
-    target: str = typer.Argument(..., metavar="REPO@BRANCH"),
-    force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read or write it, or it has an open commit."),
-):
-    """Delete a branch (its commits stay readable by id)."""
-    ref = _repo_branch(target)
-    store().delete_branch(ref.repo, ref.ref_or_default, force=force)
-
-
-# ------------------------------- history and gc, pipelines and jobs, provenance
+# ------- commits and branches, fsck and history, pipelines and jobs, provenance, secrets
 
 # The commands of the other command modules, which `_app_for` imports only
 # when one of theirs runs (or for help); test_bench checks this table
 # against what each module registers.
 MODULE_COMMANDS = {
-    "maintenance": ("delete-commit", "squash-commit", "gc"),
+    "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "list-branch", "delete-branch"),
+    "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
     "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
                   "run", "run-cron", "wait-commit"),
     "provenance": ("provenance", "subvenance", "why", "draw-dag"),
+    "secrets": ("create-secret", "list-secret", "delete-secret"),
     "serve": ("serve", "connect", "disconnect"),
 }
 _registered: set[str] = set()
@@ -463,6 +343,10 @@ def _register(*modules: str) -> None:
 
 def _command_module(name: str):
     # Spelled out, not imported by name, so that static tools see the arrows.
+    if name == "commits":
+        from . import commits
+
+        return commits
     if name == "maintenance":
         from . import maintenance
 
@@ -471,6 +355,10 @@ def _command_module(name: str):
         from . import pipelines
 
         return pipelines
+    if name == "secrets":
+        from . import secrets
+
+        return secrets
     if name == "serve":
         from . import serve
 
@@ -478,52 +366,6 @@ def _command_module(name: str):
     from . import provenance
 
     return provenance
-
-
-# ------------------------------------------------------------------- secrets
-
-
-def _secret_pairs(pairs: List[str], option: str) -> list[tuple[str, str]]:
-    out = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DplError(f"{option} {pair!r} is not KEY=VALUE.", hint=f"Write {option} key=value.")
-        out.append((key, value))
-    return out
-
-
-@app.command("create-secret")
-def create_secret(
-    name: str,
-    from_literal: List[str] = typer.Option([], "--from-literal", help="A key and its value, KEY=VALUE (repeatable)."),
-    from_file: List[str] = typer.Option([], "--from-file", help="A key and a file holding its value, KEY=PATH (repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a secret of that name."),
-):
-    """Store a secret that pipeline specs can name in transform.secrets (values never appear in specs or logs)."""
-    data = dict(_secret_pairs(from_literal, "--from-literal"))
-    for key, path in _secret_pairs(from_file, "--from-file"):
-        try:
-            data[key] = open(path, encoding="utf-8").read()
-        except OSError as e:
-            raise DplError(f"Cannot read {path} for key {key!r}: {e.strerror}.") from None
-        except UnicodeDecodeError:
-            raise DplError(f"{path} (key {key!r}) is not UTF-8 text; secrets hold text.") from None
-    info = store().create_secret(name, data, overwrite=overwrite)
-    render.info(f"created secret {name} ({', '.join(info['keys'])})")
-
-
-@app.command("list-secret")
-def list_secret(output: Output = OutputOpt):
-    """List secrets: names and keys, never values."""
-    render.table(store().list_secrets(), [("name", "NAME", None), ("keys", "KEYS", ", ".join), ("created", "CREATED", ago)], output)
-
-
-@app.command("delete-secret")
-def delete_secret(name: str):
-    """Delete a secret (pipelines that name it fail at their next job until it exists again)."""
-    store().delete_secret(name)
-    render.info(f"deleted secret {name}")
 
 
 # ---------------------------------------------------------------------- main

@@ -1,6 +1,9 @@
-"""Commands that rewrite history and reclaim space: delete-commit, squash-commit, gc."""
+"""Commands that check the store, rewrite history and reclaim space: fsck, delete-commit, squash-commit, gc."""
 
 from __future__ import annotations
+
+import sys
+from typing import List
 
 import typer
 
@@ -11,9 +14,14 @@ OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people,
 
 
 def _store():
-    from ..engine import Store
+    from .main import store  # one place opens the store (and decides which)
 
-    return Store.open()
+    return store()
+
+
+def _say(line: str) -> None:
+    """A line of a report: on stdout, where `dpl fsck > report.txt` keeps it."""
+    sys.stdout.write(line + "\n")
 
 
 def _say_removed(result: dict) -> None:
@@ -26,6 +34,43 @@ def _say_removed(result: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("fsck")
+    def fsck(
+        repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed, and say what cannot."),
+        sources: List[str] = typer.Option([], "--from", help="With --repair: a directory holding original files to re-derive lost chunks from (repeatable)."),
+        output: Output = OutputOpt,
+    ):
+        """Re-hash every chunk and check every file index, commit reference and provenance link."""
+        if repair:
+            result = _store().repair(sources=sources)
+            if output == Output.json:
+                render.emit_json(result.to_dict())
+            else:
+                for line in result.fixed:
+                    _say(f"fixed: {line}")
+                for line in result.unfixed:
+                    _say(f"not fixed: {line}")
+                _say("The store is consistent." if result.ok else f"{len(result.unfixed)} problem(s) remain.")
+            if not result.ok:
+                raise typer.Exit(1)
+            return
+        report = _store().fsck()
+        if output == Output.json:
+            render.emit_json(report.to_dict())
+        else:
+            for p in report.problems:
+                _say(f"{p.kind}: {p.message}")
+                for a in p.affected:
+                    _say(f"    affects {a}")
+            for note in report.notes:
+                _say(f"note: {note}")
+            _say(
+                f"Checked {report.commits} commits, {report.indexes} file indexes and {report.chunks} objects: "
+                + ("no problems." if report.ok else f"{len(report.problems)} problem(s).")
+            )
+        if not report.ok:
+            raise typer.Exit(1)
+
     @app.command("delete-commit")
     def delete_commit(
         target: str = typer.Argument(..., metavar="REPO@COMMIT"),

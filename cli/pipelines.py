@@ -10,12 +10,14 @@ the CLI call that makes work is the worker, unless --no-wait.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Optional
 
 import typer
 
 from . import render
+from .jobreport import JobProgress, job_summary, run_and_report, stoppable  # noqa: F401  (main.py's commands run jobs through run_and_report)
 from .render import Output, ago, short
 from ..storage.errors import DplError, InvalidRef
 
@@ -72,53 +74,6 @@ def job_ref(text: str) -> tuple[str | None, str]:
     return (pipeline or None), job
 
 
-class JobProgress:
-    """One progress bar per running job, on stderr, for people watching."""
-
-    def __init__(self):
-        self.live = None
-        self.tasks: dict[tuple, int] = {}
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.live = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(stderr=True))
-            self.live.start()
-        return self
-
-    def __call__(self, job: dict, done: int, total: int) -> None:
-        if self.live is None:
-            return
-        key = (job["pipeline"], job["id"])
-        if key not in self.tasks:
-            self.tasks[key] = self.live.add_task(f"job {job['pipeline']}@{job['id'][:12]}", total=total)
-        self.live.update(self.tasks[key], completed=done, total=total)
-
-    def __exit__(self, *exc):
-        if self.live is not None:
-            self.live.stop()
-
-
-def run_and_report(store, wave: str | None, executor: str | None) -> None:
-    """Run the work of `wave` (or all work), then say what happened; fail if a job did."""
-    with JobProgress() as progress:
-        store.run_jobs(wave, executor=executor, progress=progress)
-    jobs = sorted(store.list_jobs(wave=wave), key=lambda j: (j["started"] or j["created"])) if wave else []
-    for job in jobs:
-        render.info(
-            f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} datums processed, "
-            f"{job['skipped']} skipped" + (f", {job['failed']} failed" if job["failed"] else "")
-        )
-    bad = [j for j in jobs if j["state"] in ("failure", "unrunnable")]
-    if bad:
-        first = bad[0]  # the root cause: later ones are unrunnable because of it
-        raise DplError(first["error"] or f"Job {first['pipeline']}@{first['id'][:12]} failed.",
-                       hint=f"See `dpl inspect-job {first['pipeline']}@{first['id'][:12]}` and `dpl logs`.")
-
-
 def _read_spec(spec: Optional[str], file: Optional[str]) -> tuple[str, str]:
     path = file or spec
     if not path:
@@ -142,13 +97,19 @@ def register(app: typer.Typer) -> None:
         no_wait: bool = NoWaitOpt,
         executor: Optional[str] = ExecutorOpt,
     ):
-        """Create a pipeline from a Pachyderm pipeline spec (JSON or YAML) and run its first job."""
+        """Create pipelines from a Pachyderm spec file (JSON or YAML; several specs in one file are created in order) and run their first jobs."""
+        from ..engine.spec import load_specs
+
         s = _store()
         text, source = _read_spec(spec, file)
-        info = s.create_pipeline(text, source=source)
-        render.info(f"created pipeline {info['name']} (version {info['version']})")
+        names = []
+        for one in load_specs(text, source):  # every spec is checked before the first is created
+            info = s.create_pipeline(one.to_json(), source=source)
+            _say_created(info, "created pipeline {name} (version {version})")
+            names.append(info["name"])
         if not no_wait:
-            run_and_report(s, s.pipeline_wave(info["name"]), executor)
+            for name in names:
+                run_and_report(s, s.pipeline_wave(name), executor)
 
     @app.command("update-pipeline")
     def update_pipeline(
@@ -158,13 +119,24 @@ def register(app: typer.Typer) -> None:
         no_wait: bool = NoWaitOpt,
         executor: Optional[str] = ExecutorOpt,
     ):
-        """Change a pipeline: a new version, kept in its history."""
+        """Change pipelines (every spec of the file, in order): a new version each, kept in its history."""
+        from ..engine.spec import load_specs
+
         s = _store()
         text, source = _read_spec(spec, file)
-        info = s.update_pipeline(text, source=source, reprocess=reprocess)
-        render.info(f"updated pipeline {info['name']} to version {info['version']}")
+        names = []
+        for one in load_specs(text, source):
+            info = s.update_pipeline(one.to_json(), source=source, reprocess=reprocess)
+            _say_created(info, "updated pipeline {name} to version {version}")
+            names.append(info["name"])
         if not no_wait:
-            run_and_report(s, s.pipeline_wave(info["name"]), executor)
+            for name in names:
+                run_and_report(s, s.pipeline_wave(name), executor)
+
+    def _say_created(info: dict, line: str) -> None:
+        render.info(line.format(**info))
+        for warning in info.get("warnings", ()):
+            render.info(f"warning: {warning}")
 
     @app.command("list-pipeline")
     def list_pipeline(output: Output = OutputOpt):
@@ -230,13 +202,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list-job")
     def list_job(
-        wave: Optional[str] = typer.Argument(None, metavar="[ID]", help="Only the jobs of this global id."),
+        wave: Optional[str] = typer.Argument(None, metavar="[ID|PIPELINE]", help="Only the jobs of this global id, or of this pipeline."),
         pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p"),
         number: Optional[int] = typer.Option(None, "--number", "-n", help="At most this many."),
         output: Output = OutputOpt,
     ):
-        """List jobs, newest first."""
-        render.table(_store().list_jobs(pipeline, wave, number), JOB_COLUMNS, output)
+        """List jobs, newest first: all of them, a global id's, or (list-job NAME) a pipeline's."""
+        s = _store()
+        hexadecimal = wave is not None and all(c in "0123456789abcdef" for c in wave.lower())
+        jobs = s.list_jobs(pipeline, wave, number) if wave is None or hexadecimal else []
+        if wave is not None and not jobs:  # no job has that id: `list-job NAME` asks for a pipeline's jobs
+            from ..engine.errors import JobNotFound, PipelineNotFound
+
+            if pipeline:
+                raise JobNotFound(f"Pipeline {pipeline!r} has no job with the id {wave!r}.", hint=f"See `dpl list-job -p {pipeline}`.")
+            try:
+                jobs = s.list_jobs(wave, None, number)
+            except PipelineNotFound as e:
+                if not hexadecimal:
+                    raise
+                raise JobNotFound(f"No job has the id {wave!r}, and no pipeline is called that.", hint="See `dpl list-job` and `dpl list-pipeline`.") from e
+        render.table(jobs, JOB_COLUMNS, output)
 
     @app.command("inspect-job")
     def inspect_job(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
@@ -266,7 +252,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list-datum")
     def list_datum(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
-        """List every datum of a job: processed, skipped or failed."""
+        """List every datum of a job and what happened to it: success, failed, skipped (processed before), or not-run."""
         pipeline, jid = job_ref(job)
         render.table(_store().list_datums(pipeline, jid), DATUM_COLUMNS, output)
 
@@ -312,8 +298,7 @@ def register(app: typer.Typer) -> None:
     def _say_tick(ci, commit) -> None:
         render.info(f"cron tick {ci.repo}@{commit.id[:12]} ({commit.description.rpartition(' ')[2]}) for pipeline {ci.pipeline}")
 
-    def _job_line(job) -> str:
-        return f"job {job['pipeline']}@{job['id'][:12]} {job['state']}: {job['processed']} processed, {job['skipped']} skipped"
+    _job_line = job_summary
 
     def _say_job(job) -> None:
         """For `run --watch`, which goes on after a failure: the error's first line too."""
@@ -329,20 +314,22 @@ def register(app: typer.Typer) -> None:
         if watch:
             render.info("watching: cron ticks and pending jobs run here until Ctrl-C")
             try:
-                with JobProgress() as progress:
+                with stoppable(), JobProgress() as progress:
                     s.watch(executor=executor, progress=progress, on_tick=_say_tick, on_job=_say_job)
-            except KeyboardInterrupt:
-                render.info("stopped (a job cut short resumes at the next `dpl run`)")
-            return
+            except SystemExit as e:
+                if e.code != 128 + signal.SIGINT:
+                    raise
+            return  # Ctrl-C is how a watch ends: not a failure
         for ci, commit in s.tick_due():
             _say_tick(ci, commit)
-        with JobProgress() as progress:
+        with stoppable(), JobProgress() as progress:
             ran = s.run_jobs(None, executor=executor, progress=progress)
         for job in ran:
             render.info(_job_line(job))
         bad = [j for j in ran if j["state"] != "success"]
         if bad:
-            raise DplError(bad[-1]["error"] or "A job failed.", hint=f"See `dpl inspect-job {bad[-1]['pipeline']}@{bad[-1]['id'][:12]}`.")
+            ref = f"{bad[0]['pipeline']}@{bad[0]['id'][:12]}"
+            raise DplError(bad[0]["error"] or "A job failed.", hint=f"See `dpl inspect-job {ref}` and `dpl logs --job {ref}`.")
         if not ran:
             render.info("no pending jobs")
 
@@ -355,7 +342,7 @@ def register(app: typer.Typer) -> None:
             _say_tick(ci, commit)
         if not no_wait:
             for _, commit in ticks:
-                run_and_report(s, commit.id, executor)
+                run_and_report(s, commit.id, executor, fail=True)
 
     @app.command("wait-commit")
     def wait_commit(commit: str = typer.Argument(..., metavar="ID|REPO@COMMIT"), executor: Optional[str] = ExecutorOpt):
@@ -363,5 +350,5 @@ def register(app: typer.Typer) -> None:
         s = _store()
         wave = commit.rpartition("@")[2]
         wave = s.resolve_commit(commit.partition("@")[0], wave).id if "@" in commit else s.commits_with_id(wave)[0].id
-        run_and_report(s, wave, executor)
+        run_and_report(s, wave, executor, fail=True)  # its exit code says whether the jobs succeeded
 

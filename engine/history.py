@@ -25,6 +25,7 @@ import time
 
 from .jobs import lease_held
 from .repos import Repos
+from .waves import Waves
 from ..storage.errors import CommitInUse, RepoInUse, WouldOrphan
 from ..storage.metadata import commits as commit_rows
 from ..storage.metadata import datums as datum_rows
@@ -231,7 +232,19 @@ class History:
                 )
             plan = self.plan_removal(tx, {(repo, commit.id)}, force=force, what=name,
                                       extra_jobs=self._pending_jobs_of(tx, commit.id) if commit.origin == "user" else ())
-            return self.apply_removal(tx, plan)
+            # An output commit removed while the inputs it was made from stay: its pipeline
+            # must make it again (its cached datum outputs go with its job), not carry the
+            # older output forward as if it were current.
+            stale = set()
+            for j in plan["jobs"].values():
+                made = commit_rows.get(tx, j.pipeline, j.output_commit) if j.output_commit else None
+                kept_inputs = not any((i["repo"], i.get("commit")) in plan["commits"] for i in j.inputs)
+                if made is not None and made.state == "finished" and (j.pipeline, made.id) in plan["commits"] and kept_inputs:
+                    stale.add(j.pipeline)
+            result = self.apply_removal(tx, plan)
+            if stale:
+                result["recompute"] = Waves(self.db).recompute(tx, stale)
+            return result
 
     def squash_commit(self, repo: str, ref: str, *, force: bool = False) -> dict:
         """Merge a commit into its children, keeping every file of every commit that stays."""

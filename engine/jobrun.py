@@ -7,11 +7,15 @@
 3. compare with the datums of the job that made the current output: equal
    ids are carried forward, ids that disappeared take their outputs with
    them, and of the new ids only those never processed before are run;
-4. run those on the executor, `datum_tries` times at most, recording each
-   datum's outputs as it finishes (`recorder.Recorder`: a killed runner
-   redoes none of them);
-5. land the output commit (previous output + tombstones + new outputs) and
-   the job's success in one transaction.
+4. run every one of those on the executor, `datum_tries` times at most,
+   even after one fails, recording each datum's outputs as it finishes
+   (`recorder.Recorder`: a killed or stopped runner redoes none of them);
+5. if any failed, fail the job naming each (`failures`); else land the
+   output commit (previous output + tombstones + new outputs) and the job's
+   success in one transaction.
+
+Ctrl-C (KeyboardInterrupt in the thread running the job) kills the running
+steps at once, records what finished, and leaves the job to be resumed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pyarrow.compute as pc
 
 from . import code as code_mod
 from . import datums as datums_mod
+from . import failures
+from . import reasons as reasons_mod
 from .executors import get_executor
 from .executors.base import DatumResult, JobContext
 from .recorder import Recorder
@@ -45,7 +51,6 @@ from .errors import JobFailed
 if TYPE_CHECKING:
     from .jobs import Jobs
 
-LOG_TAIL = 2000  # characters of a failed datum's log quoted in the job's error
 # A job's datum list: every datum, its key and what the job did with it (listed by `list_datums`).
 DATUM_LIST_SCHEMA = pa.schema([("datum", pa.binary(16)), ("key", pa.string()), ("state", pa.string())])
 
@@ -131,36 +136,46 @@ class JobRun:
         candidates = np.flatnonzero(~in_prev).tolist()
         cached = self._cached([dset.ids[i].hex() for i in candidates])
         to_run = [i for i in candidates if dset.ids[i].hex() not in cached]
-        resumed = sum(1 for i in candidates if self._ran_here(cached.get(dset.ids[i].hex())))
+        resumed = [i for i in candidates if self._ran_here(cached.get(dset.ids[i].hex()))]
         removed = prev_ids.filter(pc.invert(pc.is_in(prev_ids, value_set=ids))) if len(prev_ids) else prev_ids
 
-        reasons = self._reasons(dset, to_run, prev_keys, prev_job, salt)
+        reasons = reasons_mod.reasons(self, dset, to_run, prev_keys, prev_job, salt)
         recorder = Recorder(jobs.db, jobs.chunks, self.pipeline, self.wave)
         done = len(dset) - len(to_run)
         self._report(done, len(dset))
-        failure = self._execute(ctx, executor, dset, to_run, reasons, recorder, done)
+        try:
+            ran_failed = self._execute(ctx, executor, dset, to_run, reasons, recorder, done)
+        except BaseException:
+            # Stopped (Ctrl-C) or broken: what finished is kept, and the list says what did not run.
+            recorder.flush()
+            self._record_outcome(dset, ids, to_run, resumed, recorder)
+            raise
         recorder.flush()
-        processed = len(to_run) + resumed
-        skipped = len(dset) - processed
-        states = np.full(len(dset), "skipped", dtype=object)
-        for i in to_run:
-            states[i] = "processed"
-        for i in candidates:
-            if self._ran_here(cached.get(dset.ids[i].hex())):
-                states[i] = "processed"
-        for i in recorder.failed_index:
-            states[i] = "failed"
+        not_run = self._record_outcome(dset, ids, to_run, resumed, recorder)
+        if ran_failed or not_run:
+            timed_out = self.spec.raw.get("job_timeout") if ctx.time_left() == 0 else None
+            raise JobFailed(failures.job_error(self.pipeline, self.wave, ran_failed, total=len(dset), not_run=not_run,
+                                               timed_out=timed_out, secrets=self.store_secrets()))
+        self._land(dset, candidates, removed, prev_commit)
+
+    def _record_outcome(self, dset, ids: pa.Array, to_run: list[int], resumed: list[int], recorder: Recorder) -> int:
+        """Write the job's datum list, each datum with what really happened to it, and its counts; return how many did not run."""
+        states = np.full(len(dset), failures.SKIPPED, dtype=object)
+        states[to_run] = failures.NOT_RUN
+        succeeded = list(recorder.ok_index) + resumed
+        states[succeeded] = failures.SUCCESS
+        states[list(recorder.failed_index)] = failures.FAILED
         datum_list = pa.table(
             {"datum": ids, "key": pa.array(dset.keys(), pa.string()), "state": pa.array(states.tolist(), pa.string())},
             schema=DATUM_LIST_SCHEMA,
         )
-        list_id = index.write_table(jobs.chunks, datum_list).hex()
-        with jobs.db.write() as tx:
-            job_rows.set_outcome(tx, self.pipeline, self.wave, datum_list=list_id, processed=processed - len(recorder.failed_index),
-                                 skipped=skipped, failed=len(recorder.failed_index))
-        if failure:
-            raise JobFailed(failure)
-        self._land(dset, candidates, removed, prev_commit)
+        list_id = index.write_table(self.jobs.chunks, datum_list).hex()
+        self.jobs.chunks.sync()  # durable before a job names it
+        ok, failed = len(succeeded), len(recorder.failed_index)
+        with self.jobs.db.write() as tx:
+            job_rows.set_outcome(tx, self.pipeline, self.wave, datum_list=list_id, processed=ok,
+                                 skipped=len(dset) - len(to_run) - len(resumed), failed=failed)
+        return len(to_run) - len(recorder.ok_index) - failed
 
     def _report(self, done: int, total: int) -> None:
         if self.progress:
@@ -190,70 +205,19 @@ class JobRun:
         """Whether this job itself ran the datum (before it was resumed)."""
         return output is not None and output.job == self.wave
 
-    def _reasons(self, dset, to_run: list[int], prev_table, prev_job, salt: str) -> dict[int, str]:
-        """Why each datum runs: what a user asks when a job does more than expected."""
-        if not to_run:
-            return {}
-        if prev_job is None:
-            return {i: "new input" for i in to_run}
-        if prev_job.salt != salt:
-            return {i: self._why_all(prev_job) for i in to_run}
-        prev_by_key = {}
-        if prev_table is not None and len(to_run) < 10_000:
-            wanted = pa.array(sorted({dset.key(i) for i in to_run}), pa.string())
-            hits = prev_table.filter(pc.is_in(prev_table["key"], value_set=wanted))
-            prev_by_key = {k: d.hex() for d, k in zip(hits["datum"].to_pylist(), hits["key"].to_pylist())}
-        failed_before = set()
-        if len(to_run) < 10_000:
-            failed_before = datum_rows.failed_among(self.jobs.db, self.pipeline, [dset.ids[j].hex() for j in to_run])
-        out = {}
-        for i in to_run:
-            key = dset.key(i)
-            if dset.ids[i].hex() in failed_before:
-                out[i] = "retried after failure"
-            elif key in prev_by_key:
-                out[i] = "changed content: " + self._changed_files(dset, i, prev_by_key[key])
-            else:
-                out[i] = "new input"
-        return out
-
-    def _why_all(self, prev_job: job_rows.Job) -> str:
-        """Why a job reruns every datum: the ids' salt changed since the last job."""
-        if self.job.reason == "reprocess":
-            return "reprocess requested"
-        if prev_job.version == self.job.version or self._same_transform(prev_job.version):
-            changed = code_mod.changed_files(prev_job.code or {}, self.code)
-            if changed:
-                return "code changed: " + ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        return "spec changed"
-
-    def _same_transform(self, version: int) -> bool:
-        row = pipeline_rows.version(self.jobs.db, self.pipeline, version)
-        return row is not None and row.transform_hash == self.spec.transform_hash()
-
-    def _changed_files(self, dset, i: int, prev_datum: str) -> str:
-        prev = datum_rows.any_run(self.jobs.db, self.pipeline, prev_datum)
-        if prev is None:
-            return dset.key(i)
-        before = {(inp["name"], f[0]): f[1] for inp in prev.inputs for f in inp["files"]}
-        now = {}
-        for p, u in dset.tuples[i]:
-            pin = dset.inputs[p]
-            unit = pin.matches.unit(u)
-            for path, h in zip(unit["path"].to_pylist(), unit["hash"].to_pylist()):
-                now[(pin.name, path)] = h.hex()
-        changed = sorted(f"{n}:{p}" for (n, p), h in now.items() if before.get((n, p)) != h)
-        changed += sorted(f"{n}:{p} (deleted)" for (n, p) in before if (n, p) not in now)
-        return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") if changed else dset.key(i)
-
     # --------------------------------------------------------------- execute
 
-    def _execute(self, ctx, executor, dset, to_run, reasons, recorder, done: int) -> str | None:
-        """Run datums with retries; return the job's error, if it failed."""
+    def _execute(self, ctx, executor, dset, to_run, reasons, recorder, done: int) -> list[tuple]:
+        """Run every datum of `to_run`, each with its retries; one failing does not stop the others.
+
+        Returns the failed ones as (datum id, key, result, tries).  Only a
+        job_timeout stops the job early (the rest do not run), and Ctrl-C:
+        then the running steps are killed at once and the interrupt goes on
+        up, leaving the job resumable."""
+        ran_failed: list[tuple] = []
         if not to_run:
-            return None
+            return ran_failed
         tries_allowed = self.spec.datum_tries
-        failure: list[str] = []
         lock = threading.Lock()
         # Every secret the store holds, not only this spec's: a step may print one it found elsewhere.
         secrets = self.store_secrets()
@@ -261,51 +225,49 @@ class JobRun:
 
         def one(i: int):
             task = dset.task(i, self.wave, self.pipeline)
-            result = None
-            for attempt in range(1, tries_allowed + 1):
-                if ctx.cancelled.is_set() and result is not None:
-                    break
+            result, attempt = None, 0
+            while attempt < tries_allowed and not ctx.cancelled.is_set():
+                attempt += 1
                 try:
                     result = executor.run_datum(ctx, task)
                 except DplError as e:
                     result = DatumResult(task.datum, None, error=e.message, started=time.time(), finished=time.time())
-                if result.ok or ctx.cancelled.is_set() or ctx.time_left() == 0:
+                except Exception:
+                    if ctx.cancelled.is_set():
+                        return  # the executor was stopped under it
+                    raise
+                if result.ok or ctx.time_left() == 0:
                     break
+            if result is None or (ctx.cancelled.is_set() and not result.ok):
+                return  # stopped before it finished: it did not run, and runs when the job resumes
             recorder.add(i, dset, task, result, attempt, reasons.get(i, "new input"), secrets)
             with lock:
                 counter[0] += 1
                 self._report(counter[0], len(dset))
-                if not result.ok and not failure:
-                    failure.append(self._datum_error(task, result, attempt))
+                if not result.ok:
+                    ran_failed.append((task.datum, dset.key(i), result, attempt))
 
         slots = max(1, executor.slots(ctx))
-        pending = iter(to_run)
-        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="datum") as pool:
-            running = set()
-            for i in pending:
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="datum")
+        running: set = set()
+        try:
+            for i in to_run:
+                if ctx.time_left() == 0:
+                    break
                 running.add(pool.submit(one, i))
                 if len(running) >= slots:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for f in finished:
                         f.result()
-                    if failure or ctx.time_left() == 0:
-                        break
             for f in running:
                 f.result()
-        if ctx.time_left() == 0 and not failure:
-            return f"Job {self.wave[:12]} of pipeline {self.pipeline!r} timed out after {self.spec.raw['job_timeout']} (job_timeout)."
-        return failure[0] if failure else None
-
-    def _datum_error(self, task, result: DatumResult, tries: int) -> str:
-        log_text, error = (result.stderr or result.stdout or b"").decode("utf-8", "replace"), str(result.error)
-        for value in self.store_secrets():  # scrubbed whole, before the cut, so no part of a value survives
-            log_text, error = log_text.replace(value, "***"), error.replace(value, "***")
-        tail = log_text[-LOG_TAIL:].strip()
-        code = f" (exit code {result.exit_code})" if result.exit_code not in (None, 0) and "code" not in (result.error or "") else ""
-        return (
-            f"Datum {task.datum[:12]} of pipeline {self.pipeline!r} failed after {tries} "
-            f"{'try' if tries == 1 else 'tries'}: {error}{code}." + (f"\n--- log tail ---\n{tail}" if tail else "")
-        )
+        except BaseException:
+            ctx.cancelled.set()
+            executor.stop(ctx)  # kills the running steps now, rather than waiting for them to end
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return ran_failed
 
     def store_secrets(self) -> list[str]:
         """Every value of every secret the store holds, longest first: what no log or job error may show."""

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import failures
 from . import spec as specs
 from .commits import Commits
 from .jobrun import JobRun, Progress
@@ -125,13 +126,38 @@ class Jobs:
                 ups = graph.upstream(r.pipeline) if r.pipeline in graph.pipelines else set()
                 if any(o.id == r.id and o.pipeline in ups for o in rows):
                     continue  # an upstream job of the same wave is not done yet
-                bad = [p for p in job_rows.unsuccessful_in_wave(tx, r.id) if p in ups]
-                if bad or r.pipeline not in graph.pipelines:
-                    why = f"upstream job {bad[0]}@{r.id[:12]} did not succeed" if bad else "the pipeline was deleted"
-                    job_rows.mark_unrunnable(tx, r.pipeline, r.id, now, why)
+                why = self._unrunnable(tx, graph, r)
+                if why:
+                    output = None
+                    if r.pipeline in graph.pipelines:
+                        output = failures.record_failed_output(tx, r.pipeline, r.id, graph.pipelines[r.pipeline].output_branch, why, now)
+                    job_rows.mark_unrunnable(tx, r.pipeline, r.id, now, why, output)
                     continue
                 job_rows.claim(tx, r.pipeline, r.id, owner, now)
                 return job_rows.get(tx, r.pipeline, r.id)
+        return None
+
+    @staticmethod
+    def _unrunnable(tx, graph, job: job_rows.Job) -> str | None:
+        """Why `job` cannot run, if it cannot (Pachyderm's JOB_UNRUNNABLE): an
+        upstream job did not succeed, so what the pipeline would read is not
+        the output its inputs call for.  An upstream pipeline with a job in
+        this wave is judged by that job; any other by its newest finished job,
+        which is what its output branch stands for."""
+        if job.pipeline not in graph.pipelines:
+            return f"Job {job.id[:12]} of pipeline {job.pipeline!r} cannot run: the pipeline was deleted."
+        in_wave = job_rows.states_in_wave(tx, job.id)
+        ups = graph.upstream(job.pipeline)
+        for p in sorted(ups):
+            if in_wave.get(p) in ("failure", "unrunnable"):
+                return f"Job {job.id[:12]} of pipeline {job.pipeline!r} is unrunnable: upstream job {p}@{job.id[:12]} did not succeed ({in_wave[p]})."
+        for repo, branch in sorted(graph.inputs.get(job.pipeline, ())):
+            if repo not in graph.pipelines or graph.output(repo) != (repo, branch) or repo in in_wave:
+                continue
+            last = job_rows.last_finished(tx, repo)
+            if last is not None and last.state != "success":
+                return (f"Job {job.id[:12]} of pipeline {job.pipeline!r} is unrunnable: the last job of upstream pipeline {repo!r}, "
+                        f"{repo}@{last.id[:12]}, did not succeed ({last.state}).")
         return None
 
     @writes_objects
@@ -149,6 +175,12 @@ class Jobs:
             JobRun(self, job, owner, executor, progress).run()
         except DplError as e:
             self._fail(job, owner, e.message)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the steps are stopped and what finished is recorded;
+            # the job waits for the next `dpl run`, which redoes none of it.
+            with self.db.write() as tx:
+                job_rows.release(tx, job.pipeline, job.id, owner)
+            raise
         except Exception as e:
             self._fail(job, owner, f"internal error: {type(e).__name__}: {e}")
             raise
@@ -158,8 +190,15 @@ class Jobs:
         return self.inspect_job(job.pipeline, job.id)
 
     def _fail(self, job: job_rows.Job, owner: str, message: str) -> None:
+        """The job failed: say so, and keep its failed output commit (if `owner` still held it)."""
+        now = time.time()
         with self.db.write() as tx:
-            job_rows.fail(tx, job.pipeline, job.id, owner, time.time(), message)
+            if job_rows.fail(tx, job.pipeline, job.id, owner, now, message):
+                pipeline = pipeline_rows.get(tx, job.pipeline)
+                branch = pipeline.output_branch if pipeline is not None else "master"
+                output = failures.record_failed_output(tx, job.pipeline, job.id, branch, message, now)
+                if output is not None:
+                    job_rows.set_failed_output(tx, job.pipeline, job.id, output)
 
     # ------------------------------------------------------------------ read
 

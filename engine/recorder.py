@@ -36,7 +36,8 @@ class Recorder:
         self.db, self.chunks, self.pipeline, self.job = db, chunks, pipeline, job
         self.lock = threading.Lock()
         self.pending: list[tuple] = []
-        self.failed_index: list[int] = []
+        self.ok_index: list[int] = []  # the datums (indexes in the job's datum set) that ran and succeeded
+        self.failed_index: list[int] = []  # ... that ran and failed
         self.last_flush = time.time()
 
     def add(self, i: int, dset, task, result: DatumResult, tries: int, reason: str, secrets: list[str]) -> None:
@@ -57,8 +58,7 @@ class Recorder:
         record = (i, task.datum, dset.key(i), result, tries, reason, inputs, scrub(result.stdout), scrub(result.stderr))
         with self.lock:
             self.pending.append(record)
-            if not result.ok:
-                self.failed_index.append(i)
+            (self.ok_index if result.ok else self.failed_index).append(i)
             if len(self.pending) >= FLUSH_DATUMS or time.time() - self.last_flush > FLUSH_SECONDS:
                 self._flush_locked()
 

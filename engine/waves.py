@@ -78,6 +78,18 @@ class Waves:
             job_rows.insert_created(tx, wave, p, graph.pipelines[p].version, reason if p in roots or reason == "commit" else "upstream", now)
         return targets
 
+    def recompute(self, tx: Tx, pipelines: set[str]) -> str | None:
+        """In `tx`, start a wave at these pipelines, whose output commits were deleted:
+        their outputs no longer follow from their inputs, so the next `dpl run` makes
+        them again (and everything downstream).  Stopped pipelines wait for start-pipeline."""
+        graph = Graph(tx)
+        roots = sorted(p for p in pipelines if p in graph.pipelines and graph.pipelines[p].state == "running")
+        if not roots:
+            return None
+        wave = uuid.uuid4().hex
+        self.start(tx, wave, [], roots=roots, reason="recompute")
+        return wave
+
     def trigger(self, pipeline: str, reason: str = "create") -> str:
         """Start a wave at `pipeline` (and everything downstream of it); return its id."""
         wave = uuid.uuid4().hex

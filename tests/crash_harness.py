@@ -216,7 +216,7 @@ class Harness:
         if n % 5 == 0:  # the command a user would run, now and then (the same check as the API's)
             fsck = dpl("fsck", store=store, check=False)
             if fsck.returncode != 0:
-                raise TrialFailed(f"dpl fsck after the kill: {fsck.stderr.decode()[-1000:]}")
+                raise TrialFailed(f"dpl fsck after the kill: {(fsck.stdout + fsck.stderr).decode()[-1000:]}")
         outcome = outcome or {"put": {False: "killed before the commit", True: "killed after the commit"},
                               "pipeline": {False: "killed before the pipeline existed", True: "killed after the pipeline existed"},
                               "job": {False: "killed mid-job", True: "killed after the output landed"}}[scenario][landed]

@@ -137,7 +137,7 @@ def test_inspect_pipeline_shows_the_next_tick(store, tmp_path):
     assert "Cron:             tick = poll_tick, @every 1h, next tick " in text and "(in 59 minutes)" in text
 
 
-def test_a_cron_repo_deleted_by_force_is_reported_and_other_pipelines_still_run(store, tmp_path):
+def test_a_cron_repo_deleted_by_force_takes_its_pipeline_and_other_pipelines_still_run(store, tmp_path):
     start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     dpl("create-pipeline", write_spec(tmp_path, cron_spec("@every 2s", start=start)), store=store)
     other = cron_spec("@every 2s", start=start)
@@ -145,9 +145,11 @@ def test_a_cron_repo_deleted_by_force_is_reported_and_other_pipelines_still_run(
     dpl("create-pipeline", write_spec(tmp_path, other), store=store)
     refused = dpl("delete-repo", "poll_tick", store=store, check=False)
     assert refused.returncode != 0 and "poll" in refused.stderr.decode()
-    dpl("delete-repo", "poll_tick", "--force", store=store)
+    deleted = dpl("delete-repo", "poll_tick", "--force", "--yes", store=store).stderr.decode()
+    assert "pipelines: poll" in deleted  # no pipeline is left reading a repo that is gone (issue 13)
+    assert [p["name"] for p in json.loads(dpl("list-pipeline", "-o", "json", store=store).stdout)] == ["poll2"]
     proc = dpl("run", store=store, check=False)
     err = proc.stderr.decode()
-    assert "The cron repo 'poll_tick' of pipeline 'poll' is gone." in err and "Traceback" not in err
+    assert "poll_tick" not in err and "Traceback" not in err
     assert "cron tick poll2_tick@" in err
     assert len(files(store, "poll2_tick")) == 1

@@ -432,7 +432,8 @@ def test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence(store, tmp_
     src.write_bytes(b"a")
     proc = dpl("put-file", "data@master:/a", src, store=store, check=False, env={"DPL_SANDBOX": "none"})
     err = proc.stderr.decode()
-    assert proc.returncode != 0 and "mounts secret files (/secrets/token), which needs the bwrap sandbox" in err
+    # The commit landed, so put-file succeeds; the job's failure is said on stderr (issue 13).
+    assert proc.returncode == 0 and "mounts secret files (/secrets/token), which needs the bwrap sandbox" in err
     assert "Traceback" not in err and "tok-123" not in err
     assert outputs(store, "secretive") == {}
 
@@ -449,4 +450,6 @@ def test_outputs_that_make_a_path_both_a_file_and_a_directory_fail_the_job(store
     assert proc.returncode != 0 and (
         f"/d was written as a file by datum {datums['data:/a']} and as a directory (holding /d/x) by datum {datums['data:/b']}."
     ) in err, err
-    assert json.loads(dpl("list-commit", "clash", "-o", "json", store=store).stdout) == []  # nothing landed
+    # Nothing landed: the only commit is the job's failed output commit, on no branch (issue 13).
+    assert [c["state"] for c in json.loads(dpl("list-commit", "clash", "-o", "json", store=store).stdout)] == ["failed"]
+    assert json.loads(dpl("list-branch", "clash", "-o", "json", store=store).stdout) == []

@@ -130,7 +130,7 @@ def test_fsck_checks_the_bucket_not_the_cache(s3_server, s3_store, tmp_path):
     client.put_object(Bucket=s3_server.bucket, Key=key, Body=bytes(body))  # the cached copy is still good
 
     proc = dpl("fsck", store=root, check=False)
-    err = proc.stderr.decode()
+    err = proc.stdout.decode()  # the report goes to stdout
     assert proc.returncode != 0
     assert chunk.hex() in err and "/models/victim.bin" in err and "/other.txt" not in err
 

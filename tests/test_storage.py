@@ -157,7 +157,7 @@ def test_fsck_names_the_file_whose_chunk_was_corrupted(tmp_path):
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
     proc = dpl("fsck", store=root, check=False)
-    err = proc.stderr.decode()
+    err = proc.stdout.decode()  # the report goes to stdout
     assert proc.returncode != 0
     assert chunk.hex() in err and "/models/victim.bin" in err and "/other.txt" not in err
     # Reading the damaged file fails loudly instead of returning wrong bytes.

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from .base import DatumResult, DatumTask, JobContext
-from .runner import Ran, Step, run_step, tail
+from .runner import Ran, Step, failed, run_step, tail
 from .sandbox import Sandbox, step_cwd
 from ..errors import ExecutorUnavailable
 
@@ -93,11 +93,18 @@ class LocalExecutor:
             box.close()
 
     def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult:
-        return run_step(ctx, task, self._slot(ctx), cache_dir=str(ctx.scratch / "cache"))
+        box = self._slot(ctx)
+        if box is None:
+            return failed(task, "cancelled")
+        return run_step(ctx, task, box, cache_dir=str(ctx.scratch / "cache"))
 
-    def _slot(self, ctx: JobContext) -> Sandbox | Subprocess:
-        """This thread's box for the job, started on first use or after one died."""
+    def _slot(self, ctx: JobContext) -> Sandbox | Subprocess | None:
+        """This thread's box for the job, started on first use or after one died;
+        None once the job is stopped (`stop` sets `cancelled` before it takes the
+        lock, so no box is made after it closed them all)."""
         with self._lock:
+            if ctx.cancelled.is_set():
+                return None
             slots = self._slots.setdefault(ctx.job, {})
             key = threading.get_ident()
             box = slots.get(key)

@@ -21,7 +21,7 @@ class Commit:
     id: str
     branch: str | None
     parent: str | None
-    state: str  # "open" or "finished"
+    state: str  # "open", "finished", or "failed" (a job's output that never landed: `insert_failed`)
     layers: list[Layer]  # the full index: the parent's layers + its own
     delta: list[Layer]  # its own layers only
     size: int
@@ -157,6 +157,17 @@ def insert_finished(tx: Tx, c: Commit) -> None:
         "description, origin, job) VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (c.repo, c.id, c.branch, c.parent, layers_json(c.layers), layers_json(c.delta), c.size, c.nfiles,
          c.created, c.finished, c.description, c.origin, c.job),
+    )
+
+
+def insert_failed(tx: Tx, repo: str, commit_id: str, branch: str, created: float, description: str, job: str) -> None:
+    """The output commit of a job that did not succeed, as Pachyderm keeps it: listed and
+    inspectable, marked `failed` with the job's error as its description, but holding
+    no file and on no branch (nothing half-written reaches a branch, so it has no parent)."""
+    tx.execute(
+        "INSERT INTO commits (repo, id, branch, parent, state, created, finished, description, origin, job) "
+        "VALUES (?, ?, ?, NULL, 'failed', ?, ?, ?, 'auto', ?)",
+        (repo, commit_id, branch, created, created, description, job),
     )
 
 

@@ -23,7 +23,7 @@ class Job:
     id: str  # the global id of the wave
     version: int  # the pipeline version it runs
     state: str  # created, running, success, failure, unrunnable
-    reason: str  # commit, create, update, reprocess, start, upstream
+    reason: str  # commit, create, update, reprocess, start, upstream, recompute (its output commit was deleted)
     created: float
     started: float | None
     finished: float | None
@@ -139,6 +139,20 @@ def unsuccessful_in_wave(tx: Tx, wave: str) -> list[str]:
     return [r["pipeline"] for r in tx.all("SELECT pipeline FROM jobs WHERE id=? AND state IN ('failure', 'unrunnable')", (wave,))]
 
 
+def states_in_wave(tx: Tx, wave: str) -> dict[str, str]:
+    """pipeline -> state of each job of this wave."""
+    return {r["pipeline"]: r["state"] for r in tx.all("SELECT pipeline, state FROM jobs WHERE id=?", (wave,))}
+
+
+def last_finished(tx: Tx, pipeline: str) -> Job | None:
+    """A pipeline's newest job that has ended (succeeded, failed or could not run): what its output branch stands for."""
+    row = tx.one(
+        "SELECT * FROM jobs WHERE pipeline=? AND state IN ('success', 'failure', 'unrunnable') ORDER BY created DESC, id DESC LIMIT 1",
+        (pipeline,),
+    )
+    return Job.from_row(row) if row is not None else None
+
+
 def made(tx: Tx, pipeline: str, output_commit: str) -> list[Job]:
     """The jobs whose output commit is `pipeline@output_commit`."""
     return _many(tx.all("SELECT * FROM jobs WHERE pipeline=? AND output_commit=?", (pipeline, output_commit)))
@@ -193,16 +207,36 @@ def beat(tx: Tx, pipeline: str, job_id: str, owner: str, now: float) -> None:
     tx.execute("UPDATE jobs SET heartbeat=? WHERE pipeline=? AND id=? AND owner=?", (now, pipeline, job_id, owner))
 
 
-def mark_unrunnable(tx: Tx, pipeline: str, job_id: str, finished: float, error: str) -> None:
-    tx.execute("UPDATE jobs SET state='unrunnable', finished=?, error=? WHERE pipeline=? AND id=?", (finished, error, pipeline, job_id))
-
-
-def fail(tx: Tx, pipeline: str, job_id: str, owner: str, finished: float, error: str) -> None:
-    """The job failed, if `owner` still holds it."""
+def mark_unrunnable(tx: Tx, pipeline: str, job_id: str, finished: float, error: str, output_commit: str | None = None) -> None:
+    """The job cannot run (an upstream job did not succeed); `output_commit` is its failed output commit."""
     tx.execute(
+        "UPDATE jobs SET state='unrunnable', finished=?, error=?, output_commit=? WHERE pipeline=? AND id=?",
+        (finished, error, output_commit, pipeline, job_id),
+    )
+
+
+def fail(tx: Tx, pipeline: str, job_id: str, owner: str, finished: float, error: str) -> bool:
+    """The job failed, if `owner` still holds it; False if it no longer does."""
+    cur = tx.execute(
         "UPDATE jobs SET state='failure', finished=?, error=? WHERE pipeline=? AND id=? AND owner=?",
         (finished, error, pipeline, job_id, owner),
     )
+    return cur.rowcount == 1
+
+
+def set_failed_output(tx: Tx, pipeline: str, job_id: str, output_commit: str) -> None:
+    """The failed output commit a job that did not succeed leaves (see engine/failures.py)."""
+    tx.execute("UPDATE jobs SET output_commit=? WHERE pipeline=? AND id=? AND state IN ('failure', 'unrunnable')",
+               (output_commit, pipeline, job_id))
+
+
+def release(tx: Tx, pipeline: str, job_id: str, owner: str) -> bool:
+    """`owner` stops running the job without finishing it (Ctrl-C): it waits, created, for the next runner."""
+    cur = tx.execute(
+        "UPDATE jobs SET state='created', owner=NULL, heartbeat=NULL WHERE pipeline=? AND id=? AND owner=? AND state='running'",
+        (pipeline, job_id, owner),
+    )
+    return cur.rowcount == 1
 
 
 def succeed(tx: Tx, pipeline: str, job_id: str, owner: str, finished: float, output_commit: str) -> bool:

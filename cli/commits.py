@@ -1,0 +1,144 @@
+"""Commands for commits and branches: start-commit, finish-commit, list-commit,
+inspect-commit, create-branch, list-branch, delete-branch."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from . import render
+from .render import Output, ago, short, size
+from ..storage.errors import RepoNotFound
+
+OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
+
+COMMIT_COLUMNS = [
+    ("repo", "REPO", None),
+    ("branch", "BRANCH", None),
+    ("id", "COMMIT", short),
+    ("finished", "FINISHED", ago),
+    ("size", "SIZE", size),
+    ("files", "FILES", None),
+    ("origin", "ORIGIN", None),
+    ("description", "DESCRIPTION", None),
+]
+COMMIT_FIELDS = [
+    ("repo", "Repo", None),
+    ("id", "Commit", None),
+    ("branch", "Branch", None),
+    ("parent", "Parent", None),
+    ("state", "State", None),
+    ("origin", "Origin", None),
+    ("created", "Started", ago),
+    ("finished", "Finished", ago),
+    ("size", "Size", size),
+    ("files", "Files", None),
+    ("description", "Description", None),
+    ("job", "Job", None),
+]
+
+
+def _store():
+    from .main import store  # one place opens the store (and decides which)
+
+    return store()
+
+
+def _ref(text: str):
+    from ..engine import refs
+
+    return refs.parse(text)
+
+
+def _maybe_global_id(s, text: str):
+    """REPO[@REF] unless `text` is a bare id that names no repo."""
+    if "@" not in text and len(text) >= 4 and all(c in "0123456789abcdef" for c in text):
+        try:
+            s.inspect_repo(text)
+        except RepoNotFound:
+            return None
+    return _ref(text)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("start-commit")
+    def start_commit(target: str = typer.Argument(..., metavar="REPO@BRANCH"), message: str = typer.Option("", "--message", "-m")):
+        """Open a commit: put-files to the branch join it until finish-commit."""
+        ref = _ref(target)
+        commit = _store().start_commit(ref.repo, ref.ref_or_default, message)
+        sys.stdout.write(commit.id + "\n")
+
+    @app.command("finish-commit")
+    def finish_commit(
+        target: str = typer.Argument(..., metavar="REPO@BRANCH|REPO@COMMIT"),
+        message: Optional[str] = typer.Option(None, "--message", "-m"),
+        no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts."),
+    ):
+        """Finish an open commit: it becomes the branch head, atomically (then run the jobs it starts)."""
+        ref = _ref(target)
+        s = _store()
+        commit = s.finish_commit(ref.repo, ref.ref_or_default, message)
+        render.info(f"finished {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+        if not no_wait:
+            from .pipelines import run_and_report
+
+            run_and_report(s, commit.id, None)
+
+    @app.command("list-commit")
+    def list_commit(
+        target: str = typer.Argument(..., metavar="REPO[@BRANCH]|ID"),
+        number: Optional[int] = typer.Option(None, "--number", "-n", help="Show at most this many."),
+        output: Output = OutputOpt,
+    ):
+        """List commits, newest first: a repo's, a branch's history, or every commit sharing a global id."""
+        s = _store()
+        ref = _maybe_global_id(s, target)
+        if ref is None:
+            commits = s.commits_with_id(target)
+        else:
+            commits = s.list_commits(ref.repo, ref.ref, limit=number)
+        render.table([c.to_dict() for c in commits], COMMIT_COLUMNS, output)
+
+    @app.command("inspect-commit")
+    def inspect_commit(target: str = typer.Argument(..., metavar="REPO@REF|ID"), output: Output = OutputOpt):
+        """Show a commit (or every commit sharing a global id)."""
+        s = _store()
+        ref = _maybe_global_id(s, target)
+        if ref is None:
+            render.table([c.to_dict() for c in s.commits_with_id(target)], COMMIT_COLUMNS, output)
+            return
+        commit = s.inspect_commit(ref.repo, ref.ref_or_default)
+        data = commit.to_dict()
+        if commit.job and commit.state == "finished":
+            data["provenance"] = s.commit_provenance(ref.repo, commit.id)
+            data["origin_commits"] = s.origin_commits(ref.repo, commit.id)
+        if output == Output.json:
+            render.emit_json(data)
+            return
+        render.record(data, output, COMMIT_FIELDS)
+        if "provenance" in data:
+            from .provenance import print_commit_provenance
+
+            print_commit_provenance(data["provenance"])
+
+    @app.command("create-branch")
+    def create_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH"), head: Optional[str] = typer.Option(None, "--head", help="Commit or branch to point at.")):
+        """Create (or move) a branch."""
+        ref = _ref(target)
+        _store().create_branch(ref.repo, ref.ref_or_default, head)
+
+    @app.command("list-branch")
+    def list_branch(repo: str, output: Output = OutputOpt):
+        """List a repo's branches."""
+        render.table(_store().list_branches(repo), [("branch", "BRANCH", None), ("head", "HEAD", short), ("updated", "UPDATED", ago)], output)
+
+    @app.command("delete-branch")
+    def delete_branch(
+        target: str = typer.Argument(..., metavar="REPO@BRANCH"),
+        force: bool = typer.Option(False, "--force", "-f", help="Delete even if pipelines read or write it, or it has an open commit."),
+    ):
+        """Delete a branch (its commits stay readable by id)."""
+        ref = _ref(target)
+        _store().delete_branch(ref.repo, ref.ref_or_default, force=force)
