@@ -6,9 +6,13 @@ no route returns a value, only names and keys.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Optional
 
 from fastapi import APIRouter, Body, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from .wire import page, plain
 
@@ -97,6 +101,30 @@ def list_jobs(request: Request, pipeline: Optional[str] = None, wave: Optional[s
 @router.get("/jobs/{job}", tags=["jobs"])
 def inspect_job(request: Request, job: str, pipeline: Optional[str] = None):
     return plain(_store(request).inspect_job(pipeline, job))
+
+
+@router.get("/jobs/{job}/events", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(request: Request, job: str, pipeline: Optional[str] = None):
+    """Watch a job live: server-sent events, one `job` event (the job as JSON)
+    each time its state or datum counts change, the last when it ends."""
+    store = _store(request)
+    info = await run_in_threadpool(store.inspect_job, pipeline, job)  # an unknown job is a 404, before the stream
+
+    async def events():
+        nonlocal info
+        last = None
+        while True:
+            if info != last:
+                yield f"event: job\ndata: {json.dumps(plain(info), separators=(',', ':'))}\n\n"
+                last = info
+            if info["state"] not in ("created", "running") or await request.is_disconnected():
+                return
+            # The engine has no push for job changes yet: a read every quarter second, per watcher.
+            await asyncio.sleep(0.25)
+            info = await run_in_threadpool(store.inspect_job, info["pipeline"], info["id"])
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/jobs/{job}/why", tags=["provenance"])

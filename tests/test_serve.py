@@ -287,16 +287,7 @@ def _slow_store(tmp_path, n: int):
 
 
 def _put_and_wait_running(server, files):
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    server.http.post("/api/v1/repos/in/upload", content=buf.getvalue()).raise_for_status()
+    server.http.post("/api/v1/repos/in/upload", content=_tar(files)).raise_for_status()
     return wait_until(lambda: [j for j in server.http.get("/api/v1/jobs", params={"pipeline": "slow"}).json()["items"]
                                if j["state"] == "running" and j["reason"] == "commit"], what="the job to run")[0]
 
@@ -414,3 +405,36 @@ def test_the_server_serves_a_store_whose_metadata_is_in_postgresql(postgres_db, 
         assert server.dpl("get-file", "upper@master:/pg.txt").stdout == b"POSTGRES\n"
     finally:
         assert server.stop() == 0
+
+
+def test_a_job_can_be_watched_live_as_server_sent_events(served, tmp_path):
+    server, _ = served
+    spec = {"pipeline": {"name": "watched"}, "parallelism_spec": {"constant": 1},
+            "transform": {"cmd": ["sh", "-c", "sleep 0.4; cp /pfs/src/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "src", "glob": "/*"}}}
+    server.dpl("create-repo", "src")
+    (tmp_path / "watched.json").write_text(json.dumps(spec))
+    server.dpl("create-pipeline", tmp_path / "watched.json", "--no-wait")
+    commit = server.http.post("/api/v1/repos/src/upload", content=_tar({f"/w{i}": b"w" for i in range(3)})).json()
+    events = []
+    with server.http.stream("GET", f"/api/v1/jobs/{commit['id']}/events", params={"pipeline": "watched"}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    assert events[-1]["state"] == "success" and events[-1]["processed"] == 3
+    assert len(events) >= 2 and events[0]["state"] in ("created", "running")  # seen before it ended, then as it went
+    assert server.http.get("/api/v1/jobs/ffffffff/events").status_code == 404
+
+
+def _tar(files: dict) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
