@@ -26,39 +26,115 @@ def run(argv: list[str]) -> bool:
     """Run `argv` here if it is a command this module answers; False if not."""
     if not argv or argv[0] not in COMMANDS:
         return False
-    options = _output_option(argv[1:])
-    if options is None:
+    command, flags, positionals = COMMANDS[argv[0]]
+    parsed = _parse(argv[1:], flags, positionals)
+    if parsed is None:
         return False
     from ..client.config import address
 
     if address(None) is not None:  # DPL_ADDRESS or `dpl connect`: the server answers, through the app
         return False
     with _errors_reported():
-        COMMANDS[argv[0]](options)
+        command(*parsed)
     return True
 
 
-def _output_option(rest: list[str]) -> Output | None:
-    """`-o json`, `--output=table`, ...: the one option of a read command; None
-    for anything else (typer then parses it, and reports what is wrong)."""
-    if not rest:
-        return Output.table
-    if len(rest) == 2 and rest[0] in ("-o", "--output"):
-        value = rest[1]
-    elif len(rest) == 1 and rest[0].startswith("--output="):
-        value = rest[0].partition("=")[2]
-    else:
+def _parse(rest: list[str], flags: tuple[str, ...], positionals: range):
+    """(positionals, flags given, output) for the plain forms of a command:
+    its flags, `-o/--output table|json`, and arguments that are not options.
+    None for anything else (typer then parses it, and reports what is wrong)."""
+    args, given, output = [], set(), Output.table
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a in ("-o", "--output") and i + 1 < len(rest):
+            value, i = rest[i + 1], i + 2
+        elif a.startswith("--output="):
+            value, i = a.partition("=")[2], i + 1
+        elif a in flags:
+            given.add(a.lstrip("-")[:1])  # -r and --recursive alike
+            i += 1
+            continue
+        elif a.startswith("-"):
+            return None
+        else:
+            args.append(a)
+            i += 1
+            continue
+        if value not in ("table", "json"):
+            return None
+        output = Output(value)
+    if len(args) not in positionals:
         return None
-    return Output(value) if value in ("table", "json") else None
+    return args, given, output
 
 
-def _list_repo(output: Output) -> None:
+def _arrow_without_numpy() -> None:
+    """Import pyarrow without numpy, for commands that only read.
+
+    pyarrow loads numpy when it is installed (~90 ms of CPU, a third of a
+    listing's) and needs it only to convert to and from numpy arrays, which
+    listing, globbing and diffing never do.  Hidden while pyarrow starts,
+    numpy stays importable; this process's pyarrow just cannot convert to
+    it.  Only commands that write nothing do this (writing cuts chunks with
+    numpy)."""
+    if "pyarrow" in sys.modules:
+        return
+    hidden = sys.modules.get("numpy", _ABSENT)
+    if hidden is not _ABSENT:
+        return  # already imported: nothing to save
+    sys.modules["numpy"] = None  # makes `import numpy` fail, inside pyarrow's try
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.compute  # noqa: F401
+    finally:
+        del sys.modules["numpy"]
+
+
+_ABSENT = object()
+
+
+def _store():
     from ..engine import Store
 
-    render.table(Store.open().list_repos(), REPO_COLUMNS, output)
+    return Store.open()
 
 
-COMMANDS = {"list-repo": _list_repo}
+def _list_repo(args, flags, output: Output) -> None:
+    render.table(_store().list_repos(), REPO_COLUMNS, output)
+
+
+def _list_file(args, flags, output: Output) -> None:
+    from ..engine import refs
+
+    _arrow_without_numpy()
+    ref = refs.parse(args[0], default_path="/")
+    entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="r" in flags)
+    render.table(entries, FILE_COLUMNS, output)
+
+
+def _diff_file(args, flags, output: Output) -> None:
+    from ..engine import refs
+
+    _arrow_without_numpy()
+    from ..engine.files import within
+
+    a = refs.parse(args[0])
+    b = refs.parse(args[1]) if len(args) > 1 else None
+    diff = _store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
+    render.table(within(diff, a.path or (b.path if b else None)), DIFF_COLUMNS, output)
+
+
+# The columns of cli/main.py's list-file and diff-file.
+FILE_COLUMNS = [("path", "NAME", None), ("type", "TYPE", None), ("size", "SIZE", size), ("hash", "HASH", None)]
+DIFF_COLUMNS = [("change", "CHANGE", None), ("path", "PATH", None), ("old_size", "OLD SIZE", size), ("new_size", "NEW SIZE", size)]
+
+# name -> (command, its flags, how many arguments it takes)
+COMMANDS = {
+    "list-repo": (_list_repo, (), range(0, 1)),
+    "list-file": (_list_file, ("-r", "--recursive"), range(1, 2)),
+    "diff-file": (_diff_file, (), range(1, 3)),
+}
 
 
 class _errors_reported:

@@ -193,3 +193,38 @@ def test_list_repo_with_a_server_address_is_not_answered_from_the_local_store(tw
     out = dpl("list-repo", store=two_repos.root, env=env, check=False)
     assert out.returncode != 0 and b"images" not in out.stdout
     assert dpl("list-repo", store=two_repos.root, env=dict(env, DPL_ADDRESS="local")).stdout.count(b"images") == 1
+
+
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory):
+    """A repo of 6,000 files (listings over 5,000 rows take the Arrow path) and a second commit."""
+    s = Store.init(tmp_path_factory.mktemp("listed") / "store", durable=False)
+    s.create_repo("r")
+    s.put_bytes("r", "master", {f"/d{i % 3}/f{i:05d}.txt": b"x" * (i % 7) for i in range(6000)} | {"/top é.txt": b"top"})
+    s.put_bytes("r", "master", {"/d1/f00001.txt": b"changed", "/d2/new.txt": b"new"})
+    s.delete_files("r", "master", ["/d0/f00003.txt"])
+    return s
+
+
+@pytest.mark.parametrize("args", [
+    ["list-file", "r@master"], ["list-file", "-r", "r@master"], ["list-file", "r@master:/d1", "-o", "json"],
+    ["list-file", "--recursive", "--output=json", "r@master:/d2"], ["list-file", "r@master^:/d0"],
+    ["diff-file", "r@master"], ["diff-file", "r@master", "r@master^^"], ["diff-file", "r@master:/d2", "-o", "json"],
+    ["list-file", "r@master:/nowhere"], ["list-file", "nosuch@master"], ["diff-file", "r@nosuch"], ["list-file", "-x", "r@master"],
+])
+def test_list_file_and_diff_file_print_the_same_bytes_as_the_typer_commands(listed, args):
+    from dplcli import dpl
+
+    fast, slow = dpl(*args, store=listed.root, check=False), typer_dpl(*args, store=listed.root)
+    assert fast.returncode == slow.returncode
+    assert fast.stdout == slow.stdout and fast.stderr == slow.stderr
+    if args == ["list-file", "-r", "r@master"]:
+        assert fast.stdout.count(b"\n") == 1 + 6000 + 1 + 1 - 1  # a header; 6,000 files, /top, one new, one deleted
+
+
+def test_a_listing_loads_neither_typer_nor_numpy(listed):
+    code = ("import sys; sys.argv = ['dpl', 'list-file', '-r', 'r@master']\nfrom dpl.cli import run\nrun()\n"
+            "print(sorted(m for m in ('typer', 'click', 'numpy') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, DPL_STORE=str(listed.root)))
+    assert out.returncode == 0 and out.stderr.strip() == "[]" and "/d2/new.txt" in out.stdout
