@@ -10,6 +10,9 @@ What differs, by design: jobs run on the server (its scheduler starts them
 when a commit lands), so `run_jobs` waits for them instead of running them,
 `tick_due` leaves cron ticks to the server, and `executor` choices are the
 server's.
+
+(Over 400 lines only because it mirrors the Store's whole interface, one
+short method per Store method; moving bytes lives in `transfer`.)
 """
 
 from __future__ import annotations
