@@ -60,7 +60,10 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     import uvicorn
 
     from .app import create_app
+    from .observe import route_logging
     from ..engine import Store
+
+    route_logging()
 
     store = Store.open(store_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

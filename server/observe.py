@@ -11,6 +11,7 @@ store, still reports the truth.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -27,6 +28,25 @@ def log_event(event: str, **fields) -> None:
     with _write_lock:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+class JsonLines(logging.Handler):
+    """Python logging (uvicorn's own warnings, the engine's notes) as the same JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log_event("log", logger=record.name, level=record.levelname.lower(), message=record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+def route_logging() -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [JsonLines()]
+    root.setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
 
 
 class Metrics:

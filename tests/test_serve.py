@@ -91,6 +91,9 @@ def served(tmp_path_factory):
     server = Server(store, base)
     yield server, base
     assert server.stop() == 0
+    # Structured logs: every line the server wrote, whatever happened, is one JSON object.
+    lines = server.log_path.read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines)
 
 
 def wait_until(check, timeout=20.0, what="condition"):
@@ -350,6 +353,19 @@ def test_serve_refuses_an_address_beyond_this_machine_until_auth_exists(tmp_path
     refused = dpl("serve", "--listen", "0.0.0.0:0", "--store", tmp_path, env=_env(tmp_path), check=False, timeout=30)
     assert refused.returncode == 1
     assert refused.stderr.startswith(b"error: dpl serve listens only on a loopback address") and b"hint: " in refused.stderr
+
+
+def test_garbage_on_the_wire_is_logged_as_json_too(served):
+    import socket
+    from urllib.parse import urlsplit
+
+    server, _ = served
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname, where.port)) as conn:
+        conn.sendall(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+        conn.recv(1000)
+    assert wait_until(lambda: [e for e in server.events() if e["event"] == "log" and e["logger"].startswith("uvicorn")],
+                      what="uvicorn's warning as a JSON line")
 
 
 def test_a_client_that_drops_mid_upload_leaves_nothing_half_written(served):
