@@ -146,8 +146,13 @@ def delete_repo(
             if not typer.confirm("Delete all of this?", default=False, err=True):
                 raise DplError("Nothing was deleted.")
     result = s.delete_repo(name, force=force)
-    render.info(f"deleted repo {', '.join(result['repos'])}" + (f" and pipeline {', '.join(result['pipelines'])}" if result["pipelines"] else "")
-                + f" ({len(result['deleted'])} commits)")
+    render.info(f"deleted {_count(result['repos'], 'repo')} ({', '.join(result['repos'])})"
+                + (f", {_count(result['pipelines'], 'pipeline')} ({', '.join(result['pipelines'])})" if result["pipelines"] else "")
+                + f" and {_count(result['deleted'], 'commit')}")
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _say_repo_deletion(plan: dict) -> None:
@@ -163,7 +168,7 @@ def _say_repo_deletion(plan: dict) -> None:
     render.info("This deletes:")
     if plan["pipelines"]:
         render.info(f"  pipelines: {', '.join(plan['pipelines'])}")
-    render.info("  repos:     " + ", ".join(f"{r} ({per_repo.get(r, 0)} commits)" for r in plan["repos"]))
+    render.info("  repos:     " + ", ".join(f"{r} ({_count(range(per_repo.get(r, 0)), 'commit')})" for r in plan["repos"]))
     if derived:
         render.info(f"  commits made from it in other repos: {', '.join(derived)}")
     if plan["jobs"]:

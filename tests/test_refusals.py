@@ -104,7 +104,7 @@ def test_delete_repo_force_lists_what_it_deletes_and_needs_yes_without_a_termina
     store = chain
     err = refused(dpl("delete-repo", "data", "--force", store=store, input=b"", check=False), "--yes", "nothing was deleted")
     assert "pipelines: again, copy" in err
-    assert "data (1 commits)" in err and "copy (1 commits)" in err and "again (1 commits)" in err
+    assert "data (1 commit)" in err and "copy (1 commit)" in err and "again (1 commit)" in err
     assert names(store, "repo") == {"data", "copy", "again", "elsewhere", "other"}  # nothing went
 
     done = dpl("delete-repo", "data", "--force", "--yes", store=store, input=b"")
