@@ -74,7 +74,7 @@ class PinnedInput:
     commit: str | None
     matches: Matches
     digests: list[bytes]
-    _keys: dict = field(default_factory=dict, repr=False)  # (template, unit) -> filled key
+    _keys: dict = field(default_factory=dict, repr=False)  # template -> every unit's filled key
 
     @property
     def name(self) -> str:
@@ -82,18 +82,21 @@ class PinnedInput:
 
     def join_key(self, unit: int) -> str:
         """The unit's `join_on` filled from its glob's captures ("" when join_on is omitted)."""
-        return self._fill(self.spec.join_on, unit)
+        return self.keys_for(self.spec.join_on)[unit]
 
     def group_key(self, unit: int) -> str:
-        return self._fill(self.spec.group_by, unit)
+        return self.keys_for(self.spec.group_by)[unit]
 
-    def _fill(self, template: str | None, unit: int) -> str:
-        if not template:
-            return ""
-        found = self._keys.get((template, unit))
+    def keys_for(self, template: str | None) -> list[str]:
+        """Every unit's key for a template, computed once."""
+        found = self._keys.get(template)
         if found is None:
-            found = ohmyglob.fill(template, [self.matches.keys[unit], *self.matches.captures[unit]])
-            self._keys[(template, unit)] = found
+            if not template:
+                found = [""] * len(self.matches)
+            else:
+                apply = ohmyglob.filler(template)
+                found = [apply([k, *c]) for k, c in zip(self.matches.keys, self.matches.captures)]
+            self._keys[template] = found
         return found
 
 
@@ -193,19 +196,23 @@ def _expand(node: dict, pinned: list[PinnedInput], counter) -> list[tuple[Pair, 
     return _group(parts, pinned)
 
 
-def _keyed(parts: list[list[tuple[Pair, ...]]], pinned: list[PinnedInput], key_of) -> dict[str, list[dict[Pair, None]]]:
+def _keyed(parts: list[list[tuple[Pair, ...]]], pinned: list[PinnedInput], which: str) -> dict[str, list[dict[Pair, None]]]:
     """Each input of each child datum under its own key, as Pachyderm's key task files them.
 
     A child may be any input (a cross, a join): its datums are taken apart
     and every (input, unit) in them is keyed by that pfs input's own
-    `join_on` / `group_by`, once per key and child, in the order met.
+    `join_on` / `group_by` (`which`), once per key and child, in the order met.
     """
+    keys = [p.keys_for(p.spec.join_on if which == "join" else p.spec.group_by) for p in pinned]
     by_key: dict[str, list[dict[Pair, None]]] = {}
     for slot, datums in enumerate(parts):
         for t in datums:
             for pair in t:
-                key = key_of(pinned[pair[0]], pair[1])
-                by_key.setdefault(key, [{} for _ in parts])[slot][pair] = None
+                key = keys[pair[0]][pair[1]]
+                slots = by_key.get(key)
+                if slots is None:
+                    slots = by_key[key] = [{} for _ in parts]
+                slots[slot][pair] = None
     return by_key
 
 
@@ -214,10 +221,10 @@ def _join(parts, pinned: list[PinnedInput]) -> list[tuple[Pair, ...]]:
     where some child lacks the key, each combination keeps only its `outer_join`
     inputs (and none at all when none of them is outer)."""
     out = []
-    for key, slots in sorted(_keyed(parts, pinned, PinnedInput.join_key).items()):
-        present = [list(s) for s in slots if s]
+    for key, slots in sorted(_keyed(parts, pinned, "join").items()):
+        present = [s for s in slots if s]
         if len(present) == len(slots):
-            out.extend(tuple(combo) for combo in itertools.product(*present))
+            out.extend(itertools.product(*present))  # one (input, unit) from each child
             continue
         # A combination's non-outer members drop out, so per child the choices are
         # its outer members, plus "none" if it also has members that are not outer.
@@ -237,5 +244,5 @@ def _group(parts, pinned: list[PinnedInput]) -> list[tuple[Pair, ...]]:
     every input of every child with that key, children in order."""
     return [
         tuple(itertools.chain.from_iterable(slots))
-        for _, slots in sorted(_keyed(parts, pinned, PinnedInput.group_key).items())
+        for _, slots in sorted(_keyed(parts, pinned, "group").items())
     ]

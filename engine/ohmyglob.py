@@ -287,27 +287,41 @@ def fill(template: str, match: list[str]) -> str:
     A reference to a group the glob lacks is empty, and a malformed `$` is
     kept as text, as in Go's regexp.Expand that ohmyglob copies.
     """
-    out, i = [], 0
+    return filler(template)(match)
+
+
+def filler(template: str):
+    """`fill` for one template, parsed once: a function of the match list."""
+    parts: list[str | int] = []  # literal text, or a group number
+    i = 0
     while True:
         j = template.find("$", i)
         if j < 0:
-            out.append(template[i:])
-            return "".join(out)
-        out.append(template[i:j])
+            parts.append(template[i:])
+            break
+        parts.append(template[i:j])
         if template[j + 1 : j + 2] == "$":
-            out.append("$")
+            parts.append("$")
             i = j + 2
             continue
         m = re.match(r"\$(?:\{(\d+)\}|(\d+))", template[j:], re.ASCII)
         if not m:
-            out.append("$")
+            parts.append("$")
             i = j + 1
             continue
         name = m.group(1) or m.group(2)
-        num = int(name) if not (name[0] == "0" and len(name) > 1) and len(name) < 9 else -1
-        if 0 <= num < len(match):
-            out.append(match[num])
+        parts.append(int(name) if not (name[0] == "0" and len(name) > 1) and len(name) < 9 else -1)
         i = j + m.end()
+
+    parts = [p for p in parts if p != ""]
+    if len(parts) == 1 and isinstance(parts[0], int) and parts[0] >= 0:  # "$1", the usual join_on: no joining
+        n = parts[0]
+        return lambda match: match[n] if n < len(match) else ""
+
+    def apply(match: list[str]) -> str:
+        return "".join([p if isinstance(p, str) else match[p] if 0 <= p < len(match) else "" for p in parts])
+
+    return apply
 
 
 def references(template: str) -> list[int]:

@@ -331,3 +331,13 @@ def test_collect_resolves_links_where_the_step_saw_them(tmp_path):
     rows = collect(MemoryChunkStore(), str(out), pfs_map=pfs_map, inputs=inputs).to_pylist()
     assert [(r["path"], r["size"]) for r in rows] == [("/big", 123), ("/rel/x", 7)]
     assert rows[0]["refs"] == stored["refs"]  # the stored file itself: no bytes read, as Pachyderm copies it
+
+
+def test_a_union_of_inputs_sharing_a_name_runs(tmp_path):
+    step = ["sh", "-c", 'cp /pfs/in/* /pfs/out/']
+    union = {"union": [pfs("a", name="in"), pfs("b", name="in")]}
+    s = run_pipeline(tmp_path / "store", {"a": {"/1": b"x", "/2": b"y"}, "b": {"/p": b"z"}}, spec_of(union, transform={"cmd": step}))
+    try:
+        assert outputs(s, "p") == {"/1": b"x", "/2": b"y", "/p": b"z"}
+    finally:
+        s.close()
