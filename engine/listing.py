@@ -60,7 +60,7 @@ def group_runs(names, sizes, is_dir) -> pa.Table:
     if n == 0:
         return pa.table({"name": pa.array([], pa.string()), "size_sum": pa.array([], pa.int64()), "dir_max": pa.array([], pa.bool_())})
     names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
-    new_run = pa.concat_arrays([pa.array([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
+    new_run = pa.concat_arrays([pa.array([True], pa.bool_()), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
     starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
     run_names = names.take(starts)
     if not index.is_sorted_unique(run_names):
