@@ -454,3 +454,28 @@ def _tar(files: dict) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def test_open_commits_branches_and_deletes_through_the_server(served):
+    """What tests/test_repos.py asserts of the embedded store, through the server."""
+    door = served[0].dpl
+    door("create-repo", "both")
+    opened = door("start-commit", "both@master").stdout.decode().strip()
+    assert b"added to open commit" in door("put-file", "both@master:/a.txt", "-", input=b"a").stderr
+    assert b"added to open commit" in door("put-file", "both@master:/b.txt", "-", input=b"b").stderr
+    assert door("get-file", "both@master:/a.txt", check=False).returncode == 1  # not visible until finished
+    assert f"finished both@{opened}".encode() in door("finish-commit", "both@master").stderr
+    door("create-branch", "both@dev", "--head", "master")
+    assert sorted(b["branch"] for b in json.loads(door("list-branch", "both", "-o", "json").stdout)) == ["dev", "master"]
+    door("delete-file", "both@master:/a.txt")
+    files = json.loads(door("list-file", "both@master", "-o", "json").stdout)
+    assert [f["path"] for f in files] == ["/b.txt"]
+    assert door("get-file", "both@dev:/a.txt").stdout == b"a"  # dev still points at the first commit
+    commits = json.loads(door("list-commit", "both@master", "-o", "json").stdout)
+    assert len(commits) == 2 and commits[1]["id"] == opened
+    assert json.loads(door("inspect-commit", f"both@{opened}", "-o", "json").stdout)["files"] == 2
+    door("delete-branch", "both@dev")
+    assert [b["branch"] for b in json.loads(door("list-branch", "both", "-o", "json").stdout)] == ["master"]
+    door("delete-repo", "both")
+    gone = door("inspect-repo", "both", check=False)
+    assert gone.returncode == 1 and gone.stderr.startswith(b"error: Repo 'both' does not exist.")
