@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from .wire import page, plain
+from .wire import page, page_newest_first, plain
 from ..storage.errors import DplError, InvalidPath
 from ..storage.paths import normalize_path
 
@@ -87,7 +87,7 @@ def delete_branch(request: Request, repo: str, branch: str, force: bool = False)
 
 @router.get("/repos/{repo}/commits", tags=["commits"])
 def list_commits(request: Request, repo: str, branch: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None):
-    return page(_store(request).list_commits(repo, branch), limit, cursor)
+    return page_newest_first(_store(request).list_commits(repo, branch), limit, cursor)
 
 
 @router.post("/repos/{repo}/commits", tags=["commits"], status_code=201)

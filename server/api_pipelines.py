@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .wire import page, plain
+from .wire import page, page_newest_first, plain
 
 router = APIRouter(prefix="/api/v1")
 
@@ -95,7 +95,7 @@ def run_cron(request: Request, name: str):
 def list_jobs(request: Request, pipeline: Optional[str] = None, wave: Optional[str] = None,
               limit: Optional[int] = None, cursor: Optional[str] = None):
     """Jobs, newest first (of one pipeline, or of one global id)."""
-    return page(_store(request).list_jobs(pipeline, wave), limit, cursor)
+    return page_newest_first(_store(request).list_jobs(pipeline, wave), limit, cursor)
 
 
 @router.get("/jobs/{job}", tags=["jobs"])

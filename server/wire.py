@@ -80,3 +80,19 @@ def page(rows, limit: int | None, cursor: str | None, **pin) -> dict:
         "items": plain(chunk),
         "next_cursor": encode_cursor({"offset": end, **pin}) if end < total else None,
     }
+
+
+def page_newest_first(rows: list, limit: int | None, cursor: str | None, key: str = "created") -> dict:
+    """A page of a newest-first listing (jobs, commits) that stays put while new
+    rows arrive: the first page pins the newest `key` it saw, and later pages
+    count their offset among the rows no newer than that."""
+    state = decode_cursor(cursor)
+    newest = state.get("newest")
+    items = [plain(r) for r in rows]
+    if newest is None:
+        newest = max((r[key] for r in items if r.get(key) is not None), default=None)
+    elif isinstance(newest, (int, float)):
+        items = [r for r in items if r.get(key) is None or r[key] <= newest]
+    else:
+        raise BadCursor("The cursor is not one this server gave out.", hint="Start the listing again without a cursor.")
+    return page(items, limit, cursor, newest=newest)

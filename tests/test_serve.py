@@ -479,3 +479,16 @@ def test_open_commits_branches_and_deletes_through_the_server(served):
     door("delete-repo", "both")
     gone = door("inspect-repo", "both", check=False)
     assert gone.returncode == 1 and gone.stderr.startswith(b"error: Repo 'both' does not exist.")
+
+
+def test_newest_first_listings_page_steadily_while_new_commits_arrive(served):
+    server, _ = served
+    server.http.post("/api/v1/repos", json={"name": "steady"}).raise_for_status()
+    made = [server.http.put("/api/v1/repos/steady/content", params={"path": f"/f{i}"}, content=b"x").json()["id"] for i in range(5)]
+    first = server.http.get("/api/v1/repos/steady/commits", params={"limit": 2}).json()
+    server.http.put("/api/v1/repos/steady/content", params={"path": "/late"}, content=b"y").raise_for_status()
+    ids, cursor = [c["id"] for c in first["items"]], first["next_cursor"]
+    while cursor:
+        answer = server.http.get("/api/v1/repos/steady/commits", params={"limit": 2, "cursor": cursor}).json()
+        ids, cursor = ids + [c["id"] for c in answer["items"]], answer["next_cursor"]
+    assert ids == made[::-1]
