@@ -17,11 +17,12 @@ def register(app: typer.Typer) -> None:
         executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run datums on this executor (default: the spec's, else the store's)."),
         poll: float = typer.Option(2.0, "--poll", help="Seconds between looks for work other processes left (commits through this server start jobs at once)."),
         grace: float = typer.Option(30.0, "--grace", help="On SIGTERM, seconds to let a running job finish before leaving it to resume at the next start."),
+        workers: int = typer.Option(1, "--workers", "-w", help="Jobs of independent pipelines to run at once."),
     ):
         """Serve a store over HTTP (/api/v1, OpenAPI at /docs) and run its jobs as commits land."""
         from ..server.main import serve as run_server
 
-        run_server(store, listen, executor=executor, poll=poll, grace=grace)
+        run_server(store, listen, executor=executor, poll=poll, grace=grace, workers=workers)
 
     @app.command("connect")
     def connect(url: str = typer.Argument(..., metavar="URL", help="The server, e.g. http://127.0.0.1:6650.")):

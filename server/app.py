@@ -51,9 +51,10 @@ def error_body(error: DplError) -> dict:
     return {"error": error.message, "hint": error.hint, "type": type(error).__name__}
 
 
-def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedule: bool = True, grace: float = 30.0) -> FastAPI:
+def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedule: bool = True, grace: float = 30.0,
+               workers: int = 1) -> FastAPI:
     metrics = Metrics(store)
-    scheduler = Scheduler(store, metrics, executor=executor, poll=poll, enabled=schedule)
+    scheduler = Scheduler(store, metrics, executor=executor, poll=poll, enabled=schedule, workers=workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -97,7 +98,7 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
     def healthz():
         """200 while the server answers and its metadata database does."""
         store.list_repos()
-        return {"ok": True, "scheduler": scheduler.enabled and not scheduler._stop.is_set(), "rounds": scheduler.rounds}
+        return {"ok": True, "scheduler": scheduler.running, "workers": scheduler.workers, "rounds": scheduler.rounds}
 
     @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
     def metrics_text():

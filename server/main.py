@@ -51,7 +51,7 @@ def _server_class():
 
 
 def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
-          grace: float = 30.0, schedule: bool = True) -> None:
+          grace: float = 30.0, schedule: bool = True, workers: int = 1) -> None:
     host, port = parse_listen(listen)
     if not is_loopback(host):
         # Access control is the next slice; until then only this machine may talk to the server.
@@ -79,7 +79,7 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
         raise DplError(f"Cannot listen on {host}:{port}: {e.strerror}.", hint="Choose another --listen port, or stop what holds it.") from None
     sock.listen(128)
     bound = sock.getsockname()[1]
-    app = create_app(store, executor=executor, poll=poll, schedule=schedule, grace=grace)
+    app = create_app(store, executor=executor, poll=poll, schedule=schedule, grace=grace, workers=workers)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace,
                             server_header=False)
     server = _server_class()(config)

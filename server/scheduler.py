@@ -25,55 +25,77 @@ from .observe import log_event
 
 
 class Scheduler:
-    def __init__(self, store, metrics, *, executor: str | None = None, poll: float = 2.0, enabled: bool = True):
+    """`workers` runner threads: each round, each claims and runs what jobs it can.
+
+    The job runner's claim (compare-and-swap on the job's owner) keeps two
+    workers off one job and off two jobs of one pipeline, so extra workers
+    run independent pipelines' jobs side by side.  Only the first worker
+    ticks cron inputs."""
+
+    def __init__(self, store, metrics, *, executor: str | None = None, poll: float = 2.0, enabled: bool = True, workers: int = 1):
         self.store, self.metrics, self.executor, self.poll, self.enabled = store, metrics, executor, poll, enabled
-        self._wake = threading.Event()
+        self.workers = max(1, workers)
+        self._wakes = [threading.Event() for _ in range(self.workers)]
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.busy = False  # a round is running jobs
+        self._threads: list[threading.Thread] = []
+        self._busy = [False] * self.workers  # which workers are running jobs
         self.rounds = 0
+
+    @property
+    def busy(self) -> bool:
+        return any(self._busy)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._threads) and not self._stop.is_set()
 
     def start(self) -> None:
         if not self.enabled:
             return
-        self._thread = threading.Thread(target=self._loop, name="dpl-scheduler", daemon=True)
-        self._thread.start()
+        log_event("scheduler.start", executor=self.executor, workers=self.workers)
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._loop, args=(n,), name=f"dpl-scheduler-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         self.metrics.scheduler_up.set(1)
 
     def wake(self) -> None:
-        self._wake.set()
+        for event in self._wakes:
+            event.set()
 
     def stop(self, grace: float) -> bool:
-        """Take no new work; wait up to `grace` seconds for the round under way.
+        """Take no new work; wait up to `grace` seconds for the rounds under way.
         True when nothing was left running."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
         self.metrics.scheduler_up.set(0)
-        if self._thread is None:
-            return True
-        self._thread.join(grace)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._threads:
+            log_event("scheduler.stop")
+        return not any(t.is_alive() for t in self._threads)
 
-    def _loop(self) -> None:
-        log_event("scheduler.start", executor=self.executor)
+    def _loop(self, n: int) -> None:
+        wake = self._wakes[n]
         while not self._stop.is_set():
-            self._wake.clear()
+            wake.clear()
             try:
-                self._round()
+                self._round(n)
             except Exception as e:  # a bad round must not end the server's scheduling
-                log_event("scheduler.error", error=f"{type(e).__name__}: {e}")
+                log_event("scheduler.error", worker=n, error=f"{type(e).__name__}: {e}")
             self.rounds += 1
-            self._wake.wait(self._pause())
-        log_event("scheduler.stop")
+            wake.wait(self._pause() if n == 0 else self.poll)
 
-    def _round(self) -> None:
+    def _round(self, n: int) -> None:
         store = self.store
-        for ci, commit in store.tick_due():
+        for ci, commit in store.tick_due() if n == 0 else ():
             self.metrics.commits.labels(ci.repo).inc()
             log_event("cron.tick", pipeline=ci.pipeline, input=ci.name, repo=ci.repo, commit=commit.id)
+            self.wake()  # the other workers may take the jobs the tick started
         if self._stop.is_set():
             return
-        self.busy = True
+        self._busy[n] = True
         try:
             for job in store.run_jobs(None, executor=self.executor, progress=self._progress, wait=False):
                 self.metrics.jobs_run.labels(job["pipeline"], job["state"]).inc()
@@ -83,7 +105,7 @@ class Scheduler:
                           skipped=job["skipped"], failed=job["failed"], duration=job["duration"],
                           error=(job["error"] or "").splitlines()[0] if job["error"] else None)
         finally:
-            self.busy = False
+            self._busy[n] = False
 
     def _progress(self, job: dict, done: int, total: int) -> None:
         # The runner reports 0 done when it starts a job, then once per datum.

@@ -492,3 +492,30 @@ def test_newest_first_listings_page_steadily_while_new_commits_arrive(served):
         answer = server.http.get("/api/v1/repos/steady/commits", params={"limit": 2, "cursor": cursor}).json()
         ids, cursor = ids + [c["id"] for c in answer["items"]], answer["next_cursor"]
     assert ids == made[::-1]
+
+
+def test_workers_run_independent_pipelines_side_by_side(tmp_path):
+    from dpl.engine import Store
+
+    store = tmp_path / "store"
+    s = Store.init(store, durable=False)
+    for name in ("left", "right"):
+        s.create_repo(f"{name}_in")
+        s.create_pipeline(json.dumps({"pipeline": {"name": name}, "transform": {"cmd": ["sh", "-c", "sleep 1.5; cp /pfs/in/* /pfs/out/"]},
+                                      "input": {"pfs": {"repo": f"{name}_in", "glob": "/*", "name": "in"}}}))
+    s.run_jobs()  # the empty first jobs, out of the way
+    s.close()
+    server = Server(store, tmp_path, "--workers", "2")
+    try:
+        for name in ("left", "right"):
+            server.http.put(f"/api/v1/repos/{name}_in/content", params={"path": "/x"}, content=name.encode()).raise_for_status()
+
+        def done():
+            jobs = [j for j in server.http.get("/api/v1/jobs").json()["items"] if j["reason"] == "commit"]
+            return len(jobs) == 2 and all(j["state"] == "success" for j in jobs) and jobs
+
+        left, right = sorted(wait_until(done, what="both jobs"), key=lambda j: j["pipeline"])
+        assert left["started"] < right["finished"] and right["started"] < left["finished"]  # they overlapped
+        assert server.http.get("/healthz").json()["workers"] == 2
+    finally:
+        assert server.stop() == 0
