@@ -95,7 +95,9 @@ class PinnedInput:
                 found = [""] * len(self.matches)
             else:
                 apply = ohmyglob.filler(template)
-                found = [apply([k, *c]) for k, c in zip(self.matches.keys, self.matches.captures)]
+                # Pachyderm matches the path with its trailing `/` trimmed: the root
+                # is "", which `/` does not match, so every reference in it is empty.
+                found = [apply([k, *c] if k != "/" else []) for k, c in zip(self.matches.keys, self.matches.captures)]
             self._keys[template] = found
         return found
 

@@ -111,9 +111,10 @@ def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None, inputs: 
     (its index row from `inputs`: no bytes are read, as Pachyderm copies the
     file), since the local copy is empty.  Nothing is skipped silently: a
     dangling link, a loop of links, or something that is neither a file, a
-    directory nor a link fails the datum, naming it.
+    directory nor a link fails the datum, naming it, and so does a link
+    whose target lies outside what the step was shown as /pfs.
     """
-    walker = _Outputs(out, pfs_map or {}, inputs or [])
+    walker = _Outputs(pfs_map or {}, inputs or [])
     walker.directory(out, "", frozenset([os.path.realpath(out)]), "/pfs/out")
     writer = ChunkWriter(chunks)
     starts, sizes, hashes = [], [], []
@@ -139,9 +140,9 @@ def collect(chunks, out: str, *, pfs_map: dict[str, str] | None = None, inputs: 
 class _Outputs:
     """Walks /pfs/out, following links; collects (path, local file) and (path, stored row)."""
 
-    def __init__(self, out: str, pfs_map: dict[str, str], inputs: list[DatumInput]):
-        self.out = out
+    def __init__(self, pfs_map: dict[str, str], inputs: list[DatumInput]):
         self.pfs_map = {k.rstrip("/"): v.rstrip("/") for k, v in pfs_map.items()}
+        self.roots = [os.path.realpath(real) for real in self.pfs_map.values()]  # where links may lead
         self.local: list[tuple[str, str]] = []
         self.stored: list[tuple[str, dict]] = []
         # The real directory of each input whose local files are empty, and its rows.
@@ -154,21 +155,21 @@ class _Outputs:
                 self.by_dir.setdefault(os.path.realpath(real), []).extend(inp.files)
 
     def directory(self, local_dir: str, rel: str, seen: frozenset[str], view: str) -> None:
-        """Store what `local_dir` holds as `rel`; `view` is where the step saw it (relative links resolve there)."""
-        for name in sorted(os.listdir(local_dir)):
-            self.entry(os.path.join(local_dir, name), f"{rel}/{name}", seen, f"{view}/{name}")
-
-    def entry(self, local: str, rel: str, seen: frozenset[str], view: str) -> None:
-        st = os.lstat(local)
-        if stat.S_ISREG(st.st_mode):
-            self.local.append((self._path(local, rel), local))
-        elif stat.S_ISDIR(st.st_mode):
-            self.directory(local, rel, seen | {os.path.realpath(local)}, view)
-        elif stat.S_ISLNK(st.st_mode):
-            self.link(local, rel, seen, view)
-        else:
-            raise BadOutput(f"{_shown(self.out, local)} is {_kind(st.st_mode)}, which dpl cannot store.",
-                            hint="Leave only files, directories and links to them in /pfs/out.")
+        """Store what `local_dir` holds as `rel`; `view` is where the step saw it
+        (relative links resolve there, and errors name it)."""
+        with os.scandir(local_dir) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            rel_e, view_e = f"{rel}/{e.name}", f"{view}/{e.name}"
+            if e.is_file(follow_symlinks=False):
+                self.local.append((self._path(rel_e, view_e), e.path))
+            elif e.is_dir(follow_symlinks=False):
+                self.directory(e.path, rel_e, seen | {os.path.realpath(e.path)}, view_e)
+            elif e.is_symlink():
+                self.link(e.path, rel_e, seen, view_e)
+            else:
+                raise BadOutput(f"{view_e} is {_kind(os.lstat(e.path).st_mode)}, which dpl cannot store.",
+                                hint="Leave only files, directories and links to them in /pfs/out.")
 
     def link(self, local: str, rel: str, seen: frozenset[str], view: str) -> None:
         target = os.readlink(local)
@@ -177,13 +178,18 @@ class _Outputs:
         try:
             st = os.stat(host)
         except OSError:
-            raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which does not exist.",
+            raise BadOutput(f"{view} is a symbolic link to {target}, which does not exist.",
                             hint="Link to a file or directory the step can see, or write the file itself.") from None
         real = os.path.realpath(host)
+        if not any(real == root or real.startswith(root + os.sep) for root in self.roots):
+            # dpl reads the target with its own rights, outside the sandbox: a link
+            # may only name what the step was shown as /pfs, or it would be a way out.
+            raise BadOutput(f"{view} is a symbolic link to {target}, which is outside /pfs.",
+                            hint="Copy the file into /pfs/out (cp -L), or link only into /pfs/<input> or /pfs/out.")
         stored = self._stored(real)
         if stored is not None:
             rows, prefix = stored
-            base = self._path(local, rel)
+            base = self._path(rel, view)
             if stat.S_ISREG(st.st_mode):
                 found = [(base, r) for r in rows if r["path"] == prefix]
             else:
@@ -193,21 +199,19 @@ class _Outputs:
                 self.stored.extend(found)
                 return
         if stat.S_ISREG(st.st_mode):
-            self.local.append((self._path(local, rel), host))
+            self.local.append((self._path(rel, view), host))
         elif stat.S_ISDIR(st.st_mode):
             if real in seen:
-                raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which contains it: a loop.",
+                raise BadOutput(f"{view} is a symbolic link to {target}, which contains it: a loop.",
                                 hint="Link to a directory outside the link itself.")
             self.directory(host, rel, seen | {real}, seen_as)
         else:
-            raise BadOutput(f"{_shown(self.out, local)} is a symbolic link to {target}, which is {_kind(st.st_mode)}.",
+            raise BadOutput(f"{view} is a symbolic link to {target}, which is {_kind(st.st_mode)}.",
                             hint="Link only to files and directories.")
 
     def _host(self, seen_as: str) -> str:
-        """Where a path the step saw is on this machine: `/pfs/<input>/...` is in `pfs_map`.
-
-        Anything else is read at the same path here: the system directories a
-        sandbox shows are the host's own, and a step without a sandbox sees host paths."""
+        """Where a path the step saw is on this machine: `/pfs/<input>/...` is in
+        `pfs_map`; a step without a sandbox sees host paths, so anything else is itself."""
         for sandbox, real in self.pfs_map.items():
             if seen_as == sandbox or seen_as.startswith(sandbox + "/"):
                 return real + seen_as[len(sandbox):]
@@ -220,16 +224,11 @@ class _Outputs:
                 return rows, "/" + real[len(root):].strip(os.sep) if real != root else "/"
         return None
 
-    def _path(self, local: str, rel: str) -> str:
+    def _path(self, rel: str, view: str) -> str:
         try:
             return normalize_path(rel)
         except InvalidPath as e:
-            raise InvalidPath(f"The step wrote {_shown(self.out, local)}, a name dpl cannot store: {e.message}", hint=e.hint) from None
-
-
-def _shown(out: str, local: str) -> str:
-    """A path under the step's output directory as the step saw it: /pfs/out/..."""
-    return "/pfs/out" + local[len(out.rstrip("/")):] if local.startswith(out) else local
+            raise InvalidPath(f"The step wrote {view!r}, a name dpl cannot store: {e.message}", hint=e.hint) from None
 
 
 def _kind(mode: int) -> str:

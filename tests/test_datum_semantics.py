@@ -292,6 +292,10 @@ def test_symlinks_in_pfs_out_store_their_targets(tmp_path):
     (lambda out: os.symlink("/pfs/data/nope", out / "bad"), "/pfs/out/bad is a symbolic link to /pfs/data/nope, which does not exist"),
     (lambda out: os.symlink("..", out / "sub" / "up"), "/pfs/out/sub/up is a symbolic link to .., which contains it: a loop"),
     (lambda out: os.mkfifo(out / "pipe"), "/pfs/out/pipe is a named pipe"),
+    # dpl reads outputs outside the sandbox: a link must not be a way to the host's files
+    (lambda out: os.symlink("/etc", out / "host"), "/pfs/out/host is a symbolic link to /etc, which is outside /pfs"),
+    (lambda out: (os.symlink("/", out / "sub" / "root"), os.symlink("sub/root/etc", out / "chain")),
+     "/pfs/out/chain is a symbolic link to sub/root/etc, which is outside /pfs"),
 ])
 def test_collect_names_what_it_cannot_store(tmp_path, make, needle):
     out = tmp_path / "out"
