@@ -274,10 +274,15 @@ mkdir own && echo mine > own/m && ln -s own own_link
 """
 
 
-def test_symlinks_in_pfs_out_store_their_targets(tmp_path):
+@pytest.mark.parametrize("executor", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_symlinks_in_pfs_out_store_their_targets(tmp_path, request, executor):
+    # Docker keeps out/ beside pfs/ on the host: `../data/d` must still mean /pfs/data/d.
+    transform = {"cmd": ["sh", "-c", SHUFFLE]}
+    if executor == "docker":
+        transform["image"] = request.getfixturevalue("docker_engine").images["busybox"]
     files = {"/f.txt": b"file", "/d/x.txt": b"dx", "/d/e/y.txt": b"dy"}
     inp = {"cross": [pfs("data", "/"), pfs("data", "/", name="empty", empty_files=True)]}
-    s = run_pipeline(tmp_path / "store", {"data": files}, spec_of(inp, transform={"cmd": ["sh", "-c", SHUFFLE]}))
+    s = run_pipeline(tmp_path / "store", {"data": files}, spec_of(inp, transform=transform, dpl={"executor": executor}))
     try:
         assert outputs(s, "p") == {
             "/abs_file": b"file", "/rel_dir/e/y.txt": b"dy", "/rel_dir/x.txt": b"dx",
