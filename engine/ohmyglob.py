@@ -29,8 +29,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import InvalidSpec
-
 CLOSE_NEG = "\uffff"  # where a negation's scope may end (ohmyglob's closeNegDummy)
 BOUNDARY = "\ufffe"  # a term that bounds a negation's scope (boundaryDummy)
 
