@@ -74,8 +74,8 @@ def run_and_report(store, wave: str | None, executor: str | None, *, fail: bool 
     if fail:
         raise DplError(message, hint=f"See `dpl inspect-job {ref}` and `dpl logs --job {ref}`.")
     render.info(f"error: {message}")
-    render.info(f"hint: The commit landed; its downstream job failed. See `dpl inspect-job {ref}` and `dpl logs --job {ref}`, "
-                "fix the data or the pipeline, and `dpl wait-commit` or `dpl run` answers with the jobs' exit code.")
+    render.info(f"hint: The commit landed; its job failed. See `dpl inspect-job {ref}` and `dpl logs --job {ref}` "
+                f"(`dpl wait-commit {wave[:12]}` exits 1 for it).")
 
 
 def job_summary(job: dict) -> str:

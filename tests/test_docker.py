@@ -72,9 +72,10 @@ def outputs(store, repo: str) -> dict[str, bytes]:
 
 
 def commits(store, repo: str) -> list:
+    """The commits that landed: a job that did not succeed keeps only a failed output commit (issue 13)."""
     s = Store.open(store)
     try:
-        return s.list_commits(repo)
+        return [c for c in s.list_commits(repo) if c.state != "failed"]
     finally:
         s.close()
 
