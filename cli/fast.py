@@ -1,12 +1,15 @@
 """Small commands answered without the command line's machinery.
 
 Typer and click cost ~55 ms of imports, half of what `dpl list-repo` may take
-in all (issue 12: 0.1 s).  The commands here are parsed by hand when they are
-called in the plain forms a script uses; anything else (`--help`, an option
-spelled another way, a mistake) goes to the typer app, which prints its
-usage and errors as always.  Each command makes the same engine call and
-renders through the same `render` functions and columns as its typer twin,
-so the bytes printed are the same (tests/test_small_ops.py compares them).
+in all (issue 12: 0.1 s), and a sixth of a 1-file `put-file`.  The commands
+here (list-repo, list-file, diff-file, put-file) are parsed by hand when
+they are called in the plain forms a script uses; anything else (`--help`,
+an option spelled another way, a mistake, a server address, a put-file
+whose progress a person watches) goes to the typer app, which prints its
+usage and errors as always.  Each command makes the same engine calls and
+renders through the same `render` functions and columns as its twin in
+cli/main.py, so the bytes printed are the same: tests/test_small_ops.py
+compares them, and must be kept passing when a twin changes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ def run(argv: list[str]) -> bool:
     """Run `argv` here if it is a command this module answers; False if not."""
     if not argv or argv[0] not in COMMANDS:
         return False
-    command, flags, positionals = COMMANDS[argv[0]]
+    command, flags, positionals, shows_progress = COMMANDS[argv[0]]
+    if shows_progress and sys.stderr.isatty():
+        return False
     parsed = _parse(argv[1:], flags, positionals)
     if parsed is None:
         return False
@@ -39,31 +44,42 @@ def run(argv: list[str]) -> bool:
     return True
 
 
-def _parse(rest: list[str], flags: tuple[str, ...], positionals: range):
-    """(positionals, flags given, output) for the plain forms of a command:
-    its flags, `-o/--output table|json`, and arguments that are not options.
-    None for anything else (typer then parses it, and reports what is wrong)."""
-    args, given, output = [], set(), Output.table
+def _parse(rest: list[str], flags: dict[str, str], positionals: range):
+    """(arguments, options given, output) for the plain forms of a command:
+    its flags and options (`flags`: spelling -> name, a name ending in `=`
+    takes a value; `output=` is `-o/--output table|json`), and arguments
+    that are not options (`-` is one: stdin).  None for anything
+    else (typer then parses it, and reports what is wrong)."""
+    args, given, output = [], {}, Output.table
     i = 0
     while i < len(rest):
         a = rest[i]
-        if a in ("-o", "--output") and i + 1 < len(rest):
-            value, i = rest[i + 1], i + 2
-        elif a.startswith("--output="):
-            value, i = a.partition("=")[2], i + 1
-        elif a in flags:
-            given.add(a.lstrip("-")[:1])  # -r and --recursive alike
-            i += 1
-            continue
-        elif a.startswith("-"):
-            return None
-        else:
+        spelled, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        name = flags.get(spelled)
+        if name is None:
+            if a.startswith("-") and a != "-":
+                return None
             args.append(a)
             i += 1
             continue
-        if value not in ("table", "json"):
+        if not name.endswith("="):
+            if eq:
+                return None
+            given[name] = True
+            i += 1
+            continue
+        if eq:
+            value, i = inline, i + 1
+        elif i + 1 < len(rest):
+            value, i = rest[i + 1], i + 2
+        else:
             return None
-        output = Output(value)
+        if name == "output=":
+            if value not in ("table", "json"):
+                return None
+            output = Output(value)
+        else:
+            given[name[:-1]] = value
     if len(args) not in positionals:
         return None
     return args, given, output
@@ -109,7 +125,7 @@ def _list_file(args, flags, output: Output) -> None:
 
     _arrow_without_numpy()
     ref = refs.parse(args[0], default_path="/")
-    entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="r" in flags)
+    entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
     render.table(entries, FILE_COLUMNS, output)
 
 
@@ -129,11 +145,41 @@ def _diff_file(args, flags, output: Output) -> None:
 FILE_COLUMNS = [("path", "NAME", None), ("type", "TYPE", None), ("size", "SIZE", size), ("hash", "HASH", None)]
 DIFF_COLUMNS = [("change", "CHANGE", None), ("path", "PATH", None), ("old_size", "OLD SIZE", size), ("new_size", "NEW SIZE", size)]
 
-# name -> (command, its flags, how many arguments it takes)
+def _put_file(args, options, output: Output) -> None:
+    """cli/main.py's put_file, for a caller that is not watching a terminal
+    (the progress line is typer's path)."""
+    # As cli/main.py does: numpy (which chunking loads) would start one
+    # OpenBLAS thread per core on every call, for nothing.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from ..engine import refs
+    from ..engine.files import plan_sources
+
+    target, sources = args[0], args[1:]
+    ref = refs.parse(target)
+    dest = ref.path
+    if dest not in (None, "/") and target.endswith("/"):
+        dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
+    s = _store()
+    plans = plan_sources(dest, sources, recursive="recursive" in options)
+    commit = s.put_files(ref.repo, ref.ref_or_default, plans, append="append" in options,
+                         description=options.get("message", ""), progress=None)
+    state = "added to open commit" if commit.state == "open" else "committed"
+    render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+    if commit.state == "finished" and "no_wait" not in options:
+        from .jobreport import run_and_report
+
+        run_and_report(s, commit.id, options.get("executor"))
+
+
+# name -> (command, its options, how many arguments it takes, whether a terminal's caller gets typer's path)
+_OUTPUT = {"-o": "output=", "--output": "output="}
 COMMANDS = {
-    "list-repo": (_list_repo, (), range(0, 1)),
-    "list-file": (_list_file, ("-r", "--recursive"), range(1, 2)),
-    "diff-file": (_diff_file, (), range(1, 3)),
+    "list-repo": (_list_repo, _OUTPUT, range(0, 1), False),
+    "list-file": (_list_file, {"-r": "recursive", "--recursive": "recursive"} | _OUTPUT, range(1, 2), False),
+    "diff-file": (_diff_file, _OUTPUT, range(1, 3), False),
+    "put-file": (_put_file, {"-r": "recursive", "--recursive": "recursive", "-a": "append", "--append": "append",
+                             "-m": "message=", "--message": "message=", "--no-wait": "no_wait",
+                             "-x": "executor=", "--executor": "executor="}, range(2, 1 << 30), True),
 }
 
 

@@ -228,3 +228,65 @@ def test_a_listing_loads_neither_typer_nor_numpy(listed):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, DPL_STORE=str(listed.root)))
     assert out.returncode == 0 and out.stderr.strip() == "[]" and "/d2/new.txt" in out.stdout
+
+
+def _same_but_ids(a: bytes, b: bytes) -> bool:
+    import re
+
+    hexid = re.compile(rb"[0-9a-f]{12,32}")
+    return hexid.sub(b"ID", a) == hexid.sub(b"ID", b)
+
+
+def test_put_file_does_what_the_typer_command_does_and_says_the_same(tmp_path):
+    """The same commands, one store through the fast path and one through
+    typer: the same output (commit ids aside), exit codes and files."""
+    import json
+
+    from dplcli import dpl
+
+    src = tmp_path / "src"
+    (src / "tree" / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha\n")
+    (src / "tree" / "t.txt").write_bytes(b"tree\n")
+    (src / "tree" / "sub" / "u.txt").write_bytes(b"under\n")
+    spec = tmp_path / "up.json"
+    spec.write_text(json.dumps({"pipeline": {"name": "up"}, "input": {"pfs": {"repo": "r", "glob": "/a.txt"}},
+                                "transform": {"cmd": ["sh", "-c", "tr a-z A-Z < /pfs/r/a.txt > /pfs/out/A.TXT"]}}))
+    stores = []
+    for name in ("fast", "typer"):
+        store = tmp_path / name
+        Store.init(store, durable=False).create_repo("r")
+        stores.append(store)
+    steps = [
+        (["put-file", "r@master:/a.txt", str(src / "a.txt")], None),
+        (["put-file", "-m", "into a dir", "r@master:/dir/", str(src / "a.txt")], None),
+        (["put-file", "--recursive", "r@master:/tree", str(src / "tree")], None),
+        (["put-file", "r@master:/s.txt", "-"], b"from stdin\n"),
+        (["put-file", "--append", "--message=more", "r@master:/s.txt", "-"], b"and more\n"),
+        (["put-file", "r@master:/x.txt", str(src / "missing")], None),
+        (["put-file", "nosuch@master:/x.txt", str(src / "a.txt")], None),
+        (["put-file", "r@master:/t", str(src / "tree")], None),
+        (["put-file", "-o", "json", "r@master:/y.txt", str(src / "a.txt")], None),
+        (["create-pipeline", str(spec)], None),
+        (["put-file", "--no-wait", "-x", "local", "r@master:/b.txt", str(src / "a.txt")], None),
+        (["put-file", "r@master:/a.txt", str(src / "tree" / "t.txt")], None),  # runs the job the commit starts
+    ]
+    for args, stdin in steps:
+        fast = dpl(*args, store=stores[0], input=stdin, check=False)
+        slow = typer_dpl_input(args, stores[1], stdin)
+        assert fast.returncode == slow.returncode, (args, fast.stderr, slow.stderr)
+        assert fast.stdout == slow.stdout and _same_but_ids(fast.stderr, slow.stderr), (args, fast.stderr, slow.stderr)
+    assert b"committed r@" in fast.stderr and b"job up@" in fast.stderr
+    for args in (["list-file", "-r", "r@master"], ["list-file", "-r", "up@master"]):
+        a, b = typer_dpl(*args, store=stores[0]), typer_dpl(*args, store=stores[1])
+        assert a.returncode == 0 and a.stdout == b.stdout, args
+    history = [[(c["description"], c["size"], c["files"], c["origin"]) for c in json.loads(typer_dpl("list-commit", "r@master", "-o", "json", store=s).stdout)]
+               for s in stores]
+    assert history[0] == history[1] and len(history[0]) == 7
+    assert dpl("get-file", "up@master:/A.TXT", store=stores[0]).stdout == b"TREE\n"
+
+
+def typer_dpl_input(args, store, stdin) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DPL_STORE=str(store))
+    code = "import sys; sys.argv[0] = 'dpl'; from dpl.cli.main import run; run()"
+    return subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, env=env, timeout=300)
