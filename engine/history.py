@@ -74,7 +74,9 @@ class History:
                 if key in jobs:
                     continue
                 jobs[key] = j
-                if j.output_commit:
+                # Only a job that succeeded made data from it; a failed job's output
+                # commit holds none, and goes with its job (`delete_job`).
+                if j.output_commit and j.state == "success":
                     c = (j.pipeline, j.output_commit)
                     if c not in start and c not in out:
                         out.add(c)
@@ -153,7 +155,12 @@ class History:
 
     @staticmethod
     def delete_job(tx, pipeline: str, job: str) -> None:
-        """A job record and what only it explains: its datum records and cached outputs."""
+        """A job record and what only it explains: its datum records, cached outputs and failed output commit."""
+        row = job_rows.get(tx, pipeline, job)
+        if row is not None and row.output_commit and row.state != "success":
+            failed = commit_rows.get(tx, pipeline, row.output_commit)
+            if failed is not None and failed.state == "failed":
+                commit_rows.delete(tx, pipeline, failed.id)
         datum_rows.delete_of_job(tx, pipeline, job)
         job_rows.delete(tx, pipeline, job)
 

@@ -234,6 +234,24 @@ def test_a_pipeline_whose_upstream_failed_is_unrunnable_and_the_failed_commit_st
     assert outputs(store, "down") == {"/x": b"good"}
 
 
+def test_deleting_the_bad_input_commit_takes_the_failed_job_and_its_commit_with_it(store, tmp_path):
+    api(store, "create_repo", "data")
+    api(store, "put_bytes", "data", "master", {"/x": b"good"})
+    s = Store.open(store)
+    try:
+        s.create_pipeline(json.dumps(spec("p", PICKY)), source=write_spec(tmp_path, spec("p", PICKY)))
+        s.run_jobs()
+        bad = s.put_bytes("data", "master", {"/x": b"bad"})
+        s.run_jobs()
+        assert [c.state for c in s.list_commits("p")] == ["failed", "finished"]
+        s.delete_commit("data", bad.id)  # no --force needed: the failed commit holds no data made from it
+        assert [c.state for c in s.list_commits("p")] == ["finished"]
+        assert [j["state"] for j in s.list_jobs("p")] == ["success"]
+        assert s.fsck().ok
+    finally:
+        s.close()
+
+
 # ------------------------------------------------------- deleted output commit
 
 
