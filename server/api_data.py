@@ -10,6 +10,7 @@ chunk by chunk, from the byte a Range header asks for.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tarfile
@@ -22,7 +23,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from .wire import page, page_newest_first, plain
+from .wire import decode_cursor, page, page_newest_first, plain
 from ..storage.errors import DplError, InvalidPath
 from ..storage.paths import normalize_path
 
@@ -142,8 +143,6 @@ def commits_with_id(request: Request, commit_id: str):
 def _pinned_page(request: Request, repo: str, ref: Optional[str], cursor: Optional[str], limit: Optional[int], listing):
     """A page of a listing of one commit: the first page resolves `ref`, the
     cursor carries that commit to the next pages."""
-    from .wire import decode_cursor
-
     pinned = decode_cursor(cursor).get("commit")
     if pinned is None:
         pinned = _store(request).resolve_commit(repo, ref).id
@@ -225,20 +224,26 @@ def _pieces(store, refs, start: int, end: int):
 
 
 def _unsatisfiable(size: int, message: str) -> Response:
-    import json
-
     body = json.dumps({"error": message, "hint": "Ask for bytes=START-END within the file.", "type": "RangeNotSatisfiable"})
     return Response(body, status_code=416, media_type="application/json", headers={"Content-Range": f"bytes */{size}"})
 
 
 async def _spool(request: Request, into: Path) -> int:
     """The request body, written to `into` as it arrives."""
-    n = 0
+    n = held = 0
+    pending: list[bytes] = []
     try:
         with open(into, "wb") as f:
+            # Disk writes go to the thread pool a MiB at a time, so a big upload
+            # never stalls the event loop that serves everyone else.
             async for piece in request.stream():
-                f.write(piece)
-                n += len(piece)
+                pending.append(piece)
+                n, held = n + len(piece), held + len(piece)
+                if held >= 1 << 20:
+                    await run_in_threadpool(f.write, b"".join(pending))
+                    pending, held = [], 0
+            if pending:
+                await run_in_threadpool(f.write, b"".join(pending))
     except ClientDisconnect:
         raise DplError("The client went away before the upload ended; nothing was committed.",
                        hint="Send it again: a put lands only once its whole body has arrived.") from None
@@ -257,13 +262,13 @@ async def put_content(request: Request, repo: str, path: str, branch: str = "mas
     """Put one file (the raw request body) at `path`, as one commit."""
     from ..engine.files import Source
 
-    work = _upload_dir(request)
+    work = await run_in_threadpool(_upload_dir, request)
     try:
         await _spool(request, work / "body")
         commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
                                          append=append, description=description)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
     return _landed(request, commit)
 
 
@@ -272,7 +277,7 @@ async def upload(request: Request, repo: str, branch: str = "master", dest: str 
     """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
     from ..engine.files import Source
 
-    work = _upload_dir(request)
+    work = await run_in_threadpool(_upload_dir, request)
     try:
         await _spool(request, work / "body.tar")
         tree = work / "tree"
@@ -280,7 +285,7 @@ async def upload(request: Request, repo: str, branch: str = "master", dest: str 
         commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
                                          append=append, description=description)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
     return _landed(request, commit)
 
 
