@@ -21,8 +21,8 @@ every other empty key).
 
 A datum's id is the xxh3-128 of the job's salt (the transform hash, image
 digest and reprocess counter) and, for each unit in it, the digest of its
-(input name, path, content hash) rows, and of its matched path when the
-glob's matches can nest (`/**`).  Equal ids mean equal work, which is what
+(input name, path, content hash) rows, and of its matched path when it is
+a directory matched by a glob whose matches can nest (`/**`).  Equal ids mean equal work, which is what
 lets a job skip a datum and carry its output forward; a datum met twice
 (Pachyderm keys datums by id) is kept once.
 """
@@ -159,10 +159,15 @@ def pin(spec: PfsInput, commit: str | None, table: pa.Table) -> PinnedInput:
         s = matches.starts.tolist()
         digests = [rows[a] if b - a == 1 else xxhash.xxh3_128_digest(b"".join(rows[a:b])) for a, b in zip(s[:-1], s[1:])]
     if glob.depth is None:
-        # Matches of varying depth nest (`/**` matches /d and /d/f, which hold the
-        # same file): the matched path tells them apart, as Pachyderm's DatumID
-        # does.  Fixed-depth matches never share a file, so their ids stay as they were.
-        digests = [xxhash.xxh3_128_digest(b"\1" + prefix + k.encode() + b"\0" + d) for k, d in zip(matches.keys, digests)]
+        # Matches of varying depth nest (`/**` matches /d/y and /d/y/z, which may
+        # hold the same one file): a directory's matched path tells them apart, as
+        # Pachyderm's DatumID does.  A file matched as itself, and every match of
+        # a fixed-depth glob (they never share a file), keep the id they had.
+        paths, s = files["path"].to_pylist(), matches.starts.tolist()
+        digests = [
+            d if s[i + 1] - s[i] == 1 and paths[s[i]] == k else xxhash.xxh3_128_digest(b"\1" + prefix + k.encode() + b"\0" + d)
+            for i, (k, d) in enumerate(zip(matches.keys, digests))
+        ]
     return PinnedInput(spec, commit, matches, digests)
 
 

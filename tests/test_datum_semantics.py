@@ -65,6 +65,8 @@ def test_glob_double_star_makes_every_file_and_directory_its_own_datum():
     assert dset.keys() == ["data:/a.csv", "data:/d", "data:/d/x.csv", "data:/d/y", "data:/d/y/z.csv"]
     # /d/y and /d/y/z.csv hold the same single file: the matched path keeps them two datums.
     assert len(set(dset.ids)) == 5
+    # a file matched as itself keeps the id it has under /*: switching glob (or upgrading) reruns only directories
+    assert dset.ids[0] == cut(pfs("data", "/*"), {"data": files}).ids[0]
     assert seen(dset) == sorted([["/pfs/data/a.csv"], ["/pfs/data/d/x.csv", "/pfs/data/d/y/z.csv"], ["/pfs/data/d/x.csv"],
                                  ["/pfs/data/d/y/z.csv"], ["/pfs/data/d/y/z.csv"]])
 
