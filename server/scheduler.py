@@ -40,6 +40,7 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._busy = [False] * self.workers  # which workers are running jobs
         self.rounds = 0
+        self._started: set[tuple[str, str]] = set()  # jobs whose start was logged, until their end is
 
     @property
     def busy(self) -> bool:
@@ -101,6 +102,7 @@ class Scheduler:
                 self.metrics.jobs_run.labels(job["pipeline"], job["state"]).inc()
                 if job.get("output_commit"):
                     self.metrics.commits.labels(job["pipeline"]).inc()
+                self._started.discard((job["pipeline"], job["id"]))
                 log_event("job.end", pipeline=job["pipeline"], job=job["id"], state=job["state"], processed=job["processed"],
                           skipped=job["skipped"], failed=job["failed"], duration=job["duration"],
                           error=(job["error"] or "").splitlines()[0] if job["error"] else None)
@@ -108,9 +110,12 @@ class Scheduler:
             self._busy[n] = False
 
     def _progress(self, job: dict, done: int, total: int) -> None:
-        # The runner reports 0 done when it starts a job, then once per datum.
-        if done == 0 or done == total:
-            log_event("job.progress" if done else "job.start", pipeline=job["pipeline"], job=job["id"], done=done, total=total)
+        # The runner reports once when it has planned a job (done = the datums
+        # it skips), then once per datum; the first report is the job's start.
+        key = (job["pipeline"], job["id"])
+        if key not in self._started:
+            self._started.add(key)
+            log_event("job.start", pipeline=job["pipeline"], job=job["id"], skipped=done, total=total)
 
     def _pause(self) -> float:
         """Until the next poll, or the next cron tick if sooner."""

@@ -225,8 +225,8 @@ def test_a_put_through_the_server_runs_the_pipeline_by_itself(served, tmp_path):
     job = jobs[0]["id"]
     logs = server.http.get(f"/api/v1/jobs/{job}/datums", params={"pipeline": "upper"}).json()["items"]
     assert [d["state"] for d in logs] == ["success"]
-    events = [e for e in server.events() if e["event"] == "job.end" and e["pipeline"] == "upper"]
-    assert events and events[0]["state"] == "success"
+    events = [e for e in server.events() if e["event"] in ("job.start", "job.end") and e["job"] == job]
+    assert [(e["event"], e.get("state")) for e in events] == [("job.start", None), ("job.end", "success")]
 
 
 def test_secrets_are_write_only(served):
