@@ -4,7 +4,9 @@ A wave (`waves.Waves`) is one job, sharing a commit's global id, for every
 pipeline downstream of what changed.  A job may run when no older job of its
 pipeline and no job of an upstream pipeline in its wave is still unfinished,
 which runs each wave in DAG order and each pipeline's waves in commit order.
-Running one job is `jobrun.JobRun`.
+A job whose upstream job did not succeed is not run but marked unrunnable,
+and a job that fails keeps a failed output commit (`failures`).  Running one
+job is `jobrun.JobRun`; Ctrl-C hands the job back, to be resumed.
 
 Two runners never hold one job: a job is claimed by compare-and-swap on its
 owner, kept by a heartbeat, and taken over when its owner has died.
@@ -221,7 +223,7 @@ class Jobs:
         return [_job_dict(r) for r in job_rows.listing(self.db, pipeline, wave, limit)]
 
     def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
-        """Every datum of a job: the ones it ran and the ones it skipped."""
+        """Every datum of a job and what happened to it: success or failed (it ran), skipped, or not-run."""
         row = self.job(pipeline, job)
         ran = {d.datum: d for d in datum_rows.of_job(self.db, row.pipeline, row.id)}
         out = []
