@@ -17,7 +17,7 @@ import re
 import pytest
 import xxhash
 
-from dpl.engine import Store, datums, globs, ohmyglob
+from dpl.engine import Store, datums, ohmyglob
 from dpl.engine.errors import BadOutput, InvalidSpec
 from dpl.engine.spec import load_spec
 from dpl.engine.workspace import collect
@@ -72,7 +72,7 @@ def test_glob_double_star_makes_every_file_and_directory_its_own_datum():
 
 
 def test_fixed_depth_globs_keep_their_datum_ids():
-    # Upgrading must not reprocess every pipeline: only globs whose matches nest name the match in the id.
+    # Upgrading must not reprocess every pipeline: only a directory matched by a glob whose matches nest names its path in the id.
     files = {"/a.csv": b"1", "/d/x.csv": b"2"}
     dset = cut(pfs("data", "/*"), {"data": files})
     row = {p: xxhash.xxh3_128_digest(b"data\0" + p.encode() + b"\0" + xxhash.xxh3_128_digest(files[p])) for p in files}
