@@ -83,7 +83,8 @@ def outputs(store, repo) -> dict[str, bytes]:
 
 def test_a_job_runs_every_datum_and_names_every_failure_so_one_round_fixes_them(store, tmp_path):
     api(store, "create_repo", "data")
-    dpl("create-pipeline", write_spec(tmp_path, spec("p", PICKY)), store=store)
+    api(store, "create_pipeline", json.dumps(spec("p", PICKY)), source=write_spec(tmp_path, spec("p", PICKY)))
+    api(store, "run_jobs")  # its first job, over the empty repo
     files = {"ok1": b"1", "bad1": b"bad 1", "ok2": b"2", "bad2": b"bad 2"}
     proc = put(store, "data", files, tmp_path)  # parallelism 1: datums run one after another
     err = proc.stderr.decode()
@@ -124,7 +125,7 @@ def test_list_datum_calls_no_datum_processed_that_did_not_run(store, tmp_path):
 
 def test_put_file_succeeds_when_its_commit_lands_and_wait_commit_and_run_answer_for_the_jobs(store, tmp_path):
     api(store, "create_repo", "data")
-    dpl("create-pipeline", write_spec(tmp_path, spec("p", PICKY)), store=store)
+    api(store, "create_pipeline", json.dumps(spec("p", PICKY)), source=write_spec(tmp_path, spec("p", PICKY)))
 
     proc = put(store, "data", {"x": b"bad x"}, tmp_path, check=False)
     err = proc.stderr.decode()
@@ -137,12 +138,12 @@ def test_put_file_succeeds_when_its_commit_lands_and_wait_commit_and_run_answer_
     assert waited.returncode == 1 and "cannot parse x" in waited.stderr.decode()
 
     # finish-commit too: the commit lands, the job's failure is said, the exit code is 0
-    dpl("start-commit", "data@master", store=store)
-    put(store, "data", {"y": b"bad y"}, tmp_path)
+    api(store, "start_commit", "data", "master")
+    api(store, "put_bytes", "data", "master", {"/y": b"bad y"})  # into the open commit
     finished = dpl("finish-commit", "data@master", store=store, check=False)
     assert finished.returncode == 0 and "cannot parse y" in finished.stderr.decode()
 
-    put(store, "data", {"z": b"bad z"}, tmp_path, "--no-wait")
+    api(store, "put_bytes", "data", "master", {"/z": b"bad z"})  # its job waits for a runner
     ran = dpl("run", store=store, check=False)
     assert ran.returncode == 1 and "cannot parse" in ran.stderr.decode()
 
