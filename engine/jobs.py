@@ -90,15 +90,18 @@ class Jobs:
     def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress: Progress | None = None, wait: bool = True) -> list[dict]:
         """Run every runnable job until the wave `wave` (or all work) is done.
 
-        Returns the jobs this call ran.  With `wait`, jobs held by another
-        live runner are waited for; a runner that died is taken over.
+        Returns the jobs this call finished, in order: those it ran, and
+        those it found unrunnable.  With `wait`, jobs held by another live
+        runner are waited for; a runner that died is taken over.
         """
-        ran = []
+        ran: list[dict] = []
         owner = _owner_id()
         while True:
             if wave is not None and not self._unfinished(wave):
                 break
-            job = self._claim(owner)
+            unrunnable: list[tuple[str, str]] = []
+            job = self._claim(owner, unrunnable)
+            ran += [self.inspect_job(p, j) for p, j in unrunnable]
             if job is not None:
                 ran.append(self._run_claimed(job, owner, executor, progress))
                 continue
@@ -110,7 +113,8 @@ class Jobs:
     def _unfinished(self, wave: str | None) -> bool:
         return job_rows.any_unfinished(self.db, wave)
 
-    def _claim(self, owner: str) -> job_rows.Job | None:
+    def _claim(self, owner: str, unrunnable: list[tuple[str, str]]) -> job_rows.Job | None:
+        """Claim the next job that may run; (pipeline, id) of those found unrunnable meanwhile go to `unrunnable`."""
         with self.db.write() as tx:
             rows = job_rows.unfinished(tx)  # oldest first
             if not rows:
@@ -134,6 +138,7 @@ class Jobs:
                     if r.pipeline in graph.pipelines:
                         output = failures.record_failed_output(tx, r.pipeline, r.id, graph.pipelines[r.pipeline].output_branch, why, now)
                     job_rows.mark_unrunnable(tx, r.pipeline, r.id, now, why, output)
+                    unrunnable.append((r.pipeline, r.id))
                     continue
                 job_rows.claim(tx, r.pipeline, r.id, owner, now)
                 return job_rows.get(tx, r.pipeline, r.id)
