@@ -146,13 +146,9 @@ def delete_repo(
             if not typer.confirm("Delete all of this?", default=False, err=True):
                 raise DplError("Nothing was deleted.")
     result = s.delete_repo(name, force=force)
-    render.info(f"deleted {_count(result['repos'], 'repo')} ({', '.join(result['repos'])})"
-                + (f", {_count(result['pipelines'], 'pipeline')} ({', '.join(result['pipelines'])})" if result["pipelines"] else "")
-                + f" and {_count(result['deleted'], 'commit')}")
-
-
-def _count(items, noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+    render.info(f"deleted {render.count(result['repos'], 'repo')} ({', '.join(result['repos'])})"
+                + (f", {render.count(result['pipelines'], 'pipeline')} ({', '.join(result['pipelines'])})" if result["pipelines"] else "")
+                + f" and {render.count(result['deleted'], 'commit')}")
 
 
 def _say_repo_deletion(plan: dict) -> None:
@@ -168,7 +164,7 @@ def _say_repo_deletion(plan: dict) -> None:
     render.info("This deletes:")
     if plan["pipelines"]:
         render.info(f"  pipelines: {', '.join(plan['pipelines'])}")
-    render.info("  repos:     " + ", ".join(f"{r} ({_count(range(per_repo.get(r, 0)), 'commit')})" for r in plan["repos"]))
+    render.info("  repos:     " + ", ".join(f"{r} ({render.count(range(per_repo.get(r, 0)), 'commit')})" for r in plan["repos"]))
     if derived:
         render.info(f"  commits made from it in other repos: {', '.join(derived)}")
     if plan["jobs"]:
@@ -197,7 +193,7 @@ def put_file(
         dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
     s = store()
     plans = plan_sources(dest, sources, recursive=recursive)
-    with _progress("putting files") as progress:
+    with render.ProgressLine("putting files") as progress:
         commit = s.put_files(ref.repo, ref.ref_or_default, plans, append=append, description=message, progress=progress)
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
@@ -205,34 +201,6 @@ def put_file(
         from .pipelines import run_and_report
 
         run_and_report(s, commit.id, executor)
-
-
-class _progress:
-    """A rich progress line on stderr, only for people watching a terminal."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.live = None
-
-    def __enter__(self):
-        if not sys.stderr.isatty():
-            return None
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                             console=Console(stderr=True), transient=True)
-        self.live.start()
-        task = self.live.add_task(self.what)
-
-        def update(files: int, nbytes: int):
-            self.live.update(task, description=f"{self.what}: {files} files, {size(nbytes)}")
-
-        return update
-
-    def __exit__(self, *exc):
-        if self.live:
-            self.live.stop()
 
 
 @app.command("get-file")

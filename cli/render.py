@@ -202,6 +202,39 @@ def record(data: dict, output: Output, fields: Sequence[Column] | None = None) -
         sys.stdout.write(f"{header + ':':<{width + 1}} {text}\n")
 
 
+def count(items, noun: str) -> str:
+    """`1 commit`, `3 commits`."""
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+class ProgressLine:
+    """A rich progress line on stderr, only for people watching a terminal."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.live = None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=True)
+        self.live.start()
+        task = self.live.add_task(self.what)
+
+        def update(files: int, nbytes: int):
+            self.live.update(task, description=f"{self.what}: {files} files, {size(nbytes)}")
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.stop()
+
+
 def info(message: str) -> None:
     """A message for people, on stderr so stdout stays data."""
     sys.stderr.write(message + "\n")
