@@ -228,7 +228,7 @@ class _Outputs:
         try:
             return normalize_path(rel)
         except InvalidPath as e:
-            raise InvalidPath(f"The step wrote {view!r}, a name dpl cannot store: {e.message}", hint=e.hint) from None
+            raise BadOutput(f"The step wrote {view!r}, a name dpl cannot store: {e.message}", hint=e.hint) from None
 
 
 def _kind(mode: int) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .base import DatumResult, DatumTask, JobContext
+from ..errors import BadOutput
 from ..workspace import ChunkReader, collect, materialize
 
 LOG_LIMIT = 1 << 20  # bytes of stdout/stderr kept per datum (the tail)
@@ -198,7 +199,7 @@ class UnreadableOutput(Exception):
 
 
 def collect_outputs(ctx: JobContext, task: DatumTask, box: Box):
-    """Store what the step left in /pfs/out; its links to /pfs/<input>/... are followed."""
+    """Store what the step left in /pfs/out; its links into /pfs are followed."""
     pfs_map = {f"/pfs/{i.name}": str(box.pfs / i.name) for i in task.inputs}
     pfs_map["/pfs/out"] = str(box.out)
     try:
@@ -206,6 +207,8 @@ def collect_outputs(ctx: JobContext, task: DatumTask, box: Box):
             for _ in os.walk(box.out, onerror=_raise):
                 pass
         return collect(ctx.chunks, str(box.out), pfs_map=pfs_map, inputs=task.inputs)
+    except BadOutput as e:  # a dangling link, a pipe: the datum's error, worded as its other errors are
+        raise UnreadableOutput(e.message.rstrip(".") + (f" ({e.hint[:1].lower()}{e.hint[1:].rstrip('.')})" if e.hint else "")) from None
     except PermissionError as e:
         where = "/pfs/out" + str(e.filename)[len(str(box.out)):] if e.filename else "/pfs/out"
         raise UnreadableOutput(f"dpl (uid {os.geteuid()}) cannot read {where}, which the step wrote ({e.strerror})") from None
