@@ -51,7 +51,8 @@ from .errors import JobFailed
 if TYPE_CHECKING:
     from .jobs import Jobs
 
-# A job's datum list: every datum, its key and what the job did with it (listed by `list_datums`).
+# A job's datum list: every datum, its key and what really happened to it in that job
+# (`failures`: success, failed, skipped or not-run), listed by `list_datums`.
 DATUM_LIST_SCHEMA = pa.schema([("datum", pa.binary(16)), ("key", pa.string()), ("state", pa.string())])
 
 Progress = Callable[[dict, int, int], None]  # (job, datums done, datums total)
