@@ -8,6 +8,7 @@ say (globs that do not compile, input names that collide outside a union,
 field names as Pachyderm does (`parallelismSpec` is `parallelism_spec`) and refuses, by name, the
 Pachyderm features the schema marks `x-unsupported`.  A `Spec` is the
 validated, normalised spec with the hashes that decide what a job may skip.
+Reading the text of a spec file (JSON, YAML, streams of specs) is specfile.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..storage.errors import DplError
+from . import specfile
 from .errors import InvalidSpec
 from ..storage.paths import validate_name
 
@@ -218,16 +220,7 @@ def _pfs_nodes(node: dict):
 
 def load_spec(text: str, source: str = "<spec>") -> Spec:
     """Parse and validate a spec (JSON, or YAML as `pachctl` reads it); raise `InvalidSpec` naming the field."""
-    text = text.removeprefix("\ufeff")  # a BOM some editors write
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        # Like pachctl: text that starts with `{` is JSON, anything else may be YAML.
-        raw = _load_yaml(text, source) if text.lstrip()[:1] not in ("{", "[", "") else None
-        if not isinstance(raw, dict):
-            raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
-    except RecursionError:
-        raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
+    raw = specfile.parse(text, source)
     if not isinstance(raw, dict):
         raise InvalidSpec(f"{source}: a spec is a JSON object, not {type(raw).__name__}.")
     if _depth(raw) > MAX_DEPTH:
@@ -241,44 +234,6 @@ def load_spec(text: str, source: str = "<spec>") -> Spec:
         raise _best(errors, renames)
     _check_semantics(raw)
     return Spec(raw)
-
-
-def _load_yaml(text: str, source: str):
-    """YAML read as Go's YAML-to-JSON reads it for pachctl: plain data, timestamps stay strings, keys are strings."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        yaml_implicit_resolvers = {
-            first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-        }
-
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):  # `*name` could make a small file a huge spec
-                raise InvalidSpec(f"{source}{_at(self.peek_event().start_mark)}: YAML aliases (*name) are not allowed in a spec.", hint="Write the value out.")
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node, deep=False):
-            self.flatten_mapping(node)
-            for key, _ in node.value:
-                if key.tag != "tag:yaml.org,2002:str":
-                    raise InvalidSpec(f"{source}{_at(key.start_mark)}: the key {key.value!r} is not a string.", hint=f'Quote it: "{key.value}".')
-            return super().construct_mapping(node, deep)
-
-    try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader
-    except yaml.MarkedYAMLError as e:
-        if "single document" in str(e.context):
-            raise InvalidSpec(f"{source} holds more than one YAML document.", hint="Put each pipeline in a file of its own.") from None
-        raise InvalidSpec(f"{source} is not valid JSON or YAML: {e.problem}{_at(e.problem_mark)}.", hint="Check the indentation near there.") from None
-    except yaml.YAMLError as e:
-        raise InvalidSpec(f"{source} is not valid JSON or YAML: {e}.") from None
-    except RecursionError:
-        raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
-
-
-def _at(mark) -> str:
-    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
 def _snake(name: str) -> str:
@@ -424,22 +379,7 @@ def load_specs(text: str, source: str = "<spec>") -> list[Spec]:
     one spec, a JSON array of specs, JSON objects one after another, or a
     YAML stream (documents separated by `---`).  Each is validated as
     `load_spec` does, and an error names which one it is in."""
-    text = text.removeprefix("\ufeff")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            docs = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidSpec(f"{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", hint="Check the brackets and commas near there.") from None
-        except RecursionError:
-            raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
-        if not docs:
-            raise InvalidSpec(f"{source} holds an empty list: no spec.", hint="Put one spec object or more in the list.")
-        return [_load_nth(json.dumps(doc), source, i, len(docs)) for i, doc in enumerate(docs)]
-    if stripped.startswith("{"):
-        docs = _json_objects(text, source)
-    else:
-        docs = _yaml_documents(text)
+    docs = specfile.documents(text, source)
     if len(docs) == 1:
         return [load_spec(text, source)]  # a single spec: its errors say exactly what they always said
     return [_load_nth(doc, source, i, len(docs)) for i, doc in enumerate(docs)]
@@ -453,36 +393,3 @@ def _load_nth(text: str, source: str, i: int, count: int) -> Spec:
         if which in e.message:
             raise
         raise InvalidSpec(f"{which}: {e.message}", hint=e.hint) from None
-
-
-def _json_objects(text: str, source: str) -> list[str]:
-    """The texts of JSON values written one after another (a JSON stream)."""
-    decoder, out, at = json.JSONDecoder(), [], 0
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at == len(text):
-            return out or [text]
-        try:
-            _, end = decoder.raw_decode(text, at)
-        except json.JSONDecodeError:
-            return out + [text[at:]] if out else [text]  # load_spec says what is wrong with it
-        except RecursionError:
-            raise InvalidSpec(f"{source} is nested too deeply to be a pipeline spec.") from None
-        out.append(text[at:end])
-        at = end
-
-
-_DOCUMENT_MARK = re.compile(r"^(---|\.\.\.)(?=\s|$)", re.MULTILINE)
-
-
-def _yaml_documents(text: str) -> list[str]:
-    """A YAML stream cut at its document markers (`---` or `...` at the start
-    of a line, where YAML allows them only as markers); empty documents dropped."""
-    docs, start = [], 0
-    for m in _DOCUMENT_MARK.finditer(text):
-        docs.append(text[start:m.start()])
-        start = m.end() if m.group(1) == "---" else text.find("\n", m.end()) + 1 or len(text)
-    docs.append(text[start:])
-    kept = [d for d in docs if d.strip() and not all(line.lstrip().startswith("#") or not line.strip() for line in d.splitlines())]
-    return kept or [text]
