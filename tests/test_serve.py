@@ -519,3 +519,40 @@ def test_workers_run_independent_pipelines_side_by_side(tmp_path):
         assert server.http.get("/healthz").json()["workers"] == 2
     finally:
         assert server.stop() == 0
+
+
+# ------------------------------------------- the repo and pipeline suites, through a server
+#
+# DPL_TEST_THROUGH_SERVER=1 collects test_repos' and test_pipelines' tests here
+# too, each on a fresh store behind its own `dpl serve`, the `dpl` calls going
+# to it through DPL_ADDRESS (tests that open no `store` run as they are).
+# Opt-in: a server per test costs ~10 minutes.  Last run: 31 of test_repos
+# and 25 of test_pipelines passed; the four below differ by design.
+
+THROUGH_SERVER_DIFFERS = {
+    # The executor is the server's: a client's DPL_SANDBOX does not reach it, nor do its notes reach the client.
+    "test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence": "DPL_SANDBOX is the server's environment",
+    "test_without_bubblewrap_the_same_spec_runs_as_a_plain_subprocess": "DPL_SANDBOX is the server's environment",
+    "test_user_code_cannot_change_a_stored_byte_or_reach_the_network": "fsck runs on the server's machine",
+    "test_incremental_job_processes_only_changed_datums_and_matches_a_fresh_run": "its second store would need a server of its own",
+}
+
+if os.environ.get("DPL_TEST_THROUGH_SERVER"):
+    import test_pipelines
+    import test_repos
+
+    for _suite in (test_repos, test_pipelines):
+        for _name in dir(_suite):
+            if _name.startswith("test_") and _name not in globals():
+                globals()[_name] = getattr(_suite, _name)
+
+    @pytest.fixture
+    def store(tmp_path, monkeypatch, request):
+        if request.node.originalname in THROUGH_SERVER_DIFFERS:
+            pytest.skip(THROUGH_SERVER_DIFFERS[request.node.originalname])
+        root = tmp_path / "store"
+        dpl("init", root, "--no-fsync")
+        server = Server(root, tmp_path)
+        monkeypatch.setenv("DPL_ADDRESS", server.url)
+        yield root
+        assert server.stop() == 0
