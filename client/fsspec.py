@@ -564,6 +564,11 @@ class DplFileSystem(AbstractFileSystem):
 class DplFile(AbstractBufferedFile):
     """A file of a commit (read, ranged) or of a branch (written, put on close)."""
 
+    # About one chunk (the engine's CDC average): a read-ahead past what was
+    # asked fetches a chunk or two more, not five, when a Parquet reader
+    # jumps from column to column.
+    DEFAULT_BLOCK_SIZE = 1 << 20
+
     def __init__(self, fs, path, mode="rb", block_size="default", autocommit=True, cache_type="readahead",
                  cache_options=None, reader: _Range | None = None, target=None, **kwargs):
         self.reader, self.target, self.op = reader, target, None
