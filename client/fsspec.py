@@ -18,9 +18,9 @@ Why here, in `client/`: the filesystem is a door over the Store interface,
 like the CLI, and works on either implementation of it (the embedded engine
 or `RemoteStore`); the engine cannot reach up to the HTTP client, and the
 client already reaches down to the engine.  It uses only what both doors
-offer (resolve, list, read a range, put, delete, open and finish commits),
-except for one read each door does its own way: the embedded store reads
-just the chunks a range overlaps, the server is asked for the range.
+offer (resolve, list, put, delete, open and finish commits), except for the
+ranged read each door does its own way (client/access.py, with the landing
+of writes as commits; this module is the fsspec face over it).
 
 Reads are pinned: a file opened on a branch reads the commit the branch
 held when it was opened, whatever lands meanwhile.  Writes are spooled to a
@@ -31,252 +31,19 @@ its writes and deletes into one commit per branch.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import os
 import tempfile
-import threading
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import suppress
 
 from fsspec import AbstractFileSystem
 from fsspec.spec import AbstractBufferedFile
 from fsspec.transaction import Transaction
 
-from . import config
+from . import access, config
 from ..storage import errors as storage_errors
-from ..storage.errors import Conflict, DplError, InvalidRef
+from ..storage.errors import DplError, InvalidRef
 from ..storage.paths import normalize_path
-
-
-class NotFound(storage_errors.FileNotFound, FileNotFoundError):
-    """A repo, ref or path that is not there: a dpl error (sentence and hint)
-    that is also the FileNotFoundError fsspec's callers (pandas, pyarrow,
-    `fs.exists`) expect."""
-
-    def __init__(self, message: str, hint: str | None, name: str):
-        super().__init__(message, hint)
-        self.errno, self.filename = errno.ENOENT, name
-
-
-_MISSING = (storage_errors.FileNotFound, storage_errors.RepoNotFound, storage_errors.BranchNotFound, storage_errors.CommitNotFound)
-
-
-@contextmanager
-def _found(name: str):
-    try:
-        yield
-    except NotFound:
-        raise
-    except _MISSING as e:
-        raise NotFound(e.message, e.hint, name) from None
-
-
-# ------------------------------------------------------------------ doors
-
-
-class _Door:
-    """One store, embedded or remote, and the one read each does its own way."""
-
-    def __init__(self, store):
-        self.store = store
-
-    def reader(self, repo: str, ref: str | None, path: str) -> "_Range":
-        raise NotImplementedError
-
-
-class _Embedded(_Door):
-    def reader(self, repo, ref, path):
-        commit = self.store.resolve_commit(repo, ref)
-        try:
-            row = self.store.file_row(repo, commit.id, path)
-        except storage_errors.FileNotFound:
-            self.store.file_row(repo, ref, path)  # the same refusal, worded with the ref the user wrote
-            raise
-        return _ChunkRange(self.store, commit.id, row)
-
-
-class _Remote(_Door):
-    def reader(self, repo, ref, path):
-        row = self.store.file_row(repo, ref, path)  # names the commit it was read from
-        return _HttpRange(self.store, repo, row)
-
-
-class _Range:
-    """Bytes [start, end) of one file of one commit."""
-
-    commit: str
-    size: int
-    hash: str
-
-    def fetch(self, start: int, end: int) -> bytes:
-        raise NotImplementedError
-
-
-class _ChunkRange(_Range):
-    """Reads only the chunks a range overlaps, each verified against its id
-    (the Files component's own `chunk_slice`, which keeps the last few)."""
-
-    def __init__(self, store, commit: str, row: dict):
-        self.files, self.chunks = store.files, store.chunks
-        self.commit, self.size, self.hash = commit, row["size"], row["hash"].hex()
-        self.refs = row["refs"]
-        self.starts, pos = [], 0
-        for ref in self.refs:
-            self.starts.append(pos)
-            pos += ref["length"]
-
-    def fetch(self, start: int, end: int) -> bytes:
-        end = min(end, self.size)
-        if start >= end:
-            return b""
-        first = bisect.bisect_right(self.starts, start) - 1
-        last = bisect.bisect_left(self.starts, end)  # refs [first, last) overlap the range
-        if last - first > 1:
-            self.chunks.prefetch([r["chunk"] for r in self.refs[first:last]])  # a remote chunk store downloads them side by side
-        pieces = []
-        for i in range(first, last):
-            at = self.starts[i]
-            view = self.files.chunk_slice(self.refs[i])
-            pieces.append(view[max(0, start - at) : end - at])
-        return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
-
-
-class _HttpRange(_Range):
-    """A Range request per read; the server reads only the chunks it overlaps."""
-
-    def __init__(self, store, repo: str, row: dict):
-        self.store, self.repo, self.path = store, repo, row["path"]
-        self.commit, self.size, self.hash = row["commit"], row["size"], row["hash"]
-
-    def fetch(self, start: int, end: int) -> bytes:
-        end = min(end, self.size)
-        if start >= end:
-            return b""
-        return self.store.read_file(self.repo, self.commit, self.path, start=start, end=end)
-
-
-_doors: dict[tuple, _Door] = {}
-_doors_lock = threading.Lock()
-
-
-def _open_door(target: tuple, token: str | None) -> _Door:
-    """One door per store per process, shared by every filesystem instance
-    (fsspec makes one per thread) and closed only with the process."""
-    with _doors_lock:
-        door = _doors.get(target)
-        if door is None:
-            kind, where = target[:2]
-            if kind == "address":
-                from .remote import RemoteStore
-
-                door = _Remote(RemoteStore(where, token=token))
-            else:
-                from ..engine import Store
-
-                door = _Embedded(Store.open(where))
-            _doors[target] = door
-        return door
-
-
-# ------------------------------------------------------------------ writes
-
-
-@dataclass
-class _Put:
-    door: _Door
-    repo: str
-    branch: str
-    path: str
-    local: str  # the spooled bytes
-    append: bool = False
-    done: bool = False
-
-    def discard(self) -> None:
-        with suppress(FileNotFoundError):
-            os.unlink(self.local)
-
-
-@dataclass
-class _Delete:
-    door: _Door
-    repo: str
-    branch: str
-    paths: list[str] = field(default_factory=list)
-    done: bool = False
-
-    def discard(self) -> None:
-        pass
-
-
-def _land(ops: list, description: str | None = None) -> list:
-    """Make `ops` real: one commit per (store, repo, branch), in the order given.
-
-    Plain writes are one put (the engine's one commit); deletes and appends
-    beside them go into a commit opened for the purpose and finished at the
-    end, so the branch never shows half of them.  A branch that already has
-    an open commit (`dpl start-commit`) gets the writes into it, as
-    put-file does, and keeps it open.
-    """
-    groups: dict[tuple, list] = {}
-    for op in ops:
-        if not op.done:
-            groups.setdefault((id(op.door), op.repo, op.branch), []).append(op)
-    landed = []
-    for group in groups.values():
-        landed.append(_land_group(group, description))
-        for op in group:
-            op.done = True
-    return landed
-
-
-def _land_group(ops: list, description: str | None):
-    from ..engine.sources import Source
-
-    first = ops[0]
-    store, repo, branch = first.door.store, first.repo, first.branch
-    puts = sum(isinstance(op, _Put) for op in ops)
-    deletes = sum(len(op.paths) for op in ops if isinstance(op, _Delete))
-    text = description if description is not None else _describe(ops, puts, deletes)
-    if all(isinstance(op, _Put) and not op.append for op in ops):
-        latest = {op.path: op for op in ops}  # the last write of a path wins
-        return store.put_files(repo, branch, [Source(op.local, op.path) for op in latest.values()], description=text)
-    try:
-        commit, ours = store.start_commit(repo, branch, text), True
-    except Conflict:
-        commit, ours = None, False  # the branch's open commit takes them
-    try:
-        for run in _runs(ops):
-            if isinstance(run[0], _Delete):
-                store.delete_files(repo, branch, [p for op in run for p in op.paths])
-            else:
-                latest = {op.path: op for op in run}
-                store.put_files(repo, branch, [Source(op.local, op.path) for op in latest.values()], append=run[0].append)
-        return store.finish_commit(repo, commit.id) if ours else None
-    except BaseException:
-        if ours:  # nothing of a failed transaction stays, not even an open commit
-            with suppress(DplError):
-                store.delete_commit(repo, commit.id)
-        raise
-
-
-def _runs(ops: list) -> list[list]:
-    """Consecutive ops of one kind (deletes, writes, appends), each done in one call."""
-    runs: list[list] = []
-    for op in ops:
-        kind = (type(op), getattr(op, "append", None))
-        if runs and (type(runs[-1][0]), getattr(runs[-1][0], "append", None)) == kind:
-            runs[-1].append(op)
-        else:
-            runs.append([op])
-    return runs
-
-
-def _describe(ops: list, puts: int, deletes: int) -> str:
-    if puts + deletes == 1:
-        return f"dpl://: {'wrote' if puts else 'deleted'} {ops[0].path if puts else ops[0].paths[0]}"
-    said = [f"{puts} file(s) written"] if puts else []
-    return "dpl://: " + ", ".join(said + ([f"{deletes} path(s) deleted"] if deletes else []))
 
 
 class DplTransaction(Transaction):
@@ -298,7 +65,7 @@ class DplTransaction(Transaction):
                 if commit and not f.closed:
                     f.close()  # an unclosed file's bytes are part of the transaction too
             if commit:
-                _land(self.ops)
+                access.land(self.ops)
         finally:
             for f in self.files:
                 f.discard()
@@ -332,20 +99,20 @@ class DplFileSystem(AbstractFileSystem):
 
     # ----------------------------------------------------------- the store
 
-    def _door(self) -> _Door:
+    def _door(self) -> access.Door:
         """Found again on each call, as the CLI would find it now (a cached
         instance follows DPL_STORE, DPL_ADDRESS and the working directory)."""
         option = self._store_option
         if option is not None and not isinstance(option, (str, os.PathLike)):
-            return _Embedded(option)  # an open Store
+            return access.Embedded(option)  # an open Store
         if option is not None:
-            return _open_door(("store", os.path.realpath(option)), None)
+            return access.open_door(("store", os.path.realpath(option)), None)
         url = config.address(self._address_option)
         if url is not None:
-            return _open_door(("address", url, self._token), self._token)
+            return access.open_door(("address", url, self._token), self._token)
         from ..engine.storedir import find_store
 
-        return _open_door(("store", os.path.realpath(find_store())), None)
+        return access.open_door(("store", os.path.realpath(find_store())), None)
 
     @property
     def store(self):
@@ -375,7 +142,7 @@ class DplFileSystem(AbstractFileSystem):
     def _name(head: str, inner: str) -> str:
         return head if inner == "/" else head + inner
 
-    def _branch(self, path) -> tuple[_Door, str, str, str]:
+    def _branch(self, path) -> tuple[access.Door, str, str, str]:
         """Where a write to `path` goes: a branch, never a commit or an ancestor."""
         head, repo, ref, inner = self._split(path)
         if repo is None or inner == "/":
@@ -388,7 +155,7 @@ class DplFileSystem(AbstractFileSystem):
         if depth:
             raise refusal
         door = self._door()
-        with _found(head):
+        with access.found(head):
             branches = {b["branch"] for b in _rows(door.store.list_branches(repo))}
         if branch not in branches:
             try:
@@ -406,7 +173,7 @@ class DplFileSystem(AbstractFileSystem):
         if repo is None:
             entries = [{"name": r["name"], "size": r.get("size", 0) or 0, "type": "directory"} for r in self.store.list_repos()]
         else:
-            with _found(self._name(head, inner)):
+            with access.found(self._name(head, inner)):
                 entries = [_entry(head, r) for r in _rows(self.store.list_files(repo, ref, inner))]
         return entries if detail else [e["name"] for e in entries]
 
@@ -415,7 +182,7 @@ class DplFileSystem(AbstractFileSystem):
         name = self._name(head, inner)
         if repo is None:
             return {"name": "", "size": 0, "type": "directory"}
-        with _found(name):
+        with access.found(name):
             if inner == "/":
                 commit = self.store.resolve_commit(repo, ref)
                 return {"name": name, "size": commit.size, "type": "directory", "commit": commit.id}
@@ -432,7 +199,7 @@ class DplFileSystem(AbstractFileSystem):
         if repo is None:
             return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
         try:
-            with _found(self._name(head, inner)):
+            with access.found(self._name(head, inner)):
                 rows = _rows(self.store.list_files(repo, ref, inner, recursive=True))
         except FileNotFoundError:
             return {} if detail else []
@@ -462,7 +229,7 @@ class DplFileSystem(AbstractFileSystem):
         head, repo, ref, inner = self._split(path)
         if repo is None:
             raise IsADirectoryError(errno.EISDIR, "The list of repos has no time of its own.", "")
-        with _found(self._name(head, inner)):
+        with access.found(self._name(head, inner)):
             commit = self.store.resolve_commit(repo, ref)
         return datetime.fromtimestamp(commit.finished or commit.created, timezone.utc)
 
@@ -476,12 +243,12 @@ class DplFileSystem(AbstractFileSystem):
 
     # ------------------------------------------------------------- reading
 
-    def _reader(self, path) -> tuple[str, _Range]:
+    def _reader(self, path) -> tuple[str, access.Range]:
         head, repo, ref, inner = self._split(path)
         name = self._name(head, inner)
         if repo is None or inner == "/":
             raise IsADirectoryError(errno.EISDIR, "A repo (or the list of repos) is a directory, not a file.", name)
-        with _found(name):
+        with access.found(name):
             return name, self._door().reader(repo, ref, inner)
 
     def cat_file(self, path, start=None, end=None, **kwargs):
@@ -512,8 +279,8 @@ class DplFileSystem(AbstractFileSystem):
         try:
             for p, data in path.items():
                 door, repo, branch, inner = self._branch(p)
-                ops.append(_Put(door, repo, branch, inner, _spool(data)))
-            _land(ops)
+                ops.append(access.Put(door, repo, branch, inner, _spool(data)))
+            access.land(ops)
         finally:
             for op in ops:
                 op.discard()
@@ -527,17 +294,17 @@ class DplFileSystem(AbstractFileSystem):
         expanded = []
         for p in paths:  # patterns expand as fsspec's own rm expands them
             expanded.extend(self.glob(p) if has_magic(self._strip_protocol(p)) else [p])
-        ops: dict[tuple, _Delete] = {}
+        ops: dict[tuple, access.Delete] = {}
         for p in expanded:
             door, repo, branch, inner = self._branch(p)
             if not recursive and self.info(p)["type"] == "directory":
                 raise IsADirectoryError(errno.EISDIR, "This is a directory: pass recursive=True to delete it and all beneath it.", p)
-            ops.setdefault((id(door), repo, branch), _Delete(door, repo, branch)).paths.append(inner)
+            ops.setdefault((id(door), repo, branch), access.Delete(door, repo, branch)).paths.append(inner)
         if self._intrans:
             self.transaction.ops.extend(ops.values())
             return
-        with _found(str(path)):
-            _land(list(ops.values()))
+        with access.found(str(path)):
+            access.land(list(ops.values()))
 
     def rm_file(self, path):
         self.rm(path)
@@ -570,7 +337,7 @@ class DplFile(AbstractBufferedFile):
     DEFAULT_BLOCK_SIZE = 1 << 20
 
     def __init__(self, fs, path, mode="rb", block_size="default", autocommit=True, cache_type="readahead",
-                 cache_options=None, reader: _Range | None = None, target=None, **kwargs):
+                 cache_options=None, reader: access.Range | None = None, target=None, **kwargs):
         self.reader, self.target, self.op = reader, target, None
         if reader is not None:
             kwargs["size"] = reader.size
@@ -592,7 +359,7 @@ class DplFile(AbstractBufferedFile):
             return True
         self._out.close()
         door, repo, branch, inner = self.target
-        self.op = _Put(door, repo, branch, inner, self._spool, append=self.mode == "ab")
+        self.op = access.Put(door, repo, branch, inner, self._spool, append=self.mode == "ab")
         if self.autocommit:
             self.commit()
         elif self.fs._intrans:
@@ -603,8 +370,8 @@ class DplFile(AbstractBufferedFile):
         """Land this file's write (by itself) unless a transaction landed it."""
         if self.op is not None and not self.op.done:
             try:
-                with _found(self.path):
-                    _land([self.op])
+                with access.found(self.path):
+                    access.land([self.op])
             finally:
                 self.op.discard()
 

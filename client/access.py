@@ -1,0 +1,248 @@
+"""What dpl:// reaches: the store a URL names, ranged reads of one file,
+and writes landed as commits.  (client/fsspec.py is the fsspec face over it.)
+
+A `Door` is one store, embedded or remote, opened once per process.  Both
+doors offer the Store's interface; they differ only in how a byte range of
+a file is read: the embedded store reads just the chunks the range
+overlaps (`ChunkRange`), the server is asked for the range (`HttpRange`)
+and reads just those chunks itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import os
+import threading
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+from ..storage import errors as storage_errors
+from ..storage.errors import Conflict, DplError
+
+
+class NotFound(storage_errors.FileNotFound, FileNotFoundError):
+    """A repo, ref or path that is not there: a dpl error (sentence and hint)
+    that is also the FileNotFoundError fsspec's callers (pandas, pyarrow,
+    `fs.exists`) expect."""
+
+    def __init__(self, message: str, hint: str | None, name: str):
+        super().__init__(message, hint)
+        self.errno, self.filename = errno.ENOENT, name
+
+
+MISSING = (storage_errors.FileNotFound, storage_errors.RepoNotFound, storage_errors.BranchNotFound, storage_errors.CommitNotFound)
+
+
+@contextmanager
+def found(name: str):
+    try:
+        yield
+    except NotFound:
+        raise
+    except MISSING as e:
+        raise NotFound(e.message, e.hint, name) from None
+
+
+class Door:
+    """One store, embedded or remote, and the one read each does its own way."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def reader(self, repo: str, ref: str | None, path: str) -> "Range":
+        raise NotImplementedError
+
+
+class Embedded(Door):
+    def reader(self, repo, ref, path):
+        commit = self.store.resolve_commit(repo, ref)
+        try:
+            row = self.store.file_row(repo, commit.id, path)
+        except storage_errors.FileNotFound:
+            self.store.file_row(repo, ref, path)  # the same refusal, worded with the ref the user wrote
+            raise
+        return ChunkRange(self.store, commit.id, row)
+
+
+class Remote(Door):
+    def reader(self, repo, ref, path):
+        row = self.store.file_row(repo, ref, path)  # names the commit it was read from
+        return HttpRange(self.store, repo, row)
+
+
+class Range:
+    """Bytes [start, end) of one file of one commit."""
+
+    commit: str
+    size: int
+    hash: str
+
+    def fetch(self, start: int, end: int) -> bytes:
+        raise NotImplementedError
+
+
+class ChunkRange(Range):
+    """Reads only the chunks a range overlaps, each verified against its id
+    (the Files component's own `chunk_slice`, which keeps the last few)."""
+
+    def __init__(self, store, commit: str, row: dict):
+        self.files, self.chunks = store.files, store.chunks
+        self.commit, self.size, self.hash = commit, row["size"], row["hash"].hex()
+        self.refs = row["refs"]
+        self.starts, pos = [], 0
+        for ref in self.refs:
+            self.starts.append(pos)
+            pos += ref["length"]
+
+    def fetch(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        first = bisect.bisect_right(self.starts, start) - 1
+        last = bisect.bisect_left(self.starts, end)  # refs [first, last) overlap the range
+        if last - first > 1:
+            self.chunks.prefetch([r["chunk"] for r in self.refs[first:last]])  # a remote chunk store downloads them side by side
+        pieces = []
+        for i in range(first, last):
+            at = self.starts[i]
+            view = self.files.chunk_slice(self.refs[i])
+            pieces.append(view[max(0, start - at) : end - at])
+        return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+
+class HttpRange(Range):
+    """A Range request per read; the server reads only the chunks it overlaps."""
+
+    def __init__(self, store, repo: str, row: dict):
+        self.store, self.repo, self.path = store, repo, row["path"]
+        self.commit, self.size, self.hash = row["commit"], row["size"], row["hash"]
+
+    def fetch(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        return self.store.read_file(self.repo, self.commit, self.path, start=start, end=end)
+
+
+_doors: dict[tuple, Door] = {}
+_doors_lock = threading.Lock()
+
+
+def open_door(target: tuple, token: str | None) -> Door:
+    """One door per store per process, shared by every filesystem instance
+    (fsspec makes one per thread) and closed only with the process."""
+    with _doors_lock:
+        door = _doors.get(target)
+        if door is None:
+            kind, where = target[:2]
+            if kind == "address":
+                from .remote import RemoteStore
+
+                door = Remote(RemoteStore(where, token=token))
+            else:
+                from ..engine import Store
+
+                door = Embedded(Store.open(where))
+            _doors[target] = door
+        return door
+
+
+# ------------------------------------------------------------------ writes
+
+
+@dataclass
+class Put:
+    door: Door
+    repo: str
+    branch: str
+    path: str
+    local: str  # the spooled bytes
+    append: bool = False
+    done: bool = False
+
+    def discard(self) -> None:
+        with suppress(FileNotFoundError):
+            os.unlink(self.local)
+
+
+@dataclass
+class Delete:
+    door: Door
+    repo: str
+    branch: str
+    paths: list[str] = field(default_factory=list)
+    done: bool = False
+
+    def discard(self) -> None:
+        pass
+
+
+def land(ops: list, description: str | None = None) -> list:
+    """Make `ops` real: one commit per (store, repo, branch), in the order given.
+
+    Plain writes are one put (the engine's one commit); deletes and appends
+    beside them go into a commit opened for the purpose and finished at the
+    end, so the branch never shows half of them.  A branch that already has
+    an open commit (`dpl start-commit`) gets the writes into it, as
+    put-file does, and keeps it open.
+    """
+    groups: dict[tuple, list] = {}
+    for op in ops:
+        if not op.done:
+            groups.setdefault((id(op.door), op.repo, op.branch), []).append(op)
+    landed = []
+    for group in groups.values():
+        landed.append(_land_group(group, description))
+        for op in group:
+            op.done = True
+    return landed
+
+
+def _land_group(ops: list, description: str | None):
+    from ..engine.sources import Source
+
+    first = ops[0]
+    store, repo, branch = first.door.store, first.repo, first.branch
+    puts = sum(isinstance(op, Put) for op in ops)
+    deletes = sum(len(op.paths) for op in ops if isinstance(op, Delete))
+    text = description if description is not None else _describe(ops, puts, deletes)
+    if all(isinstance(op, Put) and not op.append for op in ops):
+        latest = {op.path: op for op in ops}  # the last write of a path wins
+        return store.put_files(repo, branch, [Source(op.local, op.path) for op in latest.values()], description=text)
+    try:
+        commit, ours = store.start_commit(repo, branch, text), True
+    except Conflict:
+        commit, ours = None, False  # the branch's open commit takes them
+    try:
+        for run in _runs(ops):
+            if isinstance(run[0], Delete):
+                store.delete_files(repo, branch, [p for op in run for p in op.paths])
+            else:
+                latest = {op.path: op for op in run}
+                store.put_files(repo, branch, [Source(op.local, op.path) for op in latest.values()], append=run[0].append)
+        return store.finish_commit(repo, commit.id) if ours else None
+    except BaseException:
+        if ours:  # nothing of a failed transaction stays, not even an open commit
+            with suppress(DplError):
+                store.delete_commit(repo, commit.id)
+        raise
+
+
+def _runs(ops: list) -> list[list]:
+    """Consecutive ops of one kind (deletes, writes, appends), each done in one call."""
+    runs: list[list] = []
+    for op in ops:
+        kind = (type(op), getattr(op, "append", None))
+        if runs and (type(runs[-1][0]), getattr(runs[-1][0], "append", None)) == kind:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _describe(ops: list, puts: int, deletes: int) -> str:
+    if puts + deletes == 1:
+        return f"dpl://: {'wrote' if puts else 'deleted'} {ops[0].path if puts else ops[0].paths[0]}"
+    said = [f"{puts} file(s) written"] if puts else []
+    return "dpl://: " + ", ".join(said + ([f"{deletes} path(s) deleted"] if deletes else []))
