@@ -106,7 +106,7 @@ class DplFileSystem(AbstractFileSystem):
         if option is not None and not isinstance(option, (str, os.PathLike)):
             return access.Embedded(option)  # an open Store
         if option is not None:
-            return access.open_door(("store", os.path.realpath(option)), None)
+            return access.open_door(("store", _store_dir(option)), None)
         url = config.address(self._address_option)
         if url is not None:
             return access.open_door(("address", url, self._token), self._token)
@@ -385,6 +385,16 @@ class DplFile(AbstractBufferedFile):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _store_dir(option) -> str:
+    """The store directory `store=` names: the store itself, or a directory holding `.dpl/`."""
+    path = os.path.realpath(option)
+    for candidate in (path, os.path.join(path, ".dpl")):
+        if os.path.exists(os.path.join(candidate, "config.json")):
+            return candidate
+    raise storage_errors.StoreNotFound(f"store={os.fspath(option)!r} is not a dpl store.",
+                                       hint="Give the store directory (the .dpl/ that `dpl init` made), or run `dpl init` there.")
 
 
 def _rows(listing) -> list[dict]:

@@ -128,6 +128,18 @@ def test_a_write_commits_on_close_and_a_transaction_makes_one_commit(fs, root):
     assert fs.cat("data/x.csv") == CSV_V2 + b"4,d\n"
 
 
+def test_pandas_writes_by_url_and_a_wrong_store_is_named(root, tmp_path):
+    options = {"store": str(root.parent)}  # the directory holding .dpl/ will do, as for the CLI
+    (root.parent / ".dpl").symlink_to(root)
+    frame = pd.DataFrame({"k": ["a", "b"], "v": [1.5, 2.5]})
+    frame.to_csv("dpl://data@master/out/frame.csv", index=False, storage_options=options)
+    frame.to_parquet("dpl://data@master/out/frame.parquet", storage_options=options)
+    assert pd.read_csv("dpl://data@master/out/frame.csv", storage_options=options).equals(frame)
+    assert pd.read_parquet("dpl://data@master/out/frame.parquet", storage_options=options).equals(frame)
+    with pytest.raises(DplError, match="is not a dpl store"):
+        pd.read_csv("dpl://data@master/x.csv", storage_options={"store": str(tmp_path / "elsewhere")})
+
+
 def test_writes_go_to_branches_only(fs):
     for where in ("data@master^/y.csv", "data@master~1/y.csv", f"data@{fs.info('data@master')['commit']}/y.csv"):
         with pytest.raises(InvalidRef, match="names a commit"):
