@@ -151,7 +151,8 @@ class DplFileSystem(AbstractFileSystem):
 
         branch = ref or "master"
         base, depth = refs.split_ancestry(branch)
-        refusal = InvalidRef(f"{head} names a commit, and commits do not change.", hint=f"Write to a branch: dpl://{repo}@master{inner}.")
+        refusal = InvalidRef(f"{head} names a commit, and commits do not change.",
+                             hint=f"Write to a branch: dpl://{repo}@{base if depth else 'master'}{inner}.")
         if depth:
             raise refusal
         door = self._door()
