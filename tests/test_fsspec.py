@@ -5,6 +5,7 @@ and through a real `dpl serve`."""
 from __future__ import annotations
 
 import io
+import json
 
 import fsspec
 import numpy as np
@@ -260,6 +261,17 @@ def test_the_same_filesystem_through_a_server(tmp_path):
         assert sum(received) < 64 << 10, f"a tail read of a 6 MiB file received {sum(received)} bytes"
         with pytest.raises(FileNotFoundError, match="does not exist"):
             fs.cat_file("data@master/nope")
+
+        def count() -> int:
+            return len(json.loads(server.dpl("list-commit", "data", "-o", "json").stdout))
+
+        before = count()
+        with fs.transaction:  # a delete beside writes: a commit opened and finished over HTTP
+            fs.rm("data@master/big.bin")
+            fs.pipe_file("data@master/small.bin", b"small")
+        assert fs.find("data") == ["data/small.bin", "data/x.csv"]
+        assert count() == before + 1
+        assert fs.exists("data@master^/big.bin")
     finally:
         assert server.stop() == 0
 
