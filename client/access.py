@@ -36,6 +36,7 @@ MISSING = (storage_errors.FileNotFound, storage_errors.RepoNotFound, storage_err
 
 @contextmanager
 def found(name: str):
+    """Turn dpl's "not there" refusals into `NotFound`, naming `name` (the fsspec path)."""
     try:
         yield
     except NotFound:
