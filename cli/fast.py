@@ -14,6 +14,7 @@ compares them, and must be kept passing when a twin changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -85,29 +86,35 @@ def _parse(rest: list[str], flags: dict[str, str], positionals: range):
     return args, given, output
 
 
-def _arrow_without_numpy() -> None:
-    """Import pyarrow without numpy, for commands that only read.
+class _Hidden:
+    """An import finder that makes `import NAME` fail for some packages."""
 
-    pyarrow loads numpy when it is installed (~90 ms of CPU, a third of a
-    listing's) and needs it only to convert to and from numpy arrays, which
-    listing, globbing and diffing never do.  Hidden while pyarrow starts,
-    numpy stays importable; this process's pyarrow just cannot convert to
-    it.  Only commands that write nothing do this (writing cuts chunks with
-    numpy)."""
-    if "pyarrow" in sys.modules:
-        return
-    hidden = sys.modules.get("numpy", _ABSENT)
-    if hidden is not _ABSENT:
-        return  # already imported: nothing to save
-    sys.modules["numpy"] = None  # makes `import numpy` fail, inside pyarrow's try
+    def __init__(self, names: set[str]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@contextlib.contextmanager
+def _hidden(*names: str):
+    """While the block runs, `import` fails for these packages unless they
+    are imported already.
+
+    pandas: when it is installed, pyarrow imports it (~0.3 s of CPU, more
+    than a whole listing) at its first conversion of a Python value, and
+    again whenever it asks whether a value is a DataFrame; these commands
+    never hand pyarrow a DataFrame.  numpy: pyarrow loads it at import
+    (~90 ms) and needs it only to convert to and from numpy arrays, which
+    listing and diffing never do (writing does: put-file keeps it)."""
+    finder = _Hidden({n for n in names if n not in sys.modules})
+    sys.meta_path.insert(0, finder)
     try:
-        import pyarrow  # noqa: F401
-        import pyarrow.compute  # noqa: F401
+        yield
     finally:
-        del sys.modules["numpy"]
-
-
-_ABSENT = object()
+        sys.meta_path.remove(finder)
 
 
 def _store():
@@ -123,22 +130,22 @@ def _list_repo(args, flags, output: Output) -> None:
 def _list_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    _arrow_without_numpy()
-    ref = refs.parse(args[0], default_path="/")
-    entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
-    render.table(entries, FILE_COLUMNS, output)
+    with _hidden("pandas", "numpy"):
+        ref = refs.parse(args[0], default_path="/")
+        entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
+        render.table(entries, FILE_COLUMNS, output)
 
 
 def _diff_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    _arrow_without_numpy()
-    from ..engine.files import within
+    with _hidden("pandas", "numpy"):
+        from ..engine.files import within
 
-    a = refs.parse(args[0])
-    b = refs.parse(args[1]) if len(args) > 1 else None
-    diff = _store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
-    render.table(within(diff, a.path or (b.path if b else None)), DIFF_COLUMNS, output)
+        a = refs.parse(args[0])
+        b = refs.parse(args[1]) if len(args) > 1 else None
+        diff = _store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
+        render.table(within(diff, a.path or (b.path if b else None)), DIFF_COLUMNS, output)
 
 
 # The columns of cli/main.py's list-file and diff-file.
@@ -161,8 +168,9 @@ def _put_file(args, options, output: Output) -> None:
         dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
     s = _store()
     plans = plan_sources(dest, sources, recursive="recursive" in options)
-    commit = s.put_files(ref.repo, ref.ref_or_default, plans, append="append" in options,
-                         description=options.get("message", ""), progress=None)
+    with _hidden("pandas"):  # the jobs the commit starts run without: steps may use it
+        commit = s.put_files(ref.repo, ref.ref_or_default, plans, append="append" in options,
+                             description=options.get("message", ""), progress=None)
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
     if commit.state == "finished" and "no_wait" not in options:
