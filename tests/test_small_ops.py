@@ -290,3 +290,40 @@ def typer_dpl_input(args, store, stdin) -> subprocess.CompletedProcess:
     env = dict(os.environ, DPL_STORE=str(store))
     code = "import sys; sys.argv[0] = 'dpl'; from dpl.cli.main import run; run()"
     return subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, env=env, timeout=300)
+
+
+# --------------------------------------------------------- SQLite writers' turn
+
+
+HOLD = """
+import sys, time
+from dpl.storage.metadata.sqlite import SqliteDatabase
+db = SqliteDatabase(sys.argv[1])
+with db.write() as tx:
+    tx.execute("INSERT INTO meta (key, value) VALUES ('held', 'yes') ON CONFLICT (key) DO UPDATE SET value=excluded.value")
+    print("in", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_writer_waits_for_another_process_s_transaction_and_not_for_a_killed_one(tmp_path):
+    from dpl.storage.metadata.sqlite import SqliteDatabase
+
+    s = Store.init(tmp_path / "store", durable=False)
+    path = str(s.root / "meta.db")
+    db = SqliteDatabase(path)
+    for hold, kill in ((1.0, False), (60.0, True)):
+        p = subprocess.Popen([sys.executable, "-c", HOLD, path, str(hold)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == "in\n"
+        if kill:
+            p.kill()  # dies holding its turn: the kernel releases it
+        start = time.monotonic()
+        with db.write() as tx:
+            waited = time.monotonic() - start
+            assert tx.one("SELECT value FROM meta WHERE key='held'")["value"] == "yes" or kill
+        p.wait(timeout=30)
+        if kill:
+            assert waited < 10
+        else:
+            assert 0.5 < waited < 30
+    assert os.path.exists(path + ".writer")
