@@ -526,10 +526,14 @@ def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
     while start > 0 and layers[start - 1].rows <= 2 * tail_rows:
         start -= 1
         tail_rows += layers[start].rows
+    if len(layers) > MAX_LAYERS:
+        # Writers racing each other land on parents whose compaction has not
+        # run yet, and fold inside their landing transaction (Commits._bounded),
+        # while every other writer waits.  Folding down to half the bound
+        # then lets the next few landings through without folding.
+        start = min(start, MAX_LAYERS // 2 - 1)
     if start == len(layers) - 1:
-        if len(layers) <= MAX_LAYERS:
-            return None
-        start = len(layers) - 2
+        return None
     return start, len(layers)
 
 
