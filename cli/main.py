@@ -303,6 +303,7 @@ MODULE_COMMANDS = {
     "provenance": ("provenance", "subvenance", "why", "draw-dag"),
     "secrets": ("create-secret", "list-secret", "delete-secret"),
     "serve": ("serve", "connect", "disconnect"),
+    "mount": ("mount", "unmount"),
 }
 _registered: set[str] = set()
 
@@ -336,6 +337,10 @@ def _command_module(name: str):
         from . import serve
 
         return serve
+    if name == "mount":
+        from . import mount
+
+        return mount
     from . import provenance
 
     return provenance

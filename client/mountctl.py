@@ -1,0 +1,216 @@
+"""Running a mount, and reaching a running one: `dpl mount`, `dpl mount
+--commit`, `dpl unmount`.
+
+A mount runs in the foreground, in the process that made it, until it is
+unmounted: Ctrl-C and SIGTERM reach libfuse's own handlers, which end the
+loop and unmount; `fusermount3 -u` ends it from outside.  Either way the
+loop returns to `run`, which lands a --write mount's changes before the
+process exits.
+
+A running mount listens on a Unix socket named after its directory's real
+path (in a per-user directory under the temp dir), so that `dpl mount
+--commit DIR` and `dpl unmount DIR` can ask it to land its changes and
+report the commit, or its refusal, in the caller's terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import suppress
+
+from . import access
+from .mount import FUSE_MISSING, DplMount, MountRefused
+from ..storage.errors import DplError
+
+
+def check_dir(where: str) -> str:
+    """The real path of an empty directory to mount on, or the refusal."""
+    if not os.path.exists(where):
+        raise MountRefused(f"{where} does not exist, so nothing can be mounted there.", hint=f"Create it first: mkdir -p {where}")
+    if not os.path.isdir(where):
+        raise MountRefused(f"{where} is not a directory, so nothing can be mounted there.", hint="Mount on an empty directory.")
+    if os.path.ismount(where):
+        raise MountRefused(f"{where} is a mount point already.", hint=f"Unmount it first: dpl unmount {where}")
+    if os.listdir(where):
+        raise MountRefused(f"{where} is not empty, and a mount would hide what it holds.", hint="Mount on an empty directory.")
+    return os.path.realpath(where)
+
+
+def require_fuse() -> None:
+    if FUSE_MISSING is not None:
+        raise MountRefused(f"FUSE cannot be used here: {FUSE_MISSING}.",
+                           hint="Install libfuse3 (apt-get install fuse3) and mfusepy (pip install 'dpl[mount]').")
+    if not os.path.exists("/dev/fuse"):
+        raise MountRefused("FUSE cannot be used here: /dev/fuse does not exist.",
+                           hint="Load the fuse module (modprobe fuse), or give the container the device (--device /dev/fuse).")
+
+
+def control_path(where: str) -> str:
+    """Where the mount on `where` listens: one name per real path, per user."""
+    folder = os.path.join(tempfile.gettempdir(), f"dpl-mounts-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return os.path.join(folder, hashlib.sha256(os.path.realpath(where).encode()).hexdigest()[:24] + ".sock")
+
+
+def run(door: access.Door, repo: str, ref: str, where: str, *, write: bool, branch: str | None = None,
+        ready=None, landed=None, description: str | None = None) -> None:
+    """Mount, serve until unmounted, then land a --write mount's changes.
+
+    `ready(ops)` is called once the mount is visible; `landed(commit)` for
+    each commit the mount lands (None when there was nothing to land).
+    """
+    import mfusepy
+
+    require_fuse()
+    where = check_dir(where)
+    ops = DplMount(door, repo, ref, branch=branch if write else None)
+    ops.ready, ops.description = ready, description
+    server = _Control(ops, control_path(where), landed)
+    options = {"foreground": True, "nothreads": True, "fsname": f"dpl:{repo}@{ops.commit or branch}", "subtype": "dpl"}
+    if not write:
+        # A commit never changes: the kernel may keep pages, names and attributes as long as it likes.
+        options.update(ro=True, kernel_cache=True, attr_timeout=3600, entry_timeout=3600, negative_timeout=3600)
+    try:
+        server.start()
+        try:
+            mfusepy.FUSE(ops, where, **options)
+        except RuntimeError as e:
+            # fuse_main's codes: 8 is "the loop ended on an error", which is how
+            # libfuse reports a loop ended by SIGINT or SIGTERM; lower ones are set-up failures.
+            if e.args != (8,):
+                raise MountRefused(f"FUSE could not mount {where} (libfuse's fuse_main failed with code {e.args[0]}).",
+                                   hint="Check that /dev/fuse is usable here and that fusermount3 is installed.") from None
+        if write:
+            try:
+                landed and landed(ops.land())
+            except MountRefused as e:
+                raise MountRefused(f"{e.message} The local changes are kept in {ops.spool}.", hint=e.hint) from None
+        ops.close()
+    finally:
+        server.stop()
+
+
+class _Control(threading.Thread):
+    """Answers `commit` on the mount's socket, one JSON line per request."""
+
+    def __init__(self, ops: DplMount, path: str, landed) -> None:
+        super().__init__(daemon=True, name="dpl-mount-control")
+        self.ops, self.path, self.landed = ops, path, landed
+        with suppress(FileNotFoundError):
+            os.unlink(path)  # left by a mount that was killed
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed by stop()
+            with conn:
+                request = conn.makefile("r").readline().strip()
+                try:
+                    if request != "commit":
+                        raise DplError(f"The mount does not know the request {request!r}.")
+                    commit = self.ops.land()
+                    if self.landed:
+                        self.landed(commit)
+                    answer = {"commit": commit.id if commit is not None else None}
+                except DplError as e:
+                    answer = {"error": e.message, "hint": e.hint}
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def stop(self) -> None:
+        with suppress(OSError):
+            os.unlink(self.path)
+        self.sock.close()
+
+
+def ask_commit(where: str, *, required: bool = True) -> str | None:
+    """Ask the mount on `where` to land its changes; the commit id, or None for no changes.
+
+    With `required` False, a directory that no live mount answers for gives None too.
+    """
+    path = control_path(where)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        if not required:
+            return None
+        raise MountRefused(f"No running dpl mount serves {where}.", hint="Start one with `dpl mount REPO@BRANCH DIR --write`.") from None
+    with sock:
+        sock.sendall(b"commit\n")
+        answer = json.loads(sock.makefile("r").readline() or "{}")
+    if "error" in answer:
+        raise MountRefused(answer["error"], hint=answer.get("hint"))
+    return answer.get("commit")
+
+
+def unmount(where: str) -> str | None:
+    """Land a live --write mount's changes, then unmount `where` (also one whose process was killed)."""
+    commit = ask_commit(where, required=False)
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise MountRefused("fusermount3 is not installed, so nothing can be unmounted.", hint="Install it: apt-get install fuse3")
+    done = subprocess.run([tool, "-u", where], capture_output=True, text=True)
+    if done.returncode != 0:
+        why = done.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
+        raise MountRefused(f"{where} could not be unmounted: {why}.",
+                           hint="Close the shells and programs using it (fuser -m DIR names them), then run `dpl unmount` again.")
+    path = control_path(where)
+    deadline = time.monotonic() + 60
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the mount's process finishes and removes its socket
+    return commit
+
+
+def daemon(argv: list[str], where: str, log: str, timeout: float = 60.0) -> None:
+    """Run `dpl mount` (argv, without --daemon) in the background; return once it is mounted."""
+    with open(log, "wb") as out:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.ismount(where):
+            return
+        if child.poll() is not None:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                said = [line for line in f.read().splitlines() if line.strip()]
+            error = next((line[len("error: "):] for line in said if line.startswith("error: ")), None)
+            hint = next((line[len("hint: "):] for line in said if line.startswith("hint: ")), None)
+            raise MountRefused(error or f"The background mount stopped (exit code {child.returncode}).", hint=hint or f"See {log}.")
+        time.sleep(0.05)
+    raise MountRefused(f"The background mount did not appear on {where} within {timeout:.0f} s.", hint=f"See {log}.")
+
+
+
+def branch_to_write(door: access.Door, repo: str, ref: str | None) -> tuple[str, str | None]:
+    """(branch, the ref its view starts from: None for a branch with no commit yet) of a --write mount."""
+    from ..engine import refs
+    from ..storage.errors import InvalidRef
+
+    branch = ref or "master"
+    base, depth = refs.split_ancestry(branch)
+    refusal = InvalidRef(f"{repo}@{branch} names a commit, and a --write mount changes a branch.",
+                         hint=f"Mount a branch: dpl mount {repo}@{base if depth else 'master'} DIR --write")
+    if depth:
+        raise refusal
+    branches = {b["branch"] for b in door.store.list_branches(repo)}  # RepoNotFound for a missing repo
+    if branch in branches:
+        head = door.store.resolve_commit(repo, branch)
+        return branch, head.id
+    try:
+        door.store.resolve_commit(repo, branch, allow_open=True)
+    except DplError:
+        return branch, None  # a new branch: the first commit makes it, as put-file does
+    raise refusal
