@@ -1,0 +1,79 @@
+"""Running the S3 gateway: beside `dpl serve` (its own uvicorn, in a thread) or alone (`dpl s3-gateway`).
+
+Beside the API it runs in a thread of the server's process: one store, one
+metadata connection pool, and a commit landed through S3 wakes the same
+scheduler.  Uvicorn installs signal handlers only in the main thread, so
+the API's server keeps SIGTERM; when it stops, it stops the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from .observe import log_event
+from .s3auth import Keys
+from ..storage.errors import DplError
+
+
+class Running:
+    """A gateway serving in a thread; `stop()` ends it after the requests in flight."""
+
+    def __init__(self, server, thread: threading.Thread):
+        self.server, self.thread = server, thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def bind(listen: str, keys: Keys) -> tuple[socket.socket, str]:
+    from .main import is_loopback, parse_listen
+
+    host, port = parse_listen(listen)
+    if keys.open and not is_loopback(host):
+        raise DplError(f"The S3 gateway on {host!r} needs a key pair: without one anyone who reaches it may write.",
+                       hint="Give --s3-access-key and --s3-secret-key (or DPL_S3_ACCESS_KEY and DPL_S3_SECRET_KEY), or listen on 127.0.0.1.")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise DplError(f"Cannot listen on {host}:{port} for S3: {e.strerror}.", hint="Choose another --s3 port, or stop what holds it.") from None
+    sock.listen(128)
+    return sock, f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
+
+
+def _server(store, sock, keys: Keys, on_commit):
+    import uvicorn
+
+    from .s3gateway import Gateway
+
+    gateway = Gateway(store, keys, on_commit=on_commit)
+    config = uvicorn.Config(gateway.app, log_config=None, access_log=False, lifespan="off", server_header=False)
+    return uvicorn.Server(config)
+
+
+def start(store, listen: str, keys: Keys, *, on_commit=None) -> Running:
+    """The gateway in a thread of this process (for `dpl serve --s3`)."""
+    sock, address = bind(listen, keys)
+    server = _server(store, sock, keys, on_commit)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="s3-gateway", daemon=True)
+    thread.start()
+    log_event("s3.listening", address=address, auth="open (loopback)" if keys.open else "sigv4", pid=os.getpid())
+    return Running(server, thread)
+
+
+def serve_gateway(store_path: str | None, listen: str, keys: Keys) -> None:
+    """Only the gateway, in the foreground (`dpl s3-gateway`): no API, no scheduler."""
+    from .observe import route_logging
+    from ..engine import Store
+
+    route_logging()
+    store = Store.open(store_path)
+    sock, address = bind(listen, keys)
+    server = _server(store, sock, keys, None)
+    log_event("s3.listening", address=address, auth="open (loopback)" if keys.open else "sigv4", pid=os.getpid())
+    server.run(sockets=[sock])
