@@ -51,7 +51,7 @@ def _server_class():
 
 
 def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
-          grace: float = 30.0, schedule: bool = True, workers: int = 1) -> None:
+          grace: float = 30.0, schedule: bool = True, workers: int = 1, s3: str | None = None, s3_keys=None) -> None:
     host, port = parse_listen(listen)
     if not is_loopback(host):
         # Access control is the next slice; until then only this machine may talk to the server.
@@ -83,8 +83,16 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace,
                             server_header=False)
     server = _server_class()(config)
+    gateway = None
+    if s3:  # the S3 gateway on its own port, in a thread; it wakes the scheduler as its commits land
+        from .s3auth import Keys
+        from .s3serve import start as start_gateway
+
+        gateway = start_gateway(store, s3, s3_keys or Keys.configured(), on_commit=app.state.scheduler.wake)
     log_event("server.listening", address=f"http://{host if ':' not in host else f'[{host}]'}:{bound}", pid=os.getpid())
     server.run(sockets=[sock])
+    if gateway is not None:
+        gateway.stop()
     sys.stderr.flush()
     if app.state.scheduler.busy:
         os._exit(0)  # a job outlived the grace period; its finished datums are recorded, it resumes at the next start
