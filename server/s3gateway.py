@@ -16,20 +16,18 @@ already hold.  Every request is checked by `s3auth.verify` before anything
 is read.  Handlers do only S3's side (parse, answer XML); reads go through
 client/access.py (the ranged chunk reads dpl:// uses) and writes through
 its `land` (one commit per call), except CopyObject and multipart, which
-live in `s3writes`.
+live in `s3writes`; listings are in `s3listing`.
 """
 
 from __future__ import annotations
 
-import base64
-import bisect
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 import xxhash
@@ -105,7 +103,7 @@ class Gateway:
     def _dispatch(self, request: Request, method: str, path: str, spool) -> Response:
         query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         bucket, _, key = path.lstrip("/").partition("/")
-        from . import s3writes
+        from . import s3listing, s3writes
 
         if not bucket:
             if method == "GET":
@@ -118,7 +116,7 @@ class Gateway:
                 if "uploads" in query:
                     return s3writes.list_uploads(self, bucket)
                 view = self.view(bucket)
-                return Response(status_code=200) if method == "HEAD" else self.list_objects(bucket, view, query)
+                return Response(status_code=200) if method == "HEAD" else s3listing.list_objects(self, bucket, view, query)
             if method == "PUT":
                 return s3writes.create_bucket(self, bucket)
             if method == "POST" and "delete" in query:
@@ -226,7 +224,10 @@ class Gateway:
         try:
             reader = self.door.reader(view.repo, commit.id, path)
         except DplError as e:
-            raise from_dpl(e) from None
+            error = from_dpl(e)
+            if error.code == "NoSuchKey":
+                error.message = f"Key {key!r} is not in bucket {bucket!r} (commit {commit.id[:12]} of repo {view.repo!r})."
+            raise error from None
         start, end, status = 0, reader.size, 200
         headers = {"ETag": f'"{reader.hash}"', "Last-Modified": formatdate(commit.finished or commit.created, usegmt=True),
                    "Accept-Ranges": "bytes", "x-amz-version-id": commit.id}
@@ -271,89 +272,6 @@ class Gateway:
         landed = access.land(ops, description)
         self.on_commit()
         return landed[0] if landed else None
-
-    # ------------------------------------------------------------- listing
-
-    def list_objects(self, bucket: str, view: View, query: dict) -> Response:
-        v2 = query.get("list-type") == "2"
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
-        try:
-            max_keys = max(0, min(1000, int(query.get("max-keys", 1000))))
-        except ValueError:
-            raise S3Error("InvalidArgument", "max-keys is not a number.") from None
-        if v2:
-            token = query.get("continuation-token")
-            after = _untoken(token) if token else query.get("start-after", "")
-        else:
-            after = query.get("marker", "")
-        keys, sizes, hashes, when = self._keys(view, prefix)
-        contents, prefixes, truncated, last = _page(keys, prefix, delimiter, after, max_keys)
-        url = query.get("encoding-type") == "url"
-        enc = (lambda k: quote(k, safe="/")) if url else escape
-        out = [f'<ListBucketResult xmlns="{NS}"><Name>{escape(bucket)}</Name><Prefix>{enc(prefix)}</Prefix>'
-               f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"]
-        if delimiter:
-            out.append(f"<Delimiter>{enc(delimiter)}</Delimiter>")
-        if url:
-            out.append("<EncodingType>url</EncodingType>")
-        if v2:
-            out.append(f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount>")
-            if query.get("continuation-token"):
-                out.append(f"<ContinuationToken>{escape(query['continuation-token'])}</ContinuationToken>")
-            if query.get("start-after"):
-                out.append(f"<StartAfter>{enc(query['start-after'])}</StartAfter>")
-            if truncated:
-                out.append(f"<NextContinuationToken>{_token(last)}</NextContinuationToken>")
-        else:
-            out.append(f"<Marker>{enc(after)}</Marker>")
-            if truncated:
-                out.append(f"<NextMarker>{enc(last)}</NextMarker>")
-        for i in contents:
-            out.append(f"<Contents><Key>{enc(keys[i])}</Key><LastModified>{when}</LastModified><ETag>\"{hashes[i]}\"</ETag>"
-                       f"<Size>{sizes[i]}</Size><StorageClass>STANDARD</StorageClass></Contents>")
-        out.extend(f"<CommonPrefixes><Prefix>{enc(p)}</Prefix></CommonPrefixes>" for p in prefixes)
-        out.append("</ListBucketResult>")
-        return _xml("".join(out))
-
-    def _keys(self, view: View, prefix: str) -> tuple[list, list, list, str]:
-        """The sorted keys under `prefix` (and their sizes, hashes), and the commit's time."""
-        import pyarrow.compute as pc
-
-        commit = view.pinned(self.store)
-        if commit is None:
-            return [], [], [], _iso(time.time())
-        table = self.store.files.commit_table(commit)
-        if prefix:
-            table = table.filter(pc.starts_with(table["path"], "/" + prefix))
-        keys = [p[1:] for p in table["path"].to_pylist()]
-        hashes = [h.hex() for h in table["hash"].to_pylist()]
-        return keys, table["size"].to_pylist(), hashes, _iso(commit.finished or commit.created)
-
-
-def _page(keys: list[str], prefix: str, delimiter: str, after: str, max_keys: int):
-    """One page of a listing: (indexes of keys, common prefixes, truncated, last entry returned)."""
-    contents, prefixes = [], []
-    i = bisect.bisect_right(keys, after) if after else 0
-    if after and delimiter and after.endswith(delimiter):
-        while i < len(keys) and keys[i].startswith(after):  # the page ended on a common prefix: skip what it rolled up
-            i += 1
-    last = ""
-    while i < len(keys):
-        if len(contents) + len(prefixes) >= max_keys:
-            return contents, prefixes, True, last
-        key = keys[i]
-        cut = key.find(delimiter, len(prefix)) if delimiter else -1
-        if cut >= 0:
-            common = key[: cut + len(delimiter)]
-            prefixes.append(common)
-            last = common
-            i = bisect.bisect_left(keys, common + "\U0010ffff")  # past every key the prefix rolls up
-            continue
-        contents.append(i)
-        last = key
-        i += 1
-    return contents, prefixes, False, last
-
 
 def _range(header: str, size: int) -> tuple[int, int]:
     """[start, end) of a `bytes=a-b` header (one range, as S3 serves)."""
@@ -402,15 +320,8 @@ def _path(key: str) -> str:
         raise S3Error("InvalidArgument", f"Key {key!r} is not a path dpl can store: {e.message}") from None
 
 
-def _token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
 
 
-def _untoken(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except ValueError:
-        raise S3Error("InvalidArgument", "The continuation token is not one this gateway gave.") from None
 
 
 def _iso(seconds: float) -> str:

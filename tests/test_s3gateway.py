@@ -180,6 +180,12 @@ def test_delete_copy_zero_bytes_and_multipart_one_commit(gateway):
     assert s3.get_object(Bucket="master.objects", Key="copy/of-big.bin")["Body"].read() == big
     assert s3.get_object(Bucket="master.elsewhere", Key="big.bin", Range="bytes=1000-1999")["Body"].read() == big[1000:2000]
     assert len(gateway.engine.list_commits("objects", "master")) == commits + 1
+    # Small files share a chunk: a copy that re-stored the bytes would point at a new chunk from offset 0.
+    gateway.engine.put_bytes("objects", "master", {"small/1.txt": b"a" * 100, "small/2.txt": b"b" * 100})
+    s3.copy_object(Bucket="master.elsewhere", Key="two.txt", CopySource="master.objects/small/2.txt")
+    source = gateway.engine.file_row("objects", "master", "/small/2.txt")
+    assert source["refs"][0]["offset"] > 0
+    assert gateway.engine.file_row("elsewhere", "master", "/two.txt")["refs"] == source["refs"]
 
     s3.delete_object(Bucket="master.objects", Key="copy/of-big.bin")
     assert _error(lambda: s3.head_object(Bucket="master.objects", Key="copy/of-big.bin"))[1] == 404
