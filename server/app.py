@@ -96,9 +96,10 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
 
     @app.get("/healthz", tags=["server"])
     def healthz():
-        """200 while the server answers and its metadata database does."""
+        """200 while the server answers, its metadata database does and its scheduler runs; else 503."""
         store.list_repos()
-        return {"ok": True, "scheduler": scheduler.running, "workers": scheduler.workers, "rounds": scheduler.rounds}
+        body = {"ok": scheduler.healthy, "scheduler": scheduler.running, "workers": scheduler.workers, "rounds": scheduler.rounds}
+        return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
     @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
     def metrics_text():

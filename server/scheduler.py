@@ -50,6 +50,11 @@ class Scheduler:
     def running(self) -> bool:
         return bool(self._threads) and not self._stop.is_set()
 
+    @property
+    def healthy(self) -> bool:
+        """False when a worker thread is gone while the scheduler should be taking work."""
+        return not self.enabled or self._stop.is_set() or all(t.is_alive() for t in self._threads)
+
     def start(self) -> None:
         if not self.enabled:
             return

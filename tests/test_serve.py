@@ -245,8 +245,11 @@ def test_openapi_document_and_metrics(served):
                  "/api/v1/secrets"):
         assert path in doc["paths"], path
     assert server.http.get("/docs").status_code == 200
+    server.http.post("/api/v1/repos", json={"name": "metered"}).raise_for_status()
+    server.http.put("/api/v1/repos/metered/content", params={"path": "/m"}, content=b"m").raise_for_status()
     server.http.get("/api/v1/repos").raise_for_status()
     text = server.http.get("/metrics").text
+    assert 'dpl_commits_landed_total{repo="metered"} 1.0' in text
     assert 'dpl_http_request_seconds_bucket{le="0.05",method="GET",route="/api/v1/repos"}' in text
     assert 'dpl_http_requests_total{method="GET",route="/api/v1/repos",status="200"}' in text
     assert "dpl_commits_landed_total{" in text
