@@ -42,6 +42,10 @@ class MountRefused(DplError):
     """A mount that cannot be made or asked something (one sentence and a hint)."""
 
 
+class ReadOnlyMount(MountRefused):
+    """A read-only mount asked to commit."""
+
+
 def _oserror(code: int):
     return fuse.FuseOSError(code)
 
@@ -121,7 +125,12 @@ class DplMount(_Operations):
         else:
             commit = store.resolve_commit(self.repo, ref)
             self.commit, when = commit.id, commit.finished or commit.created
-            rows = store.list_files(self.repo, commit.id, "/", recursive=True)
+            if isinstance(self.door, access.Embedded):
+                # The commit's index as it is (list_files would add a type column, at the
+                # price of pyarrow importing pandas: a second of a mount's start).
+                rows = store.files_under(self.repo, commit.id, "/")
+            else:
+                rows = store.list_files(self.repo, commit.id, "/", recursive=True)
         self.tree = Tree(rows)
         self.mtime = int(when * 1e9)
         self.ranges: dict[str, access.Range] = {}
@@ -388,11 +397,13 @@ class DplMount(_Operations):
         with self._lock:
             return len(self.local), len(self.deleted - set(self.local))
 
-    def land(self, description: str | None = None):
-        """Land the local changes as one commit on the branch; None when there were none."""
+    def land(self, description: str | None = None, *, reload: bool = True):
+        """Land the local changes as one commit on the branch; None when there were none.
+
+        `reload`: show the landed commit afterwards (not when the mount is ending)."""
         with self._lock:
             if not self.branch:
-                raise MountRefused("This mount is read-only, so it has nothing to commit.",
+                raise ReadOnlyMount("This mount is read-only, so it has nothing to commit.",
                                    hint="Mount with --write on a branch to change files.")
             if self.writers:
                 raise MountRefused(f"{len(self.writers)} file(s) are still open for writing in the mount, so nothing was committed.",
@@ -411,7 +422,10 @@ class DplMount(_Operations):
                 raise MountRefused(f"The mount's changes could not be committed: {e.message}", hint=e.hint) from None
             for local in written.values():
                 os.unlink(local)
-            self._load(self.branch)
+            if reload:
+                self._load(self.branch)
+            else:
+                self.local, self.deleted = {}, set()
             return landed
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ import time
 from contextlib import suppress
 
 from . import access
-from .mount import FUSE_MISSING, DplMount, MountRefused
+from .mount import FUSE_MISSING, DplMount, MountRefused, ReadOnlyMount
 from ..storage.errors import DplError
 
 
@@ -90,7 +90,7 @@ def run(door: access.Door, repo: str, ref: str, where: str, *, write: bool, bran
                                    hint="Check that /dev/fuse is usable here and that fusermount3 is installed.") from None
         if write:
             try:
-                landed and landed(ops.land())
+                landed and landed(ops.land(reload=False))
             except MountRefused as e:
                 raise MountRefused(f"{e.message} The local changes are kept in {ops.spool}.", hint=e.hint) from None
         ops.close()
@@ -126,7 +126,7 @@ class _Control(threading.Thread):
                         self.landed(commit)
                     answer = {"commit": commit.id if commit is not None else None}
                 except DplError as e:
-                    answer = {"error": e.message, "hint": e.hint}
+                    answer = {"error": e.message, "hint": e.hint, "read_only": isinstance(e, ReadOnlyMount)}
                 conn.sendall(json.dumps(answer).encode() + b"\n")
 
     def stop(self) -> None:
@@ -135,31 +135,35 @@ class _Control(threading.Thread):
         self.sock.close()
 
 
-def ask_commit(where: str, *, required: bool = True) -> str | None:
-    """Ask the mount on `where` to land its changes; the commit id, or None for no changes.
+class NotServed(MountRefused):
+    pass
 
-    With `required` False, a directory that no live mount answers for gives None too.
-    """
+
+def ask_commit(where: str) -> str | None:
+    """Ask the mount on `where` to land its changes; the commit id, or None for no changes."""
     path = control_path(where)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:
         sock.close()
-        if not required:
-            return None
-        raise MountRefused(f"No running dpl mount serves {where}.", hint="Start one with `dpl mount REPO@BRANCH DIR --write`.") from None
+        raise NotServed(f"No running dpl mount serves {where}.", hint="Start one with `dpl mount REPO@BRANCH DIR --write`.") from None
     with sock:
         sock.sendall(b"commit\n")
         answer = json.loads(sock.makefile("r").readline() or "{}")
     if "error" in answer:
-        raise MountRefused(answer["error"], hint=answer.get("hint"))
+        raise (ReadOnlyMount if answer.get("read_only") else MountRefused)(answer["error"], hint=answer.get("hint"))
     return answer.get("commit")
 
 
 def unmount(where: str) -> str | None:
     """Land a live --write mount's changes, then unmount `where` (also one whose process was killed)."""
-    commit = ask_commit(where, required=False)
+    try:
+        commit, live = ask_commit(where), True
+    except NotServed:
+        commit, live = None, False  # a killed mount (or none): only the kernel's side is left
+    except ReadOnlyMount:
+        commit, live = None, True
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
         raise MountRefused("fusermount3 is not installed, so nothing can be unmounted.", hint="Install it: apt-get install fuse3")
@@ -170,8 +174,11 @@ def unmount(where: str) -> str | None:
                            hint="Close the shells and programs using it (fuser -m DIR names them), then run `dpl unmount` again.")
     path = control_path(where)
     deadline = time.monotonic() + 60
-    while os.path.exists(path) and time.monotonic() < deadline:
+    while live and os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)  # the mount's process finishes and removes its socket
+    if not live:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
     return commit
 
 

@@ -1,0 +1,287 @@
+"""`dpl mount`: a commit as a directory, through real FUSE and a real `dpl mount` process.
+
+Each test starts `dpl mount` as a user would (a subprocess in its own
+session, as a terminal's job) and looks at the mount with plain file calls.
+Where FUSE cannot be had (no /dev/fuse, no libfuse3, no fusermount3), the
+tests skip saying why, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from contextlib import contextmanager
+from datetime import datetime
+
+import pytest
+
+from conftest import service_unavailable
+from dplcli import DPL, dpl
+
+
+@pytest.fixture(scope="module")
+def fuse():
+    """FUSE as `dpl mount` needs it: the device, libfuse3 (through mfusepy) and fusermount3."""
+    if not os.path.exists("/dev/fuse"):
+        service_unavailable("FUSE", "/dev/fuse does not exist in this container (run it with --device /dev/fuse, or modprobe fuse)")
+    if shutil.which("fusermount3") is None:
+        service_unavailable("FUSE", "fusermount3 is not installed (apt-get install fuse3)")
+    try:
+        import mfusepy  # noqa: F401  (loads libfuse)
+    except (ImportError, OSError) as e:
+        service_unavailable("FUSE", f"mfusepy cannot load libfuse: {e} (pip install 'dpl[mount]', apt-get install fuse3)")
+
+
+@pytest.fixture
+def repo(store, fuse):
+    """A store with repo `data`: a.txt, dir/b.csv and dir/sub/c.bin on master."""
+    from dpl.engine import Store
+
+    s = Store.open(store)
+    try:
+        s.create_repo("data")
+        s.put_bytes("data", "master", {"/a.txt": b"hello\n", "/dir/b.csv": b"x,y\n1,2\n", "/dir/sub/c.bin": bytes(range(256)) * 40})
+    finally:
+        s.close()
+    return store
+
+
+@contextmanager
+def mounted(store, target, where, *args, stop=signal.SIGINT):
+    """`dpl mount TARGET WHERE ARGS` in its own session, until `stop` reaches its process group."""
+    os.makedirs(where, exist_ok=True)
+    proc = subprocess.Popen([DPL, "mount", target, str(where), *args], env=dict(os.environ, DPL_STORE=str(store)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(where):
+            if proc.poll() is not None:
+                pytest.fail(f"dpl mount exited {proc.returncode}: {proc.stderr.read().decode()}")
+            assert time.monotonic() < deadline, "dpl mount did not mount within 20 s"
+            time.sleep(0.02)
+        proc.said = ""
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, stop)  # as a terminal sends Ctrl-C: to the whole job
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if os.path.ismount(where):
+                subprocess.run(["fusermount3", "-uz", str(where)])
+        proc.said = proc.stderr.read().decode()
+
+
+def commits(store) -> int:
+    return len(json.loads(dpl("list-commit", "data@master", "-o", "json", store=store).stdout))
+
+
+def test_a_mounted_commit_reads_back_its_bytes_and_lists_its_directories(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    commit = dpl("inspect-commit", "data@master", "-o", "json", store=repo).stdout
+    with mounted(repo, "data@master", mnt):
+        assert sorted(os.listdir(mnt)) == ["a.txt", "dir"]
+        assert sorted(os.listdir(mnt / "dir")) == ["b.csv", "sub"]
+        assert (mnt / "a.txt").read_bytes() == b"hello\n"
+        assert (mnt / "dir" / "b.csv").read_bytes() == b"x,y\n1,2\n"
+        with open(mnt / "dir" / "sub" / "c.bin", "rb") as f:  # seek and read, as a reader of a binary format does
+            f.seek(1000)
+            assert f.read(10) == (bytes(range(256)) * 40)[1000:1010]
+        st = os.stat(mnt / "dir" / "sub" / "c.bin")
+        assert st.st_size == 10240 and oct(st.st_mode & 0o777) == "0o444"
+        assert os.stat(mnt / "dir").st_mode & 0o40000
+        finished = datetime.fromisoformat(json.loads(commit)["finished"]).timestamp()
+        assert abs(st.st_mtime - finished) < 1, "a file's mtime is its commit's time"
+        with pytest.raises(FileNotFoundError):
+            os.stat(mnt / "nope")
+
+
+def test_a_read_in_a_big_file_fetches_only_the_chunks_it_touches(repo, tmp_path):
+    from dpl.engine import Store
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 << 20))
+    dpl("put-file", "data@master:/big.bin", big, store=repo)
+    s = Store.open(repo)
+    chunks = {r["chunk"].hex() for r in s.file_row("data", "master", "/big.bin")["refs"]}
+    s.close()
+    assert len(chunks) >= 12
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt), ChunkOpens(repo / "chunks" / "objects", chunks) as opened:
+        with open(mnt / "big.bin", "rb") as f:
+            f.seek(13 << 20)
+            piece = f.read(100_000)
+        assert piece == big.read_bytes()[13 << 20 : (13 << 20) + 100_000]
+        touched = opened.read()
+    assert 1 <= len(touched) <= 3, f"a 100 KB read fetched {len(touched)} of the file's {len(chunks)} chunks"
+
+
+def test_a_pinned_mount_does_not_change_when_the_branch_moves(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt):
+        dpl("put-file", "data@master:/a.txt", "-", input=b"changed\n", store=repo)
+        dpl("put-file", "data@master:/later.txt", "-", input=b"later\n", store=repo)
+        assert (mnt / "a.txt").read_bytes() == b"hello\n"
+        assert sorted(os.listdir(mnt)) == ["a.txt", "dir"]
+    assert dpl("get-file", "data@master:/a.txt", store=repo).stdout == b"changed\n"
+
+
+def test_a_write_mount_lands_adds_deletes_and_renames_as_one_commit_on_unmount(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    before = commits(repo)
+    with mounted(repo, "data@master", mnt, "--write") as proc:
+        (mnt / "new.txt").write_bytes(b"new\n")
+        (mnt / "out").mkdir()
+        (mnt / "out" / "x.txt").write_bytes(b"x\n")
+        os.remove(mnt / "a.txt")
+        os.rename(mnt / "dir" / "sub", mnt / "moved")
+        with open(mnt / "dir" / "b.csv", "ab") as f:
+            f.write(b"3,4\n")
+        assert sorted(os.listdir(mnt)) == ["dir", "moved", "new.txt", "out"]
+        assert commits(repo) == before, "nothing lands before the unmount"
+    assert proc.returncode == 0, proc.said
+    assert "committed data@" in proc.said
+    assert commits(repo) == before + 1
+    files = dpl("list-file", "data@master", "-r", store=repo).stdout.decode()
+    assert "/a.txt" not in files and "/dir/sub" not in files
+    assert dpl("get-file", "data@master:/new.txt", store=repo).stdout == b"new\n"
+    assert dpl("get-file", "data@master:/out/x.txt", store=repo).stdout == b"x\n"
+    assert dpl("get-file", "data@master:/moved/c.bin", store=repo).stdout == bytes(range(256)) * 40
+    assert dpl("get-file", "data@master:/dir/b.csv", store=repo).stdout == b"x,y\n1,2\n3,4\n"
+
+
+def test_mount_commit_lands_the_changes_while_mounted_and_unmount_lands_the_rest(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    before = commits(repo)
+    with mounted(repo, "data@master", mnt, "--write", "-m", "from the mount"):
+        (mnt / "one.txt").write_bytes(b"1")
+        said = dpl("mount", "--commit", mnt, store=repo).stderr.decode()
+        assert "committed" in said and commits(repo) == before + 1
+        assert dpl("get-file", "data@master:/one.txt", store=repo).stdout == b"1"
+        assert "nothing to commit" in dpl("mount", "--commit", mnt, store=repo).stderr.decode()
+        (mnt / "two.txt").write_bytes(b"2")
+        dpl("unmount", mnt, store=repo)
+        assert not os.path.ismount(mnt)
+    assert commits(repo) == before + 2
+    assert dpl("get-file", "data@master:/two.txt", store=repo).stdout == b"2"
+    assert "from the mount" in dpl("inspect-commit", "data@master", store=repo).stdout.decode()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_unmount_cleanly(repo, tmp_path, stop):
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt, stop=stop) as proc:
+        assert os.listdir(mnt)
+    assert proc.returncode == 0, proc.said
+    assert not os.path.ismount(mnt) and os.listdir(mnt) == []
+    assert "Traceback" not in proc.said
+
+
+def test_dpl_unmount_clears_the_mount_of_a_killed_process(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt) as proc:
+        proc.kill()
+        proc.wait()
+        assert os.path.ismount(mnt)
+        dpl("unmount", mnt, store=repo)
+        assert not os.path.ismount(mnt) and os.listdir(mnt) == []
+
+
+def test_a_read_only_mount_refuses_writes_with_erofs(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt):
+        for attempt in (lambda: open(mnt / "x.txt", "wb"), lambda: open(mnt / "a.txt", "ab"),
+                        lambda: os.remove(mnt / "a.txt"), lambda: os.mkdir(mnt / "d"),
+                        lambda: os.rename(mnt / "a.txt", mnt / "b.txt")):
+            with pytest.raises(OSError) as refused:
+                attempt()
+            assert refused.value.errno == errno.EROFS
+        assert (mnt / "a.txt").read_bytes() == b"hello\n"
+
+
+def test_mount_errors_are_one_sentence(repo, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("mine")
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (("nope@master", tmp_path / "empty"), "nope"),
+        (("data@nobranch", tmp_path / "empty"), "nobranch"),
+        (("data@master", tmp_path / "full"), "not empty"),
+        (("data@master", tmp_path / "file"), "not a directory"),
+        (("data@master", tmp_path / "missing"), "does not exist"),
+        (("data@master~1", tmp_path / "empty", "--write"), "names a commit"),
+        (("--commit", tmp_path / "empty"), "No running dpl mount"),
+    ]
+    for args, words in cases:
+        proc = dpl("mount", *args, store=repo, check=False, timeout=30)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, (args, err)
+        assert err.startswith("error: ") and words in err.splitlines()[0], (args, err)
+        assert "Traceback" not in err and len(err.splitlines()) <= 2, err
+    assert (tmp_path / "full" / "keep").read_text() == "mine" and not os.path.ismount(tmp_path / "empty")
+
+
+def test_ls_l_of_a_big_directory_is_answered_from_one_listing(repo, tmp_path):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"f{i:05}.txt").write_bytes(b"%d" % i)
+    dpl("put-file", "data@master:/many", src, "-r", store=repo)
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt):
+        started = time.monotonic()
+        listing = subprocess.run(["ls", "-l", mnt / "many"], capture_output=True, check=True).stdout.decode().splitlines()
+        took = time.monotonic() - started
+    assert len(listing) == 3001  # "total" and one line per file
+    assert took < 5, f"ls -l of 3,000 files took {took:.1f} s"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class ChunkOpens:
+    """Which of `chunks` (hex ids) a process opens from a local chunk store, seen by inotify."""
+
+    IN_OPEN, IN_NONBLOCK = 0x20, 0o4000
+
+    def __init__(self, objects, chunks: set[str]):
+        self.chunks = chunks
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(self.IN_NONBLOCK)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        self.dirs = {}
+        for fan in {c[:2] for c in chunks}:
+            wd = self.libc.inotify_add_watch(self.fd, str(objects / fan).encode(), self.IN_OPEN)
+            assert wd >= 0, os.strerror(ctypes.get_errno())
+            self.dirs[wd] = fan
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def read(self) -> set[str]:
+        time.sleep(0.1)  # events of the last read reach the queue
+        seen = set()
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return seen & self.chunks
+            at = 0
+            while at < len(data):
+                wd, _mask, _cookie, size = struct.unpack_from("iIII", data, at)
+                name = data[at + 16 : at + 16 + size].rstrip(b"\0").decode()
+                seen.add(self.dirs[wd] + name)
+                at += 16 + size
