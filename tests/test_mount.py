@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,6 @@ import struct
 import subprocess
 import time
 from contextlib import contextmanager
-from datetime import datetime
 
 import pytest
 
@@ -81,13 +79,36 @@ def mounted(store, target, where, *args, stop=signal.SIGINT):
         proc.said = proc.stderr.read().decode()
 
 
+@contextmanager
+def engine(store):
+    from dpl.engine import Store
+
+    s = Store.open(store)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def commits(store) -> int:
-    return len(json.loads(dpl("list-commit", "data@master", "-o", "json", store=store).stdout))
+    with engine(store) as s:
+        return len(s.list_commits("data", "master"))
+
+
+def read(store, path: str) -> bytes:
+    with engine(store) as s:
+        return s.read_file("data", "master", path)
+
+
+def put(store, files: dict) -> None:
+    with engine(store) as s:
+        s.put_bytes("data", "master", files)
 
 
 def test_a_mounted_commit_reads_back_its_bytes_and_lists_its_directories(repo, tmp_path):
     mnt = tmp_path / "mnt"
-    commit = dpl("inspect-commit", "data@master", "-o", "json", store=repo).stdout
+    with engine(repo) as s:
+        finished = s.resolve_commit("data", "master").finished
     with mounted(repo, "data@master", mnt):
         assert sorted(os.listdir(mnt)) == ["a.txt", "dir"]
         assert sorted(os.listdir(mnt / "dir")) == ["b.csv", "sub"]
@@ -99,28 +120,23 @@ def test_a_mounted_commit_reads_back_its_bytes_and_lists_its_directories(repo, t
         st = os.stat(mnt / "dir" / "sub" / "c.bin")
         assert st.st_size == 10240 and oct(st.st_mode & 0o777) == "0o444"
         assert os.stat(mnt / "dir").st_mode & 0o40000
-        finished = datetime.fromisoformat(json.loads(commit)["finished"]).timestamp()
         assert abs(st.st_mtime - finished) < 1, "a file's mtime is its commit's time"
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / "nope")
 
 
 def test_a_read_in_a_big_file_fetches_only_the_chunks_it_touches(repo, tmp_path):
-    from dpl.engine import Store
-
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(24 << 20))
-    dpl("put-file", "data@master:/big.bin", big, store=repo)
-    s = Store.open(repo)
-    chunks = {r["chunk"].hex() for r in s.file_row("data", "master", "/big.bin")["refs"]}
-    s.close()
+    data = os.urandom(24 << 20)
+    put(repo, {"/big.bin": data})
+    with engine(repo) as s:
+        chunks = {r["chunk"].hex() for r in s.file_row("data", "master", "/big.bin")["refs"]}
     assert len(chunks) >= 12
     mnt = tmp_path / "mnt"
     with mounted(repo, "data@master", mnt), ChunkOpens(repo / "chunks" / "objects", chunks) as opened:
         with open(mnt / "big.bin", "rb") as f:
             f.seek(13 << 20)
             piece = f.read(100_000)
-        assert piece == big.read_bytes()[13 << 20 : (13 << 20) + 100_000]
+        assert piece == data[13 << 20 : (13 << 20) + 100_000]
         touched = opened.read()
     assert 1 <= len(touched) <= 3, f"a 100 KB read fetched {len(touched)} of the file's {len(chunks)} chunks"
 
@@ -128,11 +144,10 @@ def test_a_read_in_a_big_file_fetches_only_the_chunks_it_touches(repo, tmp_path)
 def test_a_pinned_mount_does_not_change_when_the_branch_moves(repo, tmp_path):
     mnt = tmp_path / "mnt"
     with mounted(repo, "data@master", mnt):
-        dpl("put-file", "data@master:/a.txt", "-", input=b"changed\n", store=repo)
-        dpl("put-file", "data@master:/later.txt", "-", input=b"later\n", store=repo)
+        put(repo, {"/a.txt": b"changed\n", "/later.txt": b"later\n"})
         assert (mnt / "a.txt").read_bytes() == b"hello\n"
         assert sorted(os.listdir(mnt)) == ["a.txt", "dir"]
-    assert dpl("get-file", "data@master:/a.txt", store=repo).stdout == b"changed\n"
+    assert read(repo, "/a.txt") == b"changed\n"
 
 
 def test_a_write_mount_lands_adds_deletes_and_renames_as_one_commit_on_unmount(repo, tmp_path):
@@ -151,12 +166,12 @@ def test_a_write_mount_lands_adds_deletes_and_renames_as_one_commit_on_unmount(r
     assert proc.returncode == 0, proc.said
     assert "committed data@" in proc.said
     assert commits(repo) == before + 1
-    files = dpl("list-file", "data@master", "-r", store=repo).stdout.decode()
-    assert "/a.txt" not in files and "/dir/sub" not in files
-    assert dpl("get-file", "data@master:/new.txt", store=repo).stdout == b"new\n"
-    assert dpl("get-file", "data@master:/out/x.txt", store=repo).stdout == b"x\n"
-    assert dpl("get-file", "data@master:/moved/c.bin", store=repo).stdout == bytes(range(256)) * 40
-    assert dpl("get-file", "data@master:/dir/b.csv", store=repo).stdout == b"x,y\n1,2\n3,4\n"
+    with engine(repo) as s:
+        files = s.list_files("data", "master", "/", recursive=True)["path"].to_pylist()
+    assert files == ["/dir/b.csv", "/moved/c.bin", "/new.txt", "/out/x.txt"]
+    assert read(repo, "/new.txt") == b"new\n" and read(repo, "/out/x.txt") == b"x\n"
+    assert read(repo, "/moved/c.bin") == bytes(range(256)) * 40
+    assert read(repo, "/dir/b.csv") == b"x,y\n1,2\n3,4\n"
 
 
 def test_mount_commit_lands_the_changes_while_mounted_and_unmount_lands_the_rest(repo, tmp_path):
@@ -166,14 +181,15 @@ def test_mount_commit_lands_the_changes_while_mounted_and_unmount_lands_the_rest
         (mnt / "one.txt").write_bytes(b"1")
         said = dpl("mount", "--commit", mnt, store=repo).stderr.decode()
         assert "committed" in said and commits(repo) == before + 1
-        assert dpl("get-file", "data@master:/one.txt", store=repo).stdout == b"1"
+        assert read(repo, "/one.txt") == b"1"
         assert "nothing to commit" in dpl("mount", "--commit", mnt, store=repo).stderr.decode()
         (mnt / "two.txt").write_bytes(b"2")
         dpl("unmount", mnt, store=repo)
         assert not os.path.ismount(mnt)
     assert commits(repo) == before + 2
-    assert dpl("get-file", "data@master:/two.txt", store=repo).stdout == b"2"
-    assert "from the mount" in dpl("inspect-commit", "data@master", store=repo).stdout.decode()
+    assert read(repo, "/two.txt") == b"2"
+    with engine(repo) as s:
+        assert s.resolve_commit("data", "master").description == "from the mount"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -232,11 +248,7 @@ def test_mount_errors_are_one_sentence(repo, tmp_path):
 
 
 def test_ls_l_of_a_big_directory_is_answered_from_one_listing(repo, tmp_path):
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(3000):
-        (src / f"f{i:05}.txt").write_bytes(b"%d" % i)
-    dpl("put-file", "data@master:/many", src, "-r", store=repo)
+    put(repo, {f"/many/f{i:05}.txt": b"%d" % i for i in range(3000)})
     mnt = tmp_path / "mnt"
     with mounted(repo, "data@master", mnt):
         started = time.monotonic()
