@@ -263,6 +263,7 @@ def test_connect_saves_the_address_for_every_command(served, tmp_path):
     dpl("connect", server.url, env=env)
     assert json.loads((tmp_path / "config" / "dpl" / "config.json").read_text())["address"] == server.url
     assert json.loads(dpl("inspect-repo", "words", "-o", "json", env=env).stdout)["name"] == "words"
+    assert b"words" in dpl("list-repo", env=env).stdout  # also the commands cli/fast.py answers without typer
     assert dpl("inspect-repo", "words", env={**env, "DPL_ADDRESS": "local"}, check=False).returncode == 1
     dpl("disconnect", env=env)
     assert dpl("inspect-repo", "words", env=env, check=False).returncode == 1
