@@ -96,12 +96,19 @@ def register(app: typer.Typer) -> None:
         file: Optional[str] = typer.Option(None, "--file", "-f", help="The spec file (as pachctl takes it)."),
         no_wait: bool = NoWaitOpt,
         executor: Optional[str] = ExecutorOpt,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Create nothing: list the datums the spec would make now, which would run and why."),
+        output: Output = OutputOpt,
     ):
         """Create pipelines from a Pachyderm spec file (JSON or YAML; several specs in one file are created in order) and run their first jobs."""
         from ..engine.spec import load_specs
 
         s = _store()
         text, source = _read_spec(spec, file)
+        if dry_run:
+            from .predict import show
+
+            show(s, text, source, output, executor)
+            return
         names = []
         for one in load_specs(text, source):  # every spec is checked before the first is created
             info = s.create_pipeline(one.to_json(), source=source)
@@ -251,8 +258,21 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(f"Error:\n{info['error']}\n")
 
     @app.command("list-datum")
-    def list_datum(job: str = typer.Argument(..., metavar="PIPELINE@JOB"), output: Output = OutputOpt):
-        """List every datum of a job and what happened to it: success, failed, skipped (processed before), or not-run."""
+    def list_datum(
+        job: Optional[str] = typer.Argument(None, metavar="PIPELINE@JOB"),
+        file: Optional[str] = typer.Option(None, "--file", "-f", help="A spec: list the datums it would make now (runs nothing)."),
+        output: Output = OutputOpt,
+    ):
+        """List every datum of a job and what happened to it: success, failed, skipped (processed before), or not-run.
+
+        With -f spec.json: the datums that spec would make from the current inputs, which would run and why."""
+        if file:
+            from .predict import show
+
+            show(_store(), *_read_spec(None, file), output)
+            return
+        if not job:
+            raise DplError("list-datum needs a job or a spec.", hint="dpl list-datum PIPELINE@JOB, or dpl list-datum -f spec.json.")
         pipeline, jid = job_ref(job)
         render.table(_store().list_datums(pipeline, jid), DATUM_COLUMNS, output)
 
