@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
+import xxhash
 from starlette.responses import Response
 
 from .s3errors import S3Error, from_dpl
@@ -182,12 +183,15 @@ def complete_upload(gw, bucket: str, key: str, upload_id: str, local: str | None
     wanted = []
     for part in (el for el in root.iter() if _tag(el) == "Part"):
         fields = {_tag(c): (c.text or "").strip() for c in part}
-        wanted.append((int(fields.get("PartNumber", "0")), fields.get("ETag", "").strip('"')))
+        if not fields.get("PartNumber", "").isdigit():
+            raise S3Error("MalformedXML", "Each Part of the upload needs a PartNumber.")
+        wanted.append((int(fields["PartNumber"]), fields.get("ETag", "").strip('"')))
     have = {name[:5]: name for name in os.listdir(upload.directory)}
     if not wanted or [n for n, _ in wanted] != sorted({n for n, _ in wanted}):
         raise S3Error("InvalidPartOrder", "The parts must be listed in ascending order, each once.")
     fd, whole = tempfile.mkstemp(prefix="dpl-s3-whole-", dir=upload.directory)
     landed = False
+    digest = xxhash.xxh3_128()  # the whole file's content hash, as dpl stores it: its ETag
     try:
         with os.fdopen(fd, "wb") as out:
             for number, etag in wanted:
@@ -195,11 +199,12 @@ def complete_upload(gw, bucket: str, key: str, upload_id: str, local: str | None
                 if name is None or (etag and not name.endswith("-" + etag)):
                     raise S3Error("InvalidPart", f"Part {number} was not uploaded, or its ETag differs.")
                 with open(os.path.join(upload.directory, name), "rb") as part:
-                    shutil.copyfileobj(part, out, 8 << 20)
+                    while piece := part.read(8 << 20):
+                        digest.update(piece)
+                        out.write(piece)
         op = access.Put(gw.door, upload.repo, upload.branch, upload.path, whole)
-        commit = gw.land([op], f"s3: put {upload.path} ({len(wanted)} parts)")
+        gw.land([op], f"s3: put {upload.path} ({len(wanted)} parts)")
         landed = True
-        row = gw.store.file_row(upload.repo, commit.id, upload.path)
     finally:
         if landed:  # a failed completion keeps the parts: the client may complete again
             with gw.lock:
@@ -208,7 +213,7 @@ def complete_upload(gw, bucket: str, key: str, upload_id: str, local: str | None
         elif os.path.exists(whole):
             os.unlink(whole)
     return _xml(f'<CompleteMultipartUploadResult xmlns="{NS}"><Location>/{escape(bucket)}/{escape(key)}</Location>'
-                f'<Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key><ETag>"{row["hash"].hex()}"</ETag>'
+                f'<Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key><ETag>"{digest.hexdigest()}"</ETag>'
                 "</CompleteMultipartUploadResult>")
 
 

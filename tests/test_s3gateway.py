@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -196,8 +197,9 @@ def test_delete_copy_zero_bytes_and_multipart_one_commit(gateway):
     parts = [os.urandom(5 << 20), os.urandom(5 << 20), b"tail"]
     etags = [s3.upload_part(Bucket="master.objects", Key="parts/whole.bin", UploadId=up["UploadId"], PartNumber=n + 1, Body=p)["ETag"]
              for n, p in enumerate(parts)]
-    s3.complete_multipart_upload(Bucket="master.objects", Key="parts/whole.bin", UploadId=up["UploadId"],
-                                 MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]})
+    done = s3.complete_multipart_upload(Bucket="master.objects", Key="parts/whole.bin", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]})
+    assert done["ETag"] == s3.head_object(Bucket="master.objects", Key="parts/whole.bin")["ETag"]
     assert gateway.engine.read_file("objects", "master", "/parts/whole.bin") == b"".join(parts)
     assert len(gateway.engine.list_commits("objects", "master")) == commits + 1
     aborted = s3.create_multipart_upload(Bucket="master.objects", Key="parts/never.bin")
@@ -240,3 +242,42 @@ def test_duckdb_httpfs_queries_through_the_gateway(gateway):
                 "USE_SSL false, REGION 'us-east-1')")
     count, total = con.execute("SELECT count(*), sum(b) FROM read_csv('s3://master.tables/t/*.csv')").fetchone()
     assert (count, total) == (2000, 2 * sum(i * 2 for i in range(1000)))
+
+
+STEP = """
+import os, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=os.environ["S3_URL"], region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+bucket = os.environ["s3in_COMMIT"] + ".s3in"  # the commit this datum reads, pinned
+for name in os.listdir("/pfs/s3in"):
+    body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+    open("/pfs/out/" + name + ".len", "w").write(str(len(body)))
+"""
+
+
+def test_a_pipeline_step_reads_its_input_through_the_gateway(gateway):
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="master.s3in")
+    spec = {"pipeline": {"name": "s3lens"}, "input": {"pfs": {"repo": "s3in", "glob": "/*"}},
+            "transform": {"cmd": [sys.executable, "-c", STEP],  # dpl's venv, which has boto3
+                          "env": {"S3_URL": gateway.url, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET}},
+            "dpl": {"network": True}}
+    gateway.engine.create_pipeline(json.dumps(spec))
+    s3.put_object(Bucket="master.s3in", Key="seven.txt", Body=b"1234567")  # lands a commit: the server runs the job
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        jobs = gateway.engine.list_jobs("s3lens")
+        if any(j["state"] == "failure" for j in jobs) or _output(gateway.engine) is not None:
+            break
+        time.sleep(0.2)
+    assert all(j["state"] != "failure" for j in jobs), [j.get("error") for j in jobs]
+    assert _output(gateway.engine) == b"7"
+
+
+def _output(engine) -> bytes | None:
+    from dpl.storage.errors import DplError
+
+    try:
+        return engine.read_file("s3lens", "master", "/seven.txt.len")
+    except DplError:  # no output commit yet
+        return None
