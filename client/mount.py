@@ -169,6 +169,14 @@ class DplMount(_Operations):
                 raise _oserror(errno.ENOTDIR)
             return [".", "..", *children]
 
+    def children(self, path: str) -> list[tuple[str, int | None]]:
+        """(name, size) of a directory's entries: None for a directory, -1 for a locally written file."""
+        with self._lock:
+            children = self.tree.dirs.get(path)
+            if children is None:
+                raise _oserror(errno.ENOTDIR)
+            return list(children.items())
+
     def open(self, path, flags):
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
         with self._lock:

@@ -162,6 +162,9 @@ def test_a_write_mount_lands_adds_deletes_and_renames_as_one_commit_on_unmount(r
         with open(mnt / "dir" / "b.csv", "ab") as f:
             f.write(b"3,4\n")
         assert sorted(os.listdir(mnt)) == ["dir", "moved", "new.txt", "out"]
+        sizes = {line.split()[-1]: line.split()[4] for line in subprocess.run(
+            ["ls", "-la", mnt], capture_output=True, check=True).stdout.decode().splitlines()[1:]}
+        assert sizes["new.txt"] == "4" and {".", ".."} <= set(sizes), sizes
         assert commits(repo) == before, "nothing lands before the unmount"
     assert proc.returncode == 0, proc.said
     assert "committed data@" in proc.said
@@ -255,6 +258,8 @@ def test_ls_l_of_a_big_directory_is_answered_from_one_listing(repo, tmp_path):
         listing = subprocess.run(["ls", "-l", mnt / "many"], capture_output=True, check=True).stdout.decode().splitlines()
         took = time.monotonic() - started
     assert len(listing) == 3001  # "total" and one line per file
+    assert [line.split()[4] for line in listing[1:4]] == ["1", "1", "1"] and listing[-1].split()[4] == "4"  # f02999.txt
+    assert listing[1].startswith("-r--r--r--") and listing[1].endswith("f00000.txt")
     assert took < 5, f"ls -l of 3,000 files took {took:.1f} s"
 
 
