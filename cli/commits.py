@@ -18,6 +18,7 @@ COMMIT_COLUMNS = [
     ("repo", "REPO", None),
     ("branch", "BRANCH", None),
     ("id", "COMMIT", short),
+    ("state", "STATE", None),
     ("finished", "FINISHED", ago),
     ("size", "SIZE", size),
     ("files", "FILES", None),

@@ -177,7 +177,10 @@ def _say_repo_deletion(plan: dict) -> None:
 @app.command("put-file")
 def put_file(
     target: str = typer.Argument(..., metavar="REPO@BRANCH[:PATH]"),
-    sources: List[str] = typer.Argument(..., metavar="SOURCE...", help="Files, directories (with -r), or - for stdin."),
+    sources: Optional[List[str]] = typer.Argument(None, metavar="SOURCE...", help="Files, directories (with -r), http(s):// URLs, or - for stdin."),
+    file: Optional[List[str]] = typer.Option(None, "--file", "-f", help="A source, as pachctl spells it: a file, a directory (with -r), an http(s):// URL or - (repeatable)."),
+    input_file: Optional[str] = typer.Option(None, "--input-file", "-i", help="A text file naming sources (files, directories, URLs), one a line."),
+    untar: bool = typer.Option(False, "--untar", help="Each source is a tar archive (.tar, .tar.gz, ...): put what it holds."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Put directories recursively."),
     append: bool = typer.Option(False, "--append", "-a", help="Append to existing files instead of replacing them."),
     message: str = typer.Option("", "--message", "-m", help="The commit description."),
@@ -185,15 +188,15 @@ def put_file(
     executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run those jobs' datums on this executor (local, docker, ray)."),
 ):
     """Put files into a branch as one atomic commit (then run the jobs it starts)."""
-    from ..engine.files import plan_sources
+    from ..engine.fetching import read_source_list, staged_sources
 
     ref = _repo_branch(target)
     dest = ref.path
     if dest not in (None, "/") and target.endswith("/"):
         dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
+    every = list(sources or []) + list(file or []) + (read_source_list(input_file) if input_file else [])
     s = store()
-    plans = plan_sources(dest, sources, recursive=recursive)
-    with render.ProgressLine("putting files") as progress:
+    with staged_sources(dest, every, recursive=recursive, untar=untar) as plans, render.ProgressLine("putting files") as progress:
         commit = s.put_files(ref.repo, ref.ref_or_default, plans, append=append, description=message, progress=progress)
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
@@ -201,6 +204,37 @@ def put_file(
         from .pipelines import run_and_report
 
         run_and_report(s, commit.id, executor)
+
+
+@app.command("copy-file")
+def copy_file(
+    source: str = typer.Argument(..., metavar="SRC_REPO@REF:PATH"),
+    target: str = typer.Argument(..., metavar="DST_REPO@BRANCH[:PATH]"),
+    message: str = typer.Option("", "--message", "-m", help="The commit description."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs the commit starts."),
+):
+    """Copy a file or directory into a branch by reference: no byte is read or stored again."""
+    src = _repo_branch(source, default_path="/")
+    dst = _repo_branch(target)
+    dest = dst.path + "/" if dst.path not in (None, "/") and target.endswith("/") else dst.path
+    s = store()
+    commit = s.copy_file(src.repo, src.ref_or_default, src.path, dst.repo, dst.ref_or_default, dest, message)
+    state = "copied into open commit" if commit.state == "open" else "committed"
+    render.info(f"{state} {dst.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
+    if commit.state == "finished" and not no_wait:
+        from .pipelines import run_and_report
+
+        run_and_report(s, commit.id, None)
+
+
+@app.command("inspect-file")
+def inspect_file(target: str = typer.Argument(..., metavar="REPO@REF:PATH"), output: Output = OutputOpt):
+    """Show one file (or directory) of a commit: type, size, hash, and the commit it was read from."""
+    ref = _repo_branch(target, default_path="/")
+    info = store().inspect_file(ref.repo, ref.ref_or_default, ref.path)
+    render.record(info, output, [("path", "Path", None), ("type", "Type", None), ("size", "Size", size), ("hash", "Hash", lambda h: h or "-"),
+                                 ("chunks", "Chunk refs", None), ("files", "Files", None), ("repo", "Repo", None),
+                                 ("commit", "Commit", None), ("branch", "Branch", None), ("committed", "Committed", ago)])
 
 
 @app.command("get-file")

@@ -31,6 +31,9 @@ def _say_removed(result: dict) -> None:
         render.info(f"branch {m['repo']}@{m['branch']} now points at {m['to'] or 'no commit'}")
     for j in result["jobs"]:
         render.info(f"deleted job {j}")
+    if result.get("recompute"):
+        # The output the deleted commit stood for must be made again: a wave of jobs waits for `dpl run`.
+        render.info(f"recompute wave {result['recompute']} started (`dpl run` runs it)")
 
 
 def register(app: typer.Typer) -> None:

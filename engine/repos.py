@@ -87,6 +87,15 @@ class Repos:
             repo_rows.upsert_branch(tx, repo, branch, commit.id if commit else None, time.time())
         return {"repo": repo, "branch": branch, "head": commit.id if commit else None}
 
+    def inspect_branch(self, repo: str, branch: str) -> dict:
+        """One branch: its head, when it moved, its open commit and its trigger (if any)."""
+        head = self.branch_head(repo, branch)
+        row = repo_rows.branch(self.db, repo, branch)
+        opened = self.open_commit(repo, branch)
+        return {"repo": repo, "branch": branch, "head": head, "created": row.created, "updated": row.updated,
+                "open_commit": opened.id if opened else None,
+                "readers": sorted(pipeline_rows.readers_of(self.db, repo, branch))}
+
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         """Delete a branch; its commits stay readable by id (and keep their provenance)."""
         self.branch_head(repo, branch)
@@ -147,6 +156,9 @@ class Repos:
             if commit.parent is None:
                 raise CommitNotFound(f"{ref!r} goes back further than the history of repo {repo!r}.")
             commit = self.get_commit(repo, commit.parent)
+        if commit.state == "failed" and not allow_open:
+            raise CommitNotOpen(f"Commit {commit.id} of repo {repo!r} is the output commit of a failed job ({repo}@{(commit.job or commit.id)[:12]}); it holds no files.",
+                                hint=f"See `dpl inspect-job {repo}@{(commit.job or commit.id)[:12]}` for why it failed.")
         if commit.state != "finished" and not allow_open:
             raise CommitNotOpen(f"Commit {commit.id} of repo {repo!r} is still open.", hint="Finish it with `dpl finish-commit`.")
         return commit

@@ -27,6 +27,7 @@ from ..storage.metadata import jobs as job_rows
 from ..storage.metadata.commits import Commit
 
 if TYPE_CHECKING:  # the parts are imported when first used (see the properties)
+    from .auth import Auth
     from .commits import Commits
     from .cron import Cron, CronInput
     from .files import Files, Source
@@ -357,6 +358,13 @@ class Store:
 
     def pipelines_reading(self, repo: str) -> set[str]:
         return self.pipelines.pipelines_reading(repo)
+
+    @cached_property
+    def auth(self) -> "Auth":
+        """Users, tokens, roles and the audit log (`dpl serve` checks every request with it)."""
+        from .auth import Auth
+
+        return Auth(self.db)
 
     @cached_property
     def maintenance(self) -> "Maintenance":

@@ -149,5 +149,40 @@ MIGRATIONS: list[str] = [
         data TEXT NOT NULL                         -- JSON object: key -> value
     );
     """,
+    # 4: users, hashed tokens, per-repo roles, pipeline creators and the audit log (engine/auth.py).
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        admin INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,                       -- the token's public part, which finds its row
+        username TEXT NOT NULL,
+        hash TEXT NOT NULL,                        -- scrypt of the secret part: never the token itself
+        description TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        expires REAL
+    );
+    CREATE INDEX tokens_by_user ON tokens(username);
+    CREATE TABLE roles (
+        repo TEXT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,                        -- reader, writer or owner
+        PRIMARY KEY (repo, username)
+    );
+    CREATE TABLE pipeline_creators (
+        pipeline TEXT PRIMARY KEY,
+        username TEXT NOT NULL                     -- whose rights its jobs act with
+    );
+    CREATE TABLE audit (
+        id TEXT PRIMARY KEY,                       -- time-ordered: zero-padded nanoseconds and a nonce
+        at REAL NOT NULL,
+        username TEXT,
+        action TEXT NOT NULL,                      -- METHOD /path
+        target TEXT NOT NULL DEFAULT '',           -- the query string
+        status INTEGER NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
