@@ -107,6 +107,9 @@ class Store:
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         return self.repos.delete_branch(repo, branch, force=force)
 
+    def inspect_branch(self, repo: str, branch: str) -> dict:
+        return self.repos.inspect_branch(repo, branch)
+
     # --------------------------------------------------------------- commits
 
     def get_commit(self, repo: str, commit_id: str) -> Commit:
@@ -189,6 +192,13 @@ class Store:
 
     def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
         return self.files.export_dir(repo, ref, path, dest)
+
+    def copy_file(self, src_repo: str, src_ref: str | None, src_path: str, dst_repo: str, dst_branch: str,
+                  dst_path: str | None = None, description: str = "") -> Commit:
+        return self.files.copy_file(src_repo, src_ref, src_path, dst_repo, dst_branch, dst_path, description)
+
+    def inspect_file(self, repo: str, ref: str | None, path: str) -> dict:
+        return self.files.inspect_file(repo, ref, path)
 
 
     @cached_property

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from . import api_data, api_pipelines
+from . import api_data, api_pipelines, console
 from .observe import Metrics, log_event
 from .scheduler import Scheduler
 from ..storage.errors import DplError
@@ -108,6 +108,7 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
 
     app.include_router(api_data.router)
     app.include_router(api_pipelines.router)
+    console.mount(app)  # the pages at / (after the API, whose routes are matched first)
     return _Observed(app, metrics)
 
 

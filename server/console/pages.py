@@ -1,0 +1,89 @@
+"""What every console page shares: templates, the `can_write` flag, paging, errors.
+
+A DplError on a page (an unknown repo, a bad ref) is rendered as a page
+holding its sentence and hint, with the status the API would answer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from . import HERE
+from ..wire import decode_cursor, encode_cursor, plain
+from ...storage.errors import DplError
+
+PAGE = 50  # rows per page of every list: nothing sends a whole list to the browser
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def _when(epoch) -> str:
+    if epoch is None:
+        return ""
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _size(n) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+templates.env.filters.update(when=_when, seconds=_seconds, size=_size, tojson_pretty=lambda v: json.dumps(plain(v), indent=2))
+
+
+def can_write(request: Request) -> bool:
+    """Whether to show write buttons.  Until users and roles land everyone
+    who reaches the server may write (it listens on loopback only); the auth
+    layer sets `request.state.can_write` for a reader, and the API refuses
+    the write whatever the page sends."""
+    return bool(getattr(request.state, "can_write", True))
+
+
+def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    context.setdefault("can_write", can_write(request))
+    return templates.TemplateResponse(request, template, context, status_code=status)
+
+
+def page_of(rows, cursor: str | None, limit: int = PAGE) -> tuple[list, str | None]:
+    """One page of `rows` (a list or an Arrow table) from an opaque cursor (the API's cursor format)."""
+    start = decode_cursor(cursor).get("offset", 0)
+    end = start + limit
+    if hasattr(rows, "num_rows"):  # an Arrow table: sliced before it becomes Python objects
+        return plain(rows.slice(start, limit)), (encode_cursor({"offset": end}) if end < rows.num_rows else None)
+    return plain(rows[start:end]), (encode_cursor({"offset": end}) if end < len(rows) else None)
+
+
+def html_errors(view):
+    """Render a DplError raised by `view` as an error page."""
+
+    @functools.wraps(view)
+    def wrapped(request: Request, *args, **kw):
+        try:
+            return view(request, *args, **kw)
+        except DplError as error:
+            from ..app import error_status
+
+            return render(request, "error.html", status=error_status(error), error=error.message, hint=error.hint,
+                          kind=type(error).__name__)
+
+    return wrapped
+
+
+def store(request: Request):
+    return request.app.state.store
