@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import parse_qsl
@@ -97,6 +98,9 @@ class Gateway:
             response = e.response(method)
         except DplError as e:
             response = from_dpl(e, path).response(method)
+        except Exception as e:  # a bug, not the client's doing: an S3 InternalError, the traceback in the log
+            log_event("s3.error", path=path, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            response = S3Error("InternalError", "The gateway failed on this request; its log says why.", path).response(method)
         log_event("s3.request", method=method, path=path, status=response.status_code, ms=round((time.perf_counter() - began) * 1000, 2))
         return response
 

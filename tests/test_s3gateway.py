@@ -22,24 +22,15 @@ ACCESS, SECRET = "dpl-test-key", "dpl-test-secret-0123456789"
 
 
 class Gateway:
+    """`dpl serve --s3 127.0.0.1:0` on `store`, with a key pair; the gateway's address comes from its log."""
+
     def __init__(self, store, tmp_path):
         self.store, self.log = store, tmp_path / "serve.log"
         env = {k: v for k, v in os.environ.items() if k != "DPL_ADDRESS"}
         env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), DPL_S3_ACCESS_KEY=ACCESS, DPL_S3_SECRET_KEY=SECRET)
         self.proc = subprocess.Popen([DPL, "serve", "--listen", "127.0.0.1:0", "--s3", "127.0.0.1:0", "--store", str(store),
                                       "--poll", "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
-        self.url = self._address()
-
-    def _address(self) -> str:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            for line in self.log.read_text().splitlines():
-                if '"s3.listening"' in line:
-                    return json.loads(line)["address"]
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("dpl serve --s3 did not start:\n" + self.log.read_text())
+        self.url = _address(self.log, self.proc)
 
     def client(self, secret: str = SECRET):
         import boto3
@@ -51,6 +42,19 @@ class Gateway:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
+
+
+def _address(log, proc) -> str:
+    """The gateway's address, from its `s3.listening` log line."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if '"s3.listening"' in line:
+                return json.loads(line)["address"]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError("the S3 gateway did not start:\n" + log.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +285,26 @@ def _output(engine) -> bytes | None:
         return engine.read_file("s3lens", "master", "/seven.txt.len")
     except DplError:  # no output commit yet
         return None
+
+
+def test_s3_gateway_alone_runs_open_only_on_loopback(tmp_path):
+    import httpx
+    from dpl.engine import Store
+
+    store = Store.init(tmp_path / "store", durable=False)
+    store.create_repo("open")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DPL_S3_", "DPL_ADDRESS"))}
+    refused = subprocess.run([DPL, "s3-gateway", "--listen", "0.0.0.0:0", "--store", str(store.root)], env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "needs a key pair" in refused.stderr and "Traceback" not in refused.stderr
+    log = tmp_path / "gw.log"
+    proc = subprocess.Popen([DPL, "s3-gateway", "--listen", "127.0.0.1:0", "--store", str(store.root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    try:
+        url = _address(log, proc)
+        assert httpx.put(url + "/master.open/hello.txt", content=b"hi").status_code == 200  # unsigned, on loopback
+        assert httpx.get(url + "/master.open/hello.txt").content == b"hi"
+        assert store.read_file("open", "master", "/hello.txt") == b"hi"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
