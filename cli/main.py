@@ -329,7 +329,8 @@ def delete_file(
 # when one of theirs runs (or for help); test_bench checks this table
 # against what each module registers.
 MODULE_COMMANDS = {
-    "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "list-branch", "delete-branch"),
+    "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "inspect-branch",
+                "subscribe-commit", "list-branch", "delete-branch"),
     "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
     "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
@@ -338,6 +339,7 @@ MODULE_COMMANDS = {
     "secrets": ("create-secret", "list-secret", "delete-secret"),
     "serve": ("serve", "connect", "disconnect"),
     "mount": ("mount", "unmount"),
+    "ui": ("ui",),
 }
 _registered: set[str] = set()
 
@@ -375,6 +377,10 @@ def _command_module(name: str):
         from . import mount
 
         return mount
+    if name == "ui":
+        from . import ui
+
+        return ui
     from . import provenance
 
     return provenance
