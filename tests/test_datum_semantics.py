@@ -25,6 +25,7 @@ from dpl.storage import index
 from dpl.storage.errors import DplError
 from dpl.storage.memory import MemoryChunkStore
 from dplcli import dpl
+from readback import outputs
 
 
 def table(files: dict[str, bytes]):
@@ -240,10 +241,6 @@ def run_pipeline(root, repos: dict[str, dict[str, bytes]], spec: dict) -> Store:
     s.create_pipeline(json.dumps(spec))
     s.run_jobs()
     return s
-
-
-def outputs(s: Store, repo: str) -> dict[str, bytes]:
-    return {p: s.read_file(repo, "master", p) for p in s.files_under(repo, "master", "/")["path"].to_pylist()}
 
 
 def test_every_double_star_match_keeps_its_output(tmp_path):

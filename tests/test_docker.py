@@ -17,6 +17,7 @@ import pytest
 
 from dpl.engine import Store
 from dplcli import dpl
+from readback import outputs
 
 pytestmark = pytest.mark.docker
 
@@ -60,15 +61,6 @@ def create(store, spec: dict, tmp_path, *args, check=True):
     path = tmp_path / f"{spec['pipeline']['name']}-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(spec))
     return dpl("create-pipeline", path, *args, store=store, check=check)
-
-
-def outputs(store, repo: str) -> dict[str, bytes]:
-    s = Store.open(store)
-    try:
-        table = s.files_under(repo, "master", "/")
-        return {p: s.read_file(repo, "master", p) for p in table["path"].to_pylist()}
-    finally:
-        s.close()
 
 
 def commits(store, repo: str) -> list:

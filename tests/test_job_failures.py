@@ -21,6 +21,7 @@ import pytest
 from dpl.engine import Store
 from dpl.engine.executors.local import bwrap_path
 from dplcli import DPL, dpl
+from readback import outputs
 
 # Fails (exit 3, with a line on stderr) on files whose content starts with "bad"; copies the others.
 PICKY = ["sh", "-c", "for f in /pfs/data/*; do if grep -q '^bad' $f; then echo \"cannot parse $(basename $f)\" >&2; exit 3; fi; "
@@ -68,14 +69,6 @@ def datums(store, pipeline, job) -> list[dict]:
 
 def datum_states(store, pipeline, job) -> dict[str, str]:
     return {d["key"]: d["state"] for d in datums(store, pipeline, job)}
-
-
-def outputs(store, repo) -> dict[str, bytes]:
-    s = Store.open(store)
-    try:
-        return {p: s.read_file(repo, "master", p) for p in s.files_under(repo, "master", "/")["path"].to_pylist()}
-    finally:
-        s.close()
 
 
 # ------------------------------------------------------------ every datum runs

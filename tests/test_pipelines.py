@@ -15,6 +15,7 @@ from dpl.engine.executors.local import bwrap_path
 from dpl.engine.files import plan_sources
 from conftest import service_unavailable
 from dplcli import dpl, popen
+from readback import outputs
 
 # A step that records exactly which input files its datum saw.
 LIST_STEP = ["sh", "-c", "find /pfs -type f ! -path '/pfs/out/*' | sort > /pfs/out/$PACH_DATUM_ID"]
@@ -48,15 +49,6 @@ def fill(store, repo, files: dict[str, bytes], tmp_path, *, wait=True):
 def jobs(store, pipeline=None):
     args = ["list-job", "-o", "json"] + (["-p", pipeline] if pipeline else [])
     return json.loads(dpl(*args, store=store).stdout)
-
-
-def outputs(store, repo, ref="master") -> dict[str, bytes]:
-    s = Store.open(store)
-    try:
-        table = s.files_under(repo, ref, "/")
-        return {p: s.read_file(repo, ref, p) for p in table["path"].to_pylist()}
-    finally:
-        s.close()
 
 
 def seen_by_datum(store, repo) -> list[list[str]]:

@@ -22,6 +22,7 @@ from dpl.engine import Store
 from dpl.engine.executors.local import bwrap_path
 from conftest import service_unavailable
 from dplcli import dpl
+from readback import outputs
 
 # Looks for $NEEDLE (joined from two halves, so that no command line or spec holds it whole)
 # in every regular file, and for the store's files by name, then proves it could look at all.
@@ -63,15 +64,6 @@ def search_spec(name: str, needle: str, store_name: str, image: str | None = Non
     if image:
         transform["image"] = image
     return {"pipeline": {"name": name}, "transform": transform, "input": {"pfs": {"repo": "data", "glob": "/"}}}
-
-
-def outputs(store, repo: str) -> dict[str, bytes]:
-    s = Store.open(store)
-    try:
-        table = s.files_under(repo, "master", "/")
-        return {p: s.read_file(repo, "master", p) for p in table["path"].to_pylist()}
-    finally:
-        s.close()
 
 
 def run_search(store, code_dir, needle: str, executor: str, image: str | None = None, min_files: int = 1000) -> dict[str, bytes]:
