@@ -1,5 +1,5 @@
 """Commands for commits and branches: start-commit, finish-commit, list-commit,
-inspect-commit, create-branch, list-branch, delete-branch."""
+inspect-commit, create-branch, inspect-branch, subscribe-commit, list-branch, delete-branch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from . import render
 from .render import Output, ago, short, size
-from ..storage.errors import RepoNotFound
+from ..storage.errors import DplError, RepoNotFound
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs.")
 
@@ -61,6 +61,13 @@ def _maybe_global_id(s, text: str):
         except RepoNotFound:
             return None
     return _ref(text)
+
+
+def _trigger_text(t) -> str:
+    if not t:
+        return "-"
+    conds = [f"{k}={t[k]}" for k in ("size", "commits", "cron") if t.get(k)]
+    return f"from {t['source']} when {(' and ' if t.get('all') else ' or ').join(conds)}"
 
 
 def register(app: typer.Typer) -> None:
@@ -125,10 +132,59 @@ def register(app: typer.Typer) -> None:
             print_commit_provenance(data["provenance"])
 
     @app.command("create-branch")
-    def create_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH"), head: Optional[str] = typer.Option(None, "--head", help="Commit or branch to point at.")):
-        """Create (or move) a branch."""
+    def create_branch(
+        target: str = typer.Argument(..., metavar="REPO@BRANCH"),
+        head: Optional[str] = typer.Option(None, "--head", help="Commit or branch to point at."),
+        trigger: Optional[str] = typer.Option(None, "--trigger", "-t", help="A branch of the same repo to follow when the conditions below hold."),
+        trigger_size: Optional[str] = typer.Option(None, "--trigger-size", help="Move when the source head is this much bigger (e.g. 100M)."),
+        trigger_commits: Optional[int] = typer.Option(None, "--trigger-commits", help="Move when this many commits have landed on the source."),
+        trigger_cron: Optional[str] = typer.Option(None, "--trigger-cron", help="Move when this schedule has ticked since the branch last moved (e.g. '@every 1h')."),
+        trigger_all: bool = typer.Option(False, "--trigger-all", help="Every condition must hold (default: any)."),
+    ):
+        """Create (or move) a branch; with --trigger, one that follows another branch when a condition holds."""
         ref = _ref(target)
-        _store().create_branch(ref.repo, ref.ref_or_default, head)
+        s = _store()
+        if trigger is None:
+            if trigger_size or trigger_commits or trigger_cron or trigger_all:
+                raise DplError("--trigger-size, --trigger-commits, --trigger-cron and --trigger-all need --trigger BRANCH.",
+                               hint=f"e.g. dpl create-branch {target} --trigger staging --trigger-commits 10")
+            s.create_branch(ref.repo, ref.ref_or_default, head)
+            return
+        if head:
+            s.create_branch(ref.repo, ref.ref_or_default, head)
+        s.set_trigger(ref.repo, ref.ref_or_default, trigger, size=render.parse_size(trigger_size) if trigger_size else None,
+                      commits=trigger_commits, cron=trigger_cron, all_of=trigger_all)
+
+    @app.command("inspect-branch")
+    def inspect_branch(target: str = typer.Argument(..., metavar="REPO@BRANCH"), output: Output = OutputOpt):
+        """Show a branch: its head, when it moved, its open commit, the pipelines reading it and its trigger."""
+        ref = _ref(target)
+        info = _store().inspect_branch(ref.repo, ref.ref_or_default)
+        render.record(info, output, [("repo", "Repo", None), ("branch", "Branch", None), ("head", "Head", lambda h: h or "-"),
+                                     ("created", "Created", ago), ("updated", "Updated", ago), ("open_commit", "Open commit", lambda c: c or "-"),
+                                     ("readers", "Read by", lambda r: ", ".join(r) or "-"), ("trigger", "Trigger", _trigger_text)])
+
+    @app.command("subscribe-commit")
+    def subscribe_commit(
+        target: str = typer.Argument(..., metavar="REPO@BRANCH"),
+        new: bool = typer.Option(False, "--new", help="Only commits that land from now on (default: the branch's history first)."),
+        output: Output = OutputOpt,
+    ):
+        """Print each commit as it lands on a branch, until Ctrl-C (-o json: one JSON object a line)."""
+        import json
+
+        ref = _ref(target)
+        s = _store()
+        try:
+            for commit in s.subscribe_commits(ref.repo, ref.ref_or_default, new=new):
+                d = commit.to_dict()
+                if output == Output.json:
+                    sys.stdout.write(json.dumps(render._jsonable(d)) + "\n")
+                else:
+                    sys.stdout.write(f"{d['repo']}@{d['id']}  {d['branch'] or '-'}  {size(d['size'])}  {d['files']} files  {d['description']}\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how a subscription ends: not a failure
 
     @app.command("list-branch")
     def list_branch(repo: str, output: Output = OutputOpt):

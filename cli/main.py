@@ -340,6 +340,7 @@ MODULE_COMMANDS = {
     "serve": ("serve", "connect", "disconnect"),
     "mount": ("mount", "unmount"),
     "ui": ("ui",),
+    "auth": ("login",),  # and the `dpl auth ...` group
 }
 _registered: set[str] = set()
 
@@ -377,6 +378,10 @@ def _command_module(name: str):
         from . import mount
 
         return mount
+    if name == "auth":
+        from . import auth
+
+        return auth
     if name == "ui":
         from . import ui
 

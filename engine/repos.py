@@ -11,6 +11,7 @@ no pyarrow (`dpl list-repo` stays fast).
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 from . import refs
 from ..storage.errors import (
@@ -92,9 +93,12 @@ class Repos:
         head = self.branch_head(repo, branch)
         row = repo_rows.branch(self.db, repo, branch)
         opened = self.open_commit(repo, branch)
-        return {"repo": repo, "branch": branch, "head": head, "created": row.created, "updated": row.updated,
+        trigger = repo_rows.trigger(self.db, repo, branch)
+        updated = self.get_commit(repo, head).finished if head else None
+        return {"repo": repo, "branch": branch, "head": head, "created": row.created, "updated": updated,
                 "open_commit": opened.id if opened else None,
-                "readers": sorted(pipeline_rows.readers_of(self.db, repo, branch))}
+                "readers": sorted(pipeline_rows.readers_of(self.db, repo, branch)),
+                "trigger": trigger.to_dict() if trigger else None}
 
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         """Delete a branch; its commits stay readable by id (and keep their provenance)."""
@@ -186,6 +190,39 @@ class Repos:
         while commit is not None and (limit is None or len(out) < limit):
             out.append(commit)
             commit = self.get_commit(repo, commit.parent) if commit.parent else None
+        return out
+
+    def subscribe_commits(self, repo: str, branch: str, *, new: bool = False, poll: float = 0.25, stop=None) -> Iterator[Commit]:
+        """Each commit as it becomes the branch's head, oldest first, until `stop` is set (or forever).
+
+        It follows the head, not the commits made on the branch, so a branch
+        moved by a trigger or `create-branch --head` is followed too; the
+        commits between two heads seen are given in order.  Without `new`, the
+        branch's history comes first (as pachctl's subscribe-commit does).
+        """
+        seen = self.branch_head(repo, branch) if new else None
+        while True:
+            head = repo_rows.branch(self.db, repo, branch)
+            if head is None:
+                raise BranchNotFound(f"Branch {branch!r} of repo {repo!r} was deleted.", hint=f"See `dpl list-branch {repo}`.")
+            if head.head is not None and head.head != seen:
+                yield from reversed(self._since(repo, head.head, seen))
+                seen = head.head
+            if stop is not None and stop.wait(poll):
+                return
+            if stop is None:
+                time.sleep(poll)
+
+    def _since(self, repo: str, commit_id: str, stop_at: str | None) -> list[Commit]:
+        """`commit_id` and its ancestors down to (not including) `stop_at`, newest first."""
+        out: list[Commit] = []
+        cid: str | None = commit_id
+        while cid is not None and cid != stop_at and len(out) < 10_000:
+            commit = commit_rows.get(self.db, repo, cid)
+            if commit is None:
+                break
+            out.append(commit)
+            cid = commit.parent
         return out
 
     def open_commit(self, repo: str, branch: str) -> Commit | None:

@@ -81,6 +81,8 @@ class Store:
         commits = Commits(self.db, self.chunks, self.repos, self.root)
         # A commit landed, so start the downstream jobs, in the landing's own transaction.
         commits.on_landed(self.waves.commit_landed)
+        # ... and a branch whose trigger follows the one that moved moves too (starting its own jobs).
+        commits.on_landed(self.triggers.commit_landed)
         return commits
 
     # ----------------------------------------------------------------- repos
@@ -110,6 +112,17 @@ class Store:
     def inspect_branch(self, repo: str, branch: str) -> dict:
         return self.repos.inspect_branch(repo, branch)
 
+    @cached_property
+    def triggers(self) -> "Triggers":
+        from .triggers import Triggers
+
+        return Triggers(self.db, self.repos, self.waves.commit_landed)
+
+    def set_trigger(self, repo: str, branch: str, source: str, *, size: int | None = None, commits: int | None = None,
+                    cron: str | None = None, all_of: bool = False) -> dict:
+        """`branch` moves to `source`'s head when the conditions hold (checked as commits land on `source`)."""
+        return self.triggers.set_trigger(repo, branch, source, size=size, commits=commits, cron=cron, all_of=all_of)
+
     # --------------------------------------------------------------- commits
 
     def get_commit(self, repo: str, commit_id: str) -> Commit:
@@ -132,6 +145,10 @@ class Store:
 
     def require_ref(self, text: str):
         return self.repos.require_ref(text)
+
+    def subscribe_commits(self, repo: str, branch: str, *, new: bool = False, poll: float = 0.25, stop=None):
+        """Each commit as it becomes the branch's head, until `stop` (a threading.Event) is set."""
+        return self.repos.subscribe_commits(repo, branch, new=new, poll=poll, stop=stop)
 
     def start_commit(self, repo: str, branch: str = "master", description: str = "", *, commit_id: str | None = None) -> Commit:
         return self.commits.start_commit(repo, branch, description, commit_id=commit_id)

@@ -105,3 +105,53 @@ def test_put_file_dash_f_from_url_untar_and_a_list_of_sources(store, api, tmp_pa
                      "/listed/local.txt", "/listed/pkg/one.txt", "/listed/pkg/two.txt"}
     assert api.read_file("r", "master", "/web/data.csv") == b"a,b\n1,2\n"
     assert len(api.list_commits("r", "master")) == 3  # the failed fetch committed nothing
+
+
+# --------------------------------------------------------- commits and branches
+
+
+def test_subscribe_commit_prints_each_commit_as_it_lands_until_ctrl_c(store, api):
+    api.create_repo("r")
+    first = api.put_bytes("r", "master", {"/a": b"1"})
+    env = dict(os.environ, DPL_STORE=str(store))
+    proc = subprocess.Popen([DPL, "subscribe-commit", "r@master", "-o", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert json.loads(proc.stdout.readline())["id"] == first.id  # the history first, as pachctl does
+        second = api.put_bytes("r", "master", {"/b": b"2"})
+        third = api.put_bytes("r", "master", {"/c": b"3"})
+        assert [json.loads(proc.stdout.readline())["id"] for _ in range(2)] == [second.id, third.id]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and out == b""
+
+
+def test_triggers_move_a_branch_when_size_commits_or_cron_hold(store, api):
+    api.create_repo("r")
+    spec = {"pipeline": {"name": "p"}, "transform": {"cmd": ["sh", "-c", "cp -r /pfs/r/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "r", "branch": "ready", "glob": "/"}}}
+    dpl("create-branch", "r@ready", "--trigger", "master", "--trigger-commits", "3", store=store)
+    dpl("create-branch", "r@big", "--trigger", "master", "--trigger-size", "1K", store=store)
+    dpl("create-branch", "r@hourly", "--trigger", "master", "--trigger-cron", "@every 1h", "--trigger-all",
+        "--trigger-commits", "2", store=store)
+    info = as_json(store, "inspect-branch", "r@ready")
+    assert info["head"] is None and info["trigger"] == {"source": "master", "size": None, "commits": 3, "cron": None, "all": False}
+    api.create_pipeline(json.dumps(spec))
+    jobs_before = len(api.list_jobs("p"))
+    heads = lambda: {b["branch"]: b["head"] for b in api.list_branches("r")}  # noqa: E731
+    c1 = api.put_bytes("r", "master", {"/1": b"x" * 10})
+    c2 = api.put_bytes("r", "master", {"/2": b"x" * 10})
+    h = heads()
+    assert (h["ready"], h["big"]) == (None, None)
+    assert h["hourly"] == c2.id  # two commits, and the schedule has ticked since the branch never moved
+    c3 = api.put_bytes("r", "master", {"/3": b"x" * 2000})
+    h = heads()
+    assert (h["ready"], h["big"], h["hourly"]) == (c3.id, c3.id, c2.id)  # hourly: not an hour since c2
+    assert len(api.list_jobs("p")) == jobs_before + 1  # the pipeline reading `ready` heard of the move
+    api.put_bytes("r", "master", {"/4": b"y"})
+    assert heads()["ready"] == c3.id and heads()["big"] == c3.id
+    assert c1.id not in heads().values()
+    bad = dpl("create-branch", "r@x", "--trigger-commits", "2", store=store, check=False)
+    assert bad.returncode != 0 and b"--trigger" in bad.stderr and b"Traceback" not in bad.stderr

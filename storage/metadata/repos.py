@@ -65,6 +65,7 @@ def set_kind(tx: Tx, name: str, kind: str) -> None:
 
 
 def delete(tx: Tx, name: str) -> None:
+    tx.execute("DELETE FROM branch_triggers WHERE repo=?", (name,))
     tx.execute("DELETE FROM branches WHERE repo=?", (name,))
     tx.execute("DELETE FROM repos WHERE name=?", (name,))
 
@@ -127,6 +128,7 @@ def set_head(tx: Tx, repo: str, name: str, head: str | None) -> None:
 
 
 def delete_branch(tx: Tx, repo: str, name: str) -> None:
+    tx.execute("DELETE FROM branch_triggers WHERE repo=? AND branch=?", (repo, name))
     tx.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, name))
 
 
@@ -139,3 +141,54 @@ def move_head(tx: Tx, repo: str, name: str, expected: str | None, head: str | No
     """Compare-and-swap a branch's head from `expected` to `head`; False if it had moved."""
     cur = tx.execute("UPDATE branches SET head=? WHERE repo=? AND name=? AND head=?", (head, repo, name, expected))
     return cur.rowcount == 1
+
+
+# ---------------------------------------------------------------- triggers
+
+
+@dataclass
+class Trigger:
+    """A branch that moves to `source`'s head when its conditions hold (engine/triggers.py)."""
+
+    repo: str
+    branch: str
+    source: str
+    size: int | None
+    commits: int | None
+    cron: str | None
+    all_of: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Trigger":
+        return cls(row["repo"], row["branch"], row["source"], row["size"], row["commits"], row["cron"], bool(row["all_of"]))
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "size": self.size, "commits": self.commits, "cron": self.cron, "all": self.all_of}
+
+
+def trigger(tx: Tx, repo: str, branch: str) -> Trigger | None:
+    row = tx.one("SELECT * FROM branch_triggers WHERE repo=? AND branch=?", (repo, branch))
+    return Trigger.from_row(row) if row is not None else None
+
+
+def triggers_on(tx: Tx, repo: str, source: str) -> list[Trigger]:
+    """The triggers that follow `source`, by branch name."""
+    rows = tx.all("SELECT * FROM branch_triggers WHERE repo=? AND source=? ORDER BY branch", (repo, source))
+    return [Trigger.from_row(r) for r in rows]
+
+
+def set_trigger(tx: Tx, t: Trigger) -> None:
+    tx.execute(
+        "INSERT INTO branch_triggers (repo, branch, source, size, commits, cron, all_of) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (repo, branch) DO UPDATE SET source=excluded.source, size=excluded.size, commits=excluded.commits, "
+        "cron=excluded.cron, all_of=excluded.all_of",
+        (t.repo, t.branch, t.source, t.size, t.commits, t.cron, int(t.all_of)),
+    )
+
+
+def delete_trigger(tx: Tx, repo: str, branch: str | None = None) -> None:
+    """A branch's trigger, or (branch None) every trigger of a repo."""
+    if branch is None:
+        tx.execute("DELETE FROM branch_triggers WHERE repo=?", (repo,))
+    else:
+        tx.execute("DELETE FROM branch_triggers WHERE repo=? AND branch=?", (repo, branch))

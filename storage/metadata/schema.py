@@ -184,5 +184,18 @@ MIGRATIONS: list[str] = [
         status INTEGER NOT NULL
     );
     """,
+    # 5: branch triggers (engine/triggers.py): a branch that follows another when a condition holds.
+    """
+    CREATE TABLE branch_triggers (
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,                      -- the branch that moves ...
+        source TEXT NOT NULL,                      -- ... to this branch's head
+        size INTEGER,                              -- when it grew by this many bytes
+        commits INTEGER,                           -- when this many commits landed
+        cron TEXT,                                 -- when this schedule ticked since it last moved
+        all_of INTEGER NOT NULL DEFAULT 0,         -- 1: every condition set must hold, 0: any
+        PRIMARY KEY (repo, branch)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
