@@ -6,12 +6,14 @@ botocore `AWSRequest` and asks botocore's own `S3SigV4Auth` for the
 signature; the two must match.  No signing code of ours: the same code that
 signs boto3's requests checks them.
 
-Credentials: dpl serve has no users yet (issue 14's access control is still
-to land), so the gateway holds one access key / secret pair with full
-access, from `--s3-access-key`/`--s3-secret-key` or DPL_S3_ACCESS_KEY /
-DPL_S3_SECRET_KEY.  Without a pair it runs open, and only on loopback (as
-`dpl serve` itself does until auth lands).  When users exist, `Keys.secret`
-is the one place to map an access key to a user and its roles.
+Credentials map to dpl's users (engine/auth.py): once the store has users,
+an S3 access key is one of a user's tokens' ids and its secret key the one
+`dpl auth create-token` printed beside the token; the request then acts as
+that user, with that user's roles on each repo.  A key pair given to the
+gateway itself (`--s3-access-key`/`--s3-secret-key`, or DPL_S3_ACCESS_KEY /
+DPL_S3_SECRET_KEY) acts as an admin: for a store without users, or a
+service that needs one.  With neither, the gateway runs open, and only on
+loopback (as `dpl serve` does while the store has no user).
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ class Keys:
         return self.secret_key if access_key == self.access_key else None
 
 
-def verify(keys: Keys, method: str, raw_path: str, raw_query: str, headers) -> str:
-    """Check the request's SigV4 signature; returns the payload hash the
-    client signed (hex, UNSIGNED-PAYLOAD or a STREAMING-* marker), which the
-    body must then match.  Raises S3Error (403) when the signature is wrong."""
+def verify(keys: Keys, auth, method: str, raw_path: str, raw_query: str, headers) -> tuple[str, object]:
+    """Check the request's SigV4 signature: (the payload hash the client
+    signed, which the body must then match; who the request acts as, a dpl
+    `Principal`, or None for an admin or an open gateway).  Raises S3Error
+    (403) when the signature is wrong or the key unknown."""
     payload = headers.get("x-amz-content-sha256", UNSIGNED)
-    if keys.open:
-        return payload
+    users = auth.active()
+    if keys.open and not users:
+        return payload, None
     header = headers.get("authorization")
     if not header:
         if "X-Amz-Signature=" in raw_query:
@@ -76,9 +80,13 @@ def verify(keys: Keys, method: str, raw_path: str, raw_query: str, headers) -> s
         access_key, day, region, service, terminator = credential.split("/")
     except ValueError:
         raise S3Error("AuthorizationHeaderMalformed", "The Credential of the Authorization header is malformed.") from None
-    secret = keys.secret(access_key)
+    secret, who = keys.secret(access_key), None
+    if secret is None and users:
+        found = auth.user_for_access_key(access_key)
+        if found is not None:
+            who, secret = found
     if secret is None:
-        raise S3Error("InvalidAccessKeyId", "The access key is not one this gateway knows.")
+        raise S3Error("InvalidAccessKeyId", "The access key is not one this gateway knows (nor a token's id, or the token expired).")
     stamp = headers.get("x-amz-date") or ""
     try:
         when = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
@@ -91,7 +99,7 @@ def verify(keys: Keys, method: str, raw_path: str, raw_query: str, headers) -> s
     if not hmac.compare_digest(expected, signature):
         raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. "
                       "Check your key and signing method.")
-    return payload
+    return payload, who
 
 
 def _signature(secret, access_key, region, service, stamp, method, raw_path, raw_query, signed_headers: dict) -> str:

@@ -61,7 +61,9 @@ _CODES = {
     "PathCollision": "InvalidRequest",
     "StorageUnavailable": "ServiceUnavailable",
     "DiskFull": "ServiceUnavailable",
-    "RepoInUse": "AccessDenied",  # a write to a pipeline's output branch, which only its jobs write
+    "RepoInUse": "AccessDenied",
+    "Forbidden": "AccessDenied",  # the user lacks the role (engine/auth.py names which)
+    "Unauthenticated": "AccessDenied",  # a write to a pipeline's output branch, which only its jobs write
 }
 
 

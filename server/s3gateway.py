@@ -75,6 +75,7 @@ class Gateway:
         self.on_commit = on_commit or (lambda: None)  # dpl serve's scheduler wakes: jobs start as commits land
         self.uploads: dict = {}  # multipart uploads in progress (s3writes.Upload), by id
         self.lock = threading.Lock()
+        self.local = threading.local()
         self.app = Starlette(routes=[Route("/{rest:path}", self.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])])
 
     # ------------------------------------------------------------ dispatch
@@ -85,11 +86,11 @@ class Gateway:
         path = request.scope["path"]
         try:
             raw_path = request.scope.get("raw_path", path.encode()).decode("latin-1").split("?")[0]
-            payload = s3auth.verify(self.keys, method, raw_path, request.scope.get("query_string", b"").decode("latin-1"),
-                                    request.headers)
+            payload, who = s3auth.verify(self.keys, self.store.auth, method, raw_path,
+                                         request.scope.get("query_string", b"").decode("latin-1"), request.headers)
             spool = await self._spool(request, payload) if method in ("PUT", "POST") else None
             try:
-                response = await run_in_threadpool(self._dispatch, request, method, path, spool)
+                response = await run_in_threadpool(self._dispatch, request, method, path, spool, who)
             finally:
                 if spool is not None and spool[0] is not None:
                     _unlink(spool[0])
@@ -102,9 +103,13 @@ class Gateway:
             log_event("s3.error", path=path, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
             response = S3Error("InternalError", "The gateway failed on this request; its log says why.", path).response(method)
         log_event("s3.request", method=method, path=path, status=response.status_code, ms=round((time.perf_counter() - began) * 1000, 2))
+        if method not in ("GET", "HEAD") and self.store.auth.active():
+            # the audit row of a write, refused ones too, as the API writes them
+            await run_in_threadpool(self.store.auth.audit, who, f"s3 {method}", path, response.status_code)
         return response
 
-    def _dispatch(self, request: Request, method: str, path: str, spool) -> Response:
+    def _dispatch(self, request: Request, method: str, path: str, spool, who) -> Response:
+        self.local.who = who  # this request's user, for `view` (each request runs in one thread)
         query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         bucket, _, key = path.lstrip("/").partition("/")
         from . import s3listing, s3writes
@@ -193,6 +198,7 @@ class Gateway:
                 branches = {b["branch"] for b in store.list_branches(repo)}
             except DplError:
                 raise S3Error("NoSuchBucket", f"Repo {repo!r} does not exist (bucket {bucket!r}).") from None
+            self.require(repo, "reader")  # which branches and commits a repo has is the repo's to tell
             if head in branches:
                 view = View(repo, head)
             else:
@@ -206,13 +212,22 @@ class Gateway:
         if write and view.branch is None:
             raise S3Error("AccessDenied", f"Bucket {bucket!r} is pinned to commit {view.commit}, and commits do not change. "
                           "Write to a BRANCH.REPO bucket.")
+        self.require(view.repo, "writer" if write else "reader")
         return view
+
+    def require(self, repo: str, role: str) -> None:
+        """Refuse (AccessDenied) unless this request's user holds `role` on `repo` (no user: an admin or open gateway)."""
+        who = getattr(self.local, "who", None)
+        if who is not None:
+            self.store.auth.require(who, repo, role, "read it" if role == "reader" else "write it")
 
     def list_buckets(self) -> Response:
         rows = []
-        for repo in self.store.list_repos():
-            for b in self.store.list_branches(repo["name"]):
-                rows.append(f"<Bucket><Name>{escape(b['branch'])}.{escape(repo['name'])}</Name>"
+        repos = [r["name"] for r in self.store.list_repos()]
+        who = getattr(self.local, "who", None)
+        for repo in sorted(self.store.auth.readable(who, repos)) if who is not None else repos:
+            for b in self.store.list_branches(repo):
+                rows.append(f"<Bucket><Name>{escape(b['branch'])}.{escape(repo)}</Name>"
                             f"<CreationDate>{_iso(b['created'])}</CreationDate></Bucket>")
         return _xml(f'<ListAllMyBucketsResult xmlns="{NS}"><Owner><ID>dpl</ID><DisplayName>dpl</DisplayName></Owner>'
                     f"<Buckets>{''.join(rows)}</Buckets></ListAllMyBucketsResult>")

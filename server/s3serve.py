@@ -28,13 +28,13 @@ class Running:
         self.thread.join(timeout)
 
 
-def bind(listen: str, keys: Keys) -> tuple[socket.socket, str]:
+def bind(store, listen: str, keys: Keys) -> tuple[socket.socket, str]:
     from .main import is_loopback, parse_listen
 
     host, port = parse_listen(listen)
-    if keys.open and not is_loopback(host):
-        raise DplError(f"The S3 gateway on {host!r} needs a key pair: without one anyone who reaches it may write.",
-                       hint="Give --s3-access-key and --s3-secret-key (or DPL_S3_ACCESS_KEY and DPL_S3_SECRET_KEY), or listen on 127.0.0.1.")
+    if keys.open and not store.auth.active() and not is_loopback(host):
+        raise DplError(f"The S3 gateway on {host!r} needs users or a key pair: without them anyone who reaches it may write.",
+                       hint="Turn auth on (`dpl auth activate`), or give --s3-access-key and --s3-secret-key, or listen on 127.0.0.1.")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -58,11 +58,11 @@ def _server(store, sock, keys: Keys, on_commit):
 
 def start(store, listen: str, keys: Keys, *, on_commit=None) -> Running:
     """The gateway in a thread of this process (for `dpl serve --s3`)."""
-    sock, address = bind(listen, keys)
+    sock, address = bind(store, listen, keys)
     server = _server(store, sock, keys, on_commit)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="s3-gateway", daemon=True)
     thread.start()
-    log_event("s3.listening", address=address, auth="open (loopback)" if keys.open else "sigv4", pid=os.getpid())
+    log_event("s3.listening", address=address, auth=_auth_mode(store, keys), pid=os.getpid())
     return Running(server, thread)
 
 
@@ -73,7 +73,13 @@ def serve_gateway(store_path: str | None, listen: str, keys: Keys) -> None:
 
     route_logging()
     store = Store.open(store_path)
-    sock, address = bind(listen, keys)
+    sock, address = bind(store, listen, keys)
     server = _server(store, sock, keys, None)
-    log_event("s3.listening", address=address, auth="open (loopback)" if keys.open else "sigv4", pid=os.getpid())
+    log_event("s3.listening", address=address, auth=_auth_mode(store, keys), pid=os.getpid())
     server.run(sockets=[sock])
+
+
+def _auth_mode(store, keys: Keys) -> str:
+    users = "users' token keys" if store.auth.active() else None
+    pair = None if keys.open else "the configured key pair"
+    return " and ".join(m for m in (users, pair) if m) or "open (loopback, no users)"

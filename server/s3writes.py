@@ -1,11 +1,10 @@
 """The S3 gateway's writes beyond one object: CopyObject, multipart uploads,
 DeleteObjects and CreateBucket.
 
-CopyObject stores no bytes: the source file's index row (its size, content
-hash and chunk references) is written under the new path as a one-row
-index layer and landed as a commit, so the copy costs one small layer
-whatever the file's size, and works across repos (chunks are shared by the
-whole store).
+CopyObject stores no bytes: the engine's copy-file writes the source
+file's index row (its size, content hash and chunk references) under the
+new path, so the copy costs one small index layer whatever the file's
+size, and works across repos (chunks are shared by the whole store).
 
 A multipart upload's parts are spooled to a directory of their own; the
 completed upload is put as one file, in one commit.  Uploads in progress
@@ -55,6 +54,9 @@ def create_bucket(gw, bucket: str) -> Response:
     store = gw.store
     if repo not in {r["name"] for r in store.list_repos()}:
         store.create_repo(repo)
+        store.auth.repo_created(repo, gw.local.who)  # its maker owns it, as with create-repo through the API
+    else:
+        gw.require(repo, "writer")
     if branch not in {b["branch"] for b in store.list_branches(repo)}:
         store.create_branch(repo, branch)
     return Response(status_code=200, headers={"Location": f"/{bucket}"})
@@ -88,10 +90,7 @@ def _delete_request(local: str | None) -> tuple[list[str], bool]:
 
 
 def copy_object(gw, bucket: str, key: str, source: str) -> Response:
-    """CopyObject by reference: the source's index row, under the new path, in a one-row layer."""
-    from ..engine.writers import writing
-    from ..storage import index
-
+    """CopyObject by reference: the engine's copy-file puts the source's index row under the new path."""
     target = gw.view(bucket, write=True)
     path = _path(key)
     source = unquote(source.split("?versionId=")[0]).lstrip("/")
@@ -103,36 +102,13 @@ def copy_object(gw, bucket: str, key: str, source: str) -> Response:
     if commit is None:
         raise S3Error("NoSuchKey", "The source key does not exist.", f"/{source}")
     try:
-        row = gw.store.file_row(src.repo, commit.id, _path(src_key))
+        row = gw.store.file_row(src.repo, commit.id, _path(src_key))  # a file: S3 copies objects, not directories
+        landed = gw.store.copy_file(src.repo, commit.id, row["path"], target.repo, target.branch, path,
+                                    description=f"s3: copy /{source} to {path}")
     except DplError as e:
         raise from_dpl(e, f"/{source}") from None
-    store = gw.store
-    with writing(store):  # gc spares the new layer object until the commit refers to it
-        store.repos.refuse_output_branch(target.repo, target.branch, "copy files into")
-        if store.repos.open_commit(target.repo, target.branch) is not None:
-            # The branch's open commit takes writes as put-file gives them; the bytes are
-            # read again but stored once (content-addressed chunks).
-            return _copy_bytes(gw, target, path, src, commit, row)
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist([{**row, "path": path, "deleted": False, "datum": None}], schema=index.SCHEMA)
-        layer = index.write_layer(store.chunks, table)
-        landed = store.commits.land(target.repo, target.branch, [layer], description=f"s3: copy /{source} to {path}")
     gw.on_commit()
     return _xml(f'<CopyObjectResult xmlns="{NS}"><LastModified>{_iso(landed.finished or landed.created)}</LastModified>'
-                f'<ETag>"{row["hash"].hex()}"</ETag></CopyObjectResult>')
-
-
-def _copy_bytes(gw, target, path, src, commit, row) -> Response:
-    fd, local = tempfile.mkstemp(prefix="dpl-s3-copy-")
-    os.close(fd)
-    gw.store.export_file({**row}, local)
-    op = access.Put(gw.door, target.repo, target.branch, path, local)
-    try:
-        gw.land([op], f"s3: copy to {path}")
-    finally:
-        op.discard()
-    return _xml(f'<CopyObjectResult xmlns="{NS}"><LastModified>{_iso(commit.finished or commit.created)}</LastModified>'
                 f'<ETag>"{row["hash"].hex()}"</ETag></CopyObjectResult>')
 
 
@@ -158,6 +134,7 @@ def _upload(gw, upload_id: str) -> Upload:
         upload = gw.uploads.get(upload_id)
     if upload is None:
         raise S3Error("NoSuchUpload", "The upload does not exist: it was completed, aborted, or the gateway restarted.")
+    gw.require(upload.repo, "writer")
     return upload
 
 
@@ -226,6 +203,7 @@ def abort_upload(gw, upload_id: str) -> Response:
 
 
 def list_uploads(gw, bucket: str) -> Response:
+    gw.view(bucket)
     with gw.lock:
         mine = [(i, u) for i, u in gw.uploads.items() if u.bucket == bucket]
     rows = "".join(f"<Upload><Key>{escape(u.key)}</Key><UploadId>{i}</UploadId><Initiated>{_iso(u.started)}</Initiated></Upload>"

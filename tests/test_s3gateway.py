@@ -24,19 +24,21 @@ ACCESS, SECRET = "dpl-test-key", "dpl-test-secret-0123456789"
 class Gateway:
     """`dpl serve --s3 127.0.0.1:0` on `store`, with a key pair; the gateway's address comes from its log."""
 
-    def __init__(self, store, tmp_path):
+    def __init__(self, store, tmp_path, *, keys: bool = True):
         self.store, self.log = store, tmp_path / "serve.log"
-        env = {k: v for k, v in os.environ.items() if k != "DPL_ADDRESS"}
-        env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), DPL_S3_ACCESS_KEY=ACCESS, DPL_S3_SECRET_KEY=SECRET)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DPL_ADDRESS", "DPL_S3_"))}
+        env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+        if keys:  # the gateway's own key pair; without it, only users' token keys sign
+            env.update(DPL_S3_ACCESS_KEY=ACCESS, DPL_S3_SECRET_KEY=SECRET)
         self.proc = subprocess.Popen([DPL, "serve", "--listen", "127.0.0.1:0", "--s3", "127.0.0.1:0", "--store", str(store),
                                       "--poll", "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         self.url = _address(self.log, self.proc)
 
-    def client(self, secret: str = SECRET):
+    def client(self, access: str = ACCESS, secret: str = SECRET):
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=ACCESS, aws_secret_access_key=secret,
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=access, aws_secret_access_key=secret,
                             region_name="us-east-1", config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
     def stop(self) -> None:
@@ -296,7 +298,7 @@ def test_s3_gateway_alone_runs_open_only_on_loopback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DPL_S3_", "DPL_ADDRESS"))}
     refused = subprocess.run([DPL, "s3-gateway", "--listen", "0.0.0.0:0", "--store", str(store.root)], env=env,
                              capture_output=True, text=True, timeout=30)
-    assert refused.returncode != 0 and "needs a key pair" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode != 0 and "needs users or a key pair" in refused.stderr and "Traceback" not in refused.stderr
     log = tmp_path / "gw.log"
     proc = subprocess.Popen([DPL, "s3-gateway", "--listen", "127.0.0.1:0", "--store", str(store.root)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -308,3 +310,34 @@ def test_s3_gateway_alone_runs_open_only_on_loopback(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_users_sign_with_their_token_keys_and_hold_their_roles(tmp_path):
+    from dpl.engine import Store
+
+    store = Store.init(tmp_path / "store", durable=False)
+    for repo in ("shared", "mine", "secret"):
+        store.create_repo(repo)
+        store.put_bytes(repo, "master", {"f.txt": repo.encode()})
+    store.auth.activate("admin")
+    store.auth.create_user("ann")
+    token = store.auth.create_token("ann")
+    store.auth.grant("shared", "ann", "reader")
+    store.auth.grant("mine", "ann", "writer")
+    gw = Gateway(store.root, tmp_path, keys=False)
+    try:
+        ann = gw.client(access=token["s3_access_key"], secret=token["s3_secret_key"])
+        assert sorted(b["Name"] for b in ann.list_buckets()["Buckets"]) == ["master.mine", "master.shared"]
+        assert ann.get_object(Bucket="master.shared", Key="f.txt")["Body"].read() == b"shared"
+        assert _error(lambda: ann.put_object(Bucket="master.shared", Key="g.txt", Body=b"x")) == ("AccessDenied", 403)
+        assert _error(lambda: ann.get_object(Bucket="master.secret", Key="f.txt")) == ("AccessDenied", 403)
+        ann.put_object(Bucket="master.mine", Key="g.txt", Body=b"by ann")
+        assert _error(lambda: ann.copy_object(Bucket="master.mine", Key="s.txt", CopySource="master.secret/f.txt")) == ("AccessDenied", 403)
+        assert _error(lambda: gw.client(access=token["s3_access_key"], secret="wrong").list_buckets()) == ("SignatureDoesNotMatch", 403)
+        assert _error(lambda: gw.client(access="nobody", secret="x").list_buckets()) == ("InvalidAccessKeyId", 403)
+        writes = [(e["user"], e["action"], e["target"], e["status"]) for e in store.auth.audit_log(user="ann")]
+        assert ("ann", "s3 PUT", "/master.mine/g.txt", 200) in writes and ("ann", "s3 PUT", "/master.shared/g.txt", 403) in writes
+        store.auth.revoke_token(token["id"])
+        assert _error(lambda: ann.list_buckets()) == ("InvalidAccessKeyId", 403)
+    finally:
+        gw.stop()
