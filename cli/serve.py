@@ -12,7 +12,7 @@ from . import render
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        listen: str = typer.Option("127.0.0.1:6650", "--listen", "-l", help="HOST:PORT to listen on (loopback only until auth lands; port 0 picks a free one)."),
+        listen: str = typer.Option("127.0.0.1:6650", "--listen", "-l", help="HOST:PORT to listen on (beyond loopback only once `dpl auth activate` turned auth on; port 0 picks a free one)."),
         store: Optional[str] = typer.Option(None, "--store", help="The store to serve (default: DPL_STORE, or the one found from here)."),
         executor: Optional[str] = typer.Option(None, "--executor", "-x", help="Run datums on this executor (default: the spec's, else the store's)."),
         poll: float = typer.Option(2.0, "--poll", help="Seconds between looks for work other processes left (commits through this server start jobs at once)."),

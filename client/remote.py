@@ -53,9 +53,10 @@ def _error(response: httpx.Response) -> DplError:
     if not isinstance(body, dict) or "error" not in body:
         return DplError(f"The server answered {response.status_code} {response.reason_phrase} to {response.request.method} "
                         f"{response.request.url.path}.", hint="See the server's log.")
-    from ..engine import errors as engine_errors  # only on a refusal: importing the engine costs ~80 ms
+    from ..engine import auth as auth_errors, errors as engine_errors  # only on a refusal: importing the engine costs ~80 ms
 
-    cls = getattr(storage_errors, body.get("type") or "", None) or getattr(engine_errors, body.get("type") or "", None)
+    kind = body.get("type") or ""
+    cls = getattr(storage_errors, kind, None) or getattr(engine_errors, kind, None) or getattr(auth_errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, DplError)):
         cls = DplError
     try:
@@ -68,7 +69,10 @@ class RemoteStore:
     """The Store's interface over HTTP."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0):
+        from .config import token_for
+
         self.url = url.rstrip("/")
+        token = token or token_for(self.url)  # DPL_TOKEN, or the one `dpl auth login` saved for this address
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No Nagle: a request's headers and body are separate writes, and the
         # second would wait for the server's delayed ACK (~40 ms a put).
@@ -147,6 +151,13 @@ class RemoteStore:
 
     def delete_repo(self, name: str, *, force: bool = False, dry_run: bool = False) -> dict:
         return self._call("DELETE", f"/repos/{_q(name)}", force=force, dry_run=dry_run)
+
+    @property
+    def auth(self):
+        """Users, tokens, roles and the audit log, as `Store.auth` offers them (the server checks who may)."""
+        from .remote_auth import RemoteAuth
+
+        return RemoteAuth(self)
 
     @property
     def history(self):

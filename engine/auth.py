@@ -143,8 +143,10 @@ class Auth:
 
     # ----------------------------------------------------------- tokens
 
-    def create_token(self, user: str, *, description: str = "", expires_in: float | None = None) -> dict:
+    def create_token(self, user: str | None, *, description: str = "", expires_in: float | None = None) -> dict:
         """A new token for `user`: the only time it is seen in clear."""
+        if user is None:
+            raise DplError("Say whose token to make.", hint="Pass --user NAME.")
         self.user(user)
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32).replace("_", "-")
         now = time.time()
@@ -266,7 +268,7 @@ class Auth:
     def roles(self, repo: str) -> list[dict]:
         return [{"repo": r.repo, "user": r.user, "role": r.role} for r in rows.roles_on_repo(self.db, repo)]
 
-    def whoami(self, who: Principal | None) -> dict:
+    def whoami(self, who: Principal | None = None) -> dict:
         if who is None:
             return {"user": None, "admin": True, "roles": {}, "auth": self.active()}
         return {"user": who.name, "admin": who.admin, "roles": rows.roles_of_user(self.db, who.name), "auth": True}

@@ -18,16 +18,17 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from .guard import guard, user
 from .wire import decode_cursor, page, page_newest_first, plain
 from ..storage.errors import DplError, InvalidPath
 from ..storage.paths import normalize_path
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(guard)])  # guard.RULES: who may call each route
 
 
 def _store(request: Request):
@@ -47,12 +48,16 @@ def _landed(request: Request, commit) -> dict:
 
 @router.get("/repos", tags=["repos"])
 def list_repos(request: Request, limit: Optional[int] = None, cursor: Optional[str] = None):
-    return page(_store(request).list_repos(), limit, cursor)
+    rows = _store(request).list_repos()
+    mine = _store(request).auth.readable(user(request), [r["name"] for r in rows])
+    return page([r for r in rows if r["name"] in mine], limit, cursor)
 
 
 @router.post("/repos", tags=["repos"], status_code=201)
 def create_repo(request: Request, name: str = Body(...), description: str = Body("")):
-    return plain(_store(request).create_repo(name, description))
+    made = _store(request).create_repo(name, description)
+    _store(request).auth.repo_created(name, user(request))
+    return plain(made)
 
 
 @router.get("/repos/{repo}", tags=["repos"])
@@ -63,9 +68,15 @@ def inspect_repo(request: Request, repo: str):
 @router.delete("/repos/{repo}", tags=["repos"])
 def delete_repo(request: Request, repo: str, force: bool = False, dry_run: bool = False):
     """Delete a repo (with `force`, what was derived from it too); `dry_run` only lists what would go."""
+    store = _store(request)
+    plan = store.history.delete_repo(repo, force=force, dry_run=True)
+    for other in plan["repos"]:  # --force takes what was derived from it too: each needs its owner
+        store.auth.require(user(request), other, "owner", f"delete it (delete-repo {repo} --force takes it)")
     if dry_run:
-        return plain(_store(request).history.delete_repo(repo, force=force, dry_run=True))
-    return plain(_store(request).delete_repo(repo, force=force))
+        return plain(plan)
+    done = store.delete_repo(repo, force=force)
+    store.auth.repos_deleted(done["repos"])
+    return plain(done)
 
 
 @router.get("/repos/{repo}/branches", tags=["branches"])
@@ -134,7 +145,9 @@ def origin_commits(request: Request, repo: str, ref: str):
 @router.get("/commits/{commit_id}", tags=["commits"])
 def commits_with_id(request: Request, commit_id: str):
     """Every commit sharing a global id: one user commit and what it triggered downstream."""
-    return plain(_store(request).commits_with_id(commit_id))
+    commits = _store(request).commits_with_id(commit_id)
+    mine = _store(request).auth.readable(user(request), {c.repo for c in commits})
+    return plain([c for c in commits if c.repo in mine])
 
 
 # --------------------------------------------------------------------- files

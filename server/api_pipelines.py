@@ -10,13 +10,14 @@ import asyncio
 import json
 from typing import Optional
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from .guard import guard, user
 from .wire import page, page_newest_first, plain
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(guard)])  # guard.RULES: who may call each route
 
 
 def _store(request: Request):
@@ -32,7 +33,9 @@ def _wake(request: Request) -> None:
 
 @router.get("/pipelines", tags=["pipelines"])
 def list_pipelines(request: Request, limit: Optional[int] = None, cursor: Optional[str] = None):
-    return page(_store(request).list_pipelines(), limit, cursor)
+    rows = _store(request).list_pipelines()
+    mine = _store(request).auth.readable(user(request), [p["name"] for p in rows])
+    return page([p for p in rows if p["name"] in mine], limit, cursor)
 
 
 def _with_wave(request: Request, info: dict) -> dict:
@@ -43,13 +46,22 @@ def _with_wave(request: Request, info: dict) -> dict:
 @router.post("/pipelines", tags=["pipelines"], status_code=201)
 def create_pipeline(request: Request, spec: str = Body(..., description="The spec's text, JSON or YAML, as a spec file holds it."),
                     source: str = Body("<spec>"), reprocess: bool = Body(False)):
-    """Create a pipeline; its first job is queued and the scheduler runs it."""
-    return _with_wave(request, _store(request).create_pipeline(spec, source=source, reprocess=reprocess))
+    """Create a pipeline; its first job is queued and the scheduler runs it.
+    Its creator must read every input, and its jobs act with the creator's rights."""
+    store = _store(request)
+    store.auth.check_pipeline(user(request), spec, update=False)
+    made = store.create_pipeline(spec, source=source, reprocess=reprocess)
+    store.auth.pipeline_created(spec, user(request))
+    return _with_wave(request, made)
 
 
 @router.put("/pipelines", tags=["pipelines"])
 def update_pipeline(request: Request, spec: str = Body(...), source: str = Body("<spec>"), reprocess: bool = Body(False)):
-    return _with_wave(request, _store(request).update_pipeline(spec, source=source, reprocess=reprocess))
+    store = _store(request)
+    store.auth.check_pipeline(user(request), spec, update=True)
+    made = store.update_pipeline(spec, source=source, reprocess=reprocess)
+    store.auth.pipeline_created(spec, user(request))
+    return _with_wave(request, made)
 
 
 @router.get("/pipelines/{name}", tags=["pipelines"])
@@ -60,6 +72,8 @@ def inspect_pipeline(request: Request, name: str, history: bool = False):
 @router.delete("/pipelines/{name}", tags=["pipelines"], status_code=204)
 def delete_pipeline(request: Request, name: str, force: bool = False, keep_repo: bool = False):
     _store(request).delete_pipeline(name, force=force, keep_repo=keep_repo)
+    if not keep_repo:
+        _store(request).auth.repos_deleted([name])
 
 
 @router.post("/pipelines/{name}/stop", tags=["pipelines"], status_code=204)
@@ -95,7 +109,11 @@ def run_cron(request: Request, name: str):
 def list_jobs(request: Request, pipeline: Optional[str] = None, wave: Optional[str] = None,
               limit: Optional[int] = None, cursor: Optional[str] = None):
     """Jobs, newest first (of one pipeline, or of one global id)."""
-    return page_newest_first(_store(request).list_jobs(pipeline, wave), limit, cursor)
+    rows = _store(request).list_jobs(pipeline, wave)
+    if pipeline is not None:
+        _store(request).auth.require(user(request), pipeline, "reader", "read its jobs")
+    mine = _store(request).auth.readable(user(request), {j["pipeline"] for j in rows})
+    return page_newest_first([j for j in rows if j["pipeline"] in mine], limit, cursor)
 
 
 @router.get("/jobs/{job}", tags=["jobs"])

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from . import api_data, api_pipelines, console
+from . import api_auth, api_data, api_pipelines, console
 from .observe import Metrics, log_event
 from .scheduler import Scheduler
 from ..storage.errors import DplError
@@ -41,6 +41,8 @@ _STATUS_OF = {name: status for status, names in _STATUS.items() for name in name
 
 
 def error_status(error: DplError) -> int:
+    if getattr(error, "http_status", None):  # errors outside the two error modules say their status (engine/auth.py)
+        return error.http_status
     for cls in type(error).__mro__:
         if cls.__name__ in _STATUS_OF:
             return _STATUS_OF[cls.__name__]
@@ -108,6 +110,7 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
 
     app.include_router(api_data.router)
     app.include_router(api_pipelines.router)
+    app.include_router(api_auth.router)
     console.mount(app)  # the pages at / (after the API, whose routes are matched first)
     return _Observed(app, metrics)
 
@@ -120,6 +123,7 @@ class _Observed:
 
     def __init__(self, app: FastAPI, metrics: Metrics):
         self.app, self.metrics = app, metrics
+        self.store = app.state.store
         self.state = app.state  # what tests and `serve` reach through
 
     async def __call__(self, scope, receive, send):
@@ -138,6 +142,9 @@ class _Observed:
         try:
             await self.app(scope, receive, sending)
         finally:
+            state = scope.get("state") or {}
+            if state.get("audited") and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+                await self._audit(scope, state.get("user"), status[0])
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = first[0] if first[0] is not None else time.perf_counter() - began
             self.metrics.observe_request(scope["method"], route, status[0], seconds)
@@ -145,9 +152,20 @@ class _Observed:
                       ms=round(seconds * 1000, 2), client=(scope.get("client") or ("?",))[0])
 
 
+    async def _audit(self, scope, who, status: int) -> None:
+        """The audit row of a write (refused ones too), once the answer is out."""
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            await run_in_threadpool(self.store.auth.audit, who, f"{scope['method']} {scope['path']}",
+                                    scope.get("query_string", b"").decode("latin-1"), status)
+        except Exception as e:  # the answer is out; a failed audit write is the operator's to see
+            log_event("audit.error", error=f"{type(e).__name__}: {e}", path=scope["path"])
+
+
 def _warm(store) -> None:
     """Build the Store's parts once, before threads race to build them lazily."""
-    for part in ("repos", "commits", "files", "waves", "jobs", "cron", "secrets", "pipelines", "provenance", "history"):
+    for part in ("repos", "commits", "files", "waves", "jobs", "cron", "secrets", "pipelines", "provenance", "history", "auth"):
         getattr(store, part)
 
 

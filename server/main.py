@@ -53,19 +53,21 @@ def _server_class():
 def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
           grace: float = 30.0, schedule: bool = True, workers: int = 1, s3: str | None = None, s3_keys=None) -> None:
     host, port = parse_listen(listen)
-    if not is_loopback(host):
-        # Access control is the next slice; until then only this machine may talk to the server.
-        raise DplError(f"dpl serve listens only on a loopback address for now, not {host!r}: it has no authentication yet.",
-                       hint="Listen on 127.0.0.1 and reach it through an SSH tunnel or a reverse proxy that authenticates.")
     import uvicorn
 
     from .app import create_app
     from .observe import route_logging
     from ..engine import Store
 
+    store = Store.open(store_path)
+    if not is_loopback(host) and not store.auth.active():
+        # Without users every request is let in: only this machine may talk to such a server.
+        raise DplError(f"dpl serve listens only on a loopback address while the store has no users, not {host!r}: "
+                       "beyond this machine it needs auth.",
+                       hint="Turn auth on with `dpl auth activate` on this machine (it makes an admin and prints its token), "
+                       "or listen on 127.0.0.1.")
     route_logging()
 
-    store = Store.open(store_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -103,6 +103,9 @@ class Scheduler:
             return
         self._busy[n] = True
         try:
+            # Pipelines act with their creators' rights: jobs of one whose creator lost read on an input do not run.
+            for pipeline, job_id, why in store.auth.gate_jobs():
+                log_event("job.end", pipeline=pipeline, job=job_id, state="unrunnable", error=why)
             for job in store.run_jobs(None, executor=self.executor, progress=self._progress, wait=False):
                 self.metrics.jobs_run.labels(job["pipeline"], job["state"]).inc()
                 if job.get("output_commit"):
