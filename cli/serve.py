@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         grace: float = typer.Option(30.0, "--grace", help="On SIGTERM, seconds to let a running job finish before leaving it to resume at the next start."),
         workers: int = typer.Option(1, "--workers", "-w", help="Jobs of independent pipelines to run at once."),
         s3: Optional[str] = typer.Option(None, "--s3", help="Also serve the S3 gateway on HOST:PORT (buckets BRANCH.REPO)."),
-        s3_access_key: Optional[str] = typer.Option(None, "--s3-access-key", envvar="DPL_S3_ACCESS_KEY", help="The S3 gateway's access key (SigV4)."),
-        s3_secret_key: Optional[str] = typer.Option(None, "--s3-secret-key", envvar="DPL_S3_SECRET_KEY", help="The S3 gateway's secret key."),
+        s3_access_key: Optional[str] = typer.Option(None, "--s3-access-key", envvar="DPL_S3_ACCESS_KEY", help="A key pair for the S3 gateway that acts as an admin (users sign with their tokens' S3 keys)."),
+        s3_secret_key: Optional[str] = typer.Option(None, "--s3-secret-key", envvar="DPL_S3_SECRET_KEY", help="The secret key of --s3-access-key."),
     ):
         """Serve a store over HTTP (/api/v1, OpenAPI at /docs) and run its jobs as commits land."""
         from ..server.main import serve as run_server
@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
     def s3_gateway(
         listen: str = typer.Option("127.0.0.1:9000", "--listen", "-l", help="HOST:PORT for the S3 API (port 0 picks a free one)."),
         store: Optional[str] = typer.Option(None, "--store", help="The store to serve (default: DPL_STORE, or the one found from here)."),
-        access_key: Optional[str] = typer.Option(None, "--access-key", envvar="DPL_S3_ACCESS_KEY", help="The access key clients sign with (SigV4)."),
-        secret_key: Optional[str] = typer.Option(None, "--secret-key", envvar="DPL_S3_SECRET_KEY", help="Its secret key."),
+        access_key: Optional[str] = typer.Option(None, "--access-key", envvar="DPL_S3_ACCESS_KEY", help="A key pair that acts as an admin (users sign with their tokens' S3 keys)."),
+        secret_key: Optional[str] = typer.Option(None, "--secret-key", envvar="DPL_S3_SECRET_KEY", help="The secret key of --access-key."),
     ):
         """Serve only the S3 gateway over a store (no API, no scheduler: run jobs with `dpl run`)."""
         from ..server.s3auth import Keys
