@@ -1,0 +1,141 @@
+"""Who may call what: the one check every /api/v1 request passes (a router dependency).
+
+Each route names the role it needs and where its repo comes from, in
+`RULES`; a route missing from the table is for admins only, so a route
+added without a rule fails closed (tests/test_auth.py checks every route has
+one).  The few routes whose repos are in the body or in the answer (create
+a pipeline, list repos) are `ANY` here and checked by the handler through
+the same `Auth` calls.  While the store has no user, everyone is let in (the
+server then listens only on loopback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+ANY = "any"  # any signed-in user (the handler may check more)
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Role:
+    role: str  # reader, writer or owner
+    doing: str  # "... to <doing>"
+    where: str = "repo"  # a path parameter, "query:NAME", or "job" (the pipeline of the job in the path)
+    also: str | None = None  # a second repo, from a query parameter, needing the same role when given
+
+
+R = "/api/v1"
+RULES: dict[tuple[str, str], object] = {
+    ("GET", f"{R}/repos"): ANY,
+    ("POST", f"{R}/repos"): ANY,
+    ("GET", f"{R}/repos/{{repo}}"): Role("reader", "read it"),
+    ("DELETE", f"{R}/repos/{{repo}}"): Role("owner", "delete it"),
+    ("GET", f"{R}/repos/{{repo}}/branches"): Role("reader", "read it"),
+    ("PUT", f"{R}/repos/{{repo}}/branches/{{branch}}"): Role("writer", "create branches in it"),
+    ("DELETE", f"{R}/repos/{{repo}}/branches/{{branch}}"): Role("writer", "delete branches of it"),
+    ("GET", f"{R}/repos/{{repo}}/commits"): Role("reader", "read it"),
+    ("POST", f"{R}/repos/{{repo}}/commits"): Role("writer", "start commits in it"),
+    ("GET", f"{R}/repos/{{repo}}/commits/{{ref}}"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/resolve"): Role("reader", "read it"),
+    ("POST", f"{R}/repos/{{repo}}/commits/{{ref}}/finish"): Role("writer", "finish commits in it"),
+    ("DELETE", f"{R}/repos/{{repo}}/commits/{{ref}}"): Role("owner", "delete its commits"),
+    ("POST", f"{R}/repos/{{repo}}/commits/{{ref}}/squash"): Role("owner", "squash its commits"),
+    ("GET", f"{R}/repos/{{repo}}/commits/{{ref}}/provenance"): Role("reader", "read its provenance"),
+    ("GET", f"{R}/repos/{{repo}}/commits/{{ref}}/origins"): Role("reader", "read its provenance"),
+    ("GET", f"{R}/commits/{{commit_id}}"): ANY,
+    ("GET", f"{R}/repos/{{repo}}/files"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/glob"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/diff"): Role("reader", "read it", also="other_repo"),
+    ("GET", f"{R}/repos/{{repo}}/file"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/content"): Role("reader", "read it"),
+    ("PUT", f"{R}/repos/{{repo}}/content"): Role("writer", "put files into it"),
+    ("POST", f"{R}/repos/{{repo}}/upload"): Role("writer", "put files into it"),
+    ("DELETE", f"{R}/repos/{{repo}}/content"): Role("writer", "delete files from it"),
+    ("POST", f"{R}/repos/{{repo}}/chunks/missing"): Role("writer", "put files into it"),
+    ("POST", f"{R}/repos/{{repo}}/chunks"): Role("writer", "put files into it"),
+    ("POST", f"{R}/repos/{{repo}}/land"): Role("writer", "put files into it"),
+    ("GET", f"{R}/repos/{{repo}}/roles"): Role("reader", "read it"),
+    ("PUT", f"{R}/repos/{{repo}}/roles/{{user_name}}"): Role("owner", "grant roles on it"),
+    ("DELETE", f"{R}/repos/{{repo}}/roles/{{user_name}}"): Role("owner", "revoke roles on it"),
+    # pipelines: a pipeline is read and managed through its output repo, of its name
+    ("GET", f"{R}/pipelines"): ANY,
+    ("POST", f"{R}/pipelines"): ANY,
+    ("PUT", f"{R}/pipelines"): ANY,
+    ("GET", f"{R}/pipelines/{{name}}"): Role("reader", "read its pipeline", "name"),
+    ("DELETE", f"{R}/pipelines/{{name}}"): Role("owner", "delete its pipeline", "name"),
+    ("POST", f"{R}/pipelines/{{name}}/stop"): Role("owner", "stop its pipeline", "name"),
+    ("POST", f"{R}/pipelines/{{name}}/start"): Role("owner", "start its pipeline", "name"),
+    ("GET", f"{R}/pipelines/{{name}}/wave"): Role("reader", "read its pipeline", "name"),
+    ("POST", f"{R}/pipelines/{{name}}/cron"): Role("owner", "tick its pipeline's cron inputs", "name"),
+    ("GET", f"{R}/jobs"): ANY,
+    ("GET", f"{R}/jobs/{{job}}"): Role("reader", "read its jobs", "job"),
+    ("GET", f"{R}/jobs/{{job}}/events"): Role("reader", "read its jobs", "job"),
+    ("GET", f"{R}/jobs/{{job}}/why"): Role("reader", "read its jobs", "job"),
+    ("GET", f"{R}/jobs/{{job}}/datums"): Role("reader", "read its jobs", "job"),
+    ("GET", f"{R}/jobs/{{job}}/datums/{{datum}}"): Role("reader", "read its jobs", "job"),
+    ("GET", f"{R}/jobs/{{job}}/logs"): Role("reader", "read its jobs' logs", "job"),
+    ("GET", f"{R}/provenance"): Role("reader", "read its provenance", "query:repo"),
+    ("GET", f"{R}/subvenance"): Role("reader", "read its subvenance", "query:repo"),
+    ("GET", f"{R}/dag"): ANY,
+    # secrets: a step can print what it is handed, so only admins manage them
+    ("GET", f"{R}/secrets"): ADMIN,
+    ("POST", f"{R}/secrets"): ADMIN,
+    ("GET", f"{R}/secrets/{{name}}"): ADMIN,
+    ("DELETE", f"{R}/secrets/{{name}}"): ADMIN,
+    # auth itself
+    ("GET", f"{R}/auth/whoami"): ANY,
+    ("GET", f"{R}/auth/users"): ADMIN,
+    ("POST", f"{R}/auth/users"): ADMIN,
+    ("DELETE", f"{R}/auth/users/{{name}}"): ADMIN,
+    ("GET", f"{R}/auth/tokens"): ANY,
+    ("POST", f"{R}/auth/tokens"): ANY,
+    ("DELETE", f"{R}/auth/tokens/{{token_id}}"): ANY,
+    ("GET", f"{R}/auth/audit"): ADMIN,
+}
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    kind, _, value = header.partition(" ")
+    return value.strip() if kind.lower() == "bearer" and value.strip() else None
+
+
+def guard(request: Request) -> None:
+    """Authenticate the request and check its route's rule; the user goes to `request.state.user`."""
+    store = request.app.state.store
+    auth = store.auth
+    request.state.user = None
+    if not auth.active():
+        return
+    request.state.audited = True  # auth is on: the server's wrapper writes this request's audit row if it writes
+    who = auth.authenticate(bearer(request))
+    request.state.user = who
+    route = request.scope.get("route")
+    rule = RULES.get((request.method, getattr(route, "path", "")), ADMIN)
+    if rule == ANY:
+        return
+    if rule == ADMIN:
+        auth.require_admin(who, f"{request.method} {getattr(route, 'path', request.url.path)}")
+        return
+    repo = _repo(request, store, rule.where)
+    auth.require(who, repo, rule.role, rule.doing)
+    other = request.query_params.get(rule.also) if rule.also else None
+    if other and other != repo:
+        auth.require(who, other, rule.role, rule.doing)
+
+
+def _repo(request: Request, store, where: str) -> str:
+    if where == "job":
+        pipeline = request.query_params.get("pipeline")
+        return pipeline or store.inspect_job(None, request.path_params["job"])["pipeline"]
+    if where.startswith("query:"):
+        return request.query_params.get(where[len("query:"):], "")
+    return request.path_params[where]
+
+
+def user(request: Request):
+    """The `Principal` the request acts as (None while auth is off)."""
+    return getattr(request.state, "user", None)
