@@ -156,7 +156,7 @@ class Jobs:
         in_wave = job_rows.states_in_wave(tx, job.id)
         ups = graph.upstream(job.pipeline)
         for p in sorted(ups):
-            if in_wave.get(p) in ("failure", "unrunnable"):
+            if in_wave.get(p) in ("failure", "unrunnable", "killed"):
                 return f"Job {job.id[:12]} of pipeline {job.pipeline!r} is unrunnable: upstream job {p}@{job.id[:12]} did not succeed ({in_wave[p]})."
         for repo, branch in sorted(graph.inputs.get(job.pipeline, ())):
             if repo not in graph.pipelines or graph.output(repo) != (repo, branch) or repo in in_wave:

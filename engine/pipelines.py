@@ -9,6 +9,7 @@ graph stays acyclic) is checked here, before anything is created.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from functools import cached_property
@@ -220,6 +221,28 @@ class Pipelines:
         self.spec_history.remove(name)
         if not keep_repo:
             self.history.delete_repo(name, force=True)
+
+    def validate_pipeline(self, text: str, *, source: str = "<spec>") -> list[dict]:
+        """Check every spec of a spec file as create-pipeline would, changing nothing: each
+        spec's name, whether it would create or update, and warnings about its inputs."""
+        out = []
+        for spec in specs.load_specs(text, source):
+            warnings = self._check_inputs(spec)
+            exists = pipeline_rows.exists(self.db, spec.name)
+            if not exists and repo_rows.exists(self.db, spec.name):
+                raise InvalidSpec(f"spec.pipeline.name: a repo called {spec.name!r} already exists, and a pipeline's output repo takes its name.",
+                                  hint="Rename the pipeline or delete that repo.")
+            out.append({"name": spec.name, "action": "update" if exists else "create", "spec_hash": spec.spec_hash(), "warnings": warnings})
+        return out
+
+    def rerun_pipeline(self, name: str, *, reprocess: bool = False) -> str:
+        """A new job of the pipeline over its current inputs (returned: its id).  Datums done before
+        are skipped, unless `reprocess`: then a new version of the same spec runs every datum again."""
+        row = self.pipeline(name)
+        if reprocess:
+            self.create_pipeline(json.dumps(row.spec), update=True, reprocess=True)
+            return self.pipeline_wave(name)
+        return self.waves.trigger(name, "rerun")
 
     def pipeline_wave(self, name: str) -> str | None:
         """The global id of the pipeline's newest job."""

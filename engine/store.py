@@ -309,6 +309,30 @@ class Store:
         return self.jobs.datum_logs(pipeline, job, datum)
 
     @cached_property
+    def jobcontrol(self) -> "JobControl":
+        from .jobcontrol import JobControl
+
+        return JobControl(self.db, self.jobs, self.history, self.waves)
+
+    def wait_job(self, pipeline: str | None, job: str, *, timeout: float | None = None) -> dict:
+        return self.jobcontrol.wait_job(pipeline, job, timeout=timeout)
+
+    def stop_job(self, pipeline: str | None, job: str) -> dict:
+        return self.jobcontrol.stop_job(pipeline, job)
+
+    def delete_job(self, pipeline: str | None, job: str) -> dict:
+        return self.jobcontrol.delete_job(pipeline, job)
+
+    def restart_datum(self, pipeline: str | None, job: str, datum: str | None = None, *, all_failed: bool = False) -> str:
+        return self.jobcontrol.restart_datum(pipeline, job, datum, all_failed=all_failed)
+
+    def follow_logs(self, pipeline: str | None, job: str, datum: str | None = None):
+        return self.jobcontrol.follow_logs(pipeline, job, datum)
+
+    def latest_job(self, pipeline: str) -> str:
+        return self.jobcontrol.latest_job(pipeline)
+
+    @cached_property
     def provenance(self) -> "Provenance":
         from .provenance import Provenance
 
@@ -382,6 +406,12 @@ class Store:
 
     def pipeline_wave(self, name: str) -> str | None:
         return self.pipelines.pipeline_wave(name)
+
+    def validate_pipeline(self, text: str, *, source: str = "<spec>") -> list[dict]:
+        return self.pipelines.validate_pipeline(text, source=source)
+
+    def rerun_pipeline(self, name: str, *, reprocess: bool = False) -> str:
+        return self.pipelines.rerun_pipeline(name, reprocess=reprocess)
 
     def pipelines_reading(self, repo: str) -> set[str]:
         return self.pipelines.pipelines_reading(repo)

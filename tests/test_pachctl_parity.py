@@ -155,3 +155,106 @@ def test_triggers_move_a_branch_when_size_commits_or_cron_hold(store, api):
     assert c1.id not in heads().values()
     bad = dpl("create-branch", "r@x", "--trigger-commits", "2", store=store, check=False)
     assert bad.returncode != 0 and b"--trigger" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------- jobs and datums
+
+# Fails (exit 3, a line on stderr) on a file whose content starts with "bad"; copies the others.
+PICKY = ["sh", "-c", "for f in /pfs/data/*; do echo \"saw $(basename $f)\"; if grep -q '^bad' $f; then echo \"cannot parse $(basename $f)\" >&2; "
+         "exit 3; fi; cp $f /pfs/out/; done"]
+
+
+def picky(name="p", cmd=PICKY):
+    return json.dumps({"pipeline": {"name": name}, "transform": {"cmd": cmd},
+                       "input": {"pfs": {"repo": "data", "glob": "/*"}}, "datum_tries": 1})
+
+
+def test_failed_job_logs_restart_datum_wait_and_state(store, api):
+    api.create_repo("data")
+    api.put_bytes("data", "master", {"/a.txt": b"good a\n", "/b.txt": b"bad b\n", "/c.txt": b"good c\n"})
+    api.create_pipeline(picky())
+    [job] = api.run_jobs(api.pipeline_wave("p"))
+    assert job["state"] == "failure"
+    waited = dpl("wait-job", f"p@{job['id']}", store=store, check=False)
+    assert waited.returncode != 0 and b"failure" in waited.stderr
+    # list-commit names the failed output commit's state; get-file says whose commit it is
+    rows = as_json(store, "list-commit", "p")
+    assert [r["state"] for r in rows] == ["failed"]
+    got = dpl("get-file", f"p@{rows[0]['id']}:/a.txt", store=store, check=False)
+    assert got.returncode != 0 and b"failed job" in got.stderr and b"still open" not in got.stderr
+    # logs of the pipeline's newest job, and of one datum
+    out = dpl("logs", "--pipeline", "p", store=store).stdout.decode()
+    assert "cannot parse b.txt" in out and "saw a.txt" in out
+    bad = next(d for d in api.list_datums("p", job["id"]) if d["state"] == "failed")
+    one = as_json(store, "logs", "--pipeline", "p", "--datum", bad["datum"][:12])
+    assert [e["datum"] for e in one] == [bad["datum"]] and "cannot parse b.txt" in one[0]["stderr"]
+    # restart-datum reruns only what failed: the two good datums are skipped
+    again = dpl("restart-datum", f"p@{job['id']}", bad["datum"][:12], "--no-wait", store=store)
+    assert b"restarting in job" in again.stderr
+    api.run_jobs(None)
+    newest = api.list_jobs("p")[0]
+    assert newest["id"] != job["id"] and (newest["reason"], newest["skipped"], newest["failed"]) == ("restart-datum", 2, 1)
+    good = next(d for d in api.list_datums("p", job["id"]) if d["state"] == "success")
+    refused = dpl("restart-datum", f"p@{job['id']}", good["datum"][:12], store=store, check=False)
+    assert refused.returncode != 0 and b"did not fail" in refused.stderr
+
+
+def test_stop_delete_rerun_and_follow_logs(store, api):
+    api.create_repo("data")
+    api.put_bytes("data", "master", {"/a.txt": b"a\n", "/b.txt": b"b\n"})
+    api.create_pipeline(picky())
+    first = api.pipeline_wave("p")
+    dpl("stop-job", f"p@{first}", store=store)  # created, never run: killed at once
+    assert api.inspect_job("p", first)["state"] == "killed"
+    assert api.run_jobs(None) == []
+    again = dpl("stop-job", f"p@{first}", store=store, check=False)
+    assert again.returncode != 0 and b"already finished" in again.stderr
+    dpl("delete-job", f"p@{first}", store=store)
+    assert api.list_jobs("p") == []
+    # rerun-pipeline: a job over the current inputs; logs -f follows it while it runs here
+    rerun = dpl("rerun-pipeline", "p", "--no-wait", store=store)
+    wave = api.pipeline_wave("p")
+    assert wave[:12].encode() in rerun.stderr
+    env = dict(os.environ, DPL_STORE=str(store))
+    follow = subprocess.Popen([DPL, "logs", "-f", "--job", f"p@{wave}", "-o", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        [job] = api.run_jobs(wave)
+        out, err = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert job["state"] == "success" and job["processed"] == 2
+    assert sorted(json.loads(line)["stdout"].strip() for line in out.splitlines()) == ["saw a.txt", "saw b.txt"]
+    # --reprocess runs every datum again (a new version of the same spec); without, all are skipped
+    dpl("rerun-pipeline", "p", store=store)
+    assert (api.list_jobs("p")[0]["skipped"], api.list_jobs("p")[0]["processed"]) == (2, 0)
+    dpl("rerun-pipeline", "p", "--reprocess", store=store)
+    assert api.list_jobs("p")[0]["processed"] == 2 and api.inspect_pipeline("p")["version"] == 2
+
+
+def test_validate_and_edit_pipeline(store, api, tmp_path):
+    api.create_repo("data")
+    api.put_bytes("data", "master", {"/a.txt": b"a\n"})
+    spec = tmp_path / "p.json"
+    spec.write_text(picky())
+    ok = dpl("validate-pipeline", spec, store=store)
+    assert b"would create" in ok.stderr
+    assert api.list_pipelines() == []  # validating changes nothing
+    spec.write_text(json.dumps({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "input": {"pfs": {"repo": "nope", "glob": "/*"}}}))
+    bad = dpl("validate-pipeline", spec, store=store, check=False)
+    assert bad.returncode != 0 and b"nope" in bad.stderr and b"Traceback" not in bad.stderr
+    api.create_pipeline(picky())
+    api.run_jobs(api.pipeline_wave("p"))
+    editor = tmp_path / "editor.sh"  # as a person would: change the step, save, quit
+    editor.write_text("#!/bin/sh\nsed -i 's/saw /seen /' \"$1\"\n")
+    editor.chmod(0o755)
+    dpl("edit-pipeline", "p", store=store, env={"EDITOR": str(editor)})
+    info = api.inspect_pipeline("p")
+    assert info["version"] == 2 and "seen " in json.dumps(info["spec"])
+    assert api.list_jobs("p")[0]["state"] == "success"
+    breaker = tmp_path / "breaker.sh"
+    breaker.write_text("#!/bin/sh\necho '{\"pipeline\": {\"name\": \"p\"}, \"transform\": {}, \"bogus\": 1}' > \"$1\"\n")
+    breaker.chmod(0o755)
+    broken = dpl("edit-pipeline", "p", store=store, env={"EDITOR": str(breaker)}, check=False)
+    assert broken.returncode != 0 and b"spec.transform" in broken.stderr and api.inspect_pipeline("p")["version"] == 2

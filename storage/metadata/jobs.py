@@ -22,7 +22,7 @@ class Job:
     pipeline: str
     id: str  # the global id of the wave
     version: int  # the pipeline version it runs
-    state: str  # created, running, success, failure, unrunnable
+    state: str  # created, running, success, failure, unrunnable, killed (stop-job)
     reason: str  # commit, create, update, reprocess, start, upstream, recompute (its output commit was deleted)
     created: float
     started: float | None
@@ -283,3 +283,14 @@ def delete(tx: Tx, pipeline: str, job_id: str) -> None:
 
 def delete_of_pipeline(tx: Tx, pipeline: str) -> None:
     tx.execute("DELETE FROM jobs WHERE pipeline=?", (pipeline,))
+
+
+def kill(tx: Tx, pipeline: str, job_id: str, finished: float, error: str) -> bool:
+    """Stop an unfinished job (`dpl stop-job`): it is killed, and whoever ran it holds it no more,
+    so a runner's late success or failure (both compare-and-swap on the owner) changes nothing."""
+    cur = tx.execute(
+        "UPDATE jobs SET state='killed', finished=?, error=?, owner=NULL, heartbeat=NULL "
+        "WHERE pipeline=? AND id=? AND state IN ('created', 'running')",
+        (finished, error, pipeline, job_id),
+    )
+    return cur.rowcount == 1
