@@ -108,6 +108,6 @@ def _token(key: str) -> str:
 
 def _untoken(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except ValueError:
         raise S3Error("InvalidArgument", "The continuation token is not one this gateway gave.") from None

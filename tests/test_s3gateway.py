@@ -307,6 +307,19 @@ def test_s3_gateway_alone_runs_open_only_on_loopback(tmp_path):
         assert httpx.put(url + "/master.open/hello.txt", content=b"hi").status_code == 200  # unsigned, on loopback
         assert httpx.get(url + "/master.open/hello.txt").content == b"hi"
         assert store.read_file("open", "master", "/hello.txt") == b"hi"
+        # bad input is a 4xx with an S3 error body, never a 500
+        upload = httpx.post(url + "/master.open/big.bin?uploads").text.split("<UploadId>")[1].split("<")[0]
+        for call in (lambda: httpx.get(url + "/master.open/hello.txt", headers={"Range": "bytes=abc"}),
+                     lambda: httpx.get(url + "/master.open?list-type=2&max-keys=many"),
+                     lambda: httpx.get(url + "/master.open?list-type=2&continuation-token=%%%"),
+                     lambda: httpx.put(url + "/master.open/a%00b", content=b"x"),
+                     lambda: httpx.post(url + f"/master.open/big.bin?uploadId={upload}", content=b"<not xml"),
+                     lambda: httpx.post(url + f"/master.open/big.bin?uploadId={upload}",
+                                        content=b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>"),
+                     lambda: httpx.put(url + "/master.open/c.txt", headers={"x-amz-copy-source": "nobucket"}),
+                     lambda: httpx.get(url + "/no-such-commit/x")):
+            answer = call()
+            assert 400 <= answer.status_code < 500 and b"<Error><Code>" in answer.content, (answer.status_code, answer.content)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
