@@ -34,7 +34,7 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 
 @dataclass(frozen=True)
 class Keys:
-    """The gateway's key pair; both None when it runs open."""
+    """The key pair given to the gateway (it acts as an admin); both None when none was given."""
 
     access_key: str | None = None
     secret_key: str | None = None
