@@ -330,7 +330,8 @@ def delete_file(
 # against what each module registers.
 MODULE_COMMANDS = {
     "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "inspect-branch",
-                "subscribe-commit", "list-branch", "delete-branch"),
+                "subscribe-commit", "list-branch", "delete-branch", "start-transaction", "finish-transaction",
+                "delete-transaction", "inspect-transaction"),
     "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
     "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
@@ -342,6 +343,7 @@ MODULE_COMMANDS = {
     "mount": ("mount", "unmount"),
     "ui": ("ui",),
     "auth": ("login",),  # and the `dpl auth ...` group
+    "debug": ("debug-datum",),
 }
 _registered: set[str] = set()
 
@@ -387,6 +389,10 @@ def _command_module(name: str):
         from . import ui
 
         return ui
+    if name == "debug":
+        from . import debug
+
+        return debug
     from . import provenance
 
     return provenance

@@ -163,6 +163,21 @@ class DockerExecutor:
         finally:
             job.free.put(slot)
 
+    def debug_container(self, ctx: JobContext, env: dict[str, str]):
+        """A slot whose container has the job's image, options, mounts and `env`, idling
+        until `stop`: `dpl debug-datum` (engine/debug.py) execs a shell in it."""
+        job = self._jobs[(ctx.pipeline, ctx.job)]
+        slot = _Slot(ctx.scratch / "debug")
+        job.slots.append(slot)  # `stop` removes its container and directories
+        mounts = [Mount("/pfs", str(slot.pfs), type="bind", read_only=True), Mount("/pfs/out", str(slot.out), type="bind")]
+        slot.container = self._create(ctx, job, mounts, entrypoint=["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+                                      command=[], environment=env)
+        try:
+            slot.container.start()
+        except APIError as e:
+            raise ExecutorUnavailable(f"Pipeline {ctx.pipeline!r} cannot run on docker: a container of {job.image!r} did not start ({_reason(e)}).") from None
+        return slot, slot.container
+
     # ------------------------------------------------------------ the engine
 
     def _client(self, ctx: JobContext):

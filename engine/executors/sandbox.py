@@ -214,6 +214,23 @@ def _shadow_args(parents: list[str]) -> list[str]:
     return args
 
 
+def sandbox_args(ctx: JobContext, bwrap: str, pfs: Path, inputs: list[str], secret_file) -> list[str]:
+    """bwrap's arguments for a step's sandbox, up to the program to run: `pfs/<input>`
+    read-only and `pfs/out` writable at /pfs, the secret files (`secret_file(bytes)`
+    gives a host copy to bind), the rest hidden.  A slot's `Sandbox` and
+    `dpl debug-datum` (engine/debug.py) build their sandboxes from this one list."""
+    args, read_only, hide = mount_plan(bwrap, ctx)
+    args += ["--dir", "/pfs"]
+    for name in inputs:
+        args += ["--ro-bind", str(pfs / name), f"/pfs/{name}"]
+    args += ["--bind", str(pfs / "out"), "/pfs/out"]
+    for mount_path, data in ctx.secret_files.items():
+        args += ["--ro-bind", str(secret_file(data)), mount_path]
+    for directory in read_only:  # writable only while the binds above made their mount points
+        args += ["--remount-ro", directory]
+    return args + hide
+
+
 # -------------------------------------------------------------------- the server
 
 
@@ -231,17 +248,7 @@ class Sandbox:
         self.inherit = inherit
         for d in [self.out, self.io] + [self.pfs / name for name in inputs]:
             d.mkdir(parents=True, exist_ok=True)
-        args, read_only, hide = mount_plan(bwrap, ctx)
-        args += ["--dir", "/pfs"]
-        for name in inputs:
-            args += ["--ro-bind", str(self.pfs / name), f"/pfs/{name}"]
-        args += ["--bind", str(self.out), "/pfs/out", "--bind", str(self.io), IO]
-        for mount_path, data in ctx.secret_files.items():
-            host = self._secret_file(data)
-            args += ["--ro-bind", str(host), mount_path]
-        for directory in read_only:  # writable only while the binds above made their mount points
-            args += ["--remount-ro", directory]
-        args += hide
+        args = sandbox_args(ctx, bwrap, self.pfs, inputs, self._secret_file) + ["--bind", str(self.io), IO]
         args += [sys.executable, "-I", "-S", "-c", SERVER]
         self.errors = slot / "sandbox.err"
         with open(self.errors, "wb") as err:
