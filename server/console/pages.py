@@ -23,20 +23,21 @@ PAGE = 50  # rows per page of every list: nothing sends a whole list to the brow
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
+# The filters take what a row may lack while its job runs (None, or a key not there yet).
 def _when(epoch) -> str:
-    if epoch is None:
+    if not isinstance(epoch, (int, float)):
         return ""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _seconds(value) -> str:
-    if value is None:
+    if not isinstance(value, (int, float)):
         return ""
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 def _size(n) -> str:
-    if n is None:
+    if not isinstance(n, (int, float)):
         return ""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":

@@ -132,7 +132,9 @@ def lineage_graph(s, repo: str, path: str, ref: Optional[str]) -> dict:
     def add(n, root=False):
         k = key(n)
         d = n.get("datum")
-        datum = d if isinstance(d, dict) else ({"id": d} if d else None)
+        if d and not isinstance(d, dict):  # a subvenance node names its datum; its commit names the job
+            d = {"id": d, "pipeline": n["repo"], "job": next((c.get("job") for c in n.get("commits", []) if c.get("job")), None)}
+        datum = d or None
         node = nodes.setdefault(k, {"id": k, "repo": n["repo"], "commit": n["commit"], "path": n["path"],
                                     "hash": n.get("hash"), "origin": n.get("origin") or ("pipeline" if datum else "user"),
                                     "datum": None, "root": root})

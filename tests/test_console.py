@@ -1,0 +1,319 @@
+"""The console: a real `dpl serve` process, its pages read with httpx and
+driven in Debian's chromium through Playwright.
+
+The store is set up in this process through the engine (each `dpl` call
+costs about a second on a busy machine), then served: one user repo with a
+file of each previewable kind, a pipeline with two spec versions, one
+downstream of it, and one whose job fails on one datum.  A browser test
+fails on any JavaScript console error and on any request that leaves the
+server (the console must need no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from conftest import service_unavailable
+from dplcli import DPL
+from test_serve import Server, _env, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+VENDOR = Path(__file__).parent.parent / "server" / "console" / "static" / "vendor"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+def _parquet() -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pa.table({"species": ["setosa", "virginica"], "petal": [1.4, 5.9]}), out)
+    return out.getvalue()
+
+
+UPPER = {"pipeline": {"name": "upper"}, "input": {"pfs": {"repo": "words", "glob": "/*.txt"}},
+         "transform": {"cmd": ["sh", "-c", "for f in /pfs/words/*; do tr a-z A-Z < $f > /pfs/out/$(basename $f); done"]}}
+COUNT = {"pipeline": {"name": "count"}, "input": {"pfs": {"repo": "upper", "glob": "/"}},
+         "transform": {"cmd": ["sh", "-c", "ls /pfs/upper | wc -l > /pfs/out/n"]}}
+PICKY = {"pipeline": {"name": "picky"}, "input": {"pfs": {"repo": "words", "glob": "/*"}},
+         "transform": {"cmd": ["sh", "-c", "for f in /pfs/words/*; do case $f in *bad*) echo refusing $f >&2; exit 3;; esac; "
+                                           "cp $f /pfs/out/; done"]}}
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    from dpl.engine import Store
+
+    base = tmp_path_factory.mktemp("console")
+    s = Store.init(base / "store", durable=False)
+    s.create_repo("words", "Words to shout")
+    s.put_bytes("words", "master", {"/a.txt": b"hello\n", "/bad.txt": b"bad\n", "/t.csv": b"name,n\nalpha,1\nbeta,2\n",
+                                    "/d.json": b'{"k": [1, 2]}', "/pic.png": _png(), "/f.parquet": _parquet()})
+    s.put_bytes("words", "master", {"/many/f%03d.txt" % i: b"%d\n" % i for i in range(120)}, description="many files")
+    s.create_pipeline(json.dumps(UPPER))
+    s.run_jobs()
+    v2 = json.loads(json.dumps(UPPER))
+    v2["transform"]["cmd"][-1] = v2["transform"]["cmd"][-1].replace("tr a-z A-Z", "tr a-y A-Y")
+    s.update_pipeline(json.dumps(v2))
+    s.run_jobs()
+    s.create_pipeline(json.dumps(COUNT))
+    s.create_pipeline(json.dumps(PICKY))
+    s.run_jobs()
+    s.close()
+    server = Server(base / "store", base)
+    yield server, base
+    assert server.stop() == 0
+
+
+def _ids(server, pipeline):
+    return [j["id"] for j in server.http.get("/api/v1/jobs", params={"pipeline": pipeline}).json()["items"]]
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+# ------------------------------------------------------------- without a browser
+
+
+def test_vendored_libraries_are_the_files_vendor_md_records():
+    rows = [r for r in (VENDOR / "VENDOR.md").read_text().splitlines() if r.startswith("| ") and r.endswith(" |") and not r.startswith("| ---")][1:]
+    assert {r.split("|")[1].strip() for r in rows} == {p.name for p in VENDOR.glob("*.js")}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert hashlib.sha256((VENDOR / cells[0]).read_bytes()).hexdigest() == cells[-1], cells[0]
+        assert (VENDOR / f"LICENSE.{cells[1].split()[0]}").exists(), cells[1]
+    for page in Path(VENDOR.parent.parent / "templates").glob("*.html"):
+        assert not re.search(r"(src|href)=\"(https?:)?//", page.read_text()), f"{page.name} loads from another host"
+
+
+def test_the_dag_page_shows_every_node_coloured_by_its_last_job(console):
+    server, _ = console
+    html = server.http.get("/").text
+    graph = json.loads(re.search(r"data-graph='([^']*)'", html).group(1).replace("&#34;", '"').replace("&quot;", '"'))
+    states = {n["id"]: n["state"] for n in graph["nodes"]}
+    assert states == {"words": "repo", "upper": "success", "count": "success", "picky": "failure"}
+    assert {(e["source"], e["target"]) for e in graph["edges"]} == {("words", "upper"), ("upper", "count"), ("words", "picky")}
+    assert 'href="/pipelines/upper"' in html and 'href="/repos/words"' in html
+
+
+def test_the_pipeline_page_shows_spec_versions_jobs_and_a_diff(console):
+    server, _ = console
+    text = _text(server.http.get("/pipelines/upper").text)
+    assert "tr a-y A-Y" in text and "version 2" in text
+    assert re.search(r"success update 2 .* success create 1 ", text), "both jobs, newest first, with reason and version"
+    page = server.http.get("/pipelines/upper").text
+    assert 'hx-post="/api/v1/pipelines/upper/stop"' in page  # the write button, while there are no roles
+    diff = server.http.get("/pipelines/upper/diff", params={"a": 1, "b": 2}).text
+    assert "-      &#34;for f in /pfs/words/*; do tr a-z A-Z" in diff and "+      &#34;for f in /pfs/words/*; do tr a-y A-Y" in diff
+
+
+def test_a_reader_is_shown_no_write_button():
+    from dpl.server.console.pages import templates
+
+    info = {"name": "p", "state": "running", "version": 1, "spec_hash": "0" * 64, "inputs": [], "spec": {}, "history": [],
+            "description": "", "last_job": None}
+    for can_write in (True, False):
+        html = templates.get_template("pipeline.html").render(info=info, jobs=[], versions=[1], can_write=can_write)
+        assert ("hx-post" in html) is can_write
+
+
+def test_the_job_page_puts_failed_datums_first_with_their_log_tail(console):
+    server, _ = console
+    job = _ids(server, "picky")[0]
+    html = server.http.get(f"/jobs/{job}", params={"pipeline": "picky"}).text
+    text = _text(html)
+    assert "failure" in text and "refusing /pfs/words/bad.txt" in text
+    keys = re.findall(r'<td class="mono">(words:[^<]+)</td>', html)
+    assert keys[0] == "words:/bad.txt", keys
+    assert f'data-events="/api/v1/jobs/{job}/events?pipeline=picky"' in html
+    upper = _ids(server, "upper")[0]
+    rows = _text(server.http.get(f"/jobs/{upper}", params={"pipeline": "upper"}).text)
+    assert "words:/a.txt success spec changed" in rows  # why each datum ran
+
+
+def test_the_datum_page_links_its_inputs_shows_its_log_and_a_debug_command(console):
+    server, _ = console
+    job = _ids(server, "picky")[0]
+    datums = server.http.get(f"/api/v1/jobs/{job}/datums", params={"pipeline": "picky"}).json()["items"]
+    bad = next(d for d in datums if d["key"] == "words:/bad.txt")
+    html = server.http.get(f"/jobs/{job}/datums/{bad['datum']}", params={"pipeline": "picky"}).text
+    commit = server.http.get("/api/v1/repos/words/resolve").json()["id"]
+    assert f'href="/repos/words/file?ref={commit}&path=/bad.txt"' in html
+    assert "refusing /pfs/words/bad.txt" in html
+    assert f"dpl get-file words@{commit}:/bad.txt -o pfs/words/bad.txt" in html and "bwrap" in html
+
+
+def test_the_repo_pages_show_branches_commits_files_previews_and_diffs(console):
+    server, _ = console
+    text = _text(server.http.get("/repos/words").text)
+    assert "master" in text and "many files" in text
+    tree = server.http.get("/repos/words/tree", params={"path": "/many"}).text
+    assert tree.count('href="/repos/words/file?') == 50 and "more files" in tree  # paged: 120 files, 50 a page
+    cursor = re.search(r'hx-get="[^"]*cursor=([^"&]+)"', tree).group(1)
+    rest = server.http.get("/repos/words/tree", params={"path": "/many", "cursor": cursor}, headers={"HX-Request": "true"}).text
+    assert "f050.txt" in rest and "<html" not in rest
+    a = _text(server.http.get("/repos/words/file", params={"path": "/a.txt"}).text)
+    assert "hello" in a and hashlib.md5().name and "6 bytes" in a
+    csv = server.http.get("/repos/words/file", params={"path": "/t.csv"}).text
+    assert "<th>name</th>" in csv and "<td>beta</td>" in csv
+    assert '&#34;k&#34;: [\n    1,' in server.http.get("/repos/words/file", params={"path": "/d.json"}).text
+    assert "<img" in server.http.get("/repos/words/file", params={"path": "/pic.png"}).text
+    parquet = server.http.get("/repos/words/file", params={"path": "/f.parquet"}).text
+    assert "<th>species</th>" in parquet and "<td>virginica</td>" in parquet and "of 2" in parquet
+    commits = [c["id"] for c in server.http.get("/api/v1/repos/words/commits").json()["items"]]
+    diff = _text(server.http.get("/repos/words/diff", params={"a": commits[1], "b": commits[0]}).text)
+    assert "/many/f000.txt added" in diff and "/a.txt" not in diff
+    assert server.http.get("/repos/nope").status_code == 404 and "nope" in server.http.get("/repos/nope").text
+
+
+def test_lineage_goes_back_to_the_user_commit_and_names_what_made_each_node(console):
+    server, _ = console
+    html = server.http.get("/lineage", params={"repo": "count", "path": "/n"}).text
+    text = _text(html)
+    upper_job = _ids(server, "upper")[0]
+    assert "words:/a.txt" in text and "a user commit" in text  # the root of the lineage
+    assert "upper:/a.txt" in text and f"upper@{upper_job[:12]}" in text and "spec" in text
+    forward = _text(server.http.get("/lineage", params={"repo": "words", "path": "/a.txt"}).text)
+    assert "count:/n" in forward  # derived, two steps down
+
+
+def test_search_finds_repos_paths_commits_and_jobs(console):
+    server, _ = console
+    job = _ids(server, "upper")[0]
+    commit = server.http.get("/api/v1/repos/words/resolve").json()["id"]
+    for q, want in (("word", 'href="/repos/words"'), ("/many/f11", "words:/many/f110.txt"),
+                    (commit, f"words@{commit}"), (job, f"upper@{job}")):
+        assert want in server.http.get("/search", params={"q": q}).text, q
+
+
+def test_dpl_ui_no_browser_prints_the_url_of_a_console_on_loopback(console, tmp_path):
+    server, base = console
+    proc = subprocess.Popen([DPL, "ui", "--no-browser", "--store", str(server.store)], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline().decode()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        import httpx
+
+        page = wait_until(lambda: _get(httpx, url), what="dpl ui's console")
+        assert "upper" in page
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _get(httpx, url):
+    try:
+        answer = httpx.get(url)
+        return answer.text if answer.status_code == 200 else None
+    except httpx.TransportError:
+        return None
+
+
+# --------------------------------------------------------------- in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        service_unavailable("Chromium", f"{CHROMIUM} is missing (apt-get install chromium; tests/services/install.sh)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        service_unavailable("Playwright", "pip install playwright (the test extra)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, console, tmp_path):
+    """A page that records console errors and refuses any request beyond the server."""
+    server, _ = console
+    context = browser.new_context()
+    pg = context.new_page()
+    problems = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    def route(r):
+        if r.request.url.startswith(server.url):
+            r.continue_()
+        else:
+            problems.append(f"request left the server: {r.request.url}")
+            r.abort()
+
+    pg.route("**/*", route)
+    yield pg
+    (Path(tmp_path) / "last.png").write_bytes(pg.screenshot(full_page=True))
+    context.close()
+    assert problems == []
+
+
+def _click_node(pg, name: str) -> None:
+    box = pg.locator("#dag, #lineage").bounding_box()
+    pos = pg.evaluate(f"(() => {{ const p = window.dplGraph.getElementById({json.dumps(name)}).renderedPosition(); return [p.x, p.y]; }})()")
+    pg.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+
+
+def test_in_a_browser_the_dag_clicks_through_and_back(page, console):
+    server, _ = console
+    page.goto(server.url + "/")
+    page.wait_for_function("window.dplGraph && window.dplGraph.nodes().length === 4")
+    _click_node(page, "upper")
+    page.wait_for_url(server.url + "/pipelines/upper")
+    assert "tr a-y A-Y" in page.inner_text("main")
+    page.go_back()
+    page.wait_for_url(server.url + "/")
+    page.wait_for_function("window.dplGraph && window.dplGraph.nodes().length === 4")
+
+
+def test_in_a_browser_a_job_page_follows_the_running_job_live(page, console):
+    server, _ = console
+    slow = {"pipeline": {"name": "slow"}, "input": {"pfs": {"repo": "live", "glob": "/*"}},
+            "transform": {"cmd": ["sh", "-c", "sleep 2; cp /pfs/live/* /pfs/out/"]}}
+    server.http.post("/api/v1/repos", json={"name": "live"}).raise_for_status()
+    server.http.post("/api/v1/pipelines", json={"spec": json.dumps(slow)}).raise_for_status()
+    for name in ("x", "y"):
+        server.http.put("/api/v1/repos/live/content", params={"path": f"/{name}", "description": name}, content=b"1").raise_for_status()
+    job = wait_until(lambda: next((j for j in server.http.get("/api/v1/jobs", params={"pipeline": "slow"}).json()["items"]
+                                   if j["state"] in ("created", "running")), None), what="a running job")
+    page.goto(f"{server.url}/jobs/{job['id']}?pipeline=slow")
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_function("document.querySelector('#job [data-field=state]').textContent === 'success'", timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True  # the page changed by events, not by reloading
+    page.wait_for_selector("#datums tr.datum.success")
+    assert page.inner_text("[data-field=processed]") != "0"
+
+
+def test_in_a_browser_a_csv_previews_as_a_table_and_lineage_draws(page, console):
+    server, _ = console
+    page.goto(f"{server.url}/repos/words/tree")
+    page.click("text=t.csv")
+    page.wait_for_selector("#preview table td:text('beta')")
+    page.goto(f"{server.url}/lineage?repo=count&path={quote('/n')}")
+    page.wait_for_function("window.dplGraph && window.dplGraph.nodes().length >= 3")
+    _click_node(page, page.evaluate("window.dplGraph.nodes().filter(n => n.data('node').origin === 'user')[0].id()"))
+    page.wait_for_selector("#node-info :text('a user commit')")
