@@ -1,5 +1,6 @@
 """Commands for commits and branches: start-commit, finish-commit, list-commit,
-inspect-commit, create-branch, inspect-branch, subscribe-commit, list-branch, delete-branch."""
+inspect-commit, create-branch, inspect-branch, subscribe-commit, list-branch, delete-branch,
+and the transactions that land several commits and pipeline changes at once."""
 
 from __future__ import annotations
 
@@ -185,6 +186,44 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return  # Ctrl-C is how a subscription ends: not a failure
+
+    @app.command("start-transaction")
+    def start_transaction():
+        """Open a transaction: the writes and pipeline changes that follow (in any dpl call) land together at finish-transaction."""
+        sys.stdout.write(_store().start_transaction() + "\n")
+
+    @app.command("finish-transaction")
+    def finish_transaction(
+        txn: Optional[str] = typer.Argument(None, metavar="[ID]", help="Default: the open one."),
+        no_wait: bool = typer.Option(False, "--no-wait", help="Don't run the pipeline jobs it starts."),
+        output: Output = OutputOpt,
+    ):
+        """Land every commit and pipeline change of the transaction at once, or none of them (then run the jobs they start)."""
+        s = _store()
+        result = s.finish_transaction(txn)
+        if output == Output.json:
+            render.emit_json(result)
+        else:
+            render.info(f"finished transaction {result['id']}: {render.count(result['commits'], 'commit')}, "
+                        f"{render.count(result['pipelines'], 'pipeline change')}")
+        if not no_wait and (result["commits"] or result["pipelines"]):
+            from .pipelines import run_and_report
+
+            run_and_report(s, result["id"], None)
+
+    @app.command("delete-transaction")
+    def delete_transaction(txn: Optional[str] = typer.Argument(None, metavar="[ID]", help="Default: the open one.")):
+        """Abandon a transaction: its open commits and queued pipeline changes are dropped."""
+        result = _store().delete_transaction(txn)
+        render.info(f"deleted transaction {result['id']}" + (f" (dropped open commits on {', '.join(result['dropped'])})" if result["dropped"] else ""))
+
+    @app.command("inspect-transaction")
+    def inspect_transaction(txn: Optional[str] = typer.Argument(None, metavar="[ID]", help="Default: the open one."), output: Output = OutputOpt):
+        """Show a transaction: its state, the branches it writes to and its queued pipeline changes."""
+        info = _store().inspect_transaction(txn)
+        render.record(info, output, [("id", "Transaction", None), ("state", "State", None), ("created", "Started", ago),
+                                     ("commits", "Commits", lambda c: ", ".join(c) or "-"),
+                                     ("ops", "Pipeline changes", lambda o: ", ".join(f"{x['kind']} {x['pipeline']}" for x in o) or "-")])
 
     @app.command("list-branch")
     def list_branch(repo: str, output: Output = OutputOpt):

@@ -113,7 +113,8 @@ def register(app: typer.Typer) -> None:
         for one in load_specs(text, source):  # every spec is checked before the first is created
             info = s.create_pipeline(one.to_json(), source=source)
             _say_created(info, "created pipeline {name} (version {version})")
-            names.append(info["name"])
+            if not info.get("transaction"):
+                names.append(info["name"])
         if not no_wait:
             for name in names:
                 run_and_report(s, s.pipeline_wave(name), executor)
@@ -135,12 +136,16 @@ def register(app: typer.Typer) -> None:
         for one in load_specs(text, source):
             info = s.update_pipeline(one.to_json(), source=source, reprocess=reprocess)
             _say_created(info, "updated pipeline {name} to version {version}")
-            names.append(info["name"])
+            if not info.get("transaction"):
+                names.append(info["name"])
         if not no_wait:
             for name in names:
                 run_and_report(s, s.pipeline_wave(name), executor)
 
     def _say_created(info: dict, line: str) -> None:
+        if info.get("transaction"):
+            render.info(f"pipeline {info['name']}: queued in transaction {info['transaction'][:12]} (applied by finish-transaction)")
+            return
         render.info(line.format(**info))
         for warning in info.get("warnings", ()):
             render.info(f"warning: {warning}")

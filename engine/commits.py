@@ -13,6 +13,7 @@ downstream jobs) subscribes with `on_landed`; `Store` wires that.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..storage.chunkstore import ChunkStore
 from ..storage.errors import CommitNotOpen, Conflict, PathCollision
 from ..storage.metadata import commits as commit_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata import transactions as txn_rows
 from ..storage.metadata.commits import Commit
 from ..storage.metadata.db import Database, Tx
 from ..storage.paths import validate_name
@@ -68,6 +70,10 @@ class Commits:
 
     def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
         commit = self.repos.find_open(repo, commit_ref)
+        txn = txn_rows.get(self.db, commit.id)
+        if txn is not None and txn.state == "open":
+            raise Conflict(f"Commit {repo}@{commit.id[:12]} belongs to transaction {txn.id[:12]}; it lands with the transaction.",
+                           hint="Run `dpl finish-transaction` (or `dpl delete-transaction` to drop it).")
         return self.land(repo, commit.branch, commit.delta, description=description, open_id=commit.id)
 
     @writes_objects
@@ -84,6 +90,7 @@ class Commits:
         origin: str = "user",
         job: str | None = None,
         hook=None,
+        tx: Tx | None = None,
     ) -> Commit:
         """Make `delta` the new head commit of `branch`, atomically.
 
@@ -93,10 +100,14 @@ class Commits:
         rebase into a refusal, for writes that depended on the old head
         (appends).  `hook(tx, commit_id)` runs inside the same transaction
         (a job records its success there, so output and job state agree).
+        Given `tx`, it lands in that transaction (a dpl transaction lands
+        several commits at once, engine/transactions.py), whose caller
+        compacts it once that transaction has committed.
         """
         self.chunks.sync()  # bytes durable before any commit refers to them
         delta_tables = [index.read_layer(self.chunks, l) for l in delta]
-        with self.db.write() as tx:
+        outer = tx
+        with (contextlib.nullcontext(outer) if outer is not None else self.db.write()) as tx:
             head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             if expect_head is not False and head != expect_head:
                 raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
@@ -132,6 +143,8 @@ class Commits:
                 callback(tx, repo, branch, cid, origin)
             if hook is not None:
                 hook(tx, cid)
+            if outer is not None:
+                return commit_rows.get(tx, repo, cid)
         self.compact(repo, cid)
         return self.repos.get_commit(repo, cid)
 

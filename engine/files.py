@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from . import uploads
 from .commits import Commits, pc_sum
 from .gc import cleans_up_after_disk_full
 from .listing import diff_tables, group_runs as _group_runs  # noqa: F401  (tests import them from here)
@@ -38,6 +39,7 @@ from ..storage.chunkstore import ChunkStore
 from ..storage.errors import Conflict, FileNotFound, InvalidPath, SourceNotFound
 from ..storage.metadata import commits as commit_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata import transactions as txn_rows
 from ..storage.metadata.commits import Commit
 from ..storage.metadata.db import Database
 from ..storage.paths import normalize_path
@@ -200,6 +202,10 @@ class Files:
     def _write_layer(self, repo: str, branch: str, table: pa.Table, description: str, expect_head=False) -> Commit:
         layer = index.write_layer(self.chunks, table)
         open_commit = self.repos.open_commit(repo, branch)
+        if open_commit is None:
+            txn = txn_rows.open_one(self.db)
+            if txn is not None:  # a dpl transaction is open: the write joins it (engine/transactions.py)
+                open_commit = self.commits.start_commit(repo, branch, f"transaction {txn.id[:12]}", commit_id=txn.id)
         if open_commit is not None:
             return self._add_to_open(open_commit, layer)
         return self.commits.land(repo, branch, [layer], description=description, expect_head=expect_head)
@@ -294,6 +300,26 @@ class Files:
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
         return {**info, "type": "dir", "size": pc_sum(beneath["size"]), "files": beneath.num_rows,
                 "hash": None, "committed": commit.finished}
+
+    # ------------------------------------------- uploads that negotiate chunks
+    # (engine/uploads.py)
+
+    def missing_chunks(self, ids: list[bytes]) -> list[bytes]:
+        return uploads.missing(self.chunks, ids)
+
+    def put_chunk(self, data) -> bytes:
+        return uploads.put_chunk(self.chunks, data)
+
+    @writes_objects
+    @cleans_up_after_disk_full
+    def land_rows(self, repo: str, branch: str, rows: list[dict], *, append: bool = False, description: str = "") -> Commit:
+        """Land files from ready-made rows (path, size, hash, refs) whose chunks the store holds, as one commit."""
+        self.repos.repo(repo)
+        self.repos.refuse_output_branch(repo, branch, "put files into")
+        table = uploads.rows_table(self.chunks, self.reader, rows)
+        if append:
+            return self._write_layer_append(repo, branch, table, description)
+        return self._write_layer(repo, branch, table, description)
 
     def _head(self, repo: str, branch: str) -> str | None:
         """The branch's head, None for a branch with no commit or none at all (a write makes it)."""

@@ -9,6 +9,7 @@ graph stays acyclic) is checked here, before anything is created.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -25,7 +26,8 @@ from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
-from ..storage.metadata.db import Database
+from ..storage.metadata import transactions as txn_rows
+from ..storage.metadata.db import Database, Tx
 from .errors import InvalidSpec, PipelineExists, PipelineNotFound
 from .history import History, names
 from .repos import Repos
@@ -48,9 +50,20 @@ class Pipelines:
 
     # ------------------------------------------------------------- lifecycle
 
-    def create_pipeline(self, text: str, *, source: str = "<spec>", update: bool = False, reprocess: bool = False) -> dict:
+    def create_pipeline(self, text: str, *, source: str = "<spec>", update: bool = False, reprocess: bool = False,
+                        tx: Tx | None = None, wave: str | None = None) -> dict:
+        """Create (or update) a pipeline and start its first job; given `tx` (a dpl transaction
+        landing), in that transaction, its job in the wave `wave`."""
         spec = specs.load_spec(text, source)
         name = spec.name
+        txn = txn_rows.open_one(self.db) if tx is None else None
+        if txn is not None:
+            # A dpl transaction is open: checked now, applied when it finishes (engine/transactions.py).
+            self._check_inputs(spec)
+            with self.db.write() as wtx:
+                txn_rows.add_op(wtx, txn.id, "update-pipeline" if update else "create-pipeline",
+                                {"name": name, "text": text, "source": source, "reprocess": reprocess})
+            return {"name": name, "version": None, "transaction": txn.id, "warnings": []}
         existing = pipeline_rows.exists(self.db, name)
         if existing and not update:
             raise PipelineExists(f"Pipeline {name!r} already exists.", hint="Use `dpl update-pipeline` to change it.")
@@ -72,7 +85,8 @@ class Pipelines:
         reprocess_count = pipeline_rows.last_reprocess(self.db, name) + (1 if reprocess else 0)
         spec_hash, transform_hash = spec.spec_hash(), spec.transform_hash()
         now = time.time()
-        with self.db.write() as tx:
+        outer = tx
+        with (contextlib.nullcontext(outer) if outer is not None else self.db.write()) as tx:
             if existing:
                 pipeline_rows.set_version(tx, name, version, spec_json, spec_hash, transform_hash, spec.output_branch, now)
             else:
@@ -84,7 +98,9 @@ class Pipelines:
             pipeline_rows.set_inputs(tx, name, spec.input_repos())
             # The first job is created with the pipeline, atomically: a crash
             # cannot leave a pipeline that never processes its current input.
-            self.waves.start(tx, uuid.uuid4().hex, [], roots=[name], reason="reprocess" if reprocess else "update" if existing else "create")
+            self.waves.start(tx, wave or uuid.uuid4().hex, [], roots=[name], reason="reprocess" if reprocess else "update" if existing else "create")
+        if outer is not None:
+            return {"name": name, "version": version, "warnings": warnings}
         return {**self.inspect_pipeline(name), "warnings": warnings}
 
     def update_pipeline(self, text: str, *, source: str = "<spec>", reprocess: bool = False) -> dict:

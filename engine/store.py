@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # the parts are imported when first used (see the properties)
     from .provenance import Provenance
     from .secrets import Secrets
     from .waves import Waves
+    # (issue 15's parts)
+    from .jobcontrol import JobControl
+    from .transactions import Transactions
+    from .triggers import Triggers
 
 __all__ = ["Store", "find_store", "init_store"]
 
@@ -155,6 +159,24 @@ class Store:
 
     def finish_commit(self, repo: str, commit_ref: str, description: str | None = None) -> Commit:
         return self.commits.finish_commit(repo, commit_ref, description)
+
+    @cached_property
+    def transactions(self) -> "Transactions":
+        from .transactions import Transactions
+
+        return Transactions(self.db, self.commits, self.pipelines)
+
+    def start_transaction(self) -> str:
+        return self.transactions.start_transaction()
+
+    def finish_transaction(self, txn: str | None = None) -> dict:
+        return self.transactions.finish_transaction(txn)
+
+    def delete_transaction(self, txn: str | None = None) -> dict:
+        return self.transactions.delete_transaction(txn)
+
+    def inspect_transaction(self, txn: str | None = None) -> dict:
+        return self.transactions.inspect_transaction(txn)
 
 
     # ================================================ files, cron, secrets

@@ -258,3 +258,49 @@ def test_validate_and_edit_pipeline(store, api, tmp_path):
     breaker.chmod(0o755)
     broken = dpl("edit-pipeline", "p", store=store, env={"EDITOR": str(breaker)}, check=False)
     assert broken.returncode != 0 and b"spec.transform" in broken.stderr and api.inspect_pipeline("p")["version"] == 2
+
+
+# ------------------------------------------------------------ transactions
+
+
+def test_a_transaction_lands_commits_and_a_pipeline_together_or_not_at_all(store, api, tmp_path):
+    api.create_repo("data")
+    api.create_repo("labels")
+    base = api.put_bytes("data", "master", {"/old.txt": b"old\n"})
+    txn = dpl("start-transaction", store=store).stdout.decode().strip()
+    again = dpl("start-transaction", store=store, check=False)
+    assert again.returncode != 0 and b"already open" in again.stderr
+    # separate dpl calls join it: two repos written, a pipeline created
+    (tmp_path / "a.txt").write_text("new a\n")
+    (tmp_path / "l.txt").write_text("label\n")
+    dpl("put-file", "data@master:/a.txt", tmp_path / "a.txt", store=store)
+    dpl("put-file", "labels@master:/l.txt", tmp_path / "l.txt", store=store)
+    spec = tmp_path / "p.json"
+    spec.write_text(picky(cmd=["sh", "-c", "cp /pfs/data/* /pfs/out/"]))
+    queued = dpl("create-pipeline", spec, store=store)
+    assert b"queued in transaction" in queued.stderr
+    # nothing is visible before it finishes
+    assert api.resolve_commit("data", "master").id == base.id and api.list_pipelines() == []
+    assert api.list_branches("labels") == [] or api.list_branches("labels")[0]["head"] is None
+    info = as_json(store, "inspect-transaction")
+    assert info["id"] == txn and sorted(info["commits"]) == ["data@master", "labels@master"]
+    assert info["ops"] == [{"kind": "create-pipeline", "pipeline": "p"}]
+    finish = dpl("finish-commit", "data@master", store=store, check=False)
+    assert finish.returncode != 0 and b"finish-transaction" in finish.stderr
+    dpl("finish-transaction", store=store)
+    # all of it at once: one global id across repos, the pipeline's first job in that wave
+    assert {c.repo for c in api.commits_with_id(txn)} >= {"data", "labels"}
+    assert api.resolve_commit("labels", "master").id == txn
+    [job] = api.list_jobs("p")
+    assert job["id"] == txn and job["state"] == "success"
+    assert sorted(r["path"] for r in api.list_files("p", "master").to_pylist()) == ["/a.txt", "/old.txt"]
+    # not at all: a transaction whose commit would collide rolls everything back, and stays open
+    txn2 = api.start_transaction()
+    api.put_bytes("labels", "master", {"/more.txt": b"more\n"})
+    api.put_bytes("data", "master", {"/a.txt/inside": b"x\n"})  # /a.txt is a file: a path collision at landing
+    failed = dpl("finish-transaction", store=store, check=False)
+    assert failed.returncode != 0 and b"both a file and a directory" in failed.stderr
+    assert api.resolve_commit("labels", "master").id == txn  # labels did not move either
+    assert api.inspect_transaction()["id"] == txn2
+    dropped = dpl("delete-transaction", store=store)
+    assert b"dropped open commits" in dropped.stderr and api.open_commit("labels", "master") is None

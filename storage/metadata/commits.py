@@ -105,6 +105,11 @@ def with_id(tx: Tx, prefix: str) -> list[Commit]:
     return [Commit.from_row(r) for r in rows]
 
 
+def open_with_id(tx: Tx, commit_id: str) -> list[Commit]:
+    """The open commits carrying this exact id (a dpl transaction's), by repo."""
+    return [Commit.from_row(r) for r in tx.all("SELECT * FROM commits WHERE id=? AND state='open' ORDER BY repo", (commit_id,))]
+
+
 def of_repo(tx: Tx, repo: str, limit: int | None = None) -> list[Commit]:
     """Every commit of a repo, newest first."""
     sql = "SELECT * FROM commits WHERE repo=? ORDER BY created DESC"

@@ -197,5 +197,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (repo, branch)
     );
     """,
+    # 6: dpl transactions (engine/transactions.py): commits and pipeline changes that land together.
+    """
+    CREATE TABLE transactions (
+        id TEXT PRIMARY KEY,                       -- also the global id of the commits it lands
+        created REAL NOT NULL,
+        state TEXT NOT NULL,                       -- 'open', 'finished' or 'deleted'
+        finished REAL
+    );
+    CREATE TABLE transaction_ops (
+        txn TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,                        -- 'create-pipeline' or 'update-pipeline'
+        body TEXT NOT NULL,                        -- JSON: the spec text, its source, reprocess
+        PRIMARY KEY (txn, seq)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
