@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import subprocess
@@ -249,7 +250,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, console, tmp_path):
+def page(browser, console, tmp_path, request):
     """A page that records console errors and refuses any request beyond the server."""
     server, _ = console
     context = browser.new_context()
@@ -267,7 +268,10 @@ def page(browser, console, tmp_path):
 
     pg.route("**/*", route)
     yield pg
-    (Path(tmp_path) / "last.png").write_bytes(pg.screenshot(full_page=True))
+    # DPL_CONSOLE_SCREENSHOTS=DIR keeps each browser test's last view there (README's pictures).
+    shots = Path(os.environ.get("DPL_CONSOLE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(shots / f"{request.node.name.removeprefix('test_in_a_browser_')}.png"))
     context.close()
     assert problems == []
 

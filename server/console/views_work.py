@@ -72,8 +72,8 @@ def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Opti
     s = store(request)
     info = plain(s.inspect_job(pipeline, job))
     # Failed datums first (they are what a reader came for), then by when they ran.
-    datums = sorted(plain(s.list_datums(info["pipeline"], info["id"])),
-                    key=lambda d: (_ORDER.get(d["state"], 4), d.get("started") or 0))
+    # Only the page's rows become JSON-ready (plain); a job may have 100,000 datums.
+    datums = sorted(s.list_datums(info["pipeline"], info["id"]), key=lambda d: (_ORDER.get(d["state"], 4), d.get("started") or 0))
     rows, next_cursor = page_of(datums, cursor)
     tails = {}
     for d in rows:
