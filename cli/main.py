@@ -330,16 +330,16 @@ def delete_file(
 # against what each module registers.
 MODULE_COMMANDS = {
     "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "inspect-branch",
-                "subscribe-commit", "list-branch", "delete-branch", "start-transaction", "finish-transaction",
-                "delete-transaction", "inspect-transaction"),
+                "subscribe-commit", "start-transaction", "finish-transaction", "delete-transaction", "inspect-transaction",
+                "list-branch", "delete-branch"),
     "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
     "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
-                  "run", "run-cron", "wait-commit", "wait-job", "stop-job", "delete-job", "restart-datum",
-                  "validate-pipeline", "edit-pipeline", "rerun-pipeline"),
+                  "wait-job", "stop-job", "delete-job", "restart-datum", "validate-pipeline", "edit-pipeline", "rerun-pipeline",
+                  "run", "run-cron", "wait-commit"),
     "provenance": ("provenance", "subvenance", "why", "draw-dag"),
     "secrets": ("create-secret", "list-secret", "delete-secret"),
-    "serve": ("serve", "connect", "disconnect"),
+    "serve": ("serve", "s3-gateway", "connect", "disconnect"),
     "mount": ("mount", "unmount"),
     "ui": ("ui",),
     "auth": ("login",),  # and the `dpl auth ...` group
