@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import bisect
+import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -34,7 +37,8 @@ def list_objects(gw, bucket: str, view, query: dict) -> Response:
         after = _untoken(token) if token else query.get("start-after", "")
     else:
         after = query.get("marker", "")
-    keys, sizes, hashes, when = _keys(gw.store, view, prefix)
+    listing = _keys(gw.store, view)
+    keys, sizes, hashes, when = listing.keys, listing.sizes, listing.hashes, listing.when
     contents, prefixes, truncated, last = _page(keys, prefix, delimiter, after, max_keys)
     url = query.get("encoding-type") == "url"
     enc = (lambda k: quote(k, safe="/")) if url else escape
@@ -57,35 +61,62 @@ def list_objects(gw, bucket: str, view, query: dict) -> Response:
         if truncated:
             out.append(f"<NextMarker>{enc(last)}</NextMarker>")
     for i in contents:
-        out.append(f"<Contents><Key>{enc(keys[i])}</Key><LastModified>{when}</LastModified><ETag>\"{hashes[i]}\"</ETag>"
+        out.append(f"<Contents><Key>{enc(keys[i])}</Key><LastModified>{when}</LastModified><ETag>\"{hashes[i].hex()}\"</ETag>"
                    f"<Size>{sizes[i]}</Size><StorageClass>STANDARD</StorageClass></Contents>")
     out.extend(f"<CommonPrefixes><Prefix>{enc(p)}</Prefix></CommonPrefixes>" for p in prefixes)
     out.append("</ListBucketResult>")
     return _xml("".join(out))
 
-def _keys(store, view, prefix: str) -> tuple[list, list, list, str]:
-    """The sorted keys under `prefix` (and their sizes, hashes), and the commit's time."""
-    import pyarrow.compute as pc
+@dataclass
+class _Keys:
+    """A commit's sorted keys, sizes and content hashes (never changing: commits do not)."""
 
+    keys: list[str]
+    sizes: list[int]
+    hashes: list[bytes]
+    when: str
+
+
+_cache: OrderedDict = OrderedDict()  # (store, repo, commit) -> _Keys: paging a big listing reads the index once
+_cache_lock = threading.Lock()
+CACHED = 4
+
+
+def _keys(store, view) -> _Keys:
     commit = view.pinned(store)
     if commit is None:
-        return [], [], [], _iso(time.time())
+        return _Keys([], [], [], _iso(time.time()))
+    key = (str(store.root), commit.repo, commit.id)
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
     table = store.files.commit_table(commit)
-    if prefix:
-        table = table.filter(pc.starts_with(table["path"], "/" + prefix))
-    keys = [p[1:] for p in table["path"].to_pylist()]
-    hashes = [h.hex() for h in table["hash"].to_pylist()]
-    return keys, table["size"].to_pylist(), hashes, _iso(commit.finished or commit.created)
+    # Index paths sort by UTF-8 bytes, which is code point order: the order of Python's strings too.
+    found = _Keys([p[1:] for p in table["path"].to_pylist()], table["size"].to_pylist(), table["hash"].to_pylist(),
+                  _iso(commit.finished or commit.created))
+    with _cache_lock:
+        _cache[key] = found
+        while len(_cache) > CACHED:
+            _cache.popitem(last=False)
+    return found
+
 
 def _page(keys: list[str], prefix: str, delimiter: str, after: str, max_keys: int):
-    """One page of a listing: (indexes of keys, common prefixes, truncated, last entry returned)."""
+    """One page of a listing: (indexes of keys, common prefixes, truncated, last entry returned).
+
+    Every step is a binary search or one key returned, so a page costs its
+    own size, whatever the size of the listing."""
     contents, prefixes = [], []
-    i = bisect.bisect_right(keys, after) if after else 0
-    if after and delimiter and after.endswith(delimiter):
-        while i < len(keys) and keys[i].startswith(after):  # the page ended on a common prefix: skip what it rolled up
-            i += 1
+    end = bisect.bisect_left(keys, prefix + "\U0010ffff") if prefix else len(keys)
+    i = bisect.bisect_left(keys, prefix) if prefix else 0
+    if after:
+        i = max(i, bisect.bisect_right(keys, after))
+        if delimiter and after.endswith(delimiter):  # the last page ended on a common prefix: past what it rolled up
+            i = max(i, bisect.bisect_left(keys, after + "\U0010ffff"))
     last = ""
-    while i < len(keys):
+    while i < end:
         if len(contents) + len(prefixes) >= max_keys:
             return contents, prefixes, True, last
         key = keys[i]
