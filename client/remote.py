@@ -215,6 +215,8 @@ class RemoteStore:
 
     def put_files(self, repo: str, branch: str, sources: list, *, append: bool = False, description: str = "", progress=None) -> Commit:
         params = {"branch": branch, "append": append, "description": description}
+        if transfer.negotiable(sources):
+            return self._put_negotiated(repo, params, sources, progress)
         one = transfer.single_file(sources)
         if one is not None:
             path, local = one
@@ -224,6 +226,24 @@ class RemoteStore:
             answer = self._send("POST", f"/repos/{_q(repo)}/upload", params={**params, "dest": "/"},
                                 content=transfer.tar_body(sources, progress), headers={"Content-Type": "application/x-tar"})
         return _commit(answer.json())
+
+    def _put_negotiated(self, repo: str, params: dict, sources: list, progress) -> Commit:
+        """Send only the chunks the server lacks, then land the files from their rows (see `transfer`)."""
+        files = transfer.chunked(sources, progress)
+        ids = list(dict.fromkeys(ref["chunk"].hex() for f in files for ref in f["refs"]))
+        missing: set[bytes] = set()
+        for i in range(0, len(ids), 50_000):
+            answer = self._call("POST", f"/repos/{_q(repo)}/chunks/missing", {"ids": ids[i : i + 50_000]})
+            missing.update(bytes.fromhex(h) for h in answer["missing"])
+        if missing:
+            self._send("POST", f"/repos/{_q(repo)}/chunks", content=transfer.chunk_frames(files, missing),
+                       headers={"Content-Type": "application/octet-stream"})
+        rows = [{"path": f["path"], "size": f["size"], "hash": f["hash"].hex(),
+                 "refs": [[r["chunk"].hex(), r["offset"], r["length"]] for r in f["refs"]]} for f in files]
+        commit = _commit(self._call("POST", f"/repos/{_q(repo)}/land", {**params, "files": rows}))
+        if progress:
+            progress(len(files), sum(f["size"] for f in files))
+        return commit
 
     def put_bytes(self, repo: str, branch: str, files: dict[str, bytes], *, replace: bool = False, description: str = "") -> Commit:
         if replace:

@@ -1,10 +1,12 @@
 """Moving file bytes between this machine and a server, streamed both ways.
 
-An upload is one request: a single file goes as its raw bytes, anything
-else (directories, several sources) as a tar stream written by a thread
-into a pipe while httpx reads the other end, so no file is held in memory
-and the server lands the whole put as one commit.  (The next slice replaces
-this with chunk negotiation: only chunks the server lacks travel.)
+An upload of local files negotiates chunks: the client chunks them with the
+server's CDC (`chunked`), asks which chunk ids the server lacks, sends only
+those (`chunk_frames`, rebuilt from the files, never held all in memory),
+then has the server land the files from their rows.  Re-putting a big file
+that changed in one place sends about the chunks around the change.  Stdin
+goes as one request, its raw bytes (or a tar stream, written by a thread
+into a pipe while httpx reads the other end), landed as one commit.
 """
 
 from __future__ import annotations
@@ -107,3 +109,75 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+# ------------------------------------------------------- negotiated uploads
+
+
+class _Ids:
+    """A chunk store that keeps nothing: the client only wants the chunk ids
+    and boundaries the server's `ChunkWriter` would make of the same bytes."""
+
+    def put(self, oid: bytes, data) -> bool:
+        return True
+
+    def sync(self) -> None:
+        pass
+
+
+def chunked(sources, progress: Progress | None):
+    """Chunk every file of `sources` as the server would: (files, chunk ids in
+    stream order) with each file's (path, local, size, hash, refs)."""
+    import xxhash
+
+    from ..storage.chunking import ChunkWriter
+
+    writer = ChunkWriter(_Ids())  # the same CDC and the same per-file boundaries as a put on the server
+    files, starts, sizes = [], [], []
+    nbytes = 0
+    for src in sources:
+        for path, local in walk(src.local, src.dest):
+            hasher = xxhash.xxh3_128()
+            with open(local, "rb", buffering=0) as f:
+                start, size = writer.write_from(f, hasher)
+            files.append({"path": path, "local": local, "size": size, "hash": hasher.digest()})
+            starts.append(start)
+            sizes.append(size)
+            nbytes += size
+            if progress and len(files) % 1000 == 0:
+                progress(len(files), nbytes)
+    refs = writer.refs(starts, sizes).to_pylist()
+    for f, r in zip(files, refs):
+        f["refs"] = r
+    return files
+
+
+def chunk_frames(files: list[dict], wanted: set[bytes]) -> Iterator[bytes]:
+    """The frames (8-byte length, bytes) of the `wanted` chunks, rebuilt from
+    the local files whose refs cover them, each checked against its id."""
+    import xxhash
+
+    pieces: dict[bytes, list] = {}
+    for f in files:
+        at = 0
+        for ref in f["refs"]:
+            if ref["chunk"] in wanted:
+                pieces.setdefault(ref["chunk"], []).append((ref["offset"], f["local"], at, ref["length"]))
+            at += ref["length"]
+    for oid, parts in pieces.items():
+        parts.sort()
+        data = bytearray()
+        for _, local, at, n in parts:
+            with open(local, "rb") as fh:
+                fh.seek(at)
+                data += fh.read(n)
+        if xxhash.xxh3_128_digest(data) != oid:
+            from ..storage.errors import DplError
+
+            raise DplError(f"{parts[0][1]} changed while it was uploaded; nothing was committed.", hint="Put it again once it is written.")
+        yield len(data).to_bytes(8, "big") + bytes(data)
+
+
+def negotiable(sources) -> bool:
+    """Every source is a local file or directory (stdin is sent as it is read)."""
+    return all(src.local != "-" and os.path.exists(src.local) for src in sources)

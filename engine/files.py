@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from . import uploads
 from .commits import Commits, pc_sum
 from .gc import cleans_up_after_disk_full
 from .listing import diff_tables, group_runs as _group_runs  # noqa: F401  (tests import them from here)
@@ -299,6 +300,26 @@ class Files:
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
         return {**info, "type": "dir", "size": pc_sum(beneath["size"]), "files": beneath.num_rows,
                 "hash": None, "committed": commit.finished}
+
+    # ------------------------------------------- uploads that negotiate chunks
+    # (engine/uploads.py)
+
+    def missing_chunks(self, ids: list[bytes]) -> list[bytes]:
+        return uploads.missing(self.chunks, ids)
+
+    def put_chunk(self, data) -> bytes:
+        return uploads.put_chunk(self.chunks, data)
+
+    @writes_objects
+    @cleans_up_after_disk_full
+    def land_rows(self, repo: str, branch: str, rows: list[dict], *, append: bool = False, description: str = "") -> Commit:
+        """Land files from ready-made rows (path, size, hash, refs) whose chunks the store holds, as one commit."""
+        self.repos.repo(repo)
+        self.repos.refuse_output_branch(repo, branch, "put files into")
+        table = uploads.rows_table(self.chunks, self.reader, rows)
+        if append:
+            return self._write_layer_append(repo, branch, table, description)
+        return self._write_layer(repo, branch, table, description)
 
     def _head(self, repo: str, branch: str) -> str | None:
         """The branch's head, None for a branch with no commit or none at all (a write makes it)."""

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from . import api_auth, api_data, api_pipelines, console
+from . import api_auth, api_data, api_pipelines, api_uploads, console
 from .observe import Metrics, log_event
 from .scheduler import Scheduler
 from ..storage.errors import DplError
@@ -111,6 +111,7 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
     app.include_router(api_data.router)
     app.include_router(api_pipelines.router)
     app.include_router(api_auth.router)
+    app.include_router(api_uploads.router)
     console.mount(app)  # the pages at / (after the API, whose routes are matched first)
     return _Observed(app, metrics)
 
@@ -132,6 +133,12 @@ class _Observed:
         began = time.perf_counter()
         status = [500]
         first = [None]
+        body = [0]
+
+        async def receiving():
+            message = await receive()
+            body[0] += len(message.get("body", b""))
+            return message
 
         async def sending(message):
             if message["type"] == "http.response.start":
@@ -140,7 +147,7 @@ class _Observed:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receiving, sending)
         finally:
             state = scope.get("state") or {}
             if state.get("audited") and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
@@ -148,6 +155,8 @@ class _Observed:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = first[0] if first[0] is not None else time.perf_counter() - began
             self.metrics.observe_request(scope["method"], route, status[0], seconds)
+            if body[0]:
+                self.metrics.received.labels(scope["method"], route).inc(body[0])
             log_event("request", method=scope["method"], path=scope["path"], route=route, status=status[0],
                       ms=round(seconds * 1000, 2), client=(scope.get("client") or ("?",))[0])
 

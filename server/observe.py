@@ -58,6 +58,8 @@ class Metrics:
             ["method", "route"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # What came over the network: an upload that negotiates chunks should cost about the change, not the file.
+        self.received = Counter("dpl_http_received_bytes", "Request body bytes received.", ["method", "route"], registry=self.registry)
         self.commits = Counter("dpl_commits_landed", "Commits this server landed (puts, deletes, finished commits, cron ticks).",
                                ["repo"], registry=self.registry)
         self.jobs_run = Counter("dpl_jobs_run", "Jobs this server's scheduler ran, by final state.", ["pipeline", "state"],

@@ -152,10 +152,10 @@ def test_login_saves_the_token_for_that_address_only_readable_by_its_owner(team,
 
 def test_every_api_route_has_an_access_rule():
     from dpl.engine import Store  # noqa: F401  (the app imports the engine)
-    from dpl.server import api_auth, api_data, api_pipelines
+    from dpl.server import api_auth, api_data, api_pipelines, api_uploads
     from dpl.server.guard import RULES
 
-    for router in (api_data.router, api_pipelines.router, api_auth.router):
+    for router in (api_data.router, api_pipelines.router, api_auth.router, api_uploads.router):
         for route in router.routes:
             for method in route.methods:
                 assert (method, route.path) in RULES, (method, route.path)
