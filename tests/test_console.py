@@ -309,6 +309,7 @@ def test_in_a_browser_a_job_page_follows_the_running_job_live(page, console):
     page.wait_for_function("document.querySelector('#job [data-field=state]').textContent === 'success'", timeout=30_000)
     assert page.evaluate("window.notReloaded") is True  # the page changed by events, not by reloading
     page.wait_for_selector("#datums tr.datum.success")
+    page.wait_for_selector("#job-meta :text('why datums ran: new input')")  # refreshed once, when the job ended
     assert page.inner_text("[data-field=processed]") != "0"
 
 
@@ -321,3 +322,7 @@ def test_in_a_browser_a_csv_previews_as_a_table_and_lineage_draws(page, console)
     page.wait_for_function("window.dplGraph && window.dplGraph.nodes().length >= 3")
     _click_node(page, page.evaluate("window.dplGraph.nodes().filter(n => n.data('node').origin === 'user')[0].id()"))
     page.wait_for_selector("#node-info :text('a user commit')")
+    before = page.evaluate("window.dplGraph.nodes().length")
+    page.click("#expand")  # a user file's own lineage reaches forward to what else was derived from it
+    page.wait_for_selector("#expand:text('expanded')")
+    assert page.evaluate("window.dplGraph.nodes().length") >= before

@@ -68,7 +68,7 @@ def pipeline_diff(request: Request, name: str, a: int, b: int):
 
 @router.get("/jobs/{job}")
 @html_errors
-def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Optional[str] = None):
+def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Optional[str] = None, fragment: Optional[str] = None):
     s = store(request)
     info = plain(s.inspect_job(pipeline, job))
     # Failed datums first (they are what a reader came for), then by when they ran.
@@ -82,7 +82,7 @@ def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Opti
             tails[d["datum"]] = "\n".join(("\n".join(r["stdout"].splitlines()[-10:]), "\n".join(r["stderr"].splitlines()[-10:]))).strip() \
                 if logs else ""
     context = dict(info=info, datums=rows, next_cursor=next_cursor, tails=tails)
-    if request.headers.get("hx-request"):
+    if fragment == "datums":  # the rows alone: a page of "more", or the refresh when a followed job ends
         return render(request, "datum_rows.html", **context)
     return render(request, "job.html", why=plain(s.why(info["pipeline"], info["id"])), **context)
 

@@ -21,6 +21,8 @@ function makeGraph(el, elements, onTap) {
     layout: { name: "dagre", rankDir: "LR", nodeSep: 18, rankSep: 70 },
   });
   cy.on("tap", "node", (event) => onTap(event.target));
+  // A small graph fitted to the box would be drawn huge; keep it at most a little over life size.
+  if (cy.zoom() > 1.25) { cy.zoom(1.25); cy.center(); }
   return cy;
 }
 
@@ -74,6 +76,7 @@ function lineage(el) {
       fresh.forEach((e) => { if (e.group === "nodes") e.data.colour = COLOURS[e.data.node.origin] || COLOURS.none; });
       cy.add(fresh);
       cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 18, rankSep: 70 }).run();
+      if (cy.zoom() > 1.25) { cy.zoom(1.25); cy.center(); }
       expand.textContent = "expanded (" + fresh.length + " new)";
     });
     info.append(text("p"), expand);
@@ -99,7 +102,9 @@ function followJob(el) {
     el.querySelector("[data-bar]").style.width = (job.total ? (100 * done) / job.total : 0) + "%";
     if (!["created", "running"].includes(job.state)) {
       source.close();
-      htmx.ajax("GET", window.location.pathname + window.location.search, { target: "#datums", swap: "innerHTML" });
+      const here = window.location.pathname + window.location.search;
+      htmx.ajax("GET", here + (window.location.search ? "&" : "?") + "fragment=datums", { target: "#datums", swap: "innerHTML" });
+      htmx.ajax("GET", here, { target: "#job-meta", select: "#job-meta", swap: "outerHTML" });
     }
   });
   source.onerror = () => { if (!["created", "running"].includes(el.dataset.state)) source.close(); };
