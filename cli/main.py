@@ -344,6 +344,7 @@ MODULE_COMMANDS = {
     "ui": ("ui",),
     "auth": ("login",),  # and the `dpl auth ...` group
     "debug": ("debug-datum",),
+    "verify": ("verify",),
 }
 _registered: set[str] = set()
 
@@ -393,6 +394,10 @@ def _command_module(name: str):
         from . import debug
 
         return debug
+    if name == "verify":
+        from . import verify
+
+        return verify
     from . import provenance
 
     return provenance

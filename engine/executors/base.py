@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import pyarrow as pa
 
@@ -61,6 +61,9 @@ class JobContext:
     deadline: float | None = None  # job_timeout, as a time.time()
     cancelled: threading.Event = field(default_factory=threading.Event)
     reader: object = None  # the job's ChunkReader, made by the step runner on first use
+    # What becomes of /pfs/out after a datum succeeds: None stores it (`runner.collect_outputs`);
+    # `dpl verify` (engine/verify.py) passes a function that only hashes it.
+    collect: Callable | None = None
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())

@@ -93,7 +93,7 @@ def run_step(ctx: JobContext, task: DatumTask, box: Box, cache_dir: str | None =
             result.exit_code, result.error = None, "cancelled"
         judge(ctx, result)
         if result.ok:
-            result.outputs = collect_outputs(ctx, task, box)
+            result.outputs = (ctx.collect or collect_outputs)(ctx, task, box)
     except UnreadableOutput as e:
         result.exit_code, result.error = None, str(e)
     finally:

@@ -213,5 +213,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (txn, seq)
     );
     """,
+    # 7: what `dpl verify` found about an output commit (engine/verify.py): the latest verification of each.
+    """
+    CREATE TABLE verifications (
+        repo TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        verified REAL NOT NULL,
+        executor TEXT NOT NULL,
+        checked INTEGER NOT NULL,                  -- datums re-run
+        reproducible INTEGER NOT NULL,             -- of those, the ones whose outputs hashed the same
+        total INTEGER NOT NULL,                    -- datums that made the commit
+        sample INTEGER,                            -- --sample N, if given
+        report TEXT NOT NULL DEFAULT '[]',         -- JSON: per datum, the differing files and diffs
+        PRIMARY KEY (repo, commit_id)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
