@@ -27,9 +27,9 @@ GraphOpt = typer.Option(None, "--graph", "-g", help="Print a graph instead: dot 
 
 
 def _store():
-    from ..engine import Store
+    from .main import store  # one place decides which store (or server) commands act on
 
-    return Store.open()
+    return store()
 
 
 def _file_label(node: dict) -> str:

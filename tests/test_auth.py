@@ -174,3 +174,24 @@ def test_beyond_loopback_serve_needs_auth(tmp_path):
         assert server.http.get("/api/v1/repos").status_code == 401
     finally:
         assert server.stop() == 0
+
+
+def test_provenance_commands_go_through_the_server_and_answer_as_embedded(team, tmp_path):
+    server, tokens, http, base = team
+    http["admin"].post("/api/v1/repos", json={"name": "prov_in"}).raise_for_status()
+    spec = {"pipeline": {"name": "prov_out"}, "transform": {"cmd": ["sh", "-c", "cp /pfs/prov_in/* /pfs/out/"]},
+            "input": {"pfs": {"repo": "prov_in", "glob": "/*"}}}
+    http["admin"].post("/api/v1/pipelines", json={"spec": json.dumps(spec)}).raise_for_status()
+    http["admin"].put("/api/v1/repos/prov_in/content", params={"path": "/x.txt"}, content=b"x").raise_for_status()
+    wait_until(lambda: http["admin"].get("/api/v1/repos/prov_out/content", params={"path": "/x.txt"}).status_code == 200,
+               what="the pipeline's output")
+    job = http["admin"].get("/api/v1/jobs", params={"pipeline": "prov_out"}).json()["items"][0]["id"]
+    local = {**_env(tmp_path), "DPL_ADDRESS": "local", "DPL_STORE": str(server.store)}
+    for args in (["provenance", "prov_out@master:/x.txt", "-o", "json"], ["subvenance", "prov_in@master:/x.txt", "-o", "json"],
+                 ["why", f"prov_out@{job}", "-o", "json"], ["draw-dag"]):
+        remote = as_user(server, tokens, "admin", *args)
+        assert remote.stdout == dpl(*args, env=local).stdout, args
+        assert remote.stdout.strip()
+    # Through the server, provenance is read with the reader's rights.
+    refused = as_user(server, tokens, "bob", "provenance", "prov_out@master:/x.txt", check=False)
+    assert refused.returncode == 1 and b"needs the reader role on repo 'prov_out' to read its provenance" in refused.stderr
