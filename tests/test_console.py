@@ -326,3 +326,14 @@ def test_in_a_browser_a_csv_previews_as_a_table_and_lineage_draws(page, console)
     page.click("#expand")  # a user file's own lineage reaches forward to what else was derived from it
     page.wait_for_selector("#expand:text('expanded')")
     assert page.evaluate("window.dplGraph.nodes().length") >= before
+
+
+def test_in_a_browser_stop_and_start_go_through_the_api(page, console):
+    server, _ = console
+    page.goto(f"{server.url}/pipelines/count")
+    page.click("button.write:text('Stop')")
+    page.wait_for_selector("button.write:text('Start')")  # the page reloaded with the pipeline stopped
+    assert server.http.get("/api/v1/pipelines/count").json()["state"] != "running"
+    page.click("button.write:text('Start')")
+    page.wait_for_selector("button.write:text('Stop')")
+    assert server.http.get("/api/v1/pipelines/count").json()["state"] == "running"
