@@ -34,8 +34,8 @@ def run(argv: list[str]) -> bool:
     if shows_progress and sys.stderr.isatty():
         return False
     parsed = _parse(argv[1:], flags, positionals)
-    if parsed is None:
-        return False
+    if parsed is None or (argv[0] == "put-file" and any("://" in a for a in parsed[0][1:])):
+        return False  # a URL to fetch: typer's put-file stages it (engine/fetching.py)
     from ..client.config import address
 
     if address(None) is not None:  # DPL_ADDRESS or `dpl connect`: the server answers, through the app

@@ -173,6 +173,27 @@ class RemoteStore:
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         self._call("DELETE", f"/repos/{_q(repo)}/branches/{_q(branch)}", force=force)
 
+    def inspect_branch(self, repo: str, branch: str) -> dict:
+        return self._get(f"/repos/{_q(repo)}/branches/{_q(branch)}")
+
+    def subscribe_commits(self, repo: str, branch: str, *, new: bool = False, poll: float = 0.5, stop=None):
+        """As the embedded Store's: each commit as it becomes the branch's head, polled over HTTP."""
+        seen = self.inspect_branch(repo, branch)["head"] if new else None
+        while True:
+            head = self.inspect_branch(repo, branch)["head"]
+            if head is not None and head != seen:
+                chain, cid = [], head
+                while cid is not None and cid != seen and len(chain) < 10_000:
+                    commit = self.get_commit(repo, cid)
+                    chain.append(commit)
+                    cid = commit.parent
+                yield from reversed(chain)
+                seen = head
+            if stop is not None and stop.wait(poll):
+                return
+            if stop is None:
+                time.sleep(poll)
+
     # --------------------------------------------------------------- commits
 
     def resolve_commit(self, repo: str, ref: str | None = None, *, allow_open: bool = False) -> Commit:
@@ -277,6 +298,9 @@ class RemoteStore:
         return self._rows(self._all(f"/repos/{_q(repo)}/diff", ref=ref, other_repo=other_repo, other_ref=other_ref))
 
     def file_row(self, repo: str, ref: str | None, path: str) -> dict:
+    def inspect_file(self, repo: str, ref: str | None, path: str) -> dict:
+        return self._get(f"/repos/{_q(repo)}/inspect-file", ref=ref, path=path)
+
         """The file's path, size and hash, and the commit it is read from (what `write_file_to` takes)."""
         return self._get(f"/repos/{_q(repo)}/file", ref=ref, path=path)
 
@@ -401,6 +425,40 @@ class RemoteStore:
 
     def datum_logs(self, pipeline: str | None, job: str, datum: str | None = None) -> list[dict]:
         return self._all(f"/jobs/{_q(job)}/logs", pipeline=pipeline, datum=datum)
+
+    def wait_job(self, pipeline: str | None, job: str, *, timeout: float | None = None) -> dict:
+        """The job once the server's scheduler has finished it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.inspect_job(pipeline, job)
+            if info["state"] not in UNFINISHED:
+                return info
+            if deadline is not None and time.monotonic() > deadline:
+                raise DplError(f"Job {info['pipeline']}@{info['id'][:12]} is still {info['state']} after {timeout:g} s.", hint="Wait longer.")
+            time.sleep(0.2)
+
+    def latest_job(self, pipeline: str) -> str:
+        jobs = self.list_jobs(pipeline, limit=1)
+        if not jobs:
+            raise DplError(f"Pipeline {pipeline!r} has no job yet.", hint="Put data in its inputs.")
+        return jobs[0]["id"]
+
+    def follow_logs(self, pipeline: str | None, job: str, datum: str | None = None):
+        """Each datum's logs as it finishes, until the job is finished (polled over HTTP)."""
+        shown: set[str] = set()
+        while True:
+            info = self.inspect_job(pipeline, job)
+            try:
+                entries = self.datum_logs(info["pipeline"], info["id"], datum)
+            except DplError:
+                entries = []  # that datum has not run yet
+            for e in entries:
+                if e["datum"] + e["state"] not in shown and e["state"] not in UNFINISHED:
+                    shown.add(e["datum"] + e["state"])
+                    yield e
+            if info["state"] not in UNFINISHED:
+                return
+            time.sleep(0.3)
 
     # ----------------------------------------------------------- provenance
 

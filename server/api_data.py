@@ -191,6 +191,18 @@ def file_info(request: Request, repo: str, path: str, ref: Optional[str] = None)
     return {"repo": repo, "commit": commit.id, "path": row["path"], "size": row["size"], "hash": row["hash"].hex()}
 
 
+@router.get("/repos/{repo}/inspect-file", tags=["files"])
+def inspect_file(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """A file or directory: type, size, hash, chunk refs, and the commit it was read from (`dpl inspect-file`)."""
+    return _store(request).inspect_file(repo, ref, path)
+
+
+@router.get("/repos/{repo}/branches/{branch}", tags=["branches"])
+def inspect_branch(request: Request, repo: str, branch: str):
+    """A branch: head, when it moved, open commit, readers and trigger (`dpl inspect-branch`)."""
+    return _store(request).inspect_branch(repo, branch)
+
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 

@@ -50,6 +50,8 @@ RULES: dict[tuple[str, str], object] = {
     ("GET", f"{R}/repos/{{repo}}/glob"): Role("reader", "read it"),
     ("GET", f"{R}/repos/{{repo}}/diff"): Role("reader", "read it", also="other_repo"),
     ("GET", f"{R}/repos/{{repo}}/file"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/inspect-file"): Role("reader", "read it"),
+    ("GET", f"{R}/repos/{{repo}}/branches/{{branch}}"): Role("reader", "read it"),
     ("GET", f"{R}/repos/{{repo}}/content"): Role("reader", "read it"),
     ("PUT", f"{R}/repos/{{repo}}/content"): Role("writer", "put files into it"),
     ("POST", f"{R}/repos/{{repo}}/upload"): Role("writer", "put files into it"),

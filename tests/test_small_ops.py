@@ -267,6 +267,7 @@ def test_put_file_does_what_the_typer_command_does_and_says_the_same(tmp_path):
         (["put-file", "nosuch@master:/x.txt", str(src / "a.txt")], None),
         (["put-file", "r@master:/t", str(src / "tree")], None),
         (["put-file", "-o", "json", "r@master:/y.txt", str(src / "a.txt")], None),
+        (["put-file", "r@master:/u.txt", "http://127.0.0.1:9/u.txt"], None),  # nothing listens there
         (["create-pipeline", str(spec)], None),
         (["put-file", "--no-wait", "-x", "local", "r@master:/b.txt", str(src / "a.txt")], None),
         (["put-file", "r@master:/a.txt", str(src / "tree" / "t.txt")], None),  # runs the job the commit starts
