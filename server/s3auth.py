@@ -23,6 +23,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from .s3errors import S3Error
 
@@ -59,27 +60,40 @@ class Keys:
 
 
 def verify(keys: Keys, auth, method: str, raw_path: str, raw_query: str, headers) -> tuple[str, object]:
-    """Check the request's SigV4 signature: (the payload hash the client
-    signed, which the body must then match; who the request acts as, a dpl
-    `Principal`, or None for an admin or an open gateway).  Raises S3Error
-    (403) when the signature is wrong or the key unknown."""
+    """Check the request's SigV4 signature (an Authorization header, or a
+    presigned URL's query): (the payload hash the client signed, which the
+    body must then match; who the request acts as, a dpl `Principal`, or
+    None for an admin or an open gateway).  Raises S3Error (403) when the
+    signature is wrong, expired or the key unknown."""
     payload = headers.get("x-amz-content-sha256", UNSIGNED)
     users = auth.active()
     if keys.open and not users:
         return payload, None
     header = headers.get("authorization")
-    if not header:
-        if "X-Amz-Signature=" in raw_query:
-            raise S3Error("AccessDenied", "Presigned URLs are not supported by the dpl S3 gateway.")
-        raise S3Error("AccessDenied", "The request is not signed.")
-    match = _AUTH.match(header)
-    if not match:
-        raise S3Error("AccessDenied", "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is accepted.")
-    credential, signed, signature = match.groups()
+    if header:
+        match = _AUTH.match(header)
+        if not match:
+            raise S3Error("AccessDenied", "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is accepted.")
+        credential, signed, signature = match.groups()
+        stamp, query, presigned = headers.get("x-amz-date") or "", raw_query, False
+    else:
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
+        if "X-Amz-Signature" not in params:
+            if "AWSAccessKeyId" in params:
+                raise S3Error("AccessDenied", "Presigned URLs must be signed with Signature Version 4 "
+                              "(boto3: Config(signature_version='s3v4')).")
+            raise S3Error("AccessDenied", "The request is not signed.")
+        if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+            raise S3Error("AccessDenied", "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is accepted.")
+        credential, signed, signature = params.get("X-Amz-Credential", ""), params.get("X-Amz-SignedHeaders", "host"), params["X-Amz-Signature"]
+        stamp, presigned = params.get("X-Amz-Date", ""), True
+        # What was signed is the query without its signature.
+        query = "&".join(p for p in raw_query.split("&") if not p.startswith("X-Amz-Signature="))
+        payload = UNSIGNED
     try:
         access_key, day, region, service, terminator = credential.split("/")
     except ValueError:
-        raise S3Error("AuthorizationHeaderMalformed", "The Credential of the Authorization header is malformed.") from None
+        raise S3Error("AuthorizationHeaderMalformed", "The Credential of the signature is malformed.") from None
     secret, who = keys.secret(access_key), None
     if secret is None and users:
         found = auth.user_for_access_key(access_key)
@@ -87,23 +101,30 @@ def verify(keys: Keys, auth, method: str, raw_path: str, raw_query: str, headers
             who, secret = found
     if secret is None:
         raise S3Error("InvalidAccessKeyId", "The access key is not one this gateway knows (nor a token's id, or the token expired).")
-    stamp = headers.get("x-amz-date") or ""
     try:
         when = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
     except ValueError:
-        raise S3Error("AccessDenied", "The request has no valid X-Amz-Date header.") from None
-    if abs(datetime.datetime.now(datetime.timezone.utc) - when) > SKEW or stamp[:8] != day:
+        raise S3Error("AccessDenied", "The request has no valid X-Amz-Date.") from None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if presigned:
+        expires = dict(parse_qsl(raw_query)).get("X-Amz-Expires", "")
+        if not expires.isdigit() or now > when + datetime.timedelta(seconds=int(expires)) or when - now > SKEW:
+            raise S3Error("AccessDenied", "The presigned URL has expired.")
+    elif abs(now - when) > SKEW:
         raise S3Error("RequestTimeTooSkewed", "The request's time is too far from the server's.")
-    expected = _signature(secret, access_key, region, service, stamp, method, raw_path, raw_query,
-                          {name: headers.get(name, "") for name in signed.split(";")})
+    if stamp[:8] != day:
+        raise S3Error("AccessDenied", "The signature's date is not the request's.")
+    expected = _signature(secret, access_key, region, service, stamp, method, raw_path, query,
+                          {name: headers.get(name, "") for name in signed.split(";")}, presigned)
     if not hmac.compare_digest(expected, signature):
         raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. "
                       "Check your key and signing method.")
     return payload, who
 
 
-def _signature(secret, access_key, region, service, stamp, method, raw_path, raw_query, signed_headers: dict) -> str:
-    from botocore.auth import S3SigV4Auth
+def _signature(secret, access_key, region, service, stamp, method, raw_path, raw_query, signed_headers: dict,
+               presigned: bool) -> str:
+    from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
@@ -111,6 +132,7 @@ def _signature(secret, access_key, region, service, stamp, method, raw_path, raw
     request = AWSRequest(method=method, url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
                          headers=signed_headers)
     request.context["timestamp"] = stamp
-    auth = S3SigV4Auth(Credentials(access_key, secret), service, region)
+    # The query signer differs only in the payload it signs (UNSIGNED-PAYLOAD, as a URL has no body hash).
+    auth = (S3SigV4QueryAuth if presigned else S3SigV4Auth)(Credentials(access_key, secret), service, region)
     canonical = auth.canonical_request(request)
     return auth.signature(auth.string_to_sign(request, canonical), request)

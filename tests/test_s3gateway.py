@@ -34,12 +34,13 @@ class Gateway:
                                       "--poll", "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         self.url = _address(self.log, self.proc)
 
-    def client(self, access: str = ACCESS, secret: str = SECRET):
+    def client(self, access: str = ACCESS, secret: str = SECRET, **config):
         import boto3
         from botocore.config import Config
 
         return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=access, aws_secret_access_key=secret,
-                            region_name="us-east-1", config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+                            region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -104,6 +105,12 @@ def test_put_get_range_head_and_errors(gateway):
     assert _error(lambda: s3.list_objects_v2(Bucket="master.nosuchrepo")) == ("NoSuchBucket", 404)
     assert _error(lambda: gateway.client(secret="wrong").list_buckets()) == ("SignatureDoesNotMatch", 403)
     assert _error(lambda: s3.get_object(Bucket="master.photos", Key="a/b.txt", Range="bytes=99-")) == ("InvalidRange", 416)
+    import httpx
+
+    link = gateway.client(signature_version="s3v4").generate_presigned_url("get_object", Params={"Bucket": "master.photos", "Key": "a/b.txt"}, ExpiresIn=60)
+    assert httpx.get(link).content == b"hello, gateway"  # a presigned URL, for a browser or curl
+    assert httpx.get(link.replace("a/b.txt", "a/c.txt")).status_code == 403
+    assert httpx.get(link.replace("X-Amz-Expires=60", "X-Amz-Expires=3600")).status_code == 403
     names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert "master.photos" in names
 
