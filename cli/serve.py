@@ -53,10 +53,18 @@ def register(app: typer.Typer) -> None:
 
         if "://" not in url:
             url = "http://" + url
+        from ..engine.auth import Unauthenticated
+
+        login = None
         with open_remote(url) as remote:
-            remote.list_repos()  # refuse an address that does not answer as a dpl server
+            try:
+                remote.list_repos()  # refuse an address that does not answer as a dpl server
+            except Unauthenticated as e:  # a dpl server with auth on: connect, then log in
+                login = e.message
         path = write_config({**read_config(), "address": url})
         render.info(f"dpl commands now act on {url} (saved in {path}; `dpl disconnect` goes back to the local store)")
+        if login:
+            render.info(f"{login} Log in with `dpl auth login`.")
 
     @app.command("disconnect")
     def disconnect():

@@ -59,8 +59,13 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     from .observe import route_logging
     from ..engine import Store
 
-    store = Store.open(store_path)
-    if not is_loopback(host) and not store.auth.active():
+    try:
+        store = Store.open(store_path)
+    except (DplError, OSError):
+        if is_loopback(host):
+            raise
+        store = None  # no store, so no users: the refusal below says what a server beyond loopback needs
+    if not is_loopback(host) and (store is None or not store.auth.active()):
         # Without users every request is let in: only this machine may talk to such a server.
         raise DplError(f"dpl serve listens only on a loopback address while the store has no users, not {host!r}: "
                        "beyond this machine it needs auth.",

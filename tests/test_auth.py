@@ -141,11 +141,14 @@ def test_writes_leave_audit_rows_readable_by_admins_only(team):
 def test_login_saves_the_token_for_that_address_only_readable_by_its_owner(team, tmp_path):
     server, tokens, _, _ = team
     env = _env(tmp_path)
-    dpl("--address", server.url, "auth", "login", env=env, input=tokens["bob"] + "\n")
+    connected = dpl("connect", server.url, env=env)  # before logging in: the server answers 401, and is a dpl server
+    assert b"Log in with `dpl auth login`" in connected.stderr
+    dpl("auth", "login", env=env, input=tokens["bob"] + "\n")
     config = tmp_path / "config" / "dpl" / "config.json"
     assert stat.S_IMODE(os.stat(config).st_mode) == 0o600
     assert json.loads(config.read_text())["tokens"] == {server.url: tokens["bob"]}
-    assert dpl("--address", server.url, "auth", "whoami", env=env).stdout.startswith(b"bob: a: reader")
+    assert dpl("auth", "whoami", env=env).stdout.startswith(b"bob: a: reader")
+    assert dpl("--address", "http://127.0.0.1:9", "auth", "whoami", env=env, check=False).stderr.startswith(b"error: Cannot reach")
     bad = dpl("--address", server.url, "auth", "login", "dpl_0000_wrong", env=env, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith(b"error: The token is not valid on this server")
 
