@@ -345,6 +345,7 @@ MODULE_COMMANDS = {
     "auth": ("login",),  # and the `dpl auth ...` group
     "debug": ("debug-datum",),
     "verify": ("verify",),
+    "watch": ("watch",),
 }
 _registered: set[str] = set()
 
@@ -398,6 +399,10 @@ def _command_module(name: str):
         from . import verify
 
         return verify
+    if name == "watch":
+        from . import watch
+
+        return watch
     from . import provenance
 
     return provenance
