@@ -297,10 +297,10 @@ class RemoteStore:
     def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None):
         return self._rows(self._all(f"/repos/{_q(repo)}/diff", ref=ref, other_repo=other_repo, other_ref=other_ref))
 
-    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
     def inspect_file(self, repo: str, ref: str | None, path: str) -> dict:
         return self._get(f"/repos/{_q(repo)}/inspect-file", ref=ref, path=path)
 
+    def file_row(self, repo: str, ref: str | None, path: str) -> dict:
         """The file's path, size and hash, and the commit it is read from (what `write_file_to` takes)."""
         return self._get(f"/repos/{_q(repo)}/file", ref=ref, path=path)
 
