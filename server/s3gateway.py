@@ -84,6 +84,7 @@ class Gateway:
         began = time.perf_counter()
         method = request.method
         path = request.scope["path"]
+        who = None  # until the signature says who
         try:
             raw_path = request.scope.get("raw_path", path.encode()).decode("latin-1").split("?")[0]
             payload, who = s3auth.verify(self.keys, self.store.auth, method, raw_path,

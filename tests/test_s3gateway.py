@@ -354,9 +354,13 @@ def test_users_sign_with_their_token_keys_and_hold_their_roles(tmp_path):
         ann.put_object(Bucket="master.mine", Key="g.txt", Body=b"by ann")
         assert _error(lambda: ann.copy_object(Bucket="master.mine", Key="s.txt", CopySource="master.secret/f.txt")) == ("AccessDenied", 403)
         assert _error(lambda: gw.client(access=token["s3_access_key"], secret="wrong").list_buckets()) == ("SignatureDoesNotMatch", 403)
+        forged = gw.client(access=token["s3_access_key"], secret="wrong")
+        assert _error(lambda: forged.put_object(Bucket="master.mine", Key="h.txt", Body=b"x")) == ("SignatureDoesNotMatch", 403)
         assert _error(lambda: gw.client(access="nobody", secret="x").list_buckets()) == ("InvalidAccessKeyId", 403)
         writes = [(e["user"], e["action"], e["target"], e["status"]) for e in store.auth.audit_log(user="ann")]
         assert ("ann", "s3 PUT", "/master.mine/g.txt", 200) in writes and ("ann", "s3 PUT", "/master.shared/g.txt", 403) in writes
+        assert (None, "s3 PUT", "/master.mine/h.txt", 403) in [(e["user"], e["action"], e["target"], e["status"])
+                                                                for e in store.auth.audit_log()]
         store.auth.revoke_token(token["id"])
         assert _error(lambda: ann.list_buckets()) == ("InvalidAccessKeyId", 403)
     finally:
