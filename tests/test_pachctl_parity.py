@@ -304,3 +304,26 @@ def test_a_transaction_lands_commits_and_a_pipeline_together_or_not_at_all(store
     assert api.inspect_transaction()["id"] == txn2
     dropped = dpl("delete-transaction", store=store)
     assert b"dropped open commits" in dropped.stderr and api.open_commit("labels", "master") is None
+
+
+# ------------------------------------------------------------- through a server
+
+
+def test_read_commands_work_through_dpl_serve(store, api, tmp_path):
+    from test_serve import Server
+
+    api.create_repo("data")
+    api.put_bytes("data", "master", {"/a.txt": b"a\n"})
+    api.create_pipeline(picky())
+    [job] = api.run_jobs(api.pipeline_wave("p"))
+    api.close()
+    server = Server(store, tmp_path)
+    try:
+        branch = json.loads(server.dpl("inspect-branch", "data@master", "-o", "json").stdout)
+        assert branch["readers"] == ["p"] and branch["head"] == api.resolve_commit("data", "master").id
+        f = json.loads(server.dpl("inspect-file", "data@master:/a.txt", "-o", "json").stdout)
+        assert (f["type"], f["size"]) == ("file", 2)
+        assert b"saw a.txt" in server.dpl("logs", "--pipeline", "p").stdout
+        assert b"success" in server.dpl("wait-job", f"p@{job['id']}").stderr
+    finally:
+        server.stop()
