@@ -509,6 +509,44 @@ class RemoteStore:
     def gc(self, *, grace_minutes=None, dry_run=False):
         self._on_server("gc")
 
+    # Issue 15's writes the API does not offer yet: one sentence, not an AttributeError.
+    def _not_served(self, what: str):
+        raise DplError(f"`dpl {what}` is not offered through a dpl server yet.",
+                       hint=f"Run it on the server's machine, against the store the server opened (e.g. `DPL_ADDRESS=local dpl {what} ...`).")
+
+    def copy_file(self, *args, **kwargs):
+        self._not_served("copy-file")
+
+    def set_trigger(self, *args, **kwargs):
+        self._not_served("create-branch --trigger")
+
+    def start_transaction(self, *args, **kwargs):
+        self._not_served("start-transaction")
+
+    def finish_transaction(self, *args, **kwargs):
+        self._not_served("finish-transaction")
+
+    def delete_transaction(self, *args, **kwargs):
+        self._not_served("delete-transaction")
+
+    def inspect_transaction(self, *args, **kwargs):
+        self._not_served("inspect-transaction")
+
+    def stop_job(self, *args, **kwargs):
+        self._not_served("stop-job")
+
+    def delete_job(self, *args, **kwargs):
+        self._not_served("delete-job")
+
+    def restart_datum(self, *args, **kwargs):
+        self._not_served("restart-datum")
+
+    def validate_pipeline(self, *args, **kwargs):
+        self._not_served("validate-pipeline (and edit-pipeline)")
+
+    def rerun_pipeline(self, *args, **kwargs):
+        self._not_served("rerun-pipeline")
+
 
 def _q(segment: str) -> str:
     """One path segment, escaped (names may hold any character a URL path reserves)."""
