@@ -13,14 +13,14 @@ import time
 from dpl.engine import Store
 from dplcli import popen
 
-COPY = ["sh", "-c", "for f in /pfs/data/*; do cp $f /pfs/out/; done"]
+COPY = ["sh", "-c", "for f in /pfs/data/*; do cp -r $f /pfs/out/; done"]
 
 
 class Watch:
     """A `dpl watch` subprocess and the lines it says, read as they come."""
 
-    def __init__(self, store, folder):
-        self.proc = popen("watch", folder, "data@master", "--settle", "0.4", store=store)
+    def __init__(self, store, folder, settle=0.4):
+        self.proc = popen("watch", folder, "data@master", "--settle", settle, store=store)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.wait_for("watching")
@@ -142,4 +142,19 @@ def test_a_thousand_file_copy_lands_as_a_few_commits(tmp_path):
     n, files, _, _ = state(store)
     assert len(files) == 1000 and files["/copy/sub/f0001.txt"] == b"1\n"
     assert 1 <= n <= 3, lines
+    assert w.stop() == 0
+
+
+def test_a_file_still_being_written_is_waited_for(tmp_path):
+    store, folder = setup(tmp_path)
+    w = Watch(store, folder, settle=1.5)
+    with open(folder / "big.csv", "w") as f:
+        for i in range(12):  # a slow writer: a row every 0.1 s
+            f.write(f"{i},{i * i}\n")
+            f.flush()
+            time.sleep(0.1)
+    w.wait_for("committed data@")
+    assert not [line for line in w.quiet(2.0) if "committed" in line]
+    n, files, out, job = state(store)
+    assert n == 1 and files["/big.csv"].count(b"\n") == 12 and out == {"/big.csv"} and job["state"] == "success"
     assert w.stop() == 0
