@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from . import api_auth, api_data, api_pipelines, api_uploads, console
+from .guard import gate_pages
 from .observe import Metrics, log_event
 from .scheduler import Scheduler
 from ..storage.errors import DplError
@@ -147,7 +148,8 @@ class _Observed:
             await send(message)
 
         try:
-            await self.app(scope, receiving, sending)
+            if not await gate_pages(self.store, scope, receiving, sending):  # the console, with auth on: admins only
+                await self.app(scope, receiving, sending)
         finally:
             state = scope.get("state") or {}
             if state.get("audited") and scope["method"] not in ("GET", "HEAD", "OPTIONS"):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from ..storage.errors import DplError
+
 ANY = "any"  # any signed-in user (the handler may check more)
 ADMIN = "admin"
 
@@ -141,3 +143,46 @@ def _repo(request: Request, store, where: str) -> str:
 def user(request: Request):
     """The `Principal` the request acts as (None while auth is off)."""
     return getattr(request.state, "user", None)
+
+
+# ------------------------------------------------------ pages beyond the API
+
+# The API checks its own requests (above); the probes stay open for operators' tools.
+_UNGATED = ("/api/", "/healthz", "/metrics", "/docs", "/openapi.json", "/redoc")
+
+
+async def gate_pages(store, scope, receive, send) -> bool:
+    """With auth on, the pages beyond the API (the console) are for admins,
+    whose token comes in the Authorization header or the `dpl_token` cookie
+    (`?token=...` on any page sets it).  The console has no per-repo views of
+    its own yet, so anything less would show every repo.  True when the
+    request was answered here (refused, or redirected to set the cookie)."""
+    from http.cookies import SimpleCookie
+    from urllib.parse import parse_qsl, urlencode
+
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse, RedirectResponse
+
+    path = scope.get("path", "")
+    if scope["type"] != "http" or path.startswith(_UNGATED) or not await run_in_threadpool(store.auth.active):
+        return False
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+    given = dict(query).get("token")
+    kind, _, value = headers.get("authorization", "").partition(" ")
+    cookie = SimpleCookie(headers.get("cookie", "")).get("dpl_token")
+    token = given or (value.strip() if kind.lower() == "bearer" else None) or (cookie.value if cookie else None)
+    try:
+        who = await run_in_threadpool(store.auth.authenticate, token)
+        store.auth.require_admin(who, "use the console while auth is on")
+    except DplError as e:
+        answer = JSONResponse({"error": e.message, "hint": e.hint, "type": type(e).__name__}, status_code=e.http_status)
+        await answer(scope, receive, send)
+        return True
+    if given:
+        rest = urlencode([(k, v) for k, v in query if k != "token"])
+        answer = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
+        answer.set_cookie("dpl_token", given, httponly=True, samesite="strict", path="/")
+        await answer(scope, receive, send)
+        return True
+    return False

@@ -198,3 +198,15 @@ def test_provenance_commands_go_through_the_server_and_answer_as_embedded(team, 
     # Through the server, provenance is read with the reader's rights.
     refused = as_user(server, tokens, "bob", "provenance", "prov_out@master:/x.txt", check=False)
     assert refused.returncode == 1 and b"needs the reader role on repo 'prov_out' to read its provenance" in refused.stderr
+
+
+def test_with_auth_on_the_console_is_for_admins_only(team):
+    server, tokens, http, _ = team
+    assert server.http.get("/").status_code == 401
+    assert http["bob"].get("/").status_code == 403
+    assert http["admin"].get("/").status_code == 200
+    login = server.http.get("/", params={"token": tokens["admin"]}, follow_redirects=False)
+    assert login.status_code == 303 and "dpl_token=" in login.headers["set-cookie"] and "HttpOnly" in login.headers["set-cookie"]
+    with httpx.Client(base_url=server.url, cookies={"dpl_token": tokens["admin"]}) as browser:
+        assert browser.get("/").status_code == 200
+    assert server.http.get("/healthz").status_code == 200  # probes stay open
