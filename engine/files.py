@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from . import uploads
-from .commits import Commits, pc_sum
+from . import fileinfo, uploads
+from .commits import Commits
 from .gc import cleans_up_after_disk_full
 from .listing import diff_tables, group_runs as _group_runs  # noqa: F401  (tests import them from here)
 from .readahead import Readers, source_error
@@ -263,43 +263,14 @@ class Files:
     @writes_objects
     def copy_file(self, src_repo: str, src_ref: str | None, src_path: str, dst_repo: str, dst_branch: str,
                   dst_path: str | None = None, description: str = "") -> Commit:
-        """Copy a file or directory by reference: its index rows under the new
-        path, in one small layer.  The rows keep the source's chunk refs, so no
-        byte is read or stored again (content addressing makes that safe)."""
+        """Copy a file or directory by reference (engine/fileinfo.py): one small layer, no byte stored again."""
         self.repos.repo(dst_repo)
         self.repos.refuse_output_branch(dst_repo, dst_branch, "copy files into")
-        src = normalize_path(src_path, allow_root=True)
-        rows = self.reader.files_under(src_repo, src_ref, src)
-        if rows.num_rows == 0:
-            raise FileNotFound(f"{src_repo}@{src_ref or 'master'}:{src} does not exist.", hint=f"See `dpl list-file {src_repo}@{src_ref or 'master'}`.")
-        single = rows.num_rows == 1 and rows["path"][0].as_py() == src
-        dest = dst_path if dst_path not in (None, "") else src
-        if single and dest.endswith("/"):
-            dest += src.rsplit("/", 1)[-1]
-        dest = normalize_path(dest, allow_root=True)
-        if single:
-            paths = [dest]
-        else:
-            base = "" if src == "/" else src
-            paths = [("" if dest == "/" else dest) + p[len(base):] for p in rows["path"].to_pylist()]
-        table = index.make_table(paths, rows["size"].to_pylist(), rows["hash"].to_pylist(), rows["refs"].combine_chunks())
+        table, src, dest = fileinfo.copied_rows(self.reader, src_repo, src_ref, src_path, dst_path)
         return self._write_layer(dst_repo, dst_branch, table, description or f"copy {src_repo}@{src_ref or 'master'}:{src} to {dest}")
 
     def inspect_file(self, repo: str, ref: str | None, path: str) -> dict:
-        """One file (or directory) of a commit: its path, type, size, hash and the commit it was read from."""
-        commit, table = self.reader.file_table(repo, ref)
-        path = normalize_path(path, allow_root=True)
-        rows = table.filter(pc.equal(table["path"], path)) if path != "/" else table.slice(0, 0)
-        info = {"repo": repo, "commit": commit.id, "branch": commit.branch, "path": path}
-        if rows.num_rows:
-            row = rows.to_pylist()[0]
-            return {**info, "type": "file", "size": row["size"], "hash": row["hash"].hex(),
-                    "chunks": len(row["refs"]), "committed": commit.finished}
-        beneath = index.under([table], path)
-        if path != "/" and beneath.num_rows == 0:
-            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        return {**info, "type": "dir", "size": pc_sum(beneath["size"]), "files": beneath.num_rows,
-                "hash": None, "committed": commit.finished}
+        return fileinfo.describe(self.reader, repo, ref, path)
 
     # ------------------------------------------- uploads that negotiate chunks
     # (engine/uploads.py)
