@@ -75,3 +75,18 @@ def test_dry_run_changes_nothing(tmp_path):
     assert b"new input" in table.stdout and b"nothing was changed" in table.stderr
     assert snapshot(store) == before
     assert json.loads(dpl("list-pipeline", "-o", "json", store=store).stdout) == []
+
+
+def test_an_edited_script_is_code_changed(tmp_path):
+    s = Store.init(tmp_path / "store")
+    s.create_repo("data")
+    s.put_bytes("data", "master", {"/a": b"1"})
+    (tmp_path / "step.sh").write_text("cp /pfs/data/* /pfs/out/\n")
+    path = tmp_path / "copy.json"
+    path.write_text(json.dumps(spec(cmd=["sh", "step.sh"])))
+    s.create_pipeline(path.read_text(), source=str(path))
+    assert s.run_jobs()[0]["state"] == "success"
+    assert by_key(predict(s, path.read_text(), str(path))) == {"data:/a": ("skip", "already done")}
+    (tmp_path / "step.sh").write_text("cp /pfs/data/* /pfs/out/ && echo >> /pfs/out/a\n")
+    assert by_key(predict(s, path.read_text(), str(path))) == {"data:/a": ("run", "code changed: step.sh")}
+    s.close()

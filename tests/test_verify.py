@@ -55,3 +55,16 @@ def test_sample_and_refusals(tmp_path):
     assert (one["checked"], one["total"], one["sample"]) == (1, 2, 1)
     user = dpl("verify", "data@master", store=store, check=False)
     assert user.returncode == 1 and b"was not made by a pipeline job" in user.stderr and b"Traceback" not in user.stderr
+
+
+def test_verify_on_docker(tmp_path, docker_engine):
+    s = Store.init(tmp_path / "store")
+    s.create_repo("data")
+    s.put_bytes("data", "master", {"/a.txt": b"alpha\n"})
+    s.create_pipeline(json.dumps({"pipeline": {"name": "stamp"}, "transform": {"cmd": STAMP, "image": docker_engine.images["busybox"]},
+                                  "input": {"pfs": {"repo": "data", "glob": "/*"}}, "dpl": {"executor": "docker"}}))
+    assert s.run_jobs()[0]["state"] == "success"
+    s.close()
+    found = json.loads(dpl("verify", "stamp@master", "-o", "json", store=tmp_path / "store", check=False).stdout)
+    assert found["executor"] == "docker" and not found["ok"]
+    assert [f["path"] for f in found["datums"][0]["files"]] == ["/a.txt"]
