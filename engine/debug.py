@@ -82,7 +82,8 @@ def _in_sandbox(store, ctx, task, cmd, say) -> int:
     if bwrap is None:
         _announce(say, task, step, f"as a plain subprocess (no bwrap): /pfs is {pfs}")
         cwd = step_cwd(ctx)
-        return subprocess.call(_shell(cmd), env=env, cwd=cwd if os.path.isdir(cwd) else str(pfs))
+        argv = [a.replace(runner.PFS, f"{pfs}/") for a in _shell(cmd)]  # as the step's own command is rewritten
+        return subprocess.call(argv, env=env, cwd=cwd if os.path.isdir(cwd) else str(pfs))
     _announce(say, task, step, "in its bubblewrap sandbox")
     secrets = ctx.scratch / "secrets"
 

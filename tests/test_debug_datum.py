@@ -60,6 +60,15 @@ def test_one_command_and_its_exit_code(tmp_path):
     assert missing.returncode != 0 and b"has no datum 'ffffffff'" in missing.stderr and b"Traceback" not in missing.stderr
 
 
+def test_without_bwrap_the_paths_are_rewritten(tmp_path):
+    store, job, datum, _ = setup_store(tmp_path)
+    proc = dpl("debug-datum", f"size@{job}", datum[:10], "--", "sh", "-c", "cat /pfs/data/a.txt; echo $data",
+               store=store, env={"DPL_SANDBOX": "none"})
+    text, where = proc.stdout.decode().splitlines()
+    assert text == "alpha" and where.endswith("/pfs/data/a.txt") and where.startswith(str(store))
+    assert b"as a plain subprocess (no bwrap)" in proc.stderr
+
+
 def test_docker_datum_runs_in_its_image(tmp_path, docker_engine):
     store, job, datum, head = setup_store(tmp_path, {"dpl": {"executor": "docker"}}, image=docker_engine.images["busybox"])
     proc = dpl("debug-datum", f"size@{job}", datum[:10], store=store,
