@@ -101,6 +101,8 @@ def _in_sandbox(store, ctx, task, cmd, say) -> int:
 
 
 def _in_container(store, ctx, task, cmd, say) -> int:
+    from docker.errors import DockerException
+
     from .executors.docker import DockerExecutor
 
     docker_cli = shutil.which("docker")
@@ -112,7 +114,11 @@ def _in_container(store, ctx, task, cmd, say) -> int:
     try:
         box = SimpleNamespace(pfs=None, out=None, inherit={}, maps_pfs=False)
         step = runner.command(ctx, task, box)
-        slot, container = executor.debug_container(ctx, step.env)
+        try:
+            slot, container = executor.debug_container(ctx, step.env)
+        except DockerException as e:
+            raise ExecutorUnavailable(f"debug-datum could not start a container of {ctx.spec.transform.get('image')!r} ({e}).",
+                                      hint="Check the Docker engine (`docker info`).") from None
         materialize(ChunkReader(store.chunks), task, str(slot.pfs))
         _announce(say, task, step, f"in a container of {ctx.spec.transform['image']}")
         tty = ["-t"] if replay_mod.is_tty() else []
