@@ -329,24 +329,35 @@ class Auth:
         marked = []
         with self.db.write() as tx:
             for job in job_rows.unfinished(tx):
-                creator = creators.get(job.pipeline)
-                if job.state != "created" or creator is None:
+                if job.state != "created" or job.pipeline not in creators:
                     continue
-                user = rows.get_user(tx, creator)
-                if user is not None and user.admin:
+                why = self._refusal(tx, job.pipeline, job.id, creators[job.pipeline])
+                if why is None:
                     continue
-                mine = rows.roles_of_user(tx, creator) if user is not None else {}
-                lost = [i.repo for i in pipeline_rows.inputs(tx, job.pipeline) if i.repo not in mine]
-                if not lost:
-                    continue
-                why = (f"Job {job.id[:12]} of pipeline {job.pipeline!r} is unrunnable: its creator {creator!r} "
-                       + ("no longer exists." if user is None else f"lost the reader role on input repo {lost[0]!r}."))
                 now = time.time()
                 pipeline = pipeline_rows.get(tx, job.pipeline)
                 output = failures.record_failed_output(tx, job.pipeline, job.id, pipeline.output_branch, why, now) if pipeline else None
                 job_rows.mark_unrunnable(tx, job.pipeline, job.id, now, why, output)
                 marked.append((job.pipeline, job.id, why))
         return marked
+
+    def job_refusal(self, pipeline: str, job_id: str) -> str | None:
+        """Why a job may not run with its pipeline's creator's rights, if it may not (checked again as it starts:
+        a job that began after the last `gate_jobs` must not slip through)."""
+        creator = rows.creators(self.db).get(pipeline)
+        return self._refusal(self.db, pipeline, job_id, creator) if creator is not None else None
+
+    @staticmethod
+    def _refusal(tx, pipeline: str, job_id: str, creator: str) -> str | None:
+        user = rows.get_user(tx, creator)
+        if user is not None and user.admin:
+            return None
+        mine = rows.roles_of_user(tx, creator) if user is not None else {}
+        lost = [i.repo for i in pipeline_rows.inputs(tx, pipeline) if i.repo not in mine]
+        if not lost:
+            return None
+        return (f"Job {job_id[:12]} of pipeline {pipeline!r} is unrunnable: its creator {creator!r} "
+                + ("no longer exists." if user is None else f"lost the reader role on input repo {lost[0]!r}."))
 
     # ------------------------------------------------------------ audit
 

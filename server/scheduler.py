@@ -122,6 +122,11 @@ class Scheduler:
         # it skips), then once per datum; the first report is the job's start.
         key = (job["pipeline"], job["id"])
         if key not in self._started:
+            why = self.store.auth.job_refusal(job["pipeline"], job["id"])
+            if why is not None:  # its creator lost a right since the round's gate: the job fails before any datum runs
+                from ..storage.errors import DplError
+
+                raise DplError(why)
             self._started.add(key)
             log_event("job.start", pipeline=job["pipeline"], job=job["id"], skipped=done, total=total)
 

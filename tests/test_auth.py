@@ -88,6 +88,9 @@ def test_owner_manages_the_pipeline_and_admin_can_all(team, tmp_path):
     assert json.loads(as_user(server, tokens, "carol", "auth", "whoami", "-o", "json").stdout)["roles"] == {"a": "reader", "copy": "owner"}
     refused = as_user(server, tokens, "bob", "delete-pipeline", "copy", check=False)
     assert refused.returncode == 1 and b"needs the owner role on repo 'copy' to delete its pipeline" in refused.stderr
+    secretive = dict(SPEC, pipeline={"name": "leaky"}, transform={**SPEC["transform"], "secrets": [{"name": "db", "key": "pw", "env_var": "PW"}]})
+    refused = http["carol"].post("/api/v1/pipelines", json={"spec": json.dumps(secretive)})
+    assert refused.status_code == 403 and refused.json()["error"] == "User 'carol' needs the admin role to create a pipeline that reads secrets."
     as_user(server, tokens, "carol", "stop-pipeline", "copy")
     as_user(server, tokens, "carol", "delete-pipeline", "copy")
     assert http["admin"].get("/api/v1/pipelines/copy").status_code == 404
