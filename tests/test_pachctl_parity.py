@@ -231,6 +231,14 @@ def test_stop_delete_rerun_and_follow_logs(store, api):
     assert (api.list_jobs("p")[0]["skipped"], api.list_jobs("p")[0]["processed"]) == (2, 0)
     dpl("rerun-pipeline", "p", "--reprocess", store=store)
     assert api.list_jobs("p")[0]["processed"] == 2 and api.inspect_pipeline("p")["version"] == 2
+    # delete-commit of that output says which wave makes it again; delete-job of a succeeded job takes its output too
+    deleted = dpl("delete-commit", "p@master", store=store).stderr.decode()
+    recompute = deleted.split("recompute wave ")[1].split()[0]
+    [remade] = api.run_jobs(recompute)
+    assert remade["state"] == "success" and api.resolve_commit("p", "master").id == remade["output_commit"]
+    gone = dpl("delete-job", f"p@{remade['id']}", store=store).stderr.decode()
+    assert f"deleted commit p@{remade['output_commit']}" in gone
+    assert all(j["id"] != remade["id"] for j in api.list_jobs("p"))
 
 
 def test_validate_and_edit_pipeline(store, api, tmp_path):
