@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         mountctl.require_fuse()
         mountctl.check_dir(where)
         if daemon:
-            argv = [a for a in sys.argv if a not in ("--daemon", "-d")]
+            # The same command again, in the foreground of a process of its own.
+            argv = [sys.executable, "-c", "from dpl.cli import run; run()", *(a for a in sys.argv[1:] if a not in ("--daemon", "-d"))]
             log = mountctl.control_path(where)[: -len(".sock")] + ".log"
             mountctl.daemon(argv, where, log)
             render.info(f"mounted {target} on {where} in the background (log: {log}); `dpl unmount {where}` unmounts")

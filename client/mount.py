@@ -16,6 +16,9 @@ together as one commit on the branch when the mount ends (Ctrl-C, SIGTERM,
 `dpl unmount`) or when `dpl mount --commit DIR` asks (client/mountctl.py).
 The changes are applied to the branch's head of that moment, path by path,
 as a `put-file` plus `delete-file` would be.
+
+(Past 400 lines: the read and write operations of a view share one tree
+and one lock, and read more easily side by side than split.)
 """
 
 from __future__ import annotations

@@ -302,3 +302,18 @@ class ChunkOpens:
                 name = data[at + 16 : at + 16 + size].rstrip(b"\0").decode()
                 seen.add(self.dirs[wd] + name)
                 at += 16 + size
+
+
+def test_a_daemon_mount_returns_once_mounted_and_dpl_unmount_lands_its_changes(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    dpl("mount", "data@master", mnt, "--write", "--daemon", store=repo, timeout=60)
+    try:
+        assert os.path.ismount(mnt)
+        (mnt / "bg.txt").write_bytes(b"background\n")
+        assert "committed" in dpl("unmount", mnt, store=repo).stderr.decode()
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)])
+    assert not os.path.ismount(mnt)
+    assert read(repo, "/bg.txt") == b"background\n"
