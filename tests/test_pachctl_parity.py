@@ -194,6 +194,8 @@ def test_failed_job_logs_restart_datum_wait_and_state(store, api):
     api.run_jobs(None)
     newest = api.list_jobs("p")[0]
     assert newest["id"] != job["id"] and (newest["reason"], newest["skipped"], newest["failed"]) == ("restart-datum", 2, 1)
+    dpl("restart-datum", f"p@{newest['id']}", "--all-failed", "--no-wait", store=store)  # still bad: all its failed datums again
+    assert [j["reason"] for j in api.list_jobs("p")][:2] == ["restart-datum", "restart-datum"] and len(api.list_jobs("p")) == 3
     good = next(d for d in api.list_datums("p", job["id"]) if d["state"] == "success")
     refused = dpl("restart-datum", f"p@{job['id']}", good["datum"][:12], store=store, check=False)
     assert refused.returncode != 0 and b"did not fail" in refused.stderr
