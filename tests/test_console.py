@@ -337,3 +337,51 @@ def test_in_a_browser_stop_and_start_go_through_the_api(page, console):
     page.click("button.write:text('Start')")
     page.wait_for_selector("button.write:text('Stop')")
     assert server.http.get("/api/v1/pipelines/count").json()["state"] == "running"
+
+
+# ------------------------------------------------------------------ with auth on
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A served store with auth on: an admin, `rita` who reads `words` and `upper`, and `nobody` with no role."""
+    from dpl.engine import Store
+
+    base = tmp_path_factory.mktemp("guarded")
+    s = Store.init(base / "store", durable=False)
+    tokens = {"admin": s.auth.activate("admin")["token"]}
+    s.create_repo("words")
+    s.put_bytes("words", "master", {"/a.txt": b"hello\n"})
+    s.create_pipeline(json.dumps(UPPER))
+    s.run_jobs()
+    for name in ("rita", "nobody"):
+        s.auth.create_user(name)
+        tokens[name] = s.auth.create_token(name)["token"]
+    s.auth.grant("words", "rita", "reader")
+    s.auth.grant("upper", "rita", "reader")
+    s.close()
+    server = Server(base / "store", base)
+    yield server, tokens
+    assert server.stop() == 0
+
+
+def test_under_auth_the_console_and_its_own_api_calls_act_with_the_cookie_token(guarded):
+    import httpx
+
+    server, tokens = guarded
+    assert server.http.get("/pipelines/upper").status_code == 401  # no token, no page
+    with httpx.Client(base_url=server.url, timeout=30, cookies={"dpl_token": tokens["admin"]}) as admin:
+        page = admin.get("/pipelines/upper")
+        assert page.status_code == 200 and "admin (admin)" in page.text
+        assert 'hx-post="/api/v1/pipelines/upper/stop"' in page.text  # an owner (admin) is shown Stop
+        # The page's own API calls (events, downloads, stop and start) carry only the cookie, and pass the API's guard.
+        job = admin.get("/api/v1/jobs", params={"pipeline": "upper"}).json()["items"][0]["id"]
+        assert admin.get(f"/api/v1/jobs/{job}/events", params={"pipeline": "upper"}).status_code == 200
+        assert admin.get("/api/v1/repos/words/content", params={"path": "/a.txt"}).content == b"hello\n"
+    with httpx.Client(base_url=server.url, timeout=30, cookies={"dpl_token": tokens["rita"]}) as rita:
+        # A reader's write is refused by the API whatever a page sends; her reads pass.
+        refused = rita.post("/api/v1/pipelines/upper/stop")
+        assert refused.status_code == 403 and "needs the owner role on repo 'upper'" in refused.json()["error"]
+        assert rita.get("/api/v1/repos/words/content", params={"path": "/a.txt"}).status_code == 200
+    with httpx.Client(base_url=server.url, timeout=30, cookies={"dpl_token": tokens["nobody"]}) as nobody:
+        assert nobody.get("/api/v1/repos/words/content", params={"path": "/a.txt"}).status_code == 403

@@ -1,5 +1,9 @@
 """What every console page shares: templates, the `can_write` flag, paging, errors.
 
+`render` puts the user looking (None while auth is off) and `can_write`
+into every template's context; a view showing a write button passes its
+own `can_write` (see session.can_write).
+
 A DplError on a page (an unknown repo, a bad ref) is rendered as a page
 holding its sentence and hint, with the status the API would answer.
 """
@@ -48,16 +52,15 @@ def _size(n) -> str:
 templates.env.filters.update(when=_when, seconds=_seconds, size=_size, tojson_pretty=lambda v: json.dumps(plain(v), indent=2))
 
 
-def can_write(request: Request) -> bool:
-    """Whether to show write buttons.  Until users and roles land everyone
-    who reaches the server may write (it listens on loopback only); the auth
-    layer sets `request.state.can_write` for a reader, and the API refuses
-    the write whatever the page sends."""
-    return bool(getattr(request.state, "can_write", True))
-
-
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
-    context.setdefault("can_write", can_write(request))
+    from .session import can_write, principal
+
+    try:
+        context.setdefault("user", principal(request))
+    except DplError:
+        context.setdefault("user", None)  # an error page about the token itself
+    if "can_write" not in context:
+        context["can_write"] = context["user"] is None or can_write(request)
     return templates.TemplateResponse(request, template, context, status_code=status)
 
 
@@ -71,11 +74,14 @@ def page_of(rows, cursor: str | None, limit: int = PAGE) -> tuple[list, str | No
 
 
 def html_errors(view):
-    """Render a DplError raised by `view` as an error page."""
+    """Sign in first (under auth), and render a DplError raised by `view` as an error page."""
 
     @functools.wraps(view)
     def wrapped(request: Request, *args, **kw):
+        from .session import principal
+
         try:
+            principal(request)  # every page needs a signed-in user once auth is on
             return view(request, *args, **kw)
         except DplError as error:
             from ..app import error_status

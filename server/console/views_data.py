@@ -15,6 +15,7 @@ from typing import Optional
 from fastapi import APIRouter, Request
 
 from .pages import html_errors, page_of, render, store
+from .session import require_read
 from ..wire import plain
 
 router = APIRouter(include_in_schema=False)
@@ -29,6 +30,7 @@ _IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".g
 @html_errors
 def repo(request: Request, repo: str, branch: Optional[str] = None, cursor: Optional[str] = None):
     s = store(request)
+    require_read(request, repo)
     info = plain(s.inspect_repo(repo))
     commits, next_cursor = page_of(s.list_commits(repo, branch), cursor)
     if request.headers.get("hx-request") and cursor:
@@ -42,6 +44,7 @@ def repo(request: Request, repo: str, branch: Optional[str] = None, cursor: Opti
 @html_errors
 def tree(request: Request, repo: str, ref: Optional[str] = None, path: str = "/", cursor: Optional[str] = None):
     s = store(request)
+    require_read(request, repo)
     commit = plain(s.resolve_commit(repo, ref))
     # Listed at the resolved commit id, so that every page reads the same commit.
     table = s.list_files(repo, commit["id"], path)
@@ -62,6 +65,7 @@ def _parents(path: str) -> list[tuple[str, str]]:
 @html_errors
 def file(request: Request, repo: str, path: str, ref: Optional[str] = None):
     s = store(request)
+    require_read(request, repo)
     row = s.file_row(repo, ref, path)
     commit = plain(s.resolve_commit(repo, ref))
     info = {"path": row["path"], "size": row["size"], "hash": row["hash"].hex()}
@@ -121,6 +125,7 @@ def _preview(s, row):
 @html_errors
 def diff(request: Request, repo: str, a: Optional[str] = None, b: Optional[str] = None, cursor: Optional[str] = None):
     s = store(request)
+    require_read(request, repo)
     changes = s.diff_files(repo, b, repo, a) if a or b else None
     rows, next_cursor = page_of(changes, cursor) if changes is not None else ([], None)
     commits, _ = page_of(s.list_commits(repo), None, limit=200)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .pages import html_errors, page_of, render, store
+from .session import can_write, readable, require_read
 from ..wire import plain
 from ...storage.errors import DplError
 
@@ -46,18 +47,21 @@ def dag(request: Request):
 @html_errors
 def pipeline(request: Request, name: str, cursor: Optional[str] = None):
     s = store(request)
+    require_read(request, name)  # a pipeline is read through its output repo, as in the API
     info = plain(s.inspect_pipeline(name, history=True))
     jobs, next_cursor = page_of(s.list_jobs(name), cursor)
     if request.headers.get("hx-request") and cursor:
         return render(request, "jobs_rows.html", info=info, jobs=jobs, next_cursor=next_cursor)
     versions = [h["version"] for h in info.get("history", [])]
-    return render(request, "pipeline.html", info=info, jobs=jobs, next_cursor=next_cursor, versions=versions)
+    return render(request, "pipeline.html", info=info, jobs=jobs, next_cursor=next_cursor, versions=versions,
+                  can_write=can_write(request, name, "owner"))  # stop and start need the owner role
 
 
 @router.get("/pipelines/{name}/diff")
 @html_errors
 def pipeline_diff(request: Request, name: str, a: int, b: int):
     s = store(request)
+    require_read(request, name)
 
     def text(version: int) -> list[str]:
         return (json.dumps(s.pipeline_spec(name, version).raw, indent=2, sort_keys=True) + "\n").splitlines(keepends=True)
@@ -71,6 +75,7 @@ def pipeline_diff(request: Request, name: str, a: int, b: int):
 def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Optional[str] = None, fragment: Optional[str] = None):
     s = store(request)
     info = plain(s.inspect_job(pipeline, job))
+    require_read(request, info["pipeline"])
     # Failed datums first (they are what a reader came for), then by when they ran.
     # Only the page's rows become JSON-ready (plain); a job may have 100,000 datums.
     datums = sorted(s.list_datums(info["pipeline"], info["id"]), key=lambda d: (_ORDER.get(d["state"], 4), d.get("started") or 0))
@@ -91,8 +96,9 @@ def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Opti
 @html_errors
 def datum(request: Request, job: str, datum: str, pipeline: Optional[str] = None):
     s = store(request)
-    info = plain(s.inspect_datum(pipeline, job, datum))
     job_info = plain(s.inspect_job(pipeline, job))
+    require_read(request, job_info["pipeline"])
+    info = plain(s.inspect_datum(job_info["pipeline"], job, datum))
     logs = plain(s.datum_logs(job_info["pipeline"], job, datum))
     spec = plain(s.inspect_pipeline(job_info["pipeline"])).get("spec", {})
     return render(request, "datum.html", info=info, job=job_info, logs=logs, debug=debug_command(info, job_info, spec))
@@ -164,6 +170,7 @@ def lineage_graph(s, repo: str, path: str, ref: Optional[str]) -> dict:
 @router.get("/lineage")
 @html_errors
 def lineage(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    require_read(request, repo)
     graph = lineage_graph(store(request), repo, path, ref)
     return render(request, "lineage.html", repo=repo, path=path, ref=ref, graph=graph)
 
@@ -171,6 +178,7 @@ def lineage(request: Request, repo: str, path: str, ref: Optional[str] = None):
 @router.get("/lineage.json")
 def lineage_json(request: Request, repo: str, path: str, ref: Optional[str] = None):
     """One node's lineage, for the graph to expand it in place."""
+    require_read(request, repo)
     return JSONResponse(lineage_graph(store(request), repo, path, ref))
 
 
@@ -186,20 +194,23 @@ def search(request: Request, q: str = ""):
         low = q.lower()
         for r in s.list_repos():
             if low in r["name"].lower():
-                hits.append({"kind": "repo", "label": r["name"], "url": f"/repos/{r['name']}"})
+                hits.append({"kind": "repo", "repo": r["name"], "label": r["name"], "url": f"/repos/{r['name']}"})
         for p in s.list_pipelines():
             if low in p["name"].lower():
-                hits.append({"kind": "pipeline", "label": p["name"], "url": f"/pipelines/{p['name']}"})
+                hits.append({"kind": "pipeline", "repo": p["name"], "label": p["name"], "url": f"/pipelines/{p['name']}"})
         for finder in (_commit_hits, _job_hits, _path_hits):
             try:
                 hits += finder(s, q)
             except DplError:
                 pass  # q is not that kind of thing
+    if hits:
+        allowed = readable(request, {h["repo"] for h in hits})
+        hits = [h for h in hits if h["repo"] in allowed]
     return render(request, "search.html", q=q, hits=hits[:200])
 
 
 def _commit_hits(s, q):
-    return [{"kind": "commit", "label": f"{c['repo']}@{c['id']}", "url": f"/repos/{c['repo']}/tree?ref={c['id']}"}
+    return [{"kind": "commit", "repo": c["repo"], "label": f"{c['repo']}@{c['id']}", "url": f"/repos/{c['repo']}/tree?ref={c['id']}"}
             for c in plain(s.commits_with_id(q))] if len(q) >= 8 else []
 
 
@@ -207,7 +218,7 @@ def _job_hits(s, q):
     if len(q) < 8:
         return []
     j = plain(s.inspect_job(None, q))
-    return [{"kind": "job", "label": f"{j['pipeline']}@{j['id']}", "url": f"/jobs/{j['id']}?{urlencode({'pipeline': j['pipeline']})}"}]
+    return [{"kind": "job", "repo": j["pipeline"], "label": f"{j['pipeline']}@{j['id']}", "url": f"/jobs/{j['id']}?{urlencode({'pipeline': j['pipeline']})}"}]
 
 
 def _path_hits(s, q):
@@ -222,6 +233,6 @@ def _path_hits(s, q):
         except DplError:
             continue
         for row in rows[:50]:
-            out.append({"kind": "file", "label": f"{r['name']}:{row['path']}",
+            out.append({"kind": "file", "repo": r["name"], "label": f"{r['name']}:{row['path']}",
                         "url": f"/repos/{quote(r['name'])}/{'tree' if row.get('type') == 'dir' else 'file'}?{urlencode({'path': row['path']})}"})
     return out
