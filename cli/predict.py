@@ -14,8 +14,13 @@ TABLE_ROWS = 1000  # a table is for reading: past this, those that would run com
 
 def show(store, text: str, source: str, output: Output, executor: str | None = None) -> None:
     """Predict the spec's job and print it: every datum (table or JSON), then a one-line summary on stderr."""
+    from ..engine import Store
     from ..engine.predict import predict
+    from ..storage.errors import DplError
 
+    if not isinstance(store, Store):
+        raise DplError("A dry run plans from the store on this machine, not through a server.",
+                       hint="Run it where the store is (unset DPL_ADDRESS or `dpl disconnect`).")
     found = predict(store, text, source, executor=executor)
     s = found.summary()
     if output == Output.json:

@@ -24,10 +24,10 @@ def register(app: typer.Typer) -> None:
         The result is kept with the commit.  Exit code 1 when a datum is not reproducible."""
         from ..engine import refs
         from ..engine.verify import as_dict, summary, verify as run
-        from .main import store
+        from .debug import embedded_store
 
         ref = refs.parse(target, path_allowed=False)
-        v = run(store(), ref.repo, ref.ref_or_default, sample=sample, executor=executor)
+        v = run(embedded_store("verify"), ref.repo, ref.ref_or_default, sample=sample, executor=executor)
         d = as_dict(v)
         if output == Output.json:
             render.emit_json(d)

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         was not running lands first.  Ctrl-C stops it."""
         from ..engine import refs
         from ..engine.watch import Watcher
-        from .main import store
+        from .debug import embedded_store
 
         ref = refs.parse(target, path_allowed=False)
         branch = ref.ref or "master"
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGINT, halt)
         signal.signal(signal.SIGTERM, halt)
-        watcher = Watcher(store(), folder, ref.repo, branch, settle=settle, executor=executor, run_jobs=not no_jobs,
+        watcher = Watcher(embedded_store("watch"), folder, ref.repo, branch, settle=settle, executor=executor, run_jobs=not no_jobs,
                           on_change=said, on_error=failed)
         watcher.watch(stop, ready=lambda: render.info(f"watching {watcher.folder} -> {ref.repo}@{branch} (Ctrl-C stops)"))
         render.info("stopped")
