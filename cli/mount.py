@@ -73,3 +73,4 @@ def _mount(target: str, where: str, write: bool, message: str) -> None:
         render.info(f"committed {repo}@{commit.id}" if commit is not None else "nothing to commit: no file was changed")
 
     mountctl.run(door, repo, ref, where, write=write, branch=branch, ready=ready, landed=landed, description=message or None)
+    render.info(f"unmounted {where}")

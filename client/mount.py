@@ -439,6 +439,16 @@ class DplMount(_Operations):
                 self.local, self.deleted = {}, set()
             return landed
 
+    def keep(self) -> str:
+        """Write down what the local files are (for changes that could not land); the list's path."""
+        import json
+
+        listed = os.path.join(self.spool, "changes.json")
+        with open(listed, "w", encoding="utf-8") as f:
+            json.dump({"repo": self.repo, "branch": self.branch, "written": self.local,
+                       "deleted": sorted(self.deleted - set(self.local))}, f, indent=1)
+        return listed
+
     def close(self) -> None:
         """Drop the local files (after landing, or when there was nothing to land)."""
         if self.spool:

@@ -90,9 +90,14 @@ def run(door: access.Door, repo: str, ref: str, where: str, *, write: bool, bran
                                    hint="Check that /dev/fuse is usable here and that fusermount3 is installed.") from None
         if write:
             try:
-                landed and landed(ops.land(reload=False))
+                commit = ops.land(reload=False)
+                if landed:
+                    landed(commit)
             except MountRefused as e:
-                raise MountRefused(f"{e.message} The local changes are kept in {ops.spool}.", hint=e.hint) from None
+                raise MountRefused(f"{e.message} The changes are kept: {ops.keep()} lists them.", hint=e.hint) from None
+            except KeyboardInterrupt:  # a second Ctrl-C: landing is atomic, so it landed whole or not at all
+                raise MountRefused(f"Interrupted while committing the mount's changes; {ops.keep()} lists them.",
+                                   hint=f"See `dpl list-commit {repo}@{branch}` for whether the commit landed.") from None
         ops.close()
     finally:
         server.stop()

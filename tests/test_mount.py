@@ -317,3 +317,18 @@ def test_a_daemon_mount_returns_once_mounted_and_dpl_unmount_lands_its_changes(r
             subprocess.run(["fusermount3", "-uz", str(mnt)])
     assert not os.path.ismount(mnt)
     assert read(repo, "/bg.txt") == b"background\n"
+
+
+def test_a_commit_waits_for_files_still_open_for_writing(repo, tmp_path):
+    mnt = tmp_path / "mnt"
+    before = commits(repo)
+    with mounted(repo, "data@master", mnt, "--write") as proc:
+        with open(mnt / "half.txt", "wb") as f:
+            f.write(b"half")
+            f.flush()
+            refused = dpl("mount", "--commit", mnt, store=repo, check=False)
+            assert refused.returncode == 1 and "still open for writing" in refused.stderr.decode()
+            assert commits(repo) == before
+        assert "committed" in dpl("mount", "--commit", mnt, store=repo).stderr.decode()
+    assert proc.returncode == 0, proc.said
+    assert read(repo, "/half.txt") == b"half" and commits(repo) == before + 1
