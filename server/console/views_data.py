@@ -8,7 +8,6 @@ the only ones read), so a big file's page costs what a small one's does.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from typing import Optional
 
