@@ -322,8 +322,23 @@ class Files:
         """What changed between two commits, under `path` (a file or a directory)."""
         return within(self.reader.diff_files(repo, ref, other_repo, other_ref), path)
 
-    def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
-        return self.reader.read_file(repo, ref, path)
+    def read_file(self, repo: str, ref: str | None, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """A file's bytes, or the bytes [start, end) of it (as a Range read: only the chunks it overlaps are read)."""
+        if not start and end is None:
+            return self.reader.read_file(repo, ref, path)
+        row = self.file_row(repo, ref, path)
+        return b"".join(self.range_pieces(row["refs"], start, row["size"] if end is None else min(end, row["size"])))
+
+    def range_pieces(self, refs, start: int, end: int) -> Iterator[bytes]:
+        """The bytes [start, end) of a file, from its refs, a chunk at a time: chunks outside the range are never read."""
+        pos = 0
+        for ref in refs:
+            n = ref["length"]
+            if pos + n > start and pos < end:
+                yield bytes(self.reader.chunk_slice(ref)[max(0, start - pos) : min(n, end - pos)])  # verified against its id
+            pos += n
+            if pos >= end:
+                break
 
     def file_row(self, repo: str, ref: str | None, path: str) -> dict:
         return self.reader.file_row(repo, ref, path)

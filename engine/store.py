@@ -211,8 +211,8 @@ class Store:
     def diff_files(self, repo: str, ref: str | None, other_repo: str | None = None, other_ref: str | None = None):
         return self.files.diff_files(repo, ref, other_repo, other_ref)
 
-    def read_file(self, repo: str, ref: str | None, path: str) -> bytes:
-        return self.files.read_file(repo, ref, path)
+    def read_file(self, repo: str, ref: str | None, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        return self.files.read_file(repo, ref, path, start=start, end=end)
 
     def file_row(self, repo: str, ref: str | None, path: str) -> dict:
         return self.files.file_row(repo, ref, path)

@@ -230,22 +230,8 @@ def get_content(request: Request, repo: str, path: str, ref: Optional[str] = Non
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "ETag": f'"{row["hash"].hex()}"'}
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    return StreamingResponse(_pieces(store, row["refs"], start, end), status_code=status, headers=headers,
+    return StreamingResponse(store.files.range_pieces(row["refs"], start, end), status_code=status, headers=headers,
                              media_type="application/octet-stream")
-
-
-def _pieces(store, refs, start: int, end: int):
-    """The bytes [start, end) of a file: chunks before the range are never read."""
-    pos = 0
-    for ref in refs:
-        n = ref["length"]
-        if pos + n > start and pos < end:
-            # The Files component's own reader: it verifies each chunk against its id.
-            view = store.files.chunk_slice(ref)
-            yield bytes(view[max(0, start - pos) : min(n, end - pos)])
-        pos += n
-        if pos >= end:
-            break
 
 
 def _unsatisfiable(size: int, message: str) -> Response:

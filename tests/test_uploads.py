@@ -91,3 +91,20 @@ def test_the_server_lands_nothing_it_cannot_check(server):
     assert http.post("/api/v1/repos/checks/land", json={"files": [good]}).status_code == 200
     assert http.get("/api/v1/repos/checks/content", params={"path": "/ok"}).content == data
     assert http.post("/api/v1/repos/checks/chunks/missing", json={"ids": ["zz"]}).status_code == 400
+
+
+def test_a_range_reads_the_same_bytes_through_either_door(server):
+    from dpl.client import connect
+    from dpl.engine import Store
+
+    data = os.urandom(3 * MiB)
+    server.http.put("/api/v1/repos/checks/content", params={"path": "/r.bin"}, content=data).raise_for_status()
+    local, remote = Store.open(server.store), connect(server.url)
+    try:
+        for start, end in ((0, None), (5, 10), (MiB - 3, 2 * MiB + 7), (3 * MiB - 1, None)):
+            want = data[start:end]
+            assert local.read_file("checks", "master", "/r.bin", start=start, end=end) == want, (start, end)
+            assert remote.read_file("checks", "master", "/r.bin", start=start, end=end) == want, (start, end)
+    finally:
+        remote.close()
+        local.close()
