@@ -243,7 +243,7 @@ class DplMount(_Operations):
         if local is None:
             fd, local = tempfile.mkstemp(dir=self.spool)
             with os.fdopen(fd, "wb") as out:
-                kind, size = self.tree.lookup(path)
+                _, size = self.tree.lookup(path)
                 if not truncate and size:
                     rng, at = self._range(path), 0
                     while at < size:
@@ -353,7 +353,7 @@ class DplMount(_Operations):
             if new == old or new.startswith(old + "/"):
                 raise _oserror(errno.EINVAL)
             if old in self.tree.dirs:
-                if new in self.tree.dirs and self.tree.dirs[new]:
+                if self.tree.dirs.get(new):
                     raise _oserror(errno.ENOTEMPTY)
                 if self._exists(new) and new not in self.tree.dirs:
                     raise _oserror(errno.ENOTDIR)

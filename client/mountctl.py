@@ -67,8 +67,6 @@ def run(door: access.Door, repo: str, ref: str, where: str, *, write: bool, bran
     `ready(ops)` is called once the mount is visible; `landed(commit)` for
     each commit the mount lands (None when there was nothing to land).
     """
-    import mfusepy
-
     require_fuse()
     where = check_dir(where)
     ops = DplMount(door, repo, ref, branch=branch if write else None)
@@ -118,7 +116,9 @@ def _fuse_class():
     READDIR_PLUS, FILL_DIR_PLUS = 1, 2
 
     class Fuse(mfusepy.FUSE):
-        listings: dict[str, list] = {}  # path -> its entries, from a listing's first call to its last
+        def __init__(self, *args, **kwargs):
+            self.listings: dict[str, list] = {}  # path -> its entries, from a listing's first call to its last
+            super().__init__(*args, **kwargs)  # runs the loop
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             ops = self.operations
@@ -239,7 +239,7 @@ def unmount(where: str) -> str | None:
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
         raise MountRefused("fusermount3 is not installed, so nothing can be unmounted.", hint="Install it: apt-get install fuse3")
-    done = subprocess.run([tool, "-u", where], capture_output=True, text=True)
+    done = subprocess.run([tool, "-u", where], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         why = done.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
         raise MountRefused(f"{where} could not be unmounted: {why}.",
