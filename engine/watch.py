@@ -212,16 +212,20 @@ class Watcher:
         return found
 
     def _commit_under(self, prefixes: list[str]) -> Change:
+        prefixes = _outermost(prefixes)
         local = self._local_files(prefixes)
         table = self._head_table()
         repo_files: dict[str, tuple[int, bytes]] = {}
         if table.num_rows:
-            paths = table["path"].to_pylist()
-            wanted = ["/" + p for p in prefixes if p]
-            for path, size, digest in zip(paths, table["size"].to_pylist(), table["hash"].to_pylist()):
-                if not wanted or any(path == w or path.startswith(w + "/") for w in wanted):
-                    if not ignored(path[1:]):
-                        repo_files[path] = (size, digest)
+            whole = "" in prefixes
+            wanted = {"/" + p for p in prefixes}
+
+            def under(path: str) -> bool:  # the path or one of its directories was touched: depth lookups, not a scan per prefix
+                return path in wanted or any(path[:i] in wanted for i in range(1, len(path)) if path[i] == "/")
+
+            for path, size, digest in zip(table["path"].to_pylist(), table["size"].to_pylist(), table["hash"].to_pylist()):
+                if (whole or under(path)) and not ignored(path[1:]):
+                    repo_files[path] = (size, digest)
         change = Change()
         puts = []
         for rel, path in sorted(local.items()):
@@ -255,6 +259,14 @@ class Watcher:
             self.store.delete_commit(self.repo, commit_id)
         except DplError:
             pass
+
+
+def _outermost(prefixes: list[str]) -> list[str]:
+    """The touched paths less those inside another touched directory (a copied tree is walked once)."""
+    if "" in prefixes:
+        return [""]
+    given = set(prefixes)
+    return sorted(p for p in given if not any(p[:i] in given for i in range(1, len(p)) if p[i] == "/"))
 
 
 def _hash(path: str) -> bytes:
