@@ -33,7 +33,17 @@ import time
 from . import access
 from ..storage.errors import DplError
 
-try:  # mfusepy loads libfuse when imported; `Mount` says what is missing
+def _prefer_fuse3() -> None:
+    """mfusepy takes libfuse 2 when both are installed; the listing of attributes
+    with names (READDIRPLUS, client/mountctl.py) is libfuse 3's."""
+    from ctypes.util import find_library
+
+    if "FUSE_LIBRARY_PATH" not in os.environ and find_library("fuse3"):
+        os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+
+try:  # mfusepy loads libfuse when imported; mountctl.require_fuse says what is missing
+    _prefer_fuse3()
     import mfusepy as fuse
     _Operations = fuse.Operations
     FUSE_MISSING = None
