@@ -213,3 +213,29 @@ def test_with_auth_on_the_console_is_for_admins_only(team):
     with httpx.Client(base_url=server.url, cookies={"dpl_token": tokens["admin"]}) as browser:
         assert browser.get("/").status_code == 200
     assert server.http.get("/healthz").status_code == 200  # probes stay open
+
+
+@pytest.mark.postgres
+def test_users_tokens_roles_and_audit_on_postgresql(postgres_db, tmp_path):
+    from dpl.engine import Store
+    from dpl.engine.auth import Forbidden, Unauthenticated
+
+    s = Store.init(tmp_path / "store", durable=False, metadata=postgres_db)
+    try:
+        admin = s.auth.authenticate(s.auth.activate("root")["token"])
+        assert admin.admin and s.auth.active()
+        s.auth.create_user("eve")
+        token = s.auth.create_token("eve", expires_in=3600)
+        eve = s.auth.authenticate(token["token"])
+        s.create_repo("pg")
+        with pytest.raises(Forbidden):
+            s.auth.require(eve, "pg", "reader", "read it")
+        s.auth.grant("pg", "eve", "writer")
+        s.auth.require(eve, "pg", "writer", "put files into it")
+        s.auth.audit(eve, "PUT /api/v1/repos/pg/content", "path=/x", 200)
+        assert [(e["user"], e["status"]) for e in s.auth.audit_log()] == [("eve", 200)]
+        s.auth.revoke_token(token["id"])
+        with pytest.raises(Unauthenticated):
+            s.auth.authenticate(token["token"])
+    finally:
+        s.close()
