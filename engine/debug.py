@@ -43,7 +43,7 @@ def debug_datum(store: "Store", pipeline: str | None, job: str, datum: str, cmd:
     ctx = r.context(store, "debug")
     try:
         if kind == "docker":
-            return _in_container(store, ctx, task, cmd, say)
+            return _in_container(store, ctx, task, cmd, say, r.job.executor or {})
         if kind != "local":
             raise ExecutorUnavailable(f"debug-datum runs datums of the local and docker executors, not {kind!r}.",
                                       hint="Pass --executor local to debug it in the local sandbox.")
@@ -100,7 +100,7 @@ def _in_sandbox(store, ctx, task, cmd, say) -> int:
         _open_up(pfs / "out")
 
 
-def _in_container(store, ctx, task, cmd, say) -> int:
+def _in_container(store, ctx, task, cmd, say, ran_on: dict) -> int:
     from docker.errors import DockerException
 
     from .executors.docker import DockerExecutor
@@ -110,8 +110,11 @@ def _in_container(store, ctx, task, cmd, say) -> int:
         raise ExecutorUnavailable("debug-datum needs the docker command line to attach to a container.",
                                   hint="Install the docker CLI (Debian: apt install docker.io).")
     executor = DockerExecutor(store.config)
-    executor.start(ctx)
+    info = executor.start(ctx)
     try:
+        ran = ran_on.get("image_digest")
+        if ran and info.get("image_digest") != ran:
+            say(f"warning: {info['image']} is now {info.get('image_digest', '?')[:19]}; the job ran {ran[:19]}")
         box = SimpleNamespace(pfs=None, out=None, inherit={}, maps_pfs=False)
         step = runner.command(ctx, task, box)
         try:
