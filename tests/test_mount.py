@@ -52,10 +52,10 @@ def repo(store, fuse):
 
 
 @contextmanager
-def mounted(store, target, where, *args, stop=signal.SIGINT):
+def mounted(store, target, where, *args, stop=signal.SIGINT, env=None):
     """`dpl mount TARGET WHERE ARGS` in its own session, until `stop` reaches its process group."""
     os.makedirs(where, exist_ok=True)
-    proc = subprocess.Popen([DPL, "mount", target, str(where), *args], env=dict(os.environ, DPL_STORE=str(store)),
+    proc = subprocess.Popen([DPL, "mount", target, str(where), *args], env={**os.environ, "DPL_STORE": str(store), **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
@@ -332,3 +332,28 @@ def test_a_commit_waits_for_files_still_open_for_writing(repo, tmp_path):
         assert "committed" in dpl("mount", "--commit", mnt, store=repo).stderr.decode()
     assert proc.returncode == 0, proc.said
     assert read(repo, "/half.txt") == b"half" and commits(repo) == before + 1
+
+
+def test_a_mount_through_a_server_reads_and_lands_its_changes_over_http(tmp_path, fuse):
+    from test_serve import Server
+
+    store = tmp_path / "served"
+    dpl("init", store, "--no-fsync")
+    server = Server(store, tmp_path)
+    try:
+        server.dpl("create-repo", "data")
+        put(store, {"/a.txt": b"hello\n", "/big.bin": bytes(range(256)) * 8192})
+        mnt, away = tmp_path / "mnt", {"DPL_ADDRESS": server.url, "DPL_STORE": str(tmp_path / "nowhere")}
+        with mounted(store, "data@master", mnt, "--write", env=away) as proc:
+            assert (mnt / "a.txt").read_bytes() == b"hello\n"
+            with open(mnt / "big.bin", "rb") as f:
+                f.seek(1 << 20)
+                assert f.read(300) == (bytes(range(256)) * 8192)[1 << 20 : (1 << 20) + 300]
+            (mnt / "b.txt").write_bytes(b"over http\n")
+            os.remove(mnt / "a.txt")
+        assert proc.returncode == 0, proc.said
+        with engine(store) as s:
+            assert s.list_files("data", "master", "/", recursive=True)["path"].to_pylist() == ["/b.txt", "/big.bin"]
+        assert read(store, "/b.txt") == b"over http\n"
+    finally:
+        assert server.stop() == 0
