@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         s3: Optional[str] = typer.Option(None, "--s3", help="Also serve the S3 gateway on HOST:PORT (buckets BRANCH.REPO)."),
         s3_access_key: Optional[str] = typer.Option(None, "--s3-access-key", envvar="DPL_S3_ACCESS_KEY", help="A key pair for the S3 gateway that acts as an admin (users sign with their tokens' S3 keys)."),
         s3_secret_key: Optional[str] = typer.Option(None, "--s3-secret-key", envvar="DPL_S3_SECRET_KEY", help="The secret key of --s3-access-key."),
+        tls_cert: Optional[str] = typer.Option(None, "--tls-cert", envvar="DPL_TLS_CERT", help="Serve HTTPS with this PEM certificate (chain)."),
+        tls_key: Optional[str] = typer.Option(None, "--tls-key", envvar="DPL_TLS_KEY", help="The certificate's PEM private key."),
     ):
         """Serve a store over HTTP (/api/v1, OpenAPI at /docs) and run its jobs as commits land."""
         from ..server.main import serve as run_server
@@ -30,7 +32,8 @@ def register(app: typer.Typer) -> None:
             from ..server.s3auth import Keys
 
             keys = Keys.configured(s3_access_key, s3_secret_key)
-        run_server(store, listen, executor=executor, poll=poll, grace=grace, workers=workers, s3=s3, s3_keys=keys)
+        run_server(store, listen, executor=executor, poll=poll, grace=grace, workers=workers, s3=s3, s3_keys=keys,
+                   tls_cert=tls_cert, tls_key=tls_key)
 
     @app.command("s3-gateway")
     def s3_gateway(

@@ -36,6 +36,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_tls(cert: str | None, key: str | None) -> None:
+    if bool(cert) != bool(key):
+        raise DplError("TLS needs both --tls-cert and --tls-key, or neither.", hint="Give the certificate and its private key (PEM files).")
+    for path in (cert, key):
+        if path and not os.path.isfile(path):
+            raise DplError(f"{path} is not a file.", hint="Give --tls-cert and --tls-key as paths to PEM files.")
+
+
 def _server_class():
     import uvicorn
 
@@ -51,8 +59,10 @@ def _server_class():
 
 
 def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str | None = None, poll: float = 2.0,
-          grace: float = 30.0, schedule: bool = True, workers: int = 1, s3: str | None = None, s3_keys=None) -> None:
+          grace: float = 30.0, schedule: bool = True, workers: int = 1, s3: str | None = None, s3_keys=None,
+          tls_cert: str | None = None, tls_key: str | None = None) -> None:
     host, port = parse_listen(listen)
+    _check_tls(tls_cert, tls_key)
     import uvicorn
 
     from .app import create_app
@@ -88,7 +98,14 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     bound = sock.getsockname()[1]
     app = create_app(store, executor=executor, poll=poll, schedule=schedule, grace=grace, workers=workers)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace,
-                            server_header=False)
+                            server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+    try:
+        config.load()  # reads the certificate now, so a bad one is one sentence, not uvicorn's traceback
+    except (OSError, ValueError) as e:
+        raise DplError(f"The TLS certificate or key cannot be used ({getattr(e, 'strerror', None) or e}).",
+                       hint="Give --tls-cert a PEM certificate (chain) and --tls-key its unencrypted PEM key.") from None
+    if tls_cert is None and not is_loopback(host):
+        log_event("server.warning", message="Serving beyond loopback without TLS: tokens travel in clear. Give --tls-cert and --tls-key.")
     server = _server_class()(config)
     gateway = None
     if s3:  # the S3 gateway on its own port, in a thread; it wakes the scheduler as its commits land
@@ -96,7 +113,7 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
         from .s3serve import start as start_gateway
 
         gateway = start_gateway(store, s3, s3_keys or Keys.configured(), on_commit=app.state.scheduler.wake)
-    log_event("server.listening", address=f"http://{host if ':' not in host else f'[{host}]'}:{bound}", pid=os.getpid())
+    log_event("server.listening", address=f"{'https' if tls_cert else 'http'}://{host if ':' not in host else f'[{host}]'}:{bound}", pid=os.getpid())
     server.run(sockets=[sock])
     if gateway is not None:
         gateway.stop()

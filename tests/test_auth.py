@@ -239,3 +239,26 @@ def test_users_tokens_roles_and_audit_on_postgresql(postgres_db, tmp_path):
             s.auth.authenticate(token["token"])
     finally:
         s.close()
+
+
+def test_tls_with_a_self_signed_certificate(tmp_path, monkeypatch):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    store = tmp_path / "store"
+    dpl("init", store, "--no-fsync", env=_env(tmp_path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # this process's httpx (the helper's client) trusts the certificate
+    server = Server(store, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    try:
+        assert server.url.startswith("https://")
+        server.dpl("create-repo", "secure")  # its env has SSL_CERT_FILE too
+        assert [r["name"] for r in server.http.get("/api/v1/repos").json()["items"]] == ["secure"]
+        untrusted = dpl("--address", server.url, "list-repo", env={**_env(tmp_path), "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+                        check=False)
+        assert untrusted.returncode == 1 and untrusted.stderr.startswith(b"error: Cannot reach the dpl server")
+    finally:
+        assert server.stop() == 0
+    half = dpl("serve", "--store", store, "--tls-cert", cert, env=_env(tmp_path), check=False)
+    assert half.returncode == 1 and half.stderr.startswith(b"error: TLS needs both --tls-cert and --tls-key")
