@@ -78,6 +78,14 @@ def test_roles_allow_and_refuse_exactly(team, tmp_path):
     assert anonymous.status_code == 401 and anonymous.json()["type"] == "Unauthenticated"
     forged = tokens["bob"][:-4] + "AAAA"
     assert server.http.get("/api/v1/repos", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    for_bob = http["admin"].post("/api/v1/auth/tokens", json={"user": "bob", "expires_in": -1}).json()
+    expired = server.http.get("/api/v1/repos", headers={"Authorization": f"Bearer {for_bob['token']}"})
+    assert expired.status_code == 401 and expired.json()["error"] == "The token has expired."
+    spare = http["admin"].post("/api/v1/auth/tokens", json={"user": "bob"}).json()
+    assert server.http.get("/api/v1/repos", headers={"Authorization": f"Bearer {spare['token']}"}).status_code == 200
+    assert http["bob"].delete(f"/api/v1/auth/tokens/{spare['id']}").status_code == 204  # his own: he may revoke it
+    assert server.http.get("/api/v1/repos", headers={"Authorization": f"Bearer {spare['token']}"}).status_code == 401
+    assert http["bob"].post("/api/v1/auth/tokens", json={"user": "alice"}).status_code == 403
 
 
 def test_owner_manages_the_pipeline_and_admin_can_all(team, tmp_path):
