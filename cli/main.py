@@ -335,8 +335,8 @@ MODULE_COMMANDS = {
     "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
     "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
                   "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
-                  "wait-job", "stop-job", "delete-job", "restart-datum", "validate-pipeline", "edit-pipeline", "rerun-pipeline",
                   "run", "run-cron", "wait-commit"),
+    "control": ("wait-job", "stop-job", "delete-job", "restart-datum", "validate-pipeline", "edit-pipeline", "rerun-pipeline"),
     "provenance": ("provenance", "subvenance", "why", "draw-dag"),
     "secrets": ("create-secret", "list-secret", "delete-secret"),
     "serve": ("serve", "s3-gateway", "connect", "disconnect"),
@@ -371,6 +371,10 @@ def _command_module(name: str):
         from . import pipelines
 
         return pipelines
+    if name == "control":
+        from . import control
+
+        return control
     if name == "secrets":
         from . import secrets
 
