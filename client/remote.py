@@ -547,6 +547,9 @@ class RemoteStore:
     def rerun_pipeline(self, *args, **kwargs):
         self._not_served("rerun-pipeline")
 
+    def edit_pipeline(self, *args, **kwargs):
+        self._not_served("edit-pipeline")
+
 
 def _q(segment: str) -> str:
     """One path segment, escaped (names may hold any character a URL path reserves)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import uuid
 from functools import cached_property
@@ -51,7 +52,7 @@ class Pipelines:
     # ------------------------------------------------------------- lifecycle
 
     def create_pipeline(self, text: str, *, source: str = "<spec>", update: bool = False, reprocess: bool = False,
-                        tx: Tx | None = None, wave: str | None = None) -> dict:
+                        tx: Tx | None = None, wave: str | None = None, code_dir: str | None = None) -> dict:
         """Create (or update) a pipeline and start its first job; given `tx` (a dpl transaction
         landing), in that transaction, its job in the wave `wave`."""
         spec = specs.load_spec(text, source)
@@ -79,7 +80,8 @@ class Pipelines:
         # versions stay, because commits kept with --keep-repo refer to them.
         version = pipeline_rows.last_version(self.db, name) + 1
         spec_json = spec.to_json()
-        code = code_version(source if source not in ("<spec>", "-") else None)
+        # The step's code lives beside the spec file; a spec edited or rerun in place keeps its version's directory.
+        code = code_version(os.path.join(code_dir, "spec") if code_dir else source if source not in ("<spec>", "-") else None)
         code_mod.check_patterns(spec, code.get("dir"))
         history_commit = self.spec_history.record(name, spec_json, f"{'update' if existing else 'create'} pipeline {name} (version {version})")
         reprocess_count = pipeline_rows.last_reprocess(self.db, name) + (1 if reprocess else 0)
@@ -256,9 +258,21 @@ class Pipelines:
         are skipped, unless `reprocess`: then a new version of the same spec runs every datum again."""
         row = self.pipeline(name)
         if reprocess:
-            self.create_pipeline(json.dumps(row.spec), update=True, reprocess=True)
+            self.create_pipeline(json.dumps(row.spec), update=True, reprocess=True, code_dir=self._code_dir(row))
             return self.pipeline_wave(name)
         return self.waves.trigger(name, "rerun")
+
+    def edit_pipeline(self, name: str, text: str, *, reprocess: bool = False) -> dict:
+        """Update pipeline `name` to the edited spec `text` (`dpl edit-pipeline`), keeping its code directory."""
+        row = self.pipeline(name)
+        edited = specs.load_specs(text, f"edited spec of {name}")
+        if [s.name for s in edited] != [name]:
+            raise InvalidSpec(f"The edited spec must stay one spec of pipeline {name!r}; the pipeline was not changed.",
+                              hint="Rename a pipeline with create-pipeline and delete-pipeline instead.")
+        return self.create_pipeline(text, source=f"edited spec of {name}", update=True, reprocess=reprocess, code_dir=self._code_dir(row))
+
+    def _code_dir(self, row: pipeline_rows.Pipeline) -> str | None:
+        return pipeline_rows.version(self.db, row.name, row.version).code.get("dir")
 
     def pipeline_wave(self, name: str) -> str | None:
         """The global id of the pipeline's newest job."""

@@ -435,6 +435,9 @@ class Store:
     def rerun_pipeline(self, name: str, *, reprocess: bool = False) -> str:
         return self.pipelines.rerun_pipeline(name, reprocess=reprocess)
 
+    def edit_pipeline(self, name: str, text: str, *, reprocess: bool = False) -> dict:
+        return self.pipelines.edit_pipeline(name, text, reprocess=reprocess)
+
     def pipelines_reading(self, repo: str) -> set[str]:
         return self.pipelines.pipelines_reading(repo)
 

@@ -267,6 +267,11 @@ def test_validate_and_edit_pipeline(store, api, tmp_path):
     breaker = tmp_path / "breaker.sh"
     breaker.write_text("#!/bin/sh\necho '{\"pipeline\": {\"name\": \"p\"}, \"transform\": {}, \"bogus\": 1}' > \"$1\"\n")
     breaker.chmod(0o755)
+    renamer = tmp_path / "renamer.sh"
+    renamer.write_text("#!/bin/sh\nsed -i 's/\"p\"/\"q\"/' \"$1\"\n")
+    renamer.chmod(0o755)
+    renamed = dpl("edit-pipeline", "p", store=store, env={"EDITOR": str(renamer)}, check=False)
+    assert renamed.returncode != 0 and b"must stay one spec of pipeline 'p'" in renamed.stderr
     broken = dpl("edit-pipeline", "p", store=store, env={"EDITOR": str(breaker)}, check=False)
     assert broken.returncode != 0 and b"spec.transform" in broken.stderr and api.inspect_pipeline("p")["version"] == 2
 
