@@ -532,20 +532,20 @@ class RemoteStore:
     def inspect_transaction(self, *args, **kwargs):
         self._not_served("inspect-transaction")
 
-    def stop_job(self, *args, **kwargs):
-        self._not_served("stop-job")
+    def stop_job(self, pipeline: str | None, job: str) -> dict:
+        return self._call("POST", f"/jobs/{_q(job)}/stop", pipeline=pipeline)
 
-    def delete_job(self, *args, **kwargs):
-        self._not_served("delete-job")
+    def delete_job(self, pipeline: str | None, job: str) -> dict:
+        return self._call("DELETE", f"/jobs/{_q(job)}", pipeline=pipeline)
 
-    def restart_datum(self, *args, **kwargs):
-        self._not_served("restart-datum")
+    def restart_datum(self, pipeline: str | None, job: str, datum: str | None = None, *, all_failed: bool = False) -> str:
+        return self._call("POST", f"/jobs/{_q(job)}/restart", pipeline=pipeline, datum=datum, all_failed=all_failed)["wave"]
 
     def validate_pipeline(self, *args, **kwargs):
         self._not_served("validate-pipeline (and edit-pipeline)")
 
-    def rerun_pipeline(self, *args, **kwargs):
-        self._not_served("rerun-pipeline")
+    def rerun_pipeline(self, name: str, *, reprocess: bool = False) -> str:
+        return self._call("POST", f"/pipelines/{_q(name)}/rerun", reprocess=reprocess)["wave"]
 
     def edit_pipeline(self, *args, **kwargs):
         self._not_served("edit-pipeline")

@@ -160,6 +160,34 @@ def inspect_datum(request: Request, job: str, datum: str, pipeline: Optional[str
     return plain(_store(request).inspect_datum(pipeline, job, datum))
 
 
+@router.post("/jobs/{job}/stop", tags=["jobs"])
+def stop_job(request: Request, job: str, pipeline: Optional[str] = None):
+    """Kill an unfinished job (`dpl stop-job`)."""
+    return plain(_store(request).stop_job(pipeline, job))
+
+
+@router.delete("/jobs/{job}", tags=["jobs"])
+def delete_job(request: Request, job: str, pipeline: Optional[str] = None):
+    """Delete a finished job, its datums and logs, and its output commit if it is the newest (`dpl delete-job`)."""
+    return plain(_store(request).delete_job(pipeline, job))
+
+
+@router.post("/jobs/{job}/restart", tags=["jobs"])
+def restart_datum(request: Request, job: str, pipeline: Optional[str] = None, datum: Optional[str] = None, all_failed: bool = False):
+    """Run a finished job's failed datums again in a new job (`dpl restart-datum`)."""
+    wave = _store(request).restart_datum(pipeline, job, datum, all_failed=all_failed)
+    _wake(request)
+    return {"wave": wave}
+
+
+@router.post("/pipelines/{name}/rerun", tags=["pipelines"])
+def rerun_pipeline(request: Request, name: str, reprocess: bool = False):
+    """A new job over the pipeline's current inputs (`dpl rerun-pipeline`)."""
+    wave = _store(request).rerun_pipeline(name, reprocess=reprocess)
+    _wake(request)
+    return {"name": name, "wave": wave}
+
+
 @router.get("/jobs/{job}/logs", tags=["jobs"])
 def datum_logs(request: Request, job: str, pipeline: Optional[str] = None, datum: Optional[str] = None,
                limit: Optional[int] = None, cursor: Optional[str] = None):

@@ -341,5 +341,13 @@ def test_read_commands_work_through_dpl_serve(store, api, tmp_path):
         assert (f["type"], f["size"]) == ("file", 2)
         assert b"saw a.txt" in server.dpl("logs", "--pipeline", "p").stdout
         assert b"success" in server.dpl("wait-job", f"p@{job['id']}").stderr
+        # writes on jobs too: a rerun (the server's scheduler runs it), then deleting that job
+        rerun = server.dpl("rerun-pipeline", "p").stderr.decode()
+        wave = rerun.split("in job ")[1].split()[0]
+        assert "success: 0 datums processed, 1 skipped" in rerun
+        server.dpl("delete-job", f"p@{wave}")
+        assert not [j for j in json.loads(server.dpl("list-job", "p", "-o", "json").stdout) if j["id"].startswith(wave)]
+        refused = server.dpl("copy-file", "data@master:/a.txt", "data@master:/b.txt", check=False)
+        assert refused.returncode != 0 and b"not offered through a dpl server" in refused.stderr
     finally:
         server.stop()
