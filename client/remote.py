@@ -514,8 +514,10 @@ class RemoteStore:
         raise DplError(f"`dpl {what}` is not offered through a dpl server yet.",
                        hint=f"Run it on the server's machine, against the store the server opened (e.g. `DPL_ADDRESS=local dpl {what} ...`).")
 
-    def copy_file(self, *args, **kwargs):
-        self._not_served("copy-file")
+    def copy_file(self, src_repo: str, src_ref: str | None, src_path: str, dst_repo: str, dst_branch: str,
+                  dst_path: str | None = None, description: str = "") -> Commit:
+        return _commit(self._call("POST", f"/repos/{_q(dst_repo)}/copy", {
+            "src_repo": src_repo, "src_ref": src_ref, "src_path": src_path, "branch": dst_branch, "path": dst_path, "description": description}))
 
     def set_trigger(self, *args, **kwargs):
         self._not_served("create-branch --trigger")

@@ -191,6 +191,14 @@ def file_info(request: Request, repo: str, path: str, ref: Optional[str] = None)
     return {"repo": repo, "commit": commit.id, "path": row["path"], "size": row["size"], "hash": row["hash"].hex()}
 
 
+@router.post("/repos/{repo}/copy", tags=["files"], status_code=201)
+def copy_file(request: Request, repo: str, src_repo: str = Body(...), src_path: str = Body(...), src_ref: Optional[str] = Body(None),
+              branch: str = Body("master"), path: Optional[str] = Body(None), description: str = Body("")):
+    """Copy a file or directory of `src_repo` into `repo` by reference: no byte is stored again (`dpl copy-file`)."""
+    _store(request).auth.require(user(request), src_repo, "reader", "copy files from it")
+    return _landed(request, _store(request).copy_file(src_repo, src_ref, src_path, repo, branch, path, description))
+
+
 @router.get("/repos/{repo}/inspect-file", tags=["files"])
 def inspect_file(request: Request, repo: str, path: str, ref: Optional[str] = None):
     """A file or directory: type, size, hash, chunk refs, and the commit it was read from (`dpl inspect-file`)."""

@@ -53,6 +53,7 @@ RULES: dict[tuple[str, str], object] = {
     ("GET", f"{R}/repos/{{repo}}/diff"): Role("reader", "read it", also="other_repo"),
     ("GET", f"{R}/repos/{{repo}}/file"): Role("reader", "read it"),
     ("GET", f"{R}/repos/{{repo}}/inspect-file"): Role("reader", "read it"),
+    ("POST", f"{R}/repos/{{repo}}/copy"): Role("writer", "copy files into it"),  # and reader on src_repo, checked by the handler
     ("GET", f"{R}/repos/{{repo}}/branches/{{branch}}"): Role("reader", "read it"),
     ("GET", f"{R}/repos/{{repo}}/content"): Role("reader", "read it"),
     ("PUT", f"{R}/repos/{{repo}}/content"): Role("writer", "put files into it"),

@@ -347,7 +347,10 @@ def test_read_commands_work_through_dpl_serve(store, api, tmp_path):
         assert "success: 0 datums processed, 1 skipped" in rerun
         server.dpl("delete-job", f"p@{wave}")
         assert not [j for j in json.loads(server.dpl("list-job", "p", "-o", "json").stdout) if j["id"].startswith(wave)]
-        refused = server.dpl("copy-file", "data@master:/a.txt", "data@master:/b.txt", check=False)
+        server.dpl("copy-file", "data@master:/a.txt", "data@master:/b.txt")
+        f = json.loads(server.dpl("inspect-file", "data@master:/b.txt", "-o", "json").stdout)
+        assert (f["type"], f["size"], f["chunks"]) == ("file", 2, 1)
+        refused = server.dpl("start-transaction", check=False)
         assert refused.returncode != 0 and b"not offered through a dpl server" in refused.stderr
     finally:
         server.stop()
