@@ -519,8 +519,10 @@ class RemoteStore:
         return _commit(self._call("POST", f"/repos/{_q(dst_repo)}/copy", {
             "src_repo": src_repo, "src_ref": src_ref, "src_path": src_path, "branch": dst_branch, "path": dst_path, "description": description}))
 
-    def set_trigger(self, *args, **kwargs):
-        self._not_served("create-branch --trigger")
+    def set_trigger(self, repo: str, branch: str, source: str, *, size: int | None = None, commits: int | None = None,
+                    cron: str | None = None, all_of: bool = False) -> dict:
+        return self._call("PUT", f"/repos/{_q(repo)}/branches/{_q(branch)}/trigger",
+                          {"source": source, "size": size, "commits": commits, "cron": cron, "all_of": all_of})
 
     def start_transaction(self, *args, **kwargs):
         self._not_served("start-transaction")
@@ -543,14 +545,14 @@ class RemoteStore:
     def restart_datum(self, pipeline: str | None, job: str, datum: str | None = None, *, all_failed: bool = False) -> str:
         return self._call("POST", f"/jobs/{_q(job)}/restart", pipeline=pipeline, datum=datum, all_failed=all_failed)["wave"]
 
-    def validate_pipeline(self, *args, **kwargs):
-        self._not_served("validate-pipeline (and edit-pipeline)")
+    def validate_pipeline(self, text: str, *, source: str = "<spec>") -> list[dict]:
+        return self._call("POST", "/pipelines/validate", {"spec": text, "source": source})
 
     def rerun_pipeline(self, name: str, *, reprocess: bool = False) -> str:
         return self._call("POST", f"/pipelines/{_q(name)}/rerun", reprocess=reprocess)["wave"]
 
-    def edit_pipeline(self, *args, **kwargs):
-        self._not_served("edit-pipeline")
+    def edit_pipeline(self, name: str, text: str, *, reprocess: bool = False) -> dict:
+        return self._call("POST", f"/pipelines/{_q(name)}/edit", {"spec": text, "reprocess": reprocess})
 
 
 def _q(segment: str) -> str:

@@ -205,6 +205,13 @@ def inspect_file(request: Request, repo: str, path: str, ref: Optional[str] = No
     return _store(request).inspect_file(repo, ref, path)
 
 
+@router.put("/repos/{repo}/branches/{branch}/trigger", tags=["branches"])
+def set_trigger(request: Request, repo: str, branch: str, source: str = Body(...), size: Optional[int] = Body(None),
+                commits: Optional[int] = Body(None), cron: Optional[str] = Body(None), all_of: bool = Body(False)):
+    """Make `branch` follow `source` when the conditions hold (`dpl create-branch --trigger`)."""
+    return _store(request).set_trigger(repo, branch, source, size=size, commits=commits, cron=cron, all_of=all_of)
+
+
 @router.get("/repos/{repo}/branches/{branch}", tags=["branches"])
 def inspect_branch(request: Request, repo: str, branch: str):
     """A branch: head, when it moved, open commit, readers and trigger (`dpl inspect-branch`)."""

@@ -64,6 +64,22 @@ def update_pipeline(request: Request, spec: str = Body(...), source: str = Body(
     return _with_wave(request, made)
 
 
+@router.post("/pipelines/validate", tags=["pipelines"])
+def validate_pipeline(request: Request, spec: str = Body(...), source: str = Body("<spec>")):
+    """Check a spec file as create-pipeline would, changing nothing (`dpl validate-pipeline`)."""
+    return _store(request).validate_pipeline(spec, source=source)
+
+
+@router.post("/pipelines/{name}/edit", tags=["pipelines"])
+def edit_pipeline(request: Request, name: str, spec: str = Body(...), reprocess: bool = Body(False)):
+    """Update a pipeline to its edited spec, keeping its code directory (`dpl edit-pipeline`)."""
+    store = _store(request)
+    store.auth.check_pipeline(user(request), spec, update=True)
+    made = store.edit_pipeline(name, spec, reprocess=reprocess)
+    store.auth.pipeline_created(spec, user(request))
+    return _with_wave(request, made)
+
+
 @router.get("/pipelines/{name}", tags=["pipelines"])
 def inspect_pipeline(request: Request, name: str, history: bool = False):
     return plain(_store(request).inspect_pipeline(name, history=history))

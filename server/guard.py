@@ -55,6 +55,9 @@ RULES: dict[tuple[str, str], object] = {
     ("GET", f"{R}/repos/{{repo}}/inspect-file"): Role("reader", "read it"),
     ("POST", f"{R}/repos/{{repo}}/copy"): Role("writer", "copy files into it"),  # and reader on src_repo, checked by the handler
     ("GET", f"{R}/repos/{{repo}}/branches/{{branch}}"): Role("reader", "read it"),
+    ("PUT", f"{R}/repos/{{repo}}/branches/{{branch}}/trigger"): Role("writer", "create branches in it"),
+    ("POST", f"{R}/pipelines/validate"): ANY,
+    ("POST", f"{R}/pipelines/{{name}}/edit"): Role("owner", "edit its pipeline", "name"),
     ("GET", f"{R}/repos/{{repo}}/content"): Role("reader", "read it"),
     ("PUT", f"{R}/repos/{{repo}}/content"): Role("writer", "put files into it"),
     ("POST", f"{R}/repos/{{repo}}/upload"): Role("writer", "put files into it"),

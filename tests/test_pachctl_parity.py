@@ -350,6 +350,16 @@ def test_read_commands_work_through_dpl_serve(store, api, tmp_path):
         server.dpl("copy-file", "data@master:/a.txt", "data@master:/b.txt")
         f = json.loads(server.dpl("inspect-file", "data@master:/b.txt", "-o", "json").stdout)
         assert (f["type"], f["size"], f["chunks"]) == ("file", 2, 1)
+        server.dpl("create-branch", "data@ready", "--trigger", "master", "--trigger-commits", "1")
+        assert json.loads(server.dpl("inspect-branch", "data@ready", "-o", "json").stdout)["trigger"]["commits"] == 1
+        spec = tmp_path / "q.json"
+        spec.write_text(picky("q"))
+        assert json.loads(server.dpl("validate-pipeline", spec, "-o", "json").stdout)[0]["action"] == "create"
+        editor = tmp_path / "editor.sh"
+        editor.write_text("#!/bin/sh\nsed -i 's/saw /seen /' \"$1\"\n")
+        editor.chmod(0o755)
+        dpl("--address", server.url, "edit-pipeline", "p", env={**server.env, "EDITOR": str(editor)})
+        assert "seen " in json.dumps(json.loads(server.dpl("inspect-pipeline", "p", "-o", "json").stdout)["spec"])
         refused = server.dpl("start-transaction", check=False)
         assert refused.returncode != 0 and b"not offered through a dpl server" in refused.stderr
     finally:
