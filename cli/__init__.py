@@ -3,7 +3,8 @@
 `run` is the console entry point.  `dpl --version` is answered here, and
 the small commands of `fast` there, before the command line's machinery
 (typer, ~55 ms of imports, more than the whole answer may take) is
-imported; every other call goes to `main.run`.
+imported; every other call goes to `main.run`.  Every command runs with
+pandas hidden from pyarrow (lean.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ def run() -> None:
         sys.stdout.write(f"dpl {version()}\n")
         return
     from . import fast
+    from .lean import hidden
 
-    if fast.run(sys.argv[1:]):
-        return
-    from .main import run as run_command
+    with hidden("pandas"):  # see lean.py
+        if fast.run(sys.argv[1:]):
+            return
+        from .main import run as run_command
 
-    run_command()
+        run_command()
 
 
 def version() -> str:

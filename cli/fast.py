@@ -14,11 +14,11 @@ compares them, and must be kept passing when a twin changes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
 from . import render
+from .lean import hidden
 from .render import Output, ago, size
 
 # The columns of `dpl list-repo`, as cli/main.py's list_repo prints them.
@@ -86,37 +86,6 @@ def _parse(rest: list[str], flags: dict[str, str], positionals: range):
     return args, given, output
 
 
-class _Hidden:
-    """An import finder that makes `import NAME` fail for some packages."""
-
-    def __init__(self, names: set[str]):
-        self.names = names
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-@contextlib.contextmanager
-def _hidden(*names: str):
-    """While the block runs, `import` fails for these packages unless they
-    are imported already.
-
-    pandas: when it is installed, pyarrow imports it (~0.3 s of CPU, more
-    than a whole listing) at its first conversion of a Python value, and
-    again whenever it asks whether a value is a DataFrame; these commands
-    never hand pyarrow a DataFrame.  numpy: pyarrow loads it at import
-    (~90 ms) and needs it only to convert to and from numpy arrays, which
-    listing and diffing never do (writing does: put-file keeps it)."""
-    finder = _Hidden({n for n in names if n not in sys.modules})
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-
-
 def _store():
     from ..engine import Store
 
@@ -130,7 +99,7 @@ def _list_repo(args, flags, output: Output) -> None:
 def _list_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    with _hidden("pandas", "numpy"):
+    with hidden("numpy"):
         ref = refs.parse(args[0], default_path="/")
         entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
         render.table(entries, FILE_COLUMNS, output)
@@ -139,7 +108,7 @@ def _list_file(args, flags, output: Output) -> None:
 def _diff_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    with _hidden("pandas", "numpy"):
+    with hidden("numpy"):
         from ..engine.files import within
 
         a = refs.parse(args[0])
@@ -168,9 +137,8 @@ def _put_file(args, options, output: Output) -> None:
         dest += "/"  # a directory to put into, as `cp f dir/` (parsing dropped the slash)
     s = _store()
     plans = plan_sources(dest, sources, recursive="recursive" in options)
-    with _hidden("pandas"):  # the jobs the commit starts run without: steps may use it
-        commit = s.put_files(ref.repo, ref.ref_or_default, plans, append="append" in options,
-                             description=options.get("message", ""), progress=None)
+    commit = s.put_files(ref.repo, ref.ref_or_default, plans, append="append" in options,
+                         description=options.get("message", ""), progress=None)
     state = "added to open commit" if commit.state == "open" else "committed"
     render.info(f"{state} {ref.repo}@{commit.id} ({commit.nfiles} files, {size(commit.size)})")
     if commit.state == "finished" and "no_wait" not in options:

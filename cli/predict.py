@@ -21,10 +21,7 @@ def show(store, text: str, source: str, output: Output, executor: str | None = N
     if not isinstance(store, Store):
         raise DplError("A dry run plans from the store on this machine, not through a server.",
                        hint="Run it where the store is (unset DPL_ADDRESS or `dpl disconnect`).")
-    from .fast import _hidden
-
-    with _hidden("pandas"):  # pyarrow would import it (~0.3 s of CPU) and never hand it a DataFrame here
-        found = predict(store, text, source, executor=executor)
+    found = predict(store, text, source, executor=executor)
     s = found.summary()
     if output == Output.json:
         # One line through the C encoder: render.emit_json's indented, pure-Python path takes
