@@ -86,16 +86,18 @@ def fires(tx: Tx, t: Trigger, old, new) -> bool:
     if t.size is not None:
         results.append(new.size - (old.size if old else 0) >= t.size)
     if t.commits is not None:
-        results.append(_commits_between(tx, t.repo, new, old.id if old else None) >= t.commits)
+        results.append(_commits_between(tx, t.repo, new, old.id if old else None, t.commits) >= t.commits)
     if t.cron:
         since = (old.finished or old.created) if old else 0.0
         results.append(next_due(t.cron, since) <= (new.finished or time.time()))
     return all(results) if t.all_of else any(results)
 
 
-def _commits_between(tx: Tx, repo: str, new, stop_at: str | None) -> int:
+def _commits_between(tx: Tx, repo: str, new, stop_at: str | None, enough: int) -> int:
+    """Commits from `new` back to `stop_at`, counted only as far as `enough`: a
+    landing costs at most that many reads, not the length of the history."""
     n, commit = 0, new
-    while commit is not None and commit.id != stop_at and n < MAX_CHAIN:
+    while commit is not None and commit.id != stop_at and n < min(enough, MAX_CHAIN):
         n += 1
         commit = commit_rows.get(tx, repo, commit.parent) if commit.parent else None
     return n
