@@ -48,9 +48,24 @@ def _file_label(node: dict) -> str:
         version += _code_files(code)
         image = (datum.get("executor") or {}).get("image_digest")
         label += f"\n  [green]written by datum {datum['id'][:12]}[/green] of job {datum['pipeline']}@{datum['job'][:12]} (spec {str(datum.get('spec_hash'))[:12]}{version}{', image ' + image[:19] if image else ''})"
+        if (verified := node.get("verification")) is not None:
+            label += "\n  " + _verdict(verified)
     elif node.get("origin") == "user":
         label += " [yellow](user commit)[/yellow]"
     return label
+
+
+def _verdict(verified: dict) -> str:
+    """What `dpl verify` found for the commit holding a file, and for the datum that wrote it."""
+    from ..engine.verify import summary
+
+    line = f"verify: commit {summary(verified['commit'])}"
+    datum = verified.get("datum")
+    if datum is None:
+        return f"[dim]{line}; this datum was not re-run[/dim]"
+    if datum["reproducible"]:
+        return f"[green]{line}; this datum reproduced its outputs[/green]"
+    return f"[red]{line}; this datum did not reproduce its outputs[/red]"
 
 
 def _code_files(code: dict, prefix: str = "") -> str:

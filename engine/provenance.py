@@ -32,6 +32,7 @@ from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
+from ..storage.metadata import verifications as verification_rows
 from ..storage.metadata.db import Database
 from ..storage.paths import normalize_path
 
@@ -62,6 +63,8 @@ class Provenance:
             return node
         version = pipeline_rows.version(self.db, repo, job.version)
         node["job"] = {"pipeline": repo, "id": job.id, "state": job.state, "executor": job.executor, "code": job.code}
+        if (verified := self.verification(repo, commit.id)) is not None:
+            node["verification"] = verified
         if version is not None:
             node["pipeline_version"] = {
                 "version": version.version,
@@ -75,6 +78,15 @@ class Provenance:
             for i in job.inputs
         ]
         return node
+
+    def verification(self, repo: str, commit_id: str) -> dict | None:
+        """What `dpl verify` last found re-running the datums of an output commit; None if never verified."""
+        v = verification_rows.get(self.db, repo, commit_id)
+        if v is None:
+            return None
+        from .verify import as_dict  # the re-running machinery, only when there is something to show
+
+        return as_dict(v)
 
     def origin_commits(self, repo: str, commit_id: str) -> list[dict]:
         """The user commits at the origin of a commit's provenance."""
@@ -104,7 +116,12 @@ class Provenance:
         row = self._file_at(repo, commit.id, path)
         if row is None:
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        return self._file_node(repo, commit.id, path, row, 0)
+        node = self._file_node(repo, commit.id, path, row, 0)
+        if "datum" in node and (verified := self.verification(repo, commit.id)) is not None:
+            # the commit's verdict, and this file's datum's own, if the sample re-ran it
+            mine = next((d for d in verified["datums"] if d["datum"] == node["datum"]["id"]), None)
+            node["verification"] = {"commit": verified, "datum": mine}
+        return node
 
     def _file_node(self, repo: str, commit_id: str, path: str, row: dict | None, depth: int) -> dict:
         node = {"repo": repo, "commit": commit_id, "path": path,

@@ -9,7 +9,9 @@ from dpl.engine.verify import verification
 from dplcli import dpl
 
 UPPER = ["sh", "-c", "tr a-z A-Z < /pfs/data/$(ls /pfs/data) > /pfs/out/$(ls /pfs/data)"]
-STAMP = ["sh", "-c", "f=$(ls /pfs/data); cp /pfs/data/$f /pfs/out/$f; date +%s%N >> /pfs/out/$f"]
+# A step that writes the time.  busybox's date has no %N, so a re-run within the
+# same second would write the same line: a few random bytes keep every run distinct.
+STAMP = ["sh", "-c", "f=$(ls /pfs/data); cp /pfs/data/$f /pfs/out/$f; echo $(date +%s%N) $(head -c6 /dev/urandom | od -An -tx1) >> /pfs/out/$f"]
 
 
 def make(tmp_path):
@@ -44,6 +46,14 @@ def test_verify_tells_deterministic_from_time_stamped(tmp_path):
     kept = verification(s, "stamp", head)
     assert kept is not None and not kept["ok"] and kept["checked"] == 2
     assert verification(s, "upper", s.resolve_commit("upper", "master").id)["ok"]
+    s.close()
+    # provenance shows the verdict: the commit's, and the datum that wrote the file
+    tree = json.loads(dpl("provenance", "stamp@master:/a.txt", "-o", "json", store=store).stdout)
+    assert tree["verification"]["commit"]["ok"] is False
+    assert tree["verification"]["datum"]["reproducible"] is False and tree["verification"]["datum"]["datum"] == tree["datum"]["id"]
+    assert "this datum did not reproduce its outputs" in dpl("provenance", "stamp@master:/a.txt", store=store).stdout.decode()
+    s = Store.open(store)
+    assert s.commit_provenance("upper", s.resolve_commit("upper", "master").id)["verification"]["ok"] is True
     s.close()
     # re-runs hash their outputs in scratch: the chunk store did not grow
     assert sorted(p.name for p in store.rglob("*") if p.is_file() and "chunks" in p.parts) == chunks_before
