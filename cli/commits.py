@@ -39,7 +39,16 @@ COMMIT_FIELDS = [
     ("files", "Files", None),
     ("description", "Description", None),
     ("job", "Job", None),
+    ("verification", "Verified", lambda v: _verdict(v)),  # output commits `dpl verify` re-ran
 ]
+
+
+def _verdict(verified: dict | None) -> str:
+    if verified is None:
+        return "-"
+    from ..engine.verify import summary
+
+    return summary(verified)
 
 
 def _store():
@@ -123,6 +132,8 @@ def register(app: typer.Typer) -> None:
         if commit.job and commit.state == "finished":
             data["provenance"] = s.commit_provenance(ref.repo, commit.id)
             data["origin_commits"] = s.origin_commits(ref.repo, commit.id)
+            if "verification" in data["provenance"]:  # what `dpl verify` last found
+                data["verification"] = data["provenance"]["verification"]
         if output == Output.json:
             render.emit_json(data)
             return

@@ -51,6 +51,9 @@ def test_verify_tells_deterministic_from_time_stamped(tmp_path):
     tree = json.loads(dpl("provenance", "stamp@master:/a.txt", "-o", "json", store=store).stdout)
     assert tree["verification"]["commit"]["ok"] is False
     assert tree["verification"]["datum"]["reproducible"] is False and tree["verification"]["datum"]["datum"] == tree["datum"]["id"]
+    shown = dpl("inspect-commit", "stamp@master", store=store).stdout.decode()
+    assert "Verified:" in shown and "NOT reproducible: 2 datum(s) differ" in shown
+    assert json.loads(dpl("inspect-commit", "upper@master", "-o", "json", store=store).stdout)["verification"]["ok"] is True
     assert "this datum did not reproduce its outputs" in dpl("provenance", "stamp@master:/a.txt", store=store).stdout.decode()
     s = Store.open(store)
     assert s.commit_provenance("upper", s.resolve_commit("upper", "master").id)["verification"]["ok"] is True
