@@ -559,3 +559,25 @@ if os.environ.get("DPL_TEST_THROUGH_SERVER"):
         monkeypatch.setenv("DPL_ADDRESS", server.url)
         yield root
         assert server.stop() == 0
+
+
+def test_dpl_connect_is_the_python_sdk_with_the_stores_methods(served):
+    import dpl as sdk
+    from dpl.engine import Store
+    from dpl.storage.errors import DplError
+
+    server, _ = served
+    store = sdk.connect(server.url)
+    store.create_repo("sdk")
+    commit = store.put_bytes("sdk", "master", {"/a.txt": b"alpha", "/b/c.txt": b"gamma"})
+    assert store.resolve_commit("sdk", "master").id == commit.id and commit.state == "finished"
+    assert store.read_file("sdk", "master", "/b/c.txt") == b"gamma"
+    assert [r["path"] for r in store.list_files("sdk", "master", recursive=True) if r["type"] == "file"] == ["/a.txt", "/b/c.txt"]
+    assert "sdk" in [r["name"] for r in store.list_repos()]
+    with pytest.raises(DplError, match="sdk"):  # a refusal is the embedded Store's exception, with its sentence
+        store.create_repo("sdk")
+    # One interface, two doors: every user-facing method of the embedded Store is on the remote one.
+    for name in ("create_repo", "list_repos", "put_files", "put_bytes", "read_file", "list_files", "delete_files", "start_commit",
+                 "finish_commit", "create_pipeline", "list_jobs", "inspect_job", "list_datums", "file_provenance", "dag"):
+        assert callable(getattr(Store, name)) and callable(getattr(store, name)), name
+    store.close()
