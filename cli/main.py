@@ -346,6 +346,8 @@ MODULE_COMMANDS = {
     "debug": ("debug-datum",),
     "verify": ("verify",),
     "watch": ("watch",),
+    "metrics": ("metrics",),
+    "sweep": (),  # the `dpl sweep ...` group
 }
 _registered: set[str] = set()
 
@@ -407,6 +409,14 @@ def _command_module(name: str):
         from . import watch
 
         return watch
+    if name == "metrics":
+        from . import metrics
+
+        return metrics
+    if name == "sweep":
+        from . import sweep
+
+        return sweep
     from . import provenance
 
     return provenance
