@@ -98,9 +98,16 @@ class RemoteStore:
         try:
             request = self.http.build_request(method, path, params=params, json=json, content=content, headers=headers)
             response = self.http.send(request, stream=stream)
-        except httpx.TransportError as e:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise ServerUnreachable(f"Cannot reach the dpl server at {self.url} ({type(e).__name__}).",
                                     hint="Start it with `dpl serve`, or check --address, DPL_ADDRESS and `dpl connect`.") from None
+        except httpx.TransportError as e:
+            # Reached, then lost mid-request (the server died or restarted).  Not
+            # retried here: a write may have landed, and only the user knows
+            # whether sending it again is what they want.
+            raise ServerUnreachable(f"The connection to the dpl server at {self.url} broke during {method} {path} ({type(e).__name__}).",
+                                    hint="A commit lands whole or not at all: check with list-commit once the server is back, "
+                                    "then send it again if it is missing.") from None
         if response.status_code >= 400:
             if stream:
                 response.read()

@@ -11,6 +11,7 @@ chunk by chunk, from the byte a Range header asks for.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -277,10 +278,36 @@ async def _spool(request: Request, into: Path) -> int:
 
 
 def _upload_dir(request: Request) -> Path:
-    # Under the store (same disk as its chunks; neither gc nor fsck looks here).
+    # Under the store (same disk as its chunks; neither gc nor fsck looks here),
+    # named by this process so that a restart knows which ones a killed server left.
     base = Path(_store(request).root) / "tmp" / "uploads"
     base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=base))
+    return Path(tempfile.mkdtemp(dir=base, prefix=f"{os.getpid()}-"))
+
+
+def sweep_uploads(root) -> int:
+    """Remove the spooled uploads of server processes no longer running (a SIGKILL
+    skips the `finally` that removes them); those of a live server on the same
+    store are left alone.  Answers how many went."""
+    base = Path(root) / "tmp" / "uploads"
+    gone = 0
+    for entry in base.iterdir() if base.is_dir() else ():
+        pid = entry.name.partition("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        gone += 1
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 @router.put("/repos/{repo}/content", tags=["files"], openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})

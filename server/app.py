@@ -62,8 +62,9 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         _warm(store)
+        swept = api_data.sweep_uploads(store.root)  # what a killed server was receiving: never committed
         scheduler.start()
-        log_event("server.start", store=str(store.root), scheduler=schedule)
+        log_event("server.start", store=str(store.root), scheduler=schedule, swept_uploads=swept)
         yield
         # Uvicorn stopped taking requests and finished those in flight; now the jobs.
         log_event("server.stopping", grace=grace, busy=scheduler.busy)
