@@ -96,6 +96,9 @@ def collect(store, repo: str, ref: str | None = None, patterns=DEFAULT_PATTERNS)
         tree = store.file_provenance(repo, commit.id, path)
         params_node = _params_node(tree)
         params = json.loads(store.read_file(params_node["repo"], params_node["commit"], params_node["path"])) if params_node else None
+        if isinstance(params, dict):  # in the file name's order (the sweep's), not the JSON's sorted one
+            order = params_of_name(params_node["path"]) or []
+            params = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
         datum = tree.get("datum") or {}
         out.append({
             "key": params_node["path"].rsplit("/", 1)[-1][: -len(".json")] if params_node else path,
