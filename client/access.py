@@ -126,6 +126,63 @@ class HttpRange(Range):
         return self.store.read_file(self.repo, self.commit, self.path, start=start, end=end)
 
 
+class ReadAhead:
+    """A Range read front to back gets its next piece fetched in a thread
+    while the caller works on this one (DuckDB parses a CSV buffer while the
+    next one is read and verified).  Only a read that starts where the last
+    one ended starts a read-ahead, so a Parquet reader's jumps fetch what
+    they ask and no more."""
+
+    SMALLEST, LARGEST = 1 << 20, 32 << 20
+
+    def __init__(self, rng: Range):
+        self.rng, self.size = rng, rng.size
+        self.lock = threading.Lock()
+        self.buffer, self.buffer_at = b"", 0  # the last piece read ahead
+        self.pending = None  # (start, end, future) of the piece being read ahead
+        self.last_end = 0  # a first read from the start is taken for the start of a front-to-back read
+
+    def fetch(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        with self.lock:
+            sequential = start == self.last_end
+            self.last_end = end
+            if self.pending and self.pending[0] <= start < self.pending[1]:
+                self.buffer, self.buffer_at = self.pending[2].result(), self.pending[0]
+                self.pending = None
+            have = self.buffer_at <= start < self.buffer_at + len(self.buffer)
+            if not have and self.pending:  # a jump elsewhere: what was read ahead is not wanted
+                self.pending = None
+            if have:
+                head = self.buffer[start - self.buffer_at : end - self.buffer_at]
+                data = head if start + len(head) >= end else head + self.rng.fetch(start + len(head), end)
+            else:
+                data = self.rng.fetch(start, end)
+            if (sequential or have) and self.pending is None:
+                at = max(end, self.buffer_at + len(self.buffer)) if have else end
+                if at < self.size:
+                    span = min(self.LARGEST, max(self.SMALLEST, 2 * (end - start)))
+                    stop = min(self.size, at + span)
+                    self.pending = (at, stop, _readers().submit(self.rng.fetch, at, stop))
+            return data
+
+
+_read_pool = None
+
+
+def _readers():
+    """The threads that read ahead, shared by every open file of the process."""
+    global _read_pool
+    with _doors_lock:
+        if _read_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _read_pool = ThreadPoolExecutor(4, thread_name_prefix="dpl-read-ahead")
+        return _read_pool
+
+
 _doors: dict[tuple, Door] = {}
 _doors_lock = threading.Lock()
 

@@ -339,7 +339,7 @@ class DplFile(AbstractBufferedFile):
 
     def __init__(self, fs, path, mode="rb", block_size="default", autocommit=True, cache_type="readahead",
                  cache_options=None, reader: access.Range | None = None, target=None, **kwargs):
-        self.reader, self.target, self.op = reader, target, None
+        self.reader, self.target, self.op = (access.ReadAhead(reader) if reader else None), target, None
         if reader is not None:
             kwargs["size"] = reader.size
         super().__init__(fs, path, mode, block_size or "default", autocommit, cache_type=cache_type,

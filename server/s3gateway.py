@@ -259,9 +259,11 @@ class Gateway:
         if head:
             return Response(status_code=status, headers=headers, media_type="application/octet-stream")
 
+        ahead = access.ReadAhead(reader)  # the next piece is read and verified while this one is sent
+
         def pieces():
             for at in range(start, end, PIECE):
-                yield reader.fetch(at, min(end, at + PIECE))
+                yield ahead.fetch(at, min(end, at + PIECE))
 
         return StreamingResponse(pieces(), status_code=status, headers=headers, media_type="application/octet-stream")
 
