@@ -24,6 +24,7 @@ and one lock, and read more easily side by side than split.)
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat
 import tempfile
@@ -149,6 +150,10 @@ class DplMount(_Operations):
         self.ranges: dict[str, access.Range] = {}
         self.local: dict[str, str] = {}  # repo path -> the local file holding its new bytes
         self.deleted: set[str] = set()  # paths of the commit that go
+        # The tree is a few objects per file, kept for the mount's life: out of the
+        # collector's sight, so that a listing's allocations do not make every
+        # collection walk 100,000 names again.
+        gc.freeze()
 
     def init(self, path):
         if self.ready is not None:

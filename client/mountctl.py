@@ -131,6 +131,9 @@ def _fuse_class():
             if offset == 0 or where not in self.listings:
                 self.listings[where] = [(".", None), ("..", None), *ops.children(where)]
             entries = self.listings[where]
+            if offset >= len(entries):  # the kernel's last call, which finds the end: only now is the listing done
+                del self.listings[where]
+                return 0
             base = where.rstrip("/") + "/"
             st = mfusepy.c_stat()
             attrs = ops.getattr(where)  # the directory's own: uid, gid, times
@@ -157,7 +160,7 @@ def _fuse_class():
                     one = ctypes.byref(local)
                 if filler(buf, name.encode(encoding, errors), one, at + 1, FILL_DIR_PLUS) != 0:
                     return 0
-            self.listings.pop(where, None)
+            # Kept for the call that finds the end: dropping it here made that call list the directory again.
             return 0
 
     return Fuse
