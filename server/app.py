@@ -17,9 +17,11 @@ import traceback
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import api_auth, api_data, api_pipelines, api_uploads, console
 from .guard import gate_pages
+from .limits import BodyLimit
 from .observe import Metrics, log_event
 from .scheduler import Scheduler
 from ..storage.errors import DplError
@@ -92,6 +94,18 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}.", "hint": "See /docs for the request's shape.",
                              "type": "InvalidRequest"}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_refusal(request: Request, error: StarletteHTTPException):
+        # The framework's own refusals (no such route, wrong method, a body it cannot parse) in the API's shape.
+        if error.status_code == 404:
+            sentence = f"There is no {request.method} {request.url.path} here."
+        elif error.status_code == 405:
+            sentence = f"{request.url.path} does not take {request.method}."
+        else:
+            sentence = f"{str(error.detail).rstrip('.') or 'The request is not valid'}."
+        return JSONResponse({"error": sentence, "hint": "See /docs for the API's routes and their requests.", "type": "InvalidRequest"},
+                            status_code=error.status_code, headers=getattr(error, "headers", None))
+
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception):
         log_event("server.error", path=request.url.path, error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
@@ -126,6 +140,7 @@ class _Observed:
 
     def __init__(self, app: FastAPI, metrics: Metrics):
         self.app, self.metrics = app, metrics
+        self.bounded = BodyLimit(app)  # bodies read whole are bounded (413); file bytes stream to disk
         self.store = app.state.store
         self.state = app.state  # what tests and `serve` reach through
 
@@ -150,7 +165,7 @@ class _Observed:
 
         try:
             if not await gate_pages(self.store, scope, receiving, sending):  # the console, with auth on: admins only
-                await self.app(scope, receiving, sending)
+                await self.bounded(scope, receiving, sending)
         finally:
             state = scope.get("state") or {}
             if state.get("audited") and scope["method"] not in ("GET", "HEAD", "OPTIONS"):

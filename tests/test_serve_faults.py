@@ -9,6 +9,7 @@ the kill are kept, not run again.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -20,14 +21,30 @@ from test_serve import Server, _put_and_wait_running, _slow_store, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_sigkill_mid_upload_leaves_no_commit_and_the_put_can_be_sent_again(tmp_path):
+@pytest.fixture
+def start(tmp_path):
+    """Start `dpl serve` on a store; whatever a failed test left running is killed after it."""
+    made = []
+
+    def started(store):
+        made.append(Server(store, tmp_path))
+        return made[-1]
+
+    yield started
+    for server in made:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
+
+
+def test_sigkill_mid_upload_leaves_no_commit_and_the_put_can_be_sent_again(tmp_path, start):
     import subprocess
 
     from dpl.engine import Store
 
     store = tmp_path / "store"
     Store.init(store, durable=False).create_repo("up")
-    server = Server(store, tmp_path)
+    server = start(store)
     data = os.urandom(8 << 20)
     # Stdin goes as one streamed request: the test holds the body's end back until the server is dead.
     put = subprocess.Popen([DPL, "--address", server.url, "put-file", "up@master:/big.bin", "-"], env=server.env,
@@ -50,7 +67,7 @@ def test_sigkill_mid_upload_leaves_no_commit_and_the_put_can_be_sent_again(tmp_p
     assert b"Traceback" not in err
     assert list(spool.iterdir()), "the killed server left its spooled upload behind"
 
-    again = Server(store, tmp_path)
+    again = start(store)
     assert again.http.get("/api/v1/repos/up/commits").json()["items"] == []  # no commit, open or finished
     assert again.http.get("/api/v1/repos/up/branches/master").status_code == 404
     assert list(spool.iterdir()) == []  # swept at the start
@@ -64,7 +81,7 @@ def test_sigkill_mid_upload_leaves_no_commit_and_the_put_can_be_sent_again(tmp_p
     assert again.stop() == 0
 
 
-def test_a_killed_server_is_one_sentence_to_the_sdk(tmp_path):
+def test_a_killed_server_is_one_sentence_to_the_sdk(tmp_path, start):
     """The SDK raises the one-sentence DplError for a dead server, not httpx's exception."""
     import dpl as sdk
     from dpl.engine import Store
@@ -73,7 +90,7 @@ def test_a_killed_server_is_one_sentence_to_the_sdk(tmp_path):
 
     store = tmp_path / "store"
     Store.init(store, durable=False).create_repo("up")
-    server = Server(store, tmp_path)
+    server = start(store)
     remote = sdk.connect(server.url)
     (tmp_path / "f.bin").write_bytes(b"x" * 1000)
     remote.put_files("up", "master", [Source(str(tmp_path / "f.bin"), "/f.bin")])
@@ -85,11 +102,11 @@ def test_a_killed_server_is_one_sentence_to_the_sdk(tmp_path):
     remote.close()
 
 
-def test_sigkill_mid_job_then_the_restart_resumes_it_without_redoing_datums(tmp_path):
+def test_sigkill_mid_job_then_the_restart_resumes_it_without_redoing_datums(tmp_path, start):
     from dpl.engine import Store
 
     store, files = _slow_store(tmp_path, 5)  # 0.5 s a datum, one at a time
-    server = Server(store, tmp_path)
+    server = start(store)
     job = _put_and_wait_running(server, files)
     wait_until(lambda: sum(d["state"] == "success" for d in server.http.get(f"/api/v1/jobs/{job['id']}/datums",
                                                                            params={"pipeline": "slow"}).json()["items"]) >= 2,
@@ -106,7 +123,7 @@ def test_sigkill_mid_job_then_the_restart_resumes_it_without_redoing_datums(tmp_
     assert head is None or not s.list_files("slow", head, recursive=True)  # nothing of the job on the output branch
     s.close()
 
-    again = Server(store, tmp_path)
+    again = start(store)
     wait_until(lambda: again.http.get(f"/api/v1/jobs/{job['id']}", params={"pipeline": "slow"}).json()["state"] == "success",
                timeout=30, what="the resumed job")
     datums = again.http.get(f"/api/v1/jobs/{job['id']}/datums", params={"pipeline": "slow"}).json()["items"]
@@ -118,3 +135,103 @@ def test_sigkill_mid_job_then_the_restart_resumes_it_without_redoing_datums(tmp_
     for path, data in files.items():
         assert again.http.get("/api/v1/repos/slow/content", params={"path": path}).content == data
     assert again.stop() == 0
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_a_schema_driven_fuzz_run_finds_no_5xx_and_every_refusal_is_a_sentence(tmp_path, start):
+    """schemathesis generates requests, valid and not, for every operation of the
+    served OpenAPI document (bounded: a dozen examples each, ~25 s)."""
+    from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+    import schemathesis
+    from schemathesis.generation.modes import GenerationMode
+
+    from dpl.engine import Store
+
+    store = tmp_path / "store"
+    s = Store.init(store, durable=False)
+    s.create_repo("words")
+    s.put_bytes("words", "master", {"/a.txt": b"alpha"})
+    # Auth on from the start, the fuzzer an admin: otherwise its first generated
+    # create-user turns auth on and every later request is a mere 401.
+    admin = {"Authorization": f"Bearer {s.auth.activate('root')['token']}"}
+    s.close()
+    server = start(store)
+    server.http.headers.update(admin)
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json", headers=admin)
+    found: dict[str, list] = {}
+    operations = 0
+    budget = time.monotonic() + 90  # a guard for a slow machine, not the expected time
+
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if "application/x-tar" in str(op.definition.raw.get("requestBody", "")):
+            continue  # schemathesis cannot write a tar body; garbage tar is checked below
+        operations += 1
+
+        @settings(max_examples=12, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)))
+        def fuzz(case):
+            response = case.call(base_url=server.url, headers=admin, timeout=30)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            sentence = isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"].endswith(".")
+            if response.status_code >= 500 or (response.status_code >= 400 and not sentence):
+                found.setdefault(f"{op.method.upper()} {op.path}", []).append(f"{response.status_code} {response.text[:200]} "
+                                                                             f"<- {case.as_curl_command()}")
+
+        fuzz()
+        if time.monotonic() > budget:
+            break
+    assert operations > 50  # the whole API was walked
+    assert not found, "\n".join(f"{k}: {v[0]}" for k, v in found.items())
+    assert not [e for e in server.events() if e["event"] == "server.error"]
+    garbage = server.http.post("/api/v1/repos/words/upload", content=b"not a tar stream" * 100)
+    assert garbage.status_code == 400 and garbage.json()["error"].startswith("The upload is not a readable tar stream")
+    assert server.stop() == 0
+
+
+def test_an_oversized_body_is_a_413_in_one_sentence_without_being_read(tmp_path, start):
+    import socket
+    from urllib.parse import urlsplit
+
+    from dpl.engine import Store
+    from dpl.server.limits import MAX_BODY
+
+    store = tmp_path / "store"
+    Store.init(store, durable=False).close()
+    server = start(store)
+    where = urlsplit(server.url)
+
+    def send(head: bytes, body: bytes = b"") -> tuple[int, dict]:
+        with socket.create_connection((where.hostname, where.port)) as conn:
+            conn.sendall(head + body)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        return status, json.loads(answer.partition(b"\r\n\r\n")[2])
+
+    # Announced: refused before a byte of it is read (the test sends none).
+    status, body = send(f"POST /api/v1/repos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+    assert status == 413 and body["type"] == "BodyTooLarge"
+    assert body["error"].endswith("is larger than the 128 MiB the server reads into memory.") and body["hint"]
+    # Chunked, with no length announced: refused once the limit is passed.
+    piece = b"x" * (8 << 20)
+    frames = (f"{len(piece):x}\r\n".encode() + piece + b"\r\n") * (MAX_BODY // len(piece) + 1) + b"0\r\n\r\n"
+    try:  # the server answers and closes while the client still sends: the answer may be lost in the reset
+        status, body = send(b"POST /api/v1/pipelines HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n", frames)
+        assert status == 413 and body["type"] == "BodyTooLarge"
+    except ConnectionError:
+        pass
+    wait_until(lambda: [e for e in server.events() if e["event"] == "request" and e["path"] == "/api/v1/pipelines" and e["status"] == 413],
+               what="the server's 413 for the chunked body")
+    # File bytes stream to disk: a put larger than the bound is no refusal.
+    assert server.http.put("/api/v1/repos/big/content", params={"path": "/x"}, content=b"").status_code == 404  # (no repo: it reached the handler)
+    assert not [e for e in server.events() if e["event"] == "server.error"]
+    assert server.stop() == 0
