@@ -1,0 +1,294 @@
+"""`dpl serve` under load (issue 14), next to the same work embedded.  Loopback only.
+
+    commits     16 clients (processes, through `dpl.connect`) each make 100
+                small commits, vs one embedded process making commits serially;
+                target: commits/s through the server >= 0.5 x embedded serial
+    reads       16 clients read small files (get-file) while a job runs on the
+                server, vs the same reads embedded; target: p99 < 50 ms
+    put_many    one client puts 10,000 small files (one negotiated upload),
+                vs the same put embedded
+
+Every client process imports dpl and opens its connection first, then waits
+for a shared start time, so imports are not counted.  Each part is bounded
+in count (the numbers above; --quick divides them) and in time (a part
+stops its clients after `LIMIT` seconds and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import time
+
+import harness as h
+from harness import Context, Figure, Run
+
+BENCHMARKS = {}
+LIMIT = 120.0  # seconds a part may take before its clients stop where they are
+
+
+def benchmark(fn):
+    BENCHMARKS[fn.__name__] = fn
+    return fn
+
+
+def _sizes(ctx: Context) -> dict:
+    if ctx.quick:
+        return {"clients": 4, "commits": 10, "serial": 40, "reads": 25, "files": 1_000, "job_datums": 8}
+    return {"clients": 16, "commits": 100, "serial": 400, "reads": 100, "files": 10_000, "job_datums": 64}
+
+
+class _Server:
+    """`dpl serve --listen 127.0.0.1:0` on a store; the address is read from its log."""
+
+    def __init__(self, ctx: Context, store: str):
+        self.log = os.path.join(ctx.scratch("serve-log"), "serve.log")
+        self.proc = subprocess.Popen(h.dpl_cmd("serve", "--listen", "127.0.0.1:0", "--store", store, "--poll", "0.5"),
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for line in open(self.log, "rb").read().splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "server.listening":
+                    self.url = event["address"]
+                    self._healthy()
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise h.CommandFailed("dpl serve did not start:\n" + open(self.log, errors="replace").read()[-2000:])
+
+    def _healthy(self) -> None:
+        import httpx
+
+        for _ in range(200):
+            try:
+                if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    if not ordered:
+        return float("nan"), float("nan")
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _in_clients(n: int, work, args: list[tuple]) -> tuple[list[list[float]], float]:
+    """Run `work(start_at, deadline, *args[i])` in n processes at once; their latency lists and the wall time."""
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.time() + 2.0  # every client has imported and connected by then
+    with ctx.Pool(n) as pool:
+        results = pool.starmap(work, [(start_at, start_at + LIMIT, *a) for a in args])
+    wall = max(r[1] for r in results) - start_at
+    return [r[0] for r in results], wall
+
+
+# ------------------------------------------------------------------ clients
+
+
+def _committer(start_at: float, deadline: float, url: str, repo: str, n: int) -> tuple[list[float], float]:
+    import dpl
+
+    store = dpl.connect(url)
+    store.inspect_repo(repo)  # the connection is open before the clock starts
+    time.sleep(max(0.0, start_at - time.time()))
+    latencies = []
+    for i in range(n):
+        if time.time() > deadline:
+            break
+        began = time.perf_counter()
+        store.put_bytes(repo, "master", {f"/c{i:04d}.txt": f"commit {i} of {repo}\n".encode()})
+        latencies.append(time.perf_counter() - began)
+    return latencies, time.time()
+
+
+def _reader(start_at: float, deadline: float, url: str, repo: str, paths: list[str]) -> tuple[list[float], float]:
+    import dpl
+
+    store = dpl.connect(url)
+    store.read_file(repo, "master", paths[0])
+    time.sleep(max(0.0, start_at - time.time()))
+    latencies = []
+    for path in paths:
+        if time.time() > deadline:
+            break
+        began = time.perf_counter()
+        store.read_file(repo, "master", path)
+        latencies.append(time.perf_counter() - began)
+    return latencies, time.time()
+
+
+def _figure(label: str, wall: float, note: str = "") -> Figure:
+    return Figure(label, [Run(wall, 0)], note=note)
+
+
+def _latencies(sec, label: str, latencies: list[float]) -> tuple[float, float]:
+    p50, p99 = _percentiles(latencies)
+    sec.info(f"{label} latency p50 / p99", f"{p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms  ({len(latencies)} requests)")
+    return p50, p99
+
+
+# --------------------------------------------------------------- benchmarks
+
+
+@benchmark
+def commits(ctx: Context) -> None:
+    from dpl.engine import Store
+
+    size = _sizes(ctx)
+    sec = ctx.section("server.commits", f"{size['clients']} clients x {size['commits']} small commits through dpl serve, "
+                                        "vs one embedded process committing serially")
+    # Embedded: one process, one writer, the same small commits one after another.
+    path = h.new_store(os.path.join(ctx.scratch("commits-embedded"), "store"), "serial", metadata=ctx.new_metadata())
+    store = Store.open(path)
+    latencies = []
+    began = time.perf_counter()
+    for i in range(size["serial"]):
+        t = time.perf_counter()
+        store.put_bytes("serial", "master", {f"/c{i:04d}.txt": f"commit {i}\n".encode()})
+        latencies.append(time.perf_counter() - t)
+    wall = time.perf_counter() - began
+    store.close()
+    embedded_rate = size["serial"] / wall
+    sec.add("embedded", _figure(f"embedded serial: {size['serial']} commits", wall, f"{embedded_rate:.0f} commits/s"))
+    _latencies(sec, "embedded commit", latencies)
+
+    repos = [f"c{i:02d}" for i in range(size["clients"])]
+    path = h.new_store(os.path.join(ctx.scratch("commits-served"), "store"), *repos, metadata=ctx.new_metadata())
+    server = _Server(ctx, path)
+    try:
+        per_client, wall = _in_clients(size["clients"], _committer, [(server.url, r, size["commits"]) for r in repos])
+    finally:
+        server.stop()
+    made = sum(len(x) for x in per_client)
+    served_rate = made / wall
+    cut = "" if made == size["clients"] * size["commits"] else f"; stopped at {LIMIT:g} s"
+    sec.add("served", _figure(f"served: {size['clients']} clients, {made} commits", wall, f"{served_rate:.0f} commits/s{cut}"))
+    _latencies(sec, "served commit", [x for c in per_client for x in c])
+    sec.ratio("served commits/s / embedded serial", served_rate / embedded_rate, at_least=0.5)
+    sec.close()
+
+
+SLOW_JOB = {
+    "pipeline": {"name": "busy"},
+    "transform": {"cmd": ["sh", "-c", "sleep 0.2; cp -r /pfs/jobin/* /pfs/out/"]},
+    "input": {"pfs": {"repo": "jobin", "glob": "/*"}},
+}
+
+
+@benchmark
+def reads(ctx: Context) -> None:
+    from dpl.engine import Store
+
+    size = _sizes(ctx)
+    sec = ctx.section("server.reads", f"{size['clients']} clients x {size['reads']} small get-files while a job runs, "
+                                      "vs the same reads embedded")
+    path = h.new_store(os.path.join(ctx.scratch("reads"), "store"), "small", "jobin", metadata=ctx.new_metadata())
+    store = Store.open(path)
+    files = {f"/f{i:04d}.txt": os.urandom(512) for i in range(500)}
+    store.put_bytes("small", "master", files)
+    store.create_pipeline(json.dumps(SLOW_JOB))
+    store.close()
+    names = sorted(files)
+    plan = [[names[(c * 37 + i) % len(names)] for i in range(size["reads"])] for c in range(size["clients"])]
+
+    store = Store.open(path)
+    latencies = []
+    began = time.perf_counter()
+    for paths in plan:
+        for p in paths:
+            t = time.perf_counter()
+            store.read_file("small", "master", p)
+            latencies.append(time.perf_counter() - t)
+    wall = time.perf_counter() - began
+    store.close()
+    sec.add("embedded", _figure(f"embedded serial: {len(latencies)} reads", wall, f"{len(latencies) / wall:.0f} reads/s"))
+    _latencies(sec, "embedded get-file", latencies)
+
+    server = _Server(ctx, path)
+    try:
+        import dpl
+
+        remote = dpl.connect(server.url)
+        # A job with work for longer than the reads take: its datums run while the clients read.
+        remote.put_bytes("jobin", "master", {f"/d{i:03d}": b"x" * 100 for i in range(size["job_datums"])})
+        job_running = _wait_running(remote)
+        per_client, wall = _in_clients(size["clients"], _reader, [(server.url, "small", paths) for paths in plan])
+        still = [j["state"] for j in remote.list_jobs("busy", limit=1)]
+        remote.close()
+    finally:
+        server.stop()
+    done = sum(len(x) for x in per_client)
+    sec.add("served", _figure(f"served: {size['clients']} clients, {done} reads", wall, f"{done / wall:.0f} reads/s"))
+    sec.info("the job during the reads", f"running at the start: {job_running}; at the end: {still[0] if still else '?'}")
+    _, p99 = _latencies(sec, "served get-file", [x for c in per_client for x in c])
+    sec.limit("p99 of a small get-file under load", p99, at_most=0.05)
+    sec.close()
+
+
+def _wait_running(remote, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(j["state"] == "running" for j in remote.list_jobs("busy", limit=5)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@benchmark
+def put_many(ctx: Context) -> None:
+    from dpl.engine import Store
+    from dpl.engine.files import Source
+
+    size = _sizes(ctx)
+    n = size["files"]
+    sec = ctx.section("server.put_many", f"one client puts {n:,} small files (one commit), vs the same put embedded")
+    tree = os.path.join(ctx.scratch("put-tree"), "tree")
+    for i in range(n):
+        sub = os.path.join(tree, f"d{i // 1000:02d}")
+        os.makedirs(sub, exist_ok=True)
+        with open(os.path.join(sub, f"f{i:05d}.txt"), "wb") as f:
+            f.write(f"file {i}\n".encode() * 8)
+
+    path = h.new_store(os.path.join(ctx.scratch("put-embedded"), "store"), "many", metadata=ctx.new_metadata())
+    store = Store.open(path)
+    began = time.perf_counter()
+    store.put_files("many", "master", [Source(tree, "/")])
+    embedded = time.perf_counter() - began
+    store.close()
+    sec.add("embedded", _figure(f"embedded: put {n:,} files", embedded, f"{n / embedded:.0f} files/s"))
+
+    path = h.new_store(os.path.join(ctx.scratch("put-served"), "store"), "many", metadata=ctx.new_metadata())
+    server = _Server(ctx, path)
+    try:
+        import dpl
+
+        remote = dpl.connect(server.url)
+        remote.list_repos()
+        began = time.perf_counter()
+        commit = remote.put_files("many", "master", [Source(tree, "/")])
+        served = time.perf_counter() - began
+        remote.close()
+    finally:
+        server.stop()
+    assert commit.nfiles == n, commit
+    sec.add("served", _figure(f"served: put {n:,} files", served, f"{n / served:.0f} files/s"))
+    sec.info("served / embedded time", f"{served / embedded:.2f} x")
+    sec.close()
