@@ -227,9 +227,26 @@ class Jobs:
             raise PipelineNotFound(f"Pipeline {pipeline!r} does not exist.", hint="See `dpl list-pipeline`.")
         return [_job_dict(r) for r in job_rows.listing(self.db, pipeline, wave, limit)]
 
-    def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
-        """Every datum of a job and what happened to it: success or failed (it ran), skipped, or not-run."""
+    def list_datums(self, pipeline: str | None, job: str, *, limit: int | None = None, after: str | None = None,
+                    failed_first: bool = False) -> list[dict]:
+        """The datums of a job and what happened to each: success or failed (it ran), skipped, or not-run.
+
+        Without `limit`, all of them, in the job's datum-list order.  With
+        `limit`, one page, after the datum id `after` (the previous page's
+        last row): with `failed_first` the failed datums, then those that
+        never ran, then the successful, then the skipped; otherwise those the
+        job ran, then the rest.  Within a group, ran datums come by id and the
+        others in list order.  A page reads only its own rows from the
+        metadata (and the datum list only once the ran ones are exhausted), so
+        a page of a 100,000-datum job costs what one of a 100-datum job does.
+        """
         row = self.job(pipeline, job)
+        if limit is None:
+            out = self._all_datums(row)
+            return sorted(out, key=lambda d: _RANK.get(d["state"], 1)) if failed_first else out
+        return _DatumPage(self, row, failed_first).read(limit, after)
+
+    def _all_datums(self, row: job_rows.Job) -> list[dict]:
         ran = {d.datum: d for d in datum_rows.of_job(self.db, row.pipeline, row.id)}
         out = []
         if row.datum_list:
@@ -303,3 +320,84 @@ def _datum_dict(r: datum_rows.Datum, full: bool = False) -> dict:
     return d
 
 
+_RANK = {failures.FAILED: 0, failures.NOT_RUN: 1, failures.SUCCESS: 2, failures.SKIPPED: 3}
+
+
+class _DatumPage:
+    """One page of a job's datums, read group by group (see `Jobs.list_datums`).
+
+    A group is ("ran", state): rows of the `datums` table, by id (state None:
+    all of them), or ("list", state): rows of the job's Arrow datum list that
+    the job did not run, by position.  The job's counts say which groups are
+    empty, so a finished job with no failure never scans for failed rows."""
+
+    def __init__(self, jobs: Jobs, row: job_rows.Job, failed_first: bool):
+        self.jobs, self.row = jobs, row
+        f = failures
+        self.groups = ([("ran", f.FAILED), ("list", f.NOT_RUN), ("ran", f.SUCCESS), ("list", f.SKIPPED)] if failed_first
+                       else [("ran", None), ("list", f.NOT_RUN), ("list", f.SKIPPED)])
+        self._table = None
+
+    def table(self):
+        if self._table is None:
+            self._table = index.read_table(self.jobs.chunks, bytes.fromhex(self.row.datum_list))
+        return self._table
+
+    def _empty(self, source: str, state: str | None) -> bool:
+        r = self.row
+        if not r.datum_list:  # still running: nothing is listed yet, and any state may appear
+            return source == "list"
+        counts = {failures.FAILED: r.failed, failures.SKIPPED: r.skipped,
+                  failures.NOT_RUN: (r.total or 0) - r.processed - r.skipped - r.failed}
+        return state in counts and counts[state] <= 0
+
+    def _start(self, after: str | None) -> tuple[int, object]:
+        """The group the datum `after` is in, and its place there (an id, or a list position)."""
+        if after is None:
+            return 0, None
+        state = datum_rows.state_of(self.jobs.db, self.row.pipeline, self.row.id, after)
+        if state is not None:
+            return next(i for i, g in enumerate(self.groups) if g[0] == "ran" and g[1] in (None, state)), after
+        if self.row.datum_list:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            try:
+                pos = pc.index(self.table()["datum"], pa.scalar(bytes.fromhex(after), pa.binary(16))).as_py()
+            except ValueError:
+                pos = -1
+            if pos >= 0:
+                state = self.table()["state"][pos].as_py()
+                return next(i for i, g in enumerate(self.groups) if g == ("list", state)), pos
+        raise DatumNotFound(f"Job {self.row.id[:12]} of {self.row.pipeline!r} has no datum {after!r} to list after.",
+                            hint="Start the listing again without a cursor.")
+
+    def read(self, limit: int, after: str | None) -> list[dict]:
+        first, place = self._start(after)
+        out: list[dict] = []
+        for i in range(first, len(self.groups)):
+            if len(out) >= limit:
+                break
+            source, state = self.groups[i]
+            if self._empty(source, state):
+                continue
+            since = place if i == first else None
+            if source == "ran":
+                rows = datum_rows.page_of_job(self.jobs.db, self.row.pipeline, self.row.id, state=state, after=since,
+                                              limit=limit - len(out))
+                out += [_datum_dict(r) for r in rows]
+            else:
+                out += self._listed(state, since, limit - len(out))
+        return out
+
+    def _listed(self, state: str, after_pos: int | None, n: int) -> list[dict]:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        table = self.table()
+        positions = np.flatnonzero(pc.equal(table["state"], state).to_numpy(zero_copy_only=False))
+        if after_pos is not None:
+            positions = positions[positions > after_pos]
+        rows = table.take(positions[:n])
+        return [{"datum": d.hex(), "key": k, "state": s, "job": self.row.id}
+                for d, k, s in zip(rows["datum"].to_pylist(), rows["key"].to_pylist(), rows["state"].to_pylist())]

@@ -321,8 +321,9 @@ class Store:
             return []  # as in run_jobs: a wave without jobs needs no job machinery
         return self.jobs.list_jobs(pipeline, wave, limit)
 
-    def list_datums(self, pipeline: str | None, job: str) -> list[dict]:
-        return self.jobs.list_datums(pipeline, job)
+    def list_datums(self, pipeline: str | None, job: str, *, limit: int | None = None, after: str | None = None,
+                    failed_first: bool = False) -> list[dict]:
+        return self.jobs.list_datums(pipeline, job, limit=limit, after=after, failed_first=failed_first)
 
     def inspect_datum(self, pipeline: str | None, job: str, datum: str) -> dict:
         return self.jobs.inspect_datum(pipeline, job, datum)

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .guard import guard, user
-from .wire import page, page_newest_first, plain
+from .wire import BadCursor, check_limit, decode_cursor, encode_cursor, page, page_newest_first, plain
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(guard)])  # guard.RULES: who may call each route
 
@@ -167,8 +167,17 @@ def why(request: Request, job: str, pipeline: Optional[str] = None):
 
 
 @router.get("/jobs/{job}/datums", tags=["jobs"])
-def list_datums(request: Request, job: str, pipeline: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None):
-    return page(_store(request).list_datums(pipeline, job), limit, cursor)
+def list_datums(request: Request, job: str, pipeline: Optional[str] = None, limit: Optional[int] = None, cursor: Optional[str] = None,
+                failed_first: bool = False):
+    """A job's datums; with `failed_first`, failed ones first, each page read from the metadata alone (no whole list per page)."""
+    if not failed_first:
+        return page(_store(request).list_datums(pipeline, job), limit, cursor)
+    n = check_limit(limit)
+    after = decode_cursor(cursor).get("after")
+    if after is not None and not isinstance(after, str):
+        raise BadCursor("The cursor is not one this server gave out.", hint="Start the listing again without a cursor.")
+    rows = _store(request).list_datums(pipeline, job, limit=n + 1, after=after, failed_first=True)
+    return {"items": plain(rows[:n]), "next_cursor": encode_cursor({"after": rows[n - 1]["datum"]}) if len(rows) > n else None}
 
 
 @router.get("/jobs/{job}/datums/{datum}", tags=["jobs"])

@@ -160,11 +160,12 @@ _UNGATED = ("/api/", "/healthz", "/metrics", "/docs", "/openapi.json", "/redoc")
 
 
 async def gate_pages(store, scope, receive, send) -> bool:
-    """With auth on, the pages beyond the API (the console) are for admins,
-    whose token comes in the Authorization header or the `dpl_token` cookie
-    (`?token=...` on any page sets it).  The console has no per-repo views of
-    its own yet, so anything less would show every repo.  True when the
-    request was answered here (refused, or redirected to set the cookie)."""
+    """With auth on, the pages beyond the API (the console) are for signed-in
+    users, whose token comes in the Authorization header or the `dpl_token`
+    cookie (`?token=...` on any page sets it).  Each page then checks the
+    reader role on the repos it shows (console/session.py), as the API's
+    routes do.  True when the request was answered here (refused, or
+    redirected to set the cookie)."""
     from http.cookies import SimpleCookie
     from urllib.parse import parse_qsl, urlencode
 
@@ -181,8 +182,7 @@ async def gate_pages(store, scope, receive, send) -> bool:
     cookie = SimpleCookie(headers.get("cookie", "")).get("dpl_token")
     token = given or (value.strip() if kind.lower() == "bearer" else None) or (cookie.value if cookie else None)
     try:
-        who = await run_in_threadpool(store.auth.authenticate, token)
-        store.auth.require_admin(who, "use the console while auth is on")
+        await run_in_threadpool(store.auth.authenticate, token)
     except DplError as e:
         answer = JSONResponse({"error": e.message, "hint": e.hint, "type": type(e).__name__}, status_code=e.http_status)
         await answer(scope, receive, send)

@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from . import HERE
+from . import HERE, assets_digest
 from ..wire import decode_cursor, encode_cursor, plain
 from ...storage.errors import DplError
 
@@ -49,6 +49,7 @@ def _size(n) -> str:
         n /= 1024
 
 
+templates.env.globals["assets"] = assets_digest()  # ?v= on every asset URL (see mount)
 templates.env.filters.update(when=_when, seconds=_seconds, size=_size, tojson_pretty=lambda v: json.dumps(plain(v), indent=2))
 
 

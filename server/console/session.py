@@ -3,13 +3,12 @@
 While the store has no user (auth off, loopback only) everyone may read and
 write.  Once auth is on, a browser holds its token in the HttpOnly,
 SameSite=Strict `dpl_token` cookie (set by visiting any page with
-`?token=...`, see guard.gate_pages, which today admits only admins to the
-pages).  `CookieAuth` turns that cookie into the bearer header the API's
+`?token=...`, see guard.gate_pages, which admits any signed-in user).  `CookieAuth` turns that cookie into the bearer header the API's
 guard reads, so the page's own API calls (the job's events, a download,
 stop and start) pass the guard, its role checks and its audit log exactly
 as the CLI's do: the console grants nothing the API would not.  Pages
-check the reader role on the repo they show, so they are ready for readers
-once the gate lets them in; `can_write` says whether to draw a write button
+check the reader role on the repo they show (the DAG and search show only
+readable repos); `can_write` says whether to draw a write button
 (the owner role on a pipeline's repo, as stop and start need).
 """
 

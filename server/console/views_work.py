@@ -16,15 +16,12 @@ from typing import Optional
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .pages import html_errors, page_of, render, store
+from .pages import PAGE, html_errors, page_of, render, store
 from .session import can_write, readable, require_read
-from ..wire import plain
+from ..wire import decode_cursor, encode_cursor, plain
 from ...storage.errors import DplError
 
 router = APIRouter(include_in_schema=False)
-
-_ORDER = {"failure": 0, "killed": 1, "running": 2, "created": 3, "skipped": 5, "success": 6}
-
 
 @router.get("/")
 @html_errors
@@ -32,14 +29,17 @@ def dag(request: Request):
     s = store(request)
     graph = plain(s.dag())
     pipelines = {p["name"]: p for p in plain(s.list_pipelines())}
+    shown = readable(request, [n["name"] for n in graph["nodes"]])  # a reader sees the repos they may read
     nodes = []
     for node in graph["nodes"]:
+        if node["name"] not in shown:
+            continue
         p = pipelines.get(node["name"])
         nodes.append({"id": node["name"], "kind": "pipeline" if p else "repo",
                       "state": (p.get("last_job_state") or "none") if p else "repo",
                       "paused": bool(p and p["state"] != "running"),
                       "url": f"/pipelines/{node['name']}" if p else f"/repos/{node['name']}"})
-    edges = [{"source": a, "target": b} for a, b in graph["edges"]]
+    edges = [{"source": a, "target": b} for a, b in graph["edges"] if a in shown and b in shown]
     return render(request, "dag.html", nodes=nodes, graph={"nodes": nodes, "edges": edges})
 
 
@@ -76,20 +76,24 @@ def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Opti
     s = store(request)
     info = plain(s.inspect_job(pipeline, job))
     require_read(request, info["pipeline"])
-    # Failed datums first (they are what a reader came for), then by when they ran.
-    # Only the page's rows become JSON-ready (plain); a job may have 100,000 datums.
-    datums = sorted(s.list_datums(info["pipeline"], info["id"]), key=lambda d: (_ORDER.get(d["state"], 4), d.get("started") or 0))
-    rows, next_cursor = page_of(datums, cursor)
+    # Failed datums first (they are what a reader came for), one page read by
+    # the engine from the metadata: a job may have 100,000 datums.
+    after = decode_cursor(cursor).get("after") if cursor else None
+    rows = s.list_datums(info["pipeline"], info["id"], limit=PAGE + 1, after=after, failed_first=True)
+    next_cursor = encode_cursor({"after": rows[PAGE - 1]["datum"]}) if len(rows) > PAGE else None
+    rows = plain(rows[:PAGE])
     tails = {}
     for d in rows:
-        if d["state"] == "failure":
-            logs = plain(s.datum_logs(info["pipeline"], info["id"], d["datum"]))
-            tails[d["datum"]] = "\n".join(("\n".join(r["stdout"].splitlines()[-10:]), "\n".join(r["stderr"].splitlines()[-10:]))).strip() \
-                if logs else ""
-    context = dict(info=info, datums=rows, next_cursor=next_cursor, tails=tails)
+        if d["state"] == "failed":
+            tails[d["datum"]] = "\n".join("\n".join((r["stdout"].splitlines()[-10:] + r["stderr"].splitlines()[-10:]))
+                                          for r in s.datum_logs(info["pipeline"], info["id"], d["datum"])).strip()
+    context = dict(info=info, datums=rows, next_cursor=next_cursor, tails=tails,
+                   can_restart=can_write(request, info["pipeline"], "owner"))  # restart-datum needs the owner role
     if fragment == "datums":  # the rows alone: a page of "more", or the refresh when a followed job ends
         return render(request, "datum_rows.html", **context)
-    return render(request, "job.html", why=plain(s.why(info["pipeline"], info["id"])), **context)
+    if fragment == "meta":  # why the datums ran counts every datum: fetched after the page has painted
+        return render(request, "job_meta.html", why=plain(s.why(info["pipeline"], info["id"])), **context)
+    return render(request, "job.html", **context)
 
 
 @router.get("/jobs/{job}/datums/{datum}")

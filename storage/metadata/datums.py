@@ -116,6 +116,27 @@ def of_job(tx: Tx, pipeline: str, job: str, prefix: str | None = None, *, order:
     return _many(tx.all(sql + _ORDER[order], args))
 
 
+def page_of_job(tx: Tx, pipeline: str, job: str, *, state: str | None = None, after: str | None = None,
+                limit: int) -> list[Datum]:
+    """Up to `limit` datums the job ran (in `state` only, if given), by id, after the id `after`.
+
+    The primary key (pipeline, job, datum) walks them in order and stops at
+    `limit`, so a page costs the same at 100,000 datums as at 100; a caller
+    listing failed datums first asks for state 'failed', then 'success'."""
+    sql, args = "SELECT * FROM datums WHERE pipeline=? AND job=?", [pipeline, job]
+    if state is not None:
+        sql, args = sql + " AND state=?", [*args, state]
+    if after is not None:
+        sql, args = sql + " AND datum > ?", [*args, after]
+    return _many(tx.all(sql + " ORDER BY datum LIMIT ?", [*args, limit]))
+
+
+def state_of(tx: Tx, pipeline: str, job: str, datum: str) -> str | None:
+    """The state of one datum a job ran (None if it did not run it)."""
+    row = tx.one("SELECT state FROM datums WHERE pipeline=? AND job=? AND datum=?", (pipeline, job, datum))
+    return row["state"] if row is not None else None
+
+
 def by_prefix(tx: Tx, pipeline: str, prefix: str) -> list[Datum]:
     """Every run by any job of the pipeline's datums whose id starts with `prefix`, newest first."""
     return _many(tx.all(

@@ -104,7 +104,7 @@ function followJob(el) {
       source.close();
       const here = window.location.pathname + window.location.search;
       htmx.ajax("GET", here + (window.location.search ? "&" : "?") + "fragment=datums", { target: "#datums", swap: "innerHTML" });
-      htmx.ajax("GET", here, { target: "#job-meta", select: "#job-meta", swap: "outerHTML" });
+      htmx.ajax("GET", here + (window.location.search ? "&" : "?") + "fragment=meta", { target: "#job-meta", swap: "outerHTML" });
     }
   });
   source.onerror = () => { if (!["created", "running"].includes(el.dataset.state)) source.close(); };
