@@ -126,6 +126,11 @@ class Spec:
 
     @property
     def transform(self) -> dict:
+        """The transform the step runs: a notebook step's command is made from `dpl.notebook` (engine/notebook.py)."""
+        if "notebook" in self.raw.get("dpl", {}):
+            from . import notebook
+
+            return notebook.transform(self)
         return self.raw["transform"]
 
     @property
@@ -290,7 +295,7 @@ def _best(errors, renames: dict):
 
 
 def _check_semantics(raw: dict) -> None:
-    from . import cron, globs, ohmyglob
+    from . import cron, globs, notebook, ohmyglob
 
     def walk(node, path):
         (kind, value), = node.items()
@@ -321,6 +326,7 @@ def _check_semantics(raw: dict) -> None:
 
     walk(raw["input"], "spec.input")
     _check_names(cron.as_pfs(raw["pipeline"]["name"], raw["input"]), set())
+    notebook.check(raw)
 
 
 def _check_names(node: dict, names: set[str]) -> None:
