@@ -133,7 +133,7 @@ class ReadAhead:
     one ended starts a read-ahead, so a Parquet reader's jumps fetch what
     they ask and no more."""
 
-    SMALLEST, LARGEST = 1 << 20, 32 << 20
+    SMALLEST, LARGEST = 1 << 20, 64 << 20
 
     def __init__(self, rng: Range):
         self.rng, self.size = rng, rng.size
@@ -155,7 +155,9 @@ class ReadAhead:
             have = self.buffer_at <= start < self.buffer_at + len(self.buffer)
             if not have and self.pending:  # a jump elsewhere: what was read ahead is not wanted
                 self.pending = None
-            if have:
+            if have and start == self.buffer_at and end - start == len(self.buffer):
+                data = self.buffer  # the piece asked for, as read ahead: no copy
+            elif have:
                 head = self.buffer[start - self.buffer_at : end - self.buffer_at]
                 data = head if start + len(head) >= end else head + self.rng.fetch(start + len(head), end)
             else:
@@ -163,7 +165,8 @@ class ReadAhead:
             if (sequential or have) and self.pending is None:
                 at = max(end, self.buffer_at + len(self.buffer)) if have else end
                 if at < self.size:
-                    span = min(self.LARGEST, max(self.SMALLEST, 2 * (end - start)))
+                    # as much as was asked (readers ask in pieces of one size), so the next read takes it whole
+                    span = min(self.LARGEST, max(self.SMALLEST, end - start))
                     stop = min(self.size, at + span)
                     self.pending = (at, stop, _readers().submit(self.rng.fetch, at, stop))
             return data

@@ -337,7 +337,7 @@ class DplFile(AbstractBufferedFile):
     # jumps from column to column.
     DEFAULT_BLOCK_SIZE = 1 << 20
 
-    def __init__(self, fs, path, mode="rb", block_size="default", autocommit=True, cache_type="readahead",
+    def __init__(self, fs, path, mode="rb", block_size="default", autocommit=True, cache_type="none",
                  cache_options=None, reader: access.Range | None = None, target=None, **kwargs):
         self.reader, self.target, self.op = (access.ReadAhead(reader) if reader else None), target, None
         if reader is not None:
