@@ -123,6 +123,20 @@ class DockerEngine:
         )
         return self.images
 
+    def notebook_image(self) -> str:
+        """`python` plus papermill, ipykernel and what they need, from this venv: for notebook steps.
+
+        Built on first use rather than with the others: only tests/test_notebooks.py needs it, and it is
+        the largest (about 45 MB)."""
+        if "notebook" not in self.images:
+            busybox = static_busybox(self.workdir)
+            python, version = host_python()
+            dists = notebook_distributions()
+            with open(busybox, "rb") as f:
+                key = NOTEBOOK_BUILD + hashlib.sha256(f.read()).hexdigest() + python + version + " ".join(f"{d.name}=={d.version}" for d in dists)
+            self.images["notebook"] = self._cached("dpl-test/notebook", key, lambda: notebook_rootfs(busybox, python, dists))
+        return self.images["notebook"]
+
     def _cached(self, repo: str, key: str, make) -> str:
         import docker
 
@@ -281,4 +295,69 @@ def python_rootfs(busybox: str, python: str) -> bytes:
                 link.type = tarfile.SYMTYPE
                 link.linkname = python
                 tar.addfile(link)
+    return buf.getvalue()
+
+
+# What a notebook step's image needs: papermill and a kernel.  Left out: debugpy and jedi (with parso), a
+# debugger and completions, which a batch run does not use and ipykernel and IPython do without (35 MB).
+NOTEBOOK_ROOTS = ("papermill", "ipykernel")
+NOTEBOOK_BUILD = "2"  # bump to rebuild the notebook image
+NOTEBOOK_SKIP = {"debugpy", "jedi", "parso"}
+
+
+def notebook_distributions() -> list:
+    """The installed distributions papermill and ipykernel need, by their requirements (markers evaluated here)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    found: dict = {}
+    todo = list(NOTEBOOK_ROOTS)
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in found or name in NOTEBOOK_SKIP:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            raise Unavailable(f"{name} is not installed (pip install -e '.[notebooks]')") from None
+        found[name] = dist
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return sorted(found.values(), key=lambda d: d.metadata["Name"].lower())
+
+
+def notebook_rootfs(busybox: str, python: str, dists: list) -> bytes:
+    """python_rootfs plus the distributions' files in the image Python's site directory, and the shared
+    libraries their extension modules load from the system (their own, like pyzmq's libzmq, come with them)."""
+    site_dir = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                              capture_output=True, text=True, check=True).stdout.strip().lstrip("/")
+    files: dict[str, str] = {}  # name in the image -> host path
+    for dist in dists:
+        root = os.path.realpath(dist.locate_file(""))
+        for rel in dist.files or []:
+            host = os.path.realpath(dist.locate_file(rel))
+            if host.startswith(root + os.sep) and os.path.isfile(host):  # not the console scripts in bin/
+                files[f"{site_dir}/{os.path.relpath(host, root)}"] = host
+    libs = set()
+    for host in files.values():
+        if ".so" in os.path.basename(host):
+            libs |= {lib for lib in _libraries(host) if "-packages/" not in lib}
+    buf = io.BytesIO(python_rootfs(busybox, python))
+    with tarfile.open(fileobj=buf, mode="a") as tar:
+        added = set(tar.getnames())
+        for lib in sorted(libs):
+            files.setdefault(lib.lstrip("/"), lib)
+        for name, host in sorted(files.items()):
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in added:
+                    _add_dir(tar, d)
+                    added.add(d)
+            if name not in added:
+                tar.add(os.path.realpath(host), arcname=name, recursive=False)  # a library's symlink, as the file it names
+                added.add(name)
     return buf.getvalue()
