@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import List, Optional
 
@@ -108,7 +109,7 @@ def _best(row: dict, metric: str, output: str) -> None:
         out(f"  datum   {d['id']}  ({d['pipeline']} job {d['job'][:12]}; {d['key']})\n")
     if row["params_file"]:
         p = row["params_file"]
-        out(f"  params  {p['repo']}@{p['commit'][:12]}:{p['path']}  {row['params']}\n")
+        out(f"  params  {p['repo']}@{p['commit'][:12]}:{p['path']}  {json.dumps(row['params'])}\n")
     out(f"  file    {row['repo']}@{row['commit'][:12]}:{row['path']}\n")
     for i in row["inputs"]:
         out(f"  input   {i['repo']}@{i['commit'][:12]}:{i['path']}\n")
