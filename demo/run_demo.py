@@ -19,6 +19,10 @@ the same records `dpl list-job -o json` and `dpl list-datum -o json` print):
    and report reruns only the batches whose predictions changed;
 5. traces one prediction back to training@...:/iris.csv (`dpl provenance`)
    and writes graphs of the DAG to demo/out/dag.mmd and dag.dot.
+6. sweeps the model's depth (`dpl sweep create depths --param depth=1,2,3`,
+   the `tuning` pipeline crossing it with training), shows `dpl metrics`,
+   adds one depth (one datum runs) and names the best depth with its
+   provenance; demo/sweep_demo.py has that step.
 
 Everything it claims goes to demo/out/summary.json, which tests/test_demo.py
 checks against the store.  DPL_DEMO_OUT puts demo/out elsewhere.
@@ -236,6 +240,11 @@ def main() -> None:
     step("6. The DAG")
     write_dag()
     dpl("logs", "--job", f"model@{summary['training_v2'][:12]}")
+
+    step("7. A sweep over the model's depth: one model per depth, compared with dpl metrics")
+    from sweep_demo import run_sweep
+
+    run_sweep(dpl, records, say, SPECS, OUT, summary)
 
     summary["elapsed_seconds"] = round(time.time() - started, 1)
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

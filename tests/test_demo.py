@@ -55,7 +55,7 @@ def ran(demo, pipeline: str, job: str) -> list[str]:
 
 def test_demo_builds_a_three_stage_pipeline_with_a_cross_and_a_join(demo):
     pipelines = {p["name"]: p for p in records(demo, "list-pipeline")}
-    assert set(pipelines) == {"model", "inference", "report"}
+    assert set(pipelines) == {"model", "inference", "report", "tuning"}  # tuning: the depth sweep
     assert sorted(pipelines["model"]["inputs"]) == ["training@master"]
     assert "cross" in pipelines["inference"]["spec"]["input"]
     assert "join" in pipelines["report"]["spec"]["input"]
@@ -134,7 +134,23 @@ def test_the_dag_graph_names_every_stage_and_edge(demo):
     text = (demo["out"] / "dag.mmd").read_text()
     assert text.startswith("flowchart")
     edges = {(m.group(1), m.group(2)) for m in re.finditer(r"^\s*(\w+)\b.*-->.*?\b(\w+)\W*$", text, re.M)}
-    expected = {(inp.split("@")[0], p["name"]) for p in records(demo, "list-pipeline") for inp in p["inputs"]}
+    drawn = demo["summary"]["dag"]["pipelines"]  # the sweep's pipeline comes after the graph is drawn
+    expected = {(inp.split("@")[0], p["name"]) for p in records(demo, "list-pipeline") for inp in p["inputs"] if p["name"] in drawn}
     assert expected == {("training", "model"), ("model", "inference"), ("attributes", "inference"),
                         ("inference", "report"), ("labels", "report")}
     assert edges == expected
+
+
+def test_the_depth_sweep_ran_only_the_new_depth_and_its_metrics_match(demo):
+    sweep = demo["summary"]["sweep"]
+    assert sweep["added"] == ["/depth=5.json"]
+    job = next(j for j in records(demo, "list-job", "tuning") if j["id"] == sweep["job"]["id"])
+    assert (job["total"], job["processed"], job["skipped"]) == (4, 1, 3)
+    assert ran(demo, "tuning", job["id"]) == ["depths:/depth=5.json training:/"]
+    rows = records(demo, "metrics", "tuning@master")
+    assert {r["key"]: r["metrics"] for r in rows} == sweep["table"]
+    for r in rows:  # the table is what the files say
+        assert r["metrics"] == json.loads(dpl("get-file", f"tuning@master:{r['path']}", store=demo["store"]).stdout)
+    best = max(rows, key=lambda r: r["metrics"]["cv_accuracy"])
+    assert sweep["best"]["key"] == best["key"] and sweep["best"]["params"] == best["params"]
+    assert f"best cv_accuracy = {best['metrics']['cv_accuracy']:.4g}: {best['key']}" in demo["stdout"]
