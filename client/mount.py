@@ -209,8 +209,8 @@ class DplMount(_Operations):
                 handle = os.open(self._copy_up(path, truncate=bool(flags & os.O_TRUNC)), os.O_RDWR)
             elif size == -1:
                 handle = os.open(self.local[path], os.O_RDONLY)
-            else:
-                handle = self._range(path)
+            else:  # a handle read front to back (cat, cp) gets its next MiB read while the kernel takes this one
+                handle = access.ReadAhead(self._range(path))
             return self._handle(handle, path if writing else None)
 
     def _range(self, path: str) -> access.Range:
