@@ -6,7 +6,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv services test demo bench clean
+.PHONY: venv services test demo bench screenshots clean
 
 venv: $(VENV)/.ready
 
@@ -27,6 +27,12 @@ demo: venv
 
 bench: services
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The README's pictures of the console (docs/console-{dag,job,lineage}.png):
+# the browser tests walk the demo's store and keep these three views.
+screenshots: venv
+	shots=$$(mktemp -d) && DPL_CONSOLE_SCREENSHOTS=$$shots $(VENV)/bin/pytest -q tests/test_console.py -k demo \
+	  && mkdir -p docs && cp $$shots/console-dag.png $$shots/console-job.png $$shots/console-lineage.png docs/ && rm -rf $$shots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis bench/data bench/out demo/out

@@ -19,6 +19,7 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 from urllib.parse import quote
@@ -568,7 +569,8 @@ def test_in_a_browser_a_big_job_and_a_big_directory_open_on_their_first_page_fas
         failed = sum(1 for i in range(BIG) if i % 100 == 7)
         assert rows.count() == 50 and pg.locator("#datums tr.datum.failed").count() == min(50, failed)  # failed ones first
         assert pg.locator("#datums tr.datum").nth(0).get_attribute("class") == "datum failed"
-        assert "boom on big:/dir/f000007.txt" in pg.inner_text("#datums")  # with their log tail
+        first = pg.locator("#datums tr.datum td.mono").first.inner_text()
+        assert f"boom on {first}" in pg.inner_text("#datums")  # with their log tail
         pg.click("#datums tr.more a")  # htmx fetches the next page in place
         pg.wait_for_function("document.querySelectorAll('#datums tr.datum').length === 100")
         at_dir = _open_fast(pg, f"{server.url}/repos/big/tree?path=/dir")
@@ -576,3 +578,104 @@ def test_in_a_browser_a_big_job_and_a_big_directory_open_on_their_first_page_fas
     print(f"\n{BIG} datums: job page server {at_job['server']:.0f} ms, first paint {at_job['paint']:.0f} ms; "
           f"{BIG} files: directory page server {at_dir['server']:.0f} ms, first paint {at_dir['paint']:.0f} ms")
     assert at_job["paint"] < 300 and at_dir["paint"] < 300, (at_job, at_dir)
+
+
+# ------------------------------------------------------ the demo's store
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "run_demo.py"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's store (`make demo`, run as tests/test_demo.py runs it), served with auth
+    on: an admin, and `viv`, who reads every repo and writes none."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        service_unavailable("scikit-learn (the demo's `demo` extra)", "pip install -e '.[demo]'")
+    from dpl.engine import Store
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = dict(os.environ, DPL_DEMO_OUT=str(out))
+    env.pop("DPL_STORE", None)
+    proc = subprocess.run([sys.executable, str(DEMO)], env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, f"the demo failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    s = Store.open(out / ".dpl")
+    tokens = {"admin": s.auth.activate("admin")["token"]}
+    s.auth.create_user("viv")
+    tokens["viv"] = s.auth.create_token("viv")["token"]
+    for r in s.list_repos():
+        s.auth.grant(r["name"], "viv", "reader")
+    s.close()
+    server = Server(out / ".dpl", out.parent)
+    yield server, tokens
+    assert server.stop() == 0
+
+
+def _shot(pg, name: str) -> None:
+    """One of the README's pictures (docs/console-NAME.png through `make screenshots`), when DPL_CONSOLE_SCREENSHOTS is set."""
+    if os.environ.get("DPL_CONSOLE_SCREENSHOTS"):
+        pg.screenshot(path=str(Path(os.environ["DPL_CONSOLE_SCREENSHOTS"]) / f"console-{name}.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_a_browser_the_demo_dag_clicks_through_to_inference(browser, demo, tmp_path):
+    server, tokens = demo
+    with watched(browser, server, "demo-dag", tmp_path, token=tokens["admin"]) as pg:
+        pg.goto(server.url + "/")
+        pg.wait_for_function("window.dplGraph && window.dplGraph.getElementById('inference').nonempty()")
+        _shot(pg, "dag")
+        _click_node(pg, "inference")
+        pg.wait_for_url(server.url + "/pipelines/inference")
+        assert "predict.py" in pg.inner_text("main") and "Stop" in pg.inner_text(".actions")  # the admin may stop it
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_a_browser_the_demo_inference_job_opens_a_datum_and_its_log(browser, demo, tmp_path):
+    server, tokens = demo
+    with watched(browser, server, "demo-job", tmp_path, token=tokens["admin"]) as pg:
+        pg.goto(server.url + "/pipelines/inference")
+        pg.click("main p a[href^='/jobs/']")  # "last job"
+        pg.wait_for_selector("#datums tr.datum")
+        pg.wait_for_selector("#job-meta :text('why datums ran')")
+        _shot(pg, "job")
+        ran = pg.locator("#datums tr.datum.success").first
+        key = ran.locator("td.mono").inner_text()
+        ran.locator("td a").click()
+        pg.wait_for_selector("h2:text('Log')")
+        # The log the page shows is the one the step wrote: predict.py says how many samples it predicted.
+        assert "samples predicted" in pg.inner_text("main"), pg.inner_text("main")[-2000:]
+        assert key.split(" ")[-1].split(":")[-1] in pg.inner_text("main")  # its input file, linked
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_a_browser_a_demo_prediction_traces_back_to_training(browser, demo, tmp_path):
+    server, tokens = demo
+    with watched(browser, server, "demo-lineage", tmp_path, token=tokens["admin"]) as pg:
+        pg.goto(f"{server.url}/lineage?repo=inference&path={quote('/3.csv')}")
+        pg.wait_for_function("window.dplGraph && window.dplGraph.nodes().length >= 3")
+        roots = pg.evaluate("window.dplGraph.nodes().filter(n => n.indegree() === 0).map(n => n.data('node').repo + ':' + n.data('node').origin)")
+        assert "training:user" in roots, roots  # the training data a user committed is where the prediction begins
+        _click_node(pg, pg.evaluate("window.dplGraph.nodes().filter(n => n.data('node').repo === 'training')[0].id()"))
+        pg.wait_for_selector("#node-info :text('a user commit')")
+        _shot(pg, "lineage")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_a_browser_a_demo_reader_finds_no_write_button(browser, demo, tmp_path):
+    server, tokens = demo
+    with watched(browser, server, "demo-reader", tmp_path) as pg:
+        pg.goto(f"{server.url}/pipelines/inference?token={tokens['viv']}")
+        pg.wait_for_url(server.url + "/pipelines/inference")
+        assert "viv" in pg.inner_text("header")
+        writes = "button.write, [hx-post], [hx-delete], [hx-put]"
+        assert pg.locator(writes).count() == 0
+        pg.click("main p a[href^='/jobs/']")
+        pg.wait_for_selector("#datums tr.datum")
+        assert pg.locator(writes).count() == 0
+        pg.goto(f"{server.url}/pipelines/model")
+        assert pg.locator(writes).count() == 0
