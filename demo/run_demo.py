@@ -13,7 +13,8 @@ the same records `dpl list-job -o json` and `dpl list-datum -o json` print):
    1.csv .. 4.csv) and `labels` (the true species of every batch);
 2. creates three pipelines from the specs in demo/pipelines/:
    model (trains on training), inference (model crossed with each
-   attributes file) and report (inference joined with labels by batch);
+   attributes file) and report (inference joined with labels by batch: a
+   notebook step, report.ipynb, that also plots each batch's confusion matrix);
 3. adds one attributes file: only its inference datum runs;
 4. changes the training data: the model and every inference datum rerun,
    and report reruns only the batches whose predictions changed;
@@ -225,8 +226,8 @@ def main() -> None:
     dpl("diff-file", "inference@master")
     m = metrics()
     say(f"model/metrics.json now: trained on {m['train_rows']} rows, cross-validated accuracy {m['cv_accuracy']}")
-    files = records().list_files("report", "master", "/").to_pylist()
-    reports = [json.loads(records().read_file("report", "master", f["path"])) for f in files]
+    files = records().list_files("report", "master", "/").to_pylist()  # N.json, N.png, notebooks/N.ipynb
+    reports = [json.loads(records().read_file("report", "master", f["path"])) for f in files if f["path"].endswith(".json")]
     correct, total = sum(r["correct"] for r in reports), sum(r["samples"] for r in reports)
     say(f"report: {correct}/{total} held-out samples classified correctly ({correct / total:.1%})")
     for r in reports:
