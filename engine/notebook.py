@@ -23,7 +23,9 @@ What RUNNER does inside the step:
   `dpl.notebook_output` (default: the notebook's file name; a template like
   the parameters, e.g. `${PACH_DATUM_inference_JOIN_ON}.ipynb` where several
   datums run it), with papermill's timestamps taken out, so that a rerun
-  of the same datum (`dpl verify`) writes the same bytes;
+  of the same datum (`dpl verify`) writes the same bytes (without a sandbox
+  it records the slot's real directories, which `runner.command` puts in
+  place of /pfs/ for any step, so there it differs between runs);
 - a failing cell: its traceback, then one last line naming the notebook, the
   cell's index (counted in the notebook as written, from 0), its first
   source line and the exception; exit code 1, so the datum fails (its log
