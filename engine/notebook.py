@@ -236,4 +236,25 @@ def check(raw: dict) -> None:
     for key in options.get("parameters") or {}:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise InvalidSpec(f"spec.dpl.parameters: {key!r} is not a name a notebook can assign.", hint="Use letters, digits and _.")
+    secrets = {s["env_var"] for s in t.get("secrets", []) if s.get("env_var")}
+    for where, text in _strings(options.get("parameters") or {}, "spec.dpl.parameters"):
+        for name in _named(text) & secrets:
+            raise InvalidSpec(f"{where}: ${name} is a secret, and the executed notebook (an output file) records its parameters.",
+                              hint="Read it with os.environ in the notebook instead.")
+
+
+def _strings(value, where: str):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(value, str):
+        yield where, value
+
+
+def _named(text: str) -> set[str]:
+    """The environment variables a parameter string names (`$$` is a dollar, not a name)."""
+    return {m.group(2) or m.group(3) for m in re.finditer(r"\$(?:(\$)|\{(\w+)\}|(\w+))", text) if not m.group(1)}
 

@@ -179,6 +179,9 @@ def test_papermill_as_a_documented_cmd_runs_in_the_sandbox(store, tmp_path):
     (lambda s: s["dpl"].update(notebook="sum.py"), 'spec.dpl.notebook: "sum.py" is not valid here'),
     (lambda s: s["dpl"]["parameters"].update({"not a name": 1}), "spec.dpl.parameters: 'not a name' is not a name a notebook can assign"),
     (lambda s: (s["dpl"].pop("notebook"), s["transform"].update(cmd=["true"])), "spec.dpl.parameters: only a notebook step takes it"),
+    (lambda s: (s["transform"].update(secrets=[{"name": "creds", "key": "token", "env_var": "TOKEN"}]),
+                s["dpl"]["parameters"].update(auth={"header": "Bearer ${TOKEN}"})),
+     "spec.dpl.parameters.auth.header: $TOKEN is a secret, and the executed notebook (an output file) records its parameters"),
 ])
 def test_notebook_specs_are_checked_in_one_sentence(change, needle):
     spec = notebook_spec("checked")
