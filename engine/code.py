@@ -66,9 +66,12 @@ def code_files(spec, code_dir: str | None, executor: str) -> tuple[Path | None, 
     base = base.resolve()
     found = set()
     for word in _words(spec.transform):
-        candidate = (base / word).resolve() if not os.path.isabs(word) else Path(word).resolve()
-        if candidate.is_file() and candidate.is_relative_to(base):
-            found.add(str(candidate.relative_to(base)))
+        try:
+            candidate = (base / word).resolve() if not os.path.isabs(word) else Path(word).resolve()
+            if candidate.is_file() and candidate.is_relative_to(base):
+                found.add(str(candidate.relative_to(base)))
+        except (OSError, ValueError):
+            continue  # a word no file can be named by (too long, a NUL): an argument, not code
     return base, sorted(found)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from dplcli import dpl
-from test_pipelines import fill, jobs, outputs, pfs
+from readback import outputs
+from test_pipelines import fill, jobs, pfs
 
 
 def project(tmp_path, step: str, **dpl_block) -> tuple:
@@ -119,3 +120,17 @@ def test_code_words_come_from_cmd_scripts_and_stdin_but_not_from_outside_the_dir
     assert code_files(spec, str(tmp_path), "local") == (tmp_path.resolve(), ["conf.yaml", "run.sh", "train.py"])
     assert code_files(spec, str(tmp_path), "docker") == (None, [])  # the image digest stands for its code
     assert code_files(spec, None, "local") == (None, [])  # a spec read from stdin has no directory
+
+
+def test_a_command_word_no_file_can_be_named_by_is_an_argument_not_code(tmp_path):
+    from dpl.engine.code import code_files
+    from dpl.engine.spec import load_spec
+
+    (tmp_path / "train.py").write_text("x")
+    long_script = "print(1)  # " + "x" * 5000  # longer than a file name may be: stat() says ENAMETOOLONG
+    spec = load_spec(json.dumps({
+        "pipeline": {"name": "p"},
+        "transform": {"cmd": ["python3", "-c", long_script, "train.py"]},
+        "input": pfs("data"),
+    }), "spec.json")
+    assert code_files(spec, str(tmp_path), "local") == (tmp_path.resolve(), ["train.py"])
