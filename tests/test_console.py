@@ -7,6 +7,10 @@ file of each previewable kind, a pipeline with two spec versions, one
 downstream of it, and one whose job fails on one datum.  A browser test
 fails on any JavaScript console error and on any request that leaves the
 server (the console must need no network).
+
+Over 400 lines on purpose: its parts share the served stores and the one
+browser these fixtures start, and a second module would start them again.
+The demo's store (run once, ~1 minute) is walked by the tests at the end.
 """
 
 from __future__ import annotations
