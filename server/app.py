@@ -164,7 +164,7 @@ class _Observed:
             await send(message)
 
         try:
-            if not await gate_pages(self.store, scope, receiving, sending):  # the console, with auth on: admins only
+            if not await gate_pages(self.store, scope, receiving, sending):  # the console, with auth on: signed-in users (pages check roles)
                 await self.bounded(scope, receiving, sending)
         finally:
             state = scope.get("state") or {}
