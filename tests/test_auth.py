@@ -142,7 +142,13 @@ def test_writes_leave_audit_rows_readable_by_admins_only(team):
     server, _, http, _ = team
     http["alice"].put("/api/v1/repos/a/content", params={"path": "/audited.txt"}, content=b"a").raise_for_status()
     http["bob"].put("/api/v1/repos/a/content", params={"path": "/nope.txt"}, content=b"b")
-    log = wait_until(lambda: http["admin"].get("/api/v1/auth/audit").json(), what="audit rows")
+    # a row is written after its response goes out: wait for both writers' rows
+    def both():
+        log = http["admin"].get("/api/v1/auth/audit").json()
+        users = {e["user"] for e in log if "audited.txt" in e["target"] or "nope.txt" in e["target"]}
+        return log if {"alice", "bob"} <= users else None
+
+    log = wait_until(both, what="alice's and bob's audit rows")
     done = [e for e in log if e["user"] == "alice" and e["action"] == "PUT /api/v1/repos/a/content" and "audited.txt" in e["target"]]
     assert done and done[0]["status"] == 200
     assert [e["status"] for e in log if e["user"] == "bob" and "nope.txt" in e["target"]] == [403]
