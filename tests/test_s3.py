@@ -226,17 +226,25 @@ def test_a_server_gone_longer_than_the_retries_fails_in_one_sentence_and_changes
     root, prefix = s3_store
     dpl("put-file", "data@master:/before.txt", "-", input=b"committed", store=root)
     before = head(root)
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as f:
-        for _ in range(150):
-            f.write(os.urandom(MB))
     environ = dict(os.environ, DPL_STORE=str(root), DPL_S3_RETRY_SECONDS="3")
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "dpl"), "put-file", "data@master:/big.bin", str(big)],
-                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The file comes from stdin, so the put cannot end before the server is
+    # gone (a 150 MB file from disk once reached the bucket in 0.2 s, first).
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "dpl"), "put-file", "data@master:/big.bin", "-"],
+                            env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(40):
+        proc.stdin.write(os.urandom(MB))
+    proc.stdin.flush()
     _wait_for_upload(s3_server, prefix, proc, 20)
     s3_server.stop()
     try:
         started = time.monotonic()
+        try:
+            for _ in range(40):  # the rest of the file, while the put finds the server gone
+                proc.stdin.write(os.urandom(MB))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it gave up before reading it all
+        proc.stdin = None
         _, err = proc.communicate(timeout=300)
         gave_up_after = time.monotonic() - started
     finally:
