@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from . import transfer
-from ..storage import errors as storage_errors
+from ..storage import errors as storage_errors, localfile
 from ..storage.errors import DplError
 from ..storage.metadata.commits import Commit
 
@@ -329,19 +329,7 @@ class RemoteStore:
 
     def export_file(self, row: dict, dest: str) -> str:
         """Write one file to a local path atomically (temp file + rename), as the embedded Store does."""
-        if os.path.isdir(dest):
-            dest = os.path.join(dest, row["path"].rsplit("/", 1)[-1])
-        tmp = f"{dest}.dpl-tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self.write_file_to(row, fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, dest)
-        return dest
+        return localfile.export(dest, row["path"], lambda fd: self.write_file_to(row, fd))
 
     def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
         commit = self.resolve_commit(repo, ref).id  # every file from one commit, even if the branch moves meanwhile

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from .commits import pc_sum
 from .listing import ENTRY_SCHEMA, diff_tables, entries, group_runs, hex_column
 from .repos import Repos
-from ..storage import chunkstore, index
+from ..storage import chunkstore, index, localfile
 from ..storage.chunkstore import ChunkStore, object_id
 from ..storage.errors import Corruption, FileNotFound
 from ..storage.local import LocalChunkStore
@@ -224,19 +224,7 @@ class FileReader:
 
     def export_file(self, row: dict, dest: str) -> str:
         """Write one file to a local path atomically (temp file + rename)."""
-        if os.path.isdir(dest):
-            dest = os.path.join(dest, row["path"].rsplit("/", 1)[-1])
-        tmp = f"{dest}.dpl-tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self.write_file_to(row, fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, dest)
-        return dest
+        return localfile.export(dest, row["path"], lambda fd: self.write_file_to(row, fd))
 
     def export_dir(self, repo: str, ref: str | None, path: str, dest: str) -> int:
         """Write every file under `path` into the local directory `dest`."""
