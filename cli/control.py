@@ -56,15 +56,7 @@ def register(app: typer.Typer) -> None:
         """Delete a finished job, its datum records and logs (and its output commit, if it was the newest)."""
         pipeline, jid = job_ref(job)
         result = _store().delete_job(pipeline, jid)
-        if output == Output.json:
-            render.emit_json(result)
-            return
-        for c in result["deleted"]:
-            render.info(f"deleted commit {c}")
-        for j in result["jobs"]:
-            render.info(f"deleted job {j}")
-        if result.get("recompute"):
-            render.info(f"recompute wave {result['recompute']} started (`dpl run` runs it)")
+        render.emit_json(result) if output == Output.json else render.removed(result)
 
     @app.command("restart-datum")
     def restart_datum(

@@ -24,18 +24,6 @@ def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
-def _say_removed(result: dict) -> None:
-    for c in result["deleted"]:
-        render.info(f"deleted commit {c}")
-    for m in result["moved"]:
-        render.info(f"branch {m['repo']}@{m['branch']} now points at {m['to'] or 'no commit'}")
-    for j in result["jobs"]:
-        render.info(f"deleted job {j}")
-    if result.get("recompute"):
-        # The output the deleted commit stood for must be made again: a wave of jobs waits for `dpl run`.
-        render.info(f"recompute wave {result['recompute']} started (`dpl run` runs it)")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("fsck")
     def fsck(
@@ -84,7 +72,7 @@ def register(app: typer.Typer) -> None:
         s = _store()
         ref = s.require_ref(target)
         result = s.delete_commit(ref.repo, ref.ref, force=force)
-        render.emit_json(result) if output == Output.json else _say_removed(result)
+        render.emit_json(result) if output == Output.json else render.removed(result)
 
     @app.command("squash-commit")
     def squash_commit(

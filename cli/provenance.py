@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import enum
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from . import render
 from .render import Output
+
+if TYPE_CHECKING:  # rich's Tree is imported only when a tree is drawn
+    from rich.tree import Tree
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table (a tree) for people, json for programs.")
 
@@ -77,7 +80,7 @@ def _code_files(code: dict, prefix: str = "") -> str:
     return f"{prefix} ran {names} {code['hash'][:12]}"
 
 
-def _tree(node: dict, key: str, label) -> "Tree":
+def _tree(node: dict, key: str, label) -> Tree:
     from rich.tree import Tree
 
     tree = Tree(label(node))

@@ -235,6 +235,19 @@ class ProgressLine:
             self.live.stop()
 
 
+def removed(result: dict) -> None:
+    """What a delete-commit or delete-job took away, and the recompute it started."""
+    for c in result["deleted"]:
+        info(f"deleted commit {c}")
+    for m in result.get("moved", []):
+        info(f"branch {m['repo']}@{m['branch']} now points at {m['to'] or 'no commit'}")
+    for j in result["jobs"]:
+        info(f"deleted job {j}")
+    if result.get("recompute"):
+        # The output the deleted commit stood for must be made again: a wave of jobs waits for `dpl run`.
+        info(f"recompute wave {result['recompute']} started (`dpl run` runs it)")
+
+
 def info(message: str) -> None:
     """A message for people, on stderr so stdout stays data."""
     sys.stderr.write(message + "\n")
