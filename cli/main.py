@@ -348,6 +348,7 @@ MODULE_COMMANDS = {
     "watch": ("watch",),
     "metrics": ("metrics",),
     "sweep": (),  # the `dpl sweep ...` group
+    "export": ("worker",),  # and the `dpl export argo|kfp` group
 }
 _registered: set[str] = set()
 
@@ -417,6 +418,10 @@ def _command_module(name: str):
         from . import sweep
 
         return sweep
+    if name == "export":
+        from . import export
+
+        return export
     from . import provenance
 
     return provenance

@@ -1,0 +1,122 @@
+"""What an exported step runs: `dpl worker PIPELINE`, one pipeline's pending jobs on a fresh machine.
+
+A pod starts with nothing but the image, so the worker opens the store by
+its URLs: it makes a store directory naming the shared S3 chunks and
+PostgreSQL metadata (as `dpl init --object-store ... --metadata ...` does on
+a second machine) and runs the jobs there, with the same job runner as
+`dpl run`: datums already processed are skipped, provenance is recorded in
+the shared metadata, and two workers never hold one job.
+
+It runs only the jobs of its pipeline that may run now: the oldest first,
+once the upstream jobs of the same wave are done (the workflow's edges run
+those steps first).  A job still waiting for its upstream is left for a
+later run, not waited for: in a workflow, the step that would finish it has
+already run, or is not part of the export.
+
+(The claim below follows the rules of `Jobs._claim`, restricted to one
+pipeline, and runs the job through the runner's `_run_claimed`, which keeps
+its lease; a `pipeline=` filter on `Jobs.run_jobs` would make both public.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from .errors import ExportError
+from ..jobs import Jobs, lease_held
+from ..storedir import CONFIG, init_store
+from ..store import Store
+from ...storage import registry
+from ...storage.errors import StoreExists
+from ...storage.metadata import jobs as job_rows
+
+
+def open_store(object_store: str | None, metadata: str | None, path: str | os.PathLike | None = None) -> Store:
+    """The store a worker acts on: found as usual, or, given the shared URLs, a store
+    directory naming them (DPL_STORE, else one per URL pair in the temp directory),
+    made on first use."""
+    if object_store is None and metadata is None:
+        return Store.open(path)
+    if not object_store or not metadata:
+        raise ExportError("A worker needs both the object store and the metadata URL.", hint="Pass --object-store s3://... and --metadata postgresql://...")
+    digest = hashlib.sha256(f"{object_store}\n{metadata}".encode()).hexdigest()[:16]
+    root = Path(path or os.environ.get("DPL_STORE") or Path(tempfile.gettempdir()) / f"dpl-worker-{digest}")
+    if not (root / CONFIG).exists():
+        try:
+            init_store(root, object_store=object_store, metadata=metadata)
+        except StoreExists:
+            pass  # another worker on this machine made it first
+    config = json.loads((root / CONFIG).read_text())
+    if (config.get("object_store"), config.get("metadata")) != (registry.normalize(object_store), metadata):
+        raise ExportError(f"The store at {root} names other URLs than this worker was given.",
+                          hint="Unset DPL_STORE, or point it at an empty directory.")
+    return Store.open(root)
+
+
+def load_secrets(store: Store, directory: str | os.PathLike) -> list[str]:
+    """Take the Kubernetes secrets mounted under `directory` (one directory per secret,
+    one file per key) into the store's secrets, so the steps get them as they get any
+    dpl secret; the names of those taken.  A secret not mounted stays as the store has it."""
+    taken = []
+    base = Path(directory)
+    for secret in sorted(base.iterdir()) if base.is_dir() else []:
+        if secret.name.startswith(".") or not secret.is_dir():
+            continue
+        # Kubernetes mounts keys as symlinks beside its own `..data` entries.
+        data = {f.name: f.read_text() for f in sorted(secret.iterdir()) if not f.name.startswith(".") and f.is_file()}
+        if data:
+            store.create_secret(secret.name, data, overwrite=True)
+            taken.append(secret.name)
+    return taken
+
+
+def run_pipeline_jobs(store: Store, pipeline: str, *, executor: str | None = None, progress=None) -> list[dict]:
+    """Run the jobs of `pipeline` that may run now, oldest first; each job's final state."""
+    store.inspect_pipeline(pipeline)  # PipelineNotFound names a wrong one
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # host:pid:..., what lease_held reads
+    ran: list[dict] = []
+    while True:
+        job = _claim(store, pipeline, owner, ran)
+        if job is None:
+            return ran
+        ran.append(store.jobs._run_claimed(job, owner, executor, progress))
+
+
+def waiting(store: Store, pipeline: str) -> list[dict]:
+    """The jobs of `pipeline` left unfinished: waiting for upstream jobs, or held by another runner."""
+    return [j for j in store.list_jobs(pipeline) if j["state"] in ("created", "running")]
+
+
+def _claim(store: Store, pipeline: str, owner: str, ran: list[dict]) -> job_rows.Job | None:
+    """Claim the oldest job of `pipeline` if it may run now (as `Jobs._claim` would); one found
+    unrunnable (an upstream job failed) is marked so, added to `ran`, and the next one tried."""
+    while True:
+        with store.db.write() as tx:
+            rows = job_rows.unfinished(tx)  # oldest first
+            mine = [r for r in rows if r.pipeline == pipeline]
+            if not mine:
+                return None
+            job, now = mine[0], time.time()
+            if job.state == "running" and lease_held(job, now):
+                return None  # another runner has it
+            graph = store.waves.graph(tx)
+            ups = graph.upstream(pipeline) if pipeline in graph.pipelines else set()
+            if any(o.id == job.id and o.pipeline in ups for o in rows):
+                return None  # an upstream job of its wave is not done yet
+            why = Jobs._unrunnable(tx, graph, job)
+            if why is None:
+                job_rows.claim(tx, pipeline, job.id, owner, now)
+                return job_rows.get(tx, pipeline, job.id)
+            from .. import failures
+
+            output = failures.record_failed_output(tx, pipeline, job.id, graph.pipelines[pipeline].output_branch, why, now) \
+                if pipeline in graph.pipelines else None
+            job_rows.mark_unrunnable(tx, pipeline, job.id, now, why, output)
+        ran.append(store.inspect_job(pipeline, job.id))
