@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create the virtualenv and install dpl with every optional backend and the
-# test tools.  Idempotent: a second run only checks.
+# Create the virtualenv and install dpl with every optional backend, the
+# exporters (hera, kfp) and the test tools.  Idempotent: a second run only checks.
 set -euo pipefail
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -8,4 +8,4 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[all,test]'
+"$VENV/bin/python" -m pip install -q -e '.[all,test,export]'
