@@ -42,8 +42,10 @@ class JobControl:
             time.sleep(poll)
 
     def stop_job(self, pipeline: str | None, job: str) -> dict:
-        """Kill an unfinished job at once: it will not run, and a runner holding it has its result dropped
-        (it notices when it lands its output).  Jobs downstream in its wave become unrunnable."""
+        """Kill an unfinished job at once: it will not run, and a runner holding it, in this process or
+        another, kills the job's running steps within a second (its `lease.Lease` reads the job's row)
+        and lands nothing; datums that finished are kept, so a later job of the pipeline (`dpl
+        rerun-pipeline`, `dpl start-pipeline`) runs only the rest.  Jobs downstream in its wave become unrunnable."""
         row = self.jobs.job(pipeline, job)
         with self.db.write() as tx:
             if not job_rows.kill(tx, row.pipeline, row.id, time.time(), "stopped by the user (dpl stop-job)"):

@@ -16,6 +16,10 @@
 
 Ctrl-C (KeyboardInterrupt in the thread running the job) kills the running
 steps at once, records what finished, and leaves the job to be resumed.
+`stop` (called by the job's `lease.Lease` when `dpl stop-job` killed the job,
+from this process or another) does the same from another thread and ends
+the run with `Stopped`: what finished is kept, so a later job of the
+pipeline skips it and runs only the rest.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ DATUM_LIST_SCHEMA = pa.schema([("datum", pa.binary(16)), ("key", pa.string()), (
 Progress = Callable[[dict, int, int], None]  # (job, datums done, datums total)
 
 
+class Stopped(Exception):
+    """The run ended because the job stopped being this runner's (killed by `dpl stop-job`,
+    or taken over); whoever did that wrote the job's state, so the runner writes none."""
+
+
 class JobRun:
     """One attempt at running one claimed job."""
 
@@ -68,6 +77,20 @@ class JobRun:
         self.pipeline_version = pipeline_rows.version(jobs.db, self.pipeline, job.version)
         self.kind = executor or self.spec.executor or jobs.config.get("executor", "local")
         self.code: dict = {}  # the fingerprint of the step's host code, taken in run()
+        self.cancelled = threading.Event()  # the JobContext's: set by Ctrl-C or `stop`
+        self.stopped: str | None = None  # why `stop` was called
+        self._live: tuple | None = None  # (executor, ctx) while the executor is started
+        self._lock = threading.Lock()
+
+    def stop(self, why: str) -> None:
+        """End the run from another thread: no datum starts any more and the running steps are killed now."""
+        with self._lock:
+            self.stopped = why
+            self.cancelled.set()
+            live = self._live
+        if live is not None:
+            executor, ctx = live
+            executor.cancel(ctx)
 
     # ------------------------------------------------------------------ plan
 
@@ -108,14 +131,18 @@ class JobRun:
         ctx = JobContext(
             job=self.wave, pipeline=self.pipeline, spec=self.spec, store_root=jobs.root, chunks=jobs.chunks,
             config=jobs.config, scratch=scratch, code_dir=code_dir,
-            deadline=started + timeout if timeout else None,
+            deadline=started + timeout if timeout else None, cancelled=self.cancelled,
         )
         ctx.secrets, ctx.secret_files = jobs.secrets.resolve_secrets(self.spec)
         executor = get_executor(self.kind, jobs.config)
         info = executor.start(ctx)
+        with self._lock:
+            self._live = (executor, ctx)
         try:
             self._run(ctx, executor, info, pins)
         finally:
+            with self._lock:
+                self._live = None
             executor.stop(ctx)
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -153,6 +180,8 @@ class JobRun:
             raise
         recorder.flush()
         not_run = self._record_outcome(dset, ids, to_run, resumed, recorder)
+        if self.stopped:
+            raise Stopped(self.stopped)
         if ran_failed or not_run:
             timed_out = self.spec.raw.get("job_timeout") if ctx.time_left() == 0 else None
             raise JobFailed(failures.job_error(self.pipeline, self.wave, ran_failed, total=len(dset), not_run=not_run,
@@ -212,9 +241,10 @@ class JobRun:
         """Run every datum of `to_run`, each with its retries; one failing does not stop the others.
 
         Returns the failed ones as (datum id, key, result, tries).  Only a
-        job_timeout stops the job early (the rest do not run), and Ctrl-C:
-        then the running steps are killed at once and the interrupt goes on
-        up, leaving the job resumable."""
+        job_timeout stops the job early (the rest do not run), `stop` (the
+        executor kills the running steps, which are not recorded), and
+        Ctrl-C: then the running steps are killed at once and the interrupt
+        goes on up, leaving the job resumable."""
         ran_failed: list[tuple] = []
         if not to_run:
             return ran_failed
@@ -253,7 +283,7 @@ class JobRun:
         running: set = set()
         try:
             for i in to_run:
-                if ctx.time_left() == 0:
+                if ctx.time_left() == 0 or ctx.cancelled.is_set():
                     break
                 running.add(pool.submit(one, i))
                 if len(running) >= slots:

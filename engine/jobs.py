@@ -9,26 +9,25 @@ and a job that fails keeps a failed output commit (`failures`).  Running one
 job is `jobrun.JobRun`; Ctrl-C hands the job back, to be resumed.
 
 Two runners never hold one job: a job is claimed by compare-and-swap on its
-owner, kept by a heartbeat, and taken over when its owner has died.
+owner, kept by a heartbeat, and taken over when its owner has died
+(`lease`).  A job stopped while it runs (`dpl stop-job`, from any process)
+is noticed through its row, and its running steps are killed.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import failures
 from . import spec as specs
 from .commits import Commits
-from .jobrun import JobRun, Progress
+from .jobrun import JobRun, Progress, Stopped
+from .lease import Lease, lease_held, owner_id
 from .repos import Repos
 from .waves import Waves
-from .writers import pid_alive, writes_objects
+from .writers import writes_objects
 from ..storage import index
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import DplError
@@ -41,35 +40,6 @@ from .errors import DatumNotFound, JobNotFound, PipelineNotFound
 if TYPE_CHECKING:
     from .files import Files
     from .secrets import Secrets
-
-LEASE_SECONDS = 30.0
-HEARTBEAT_SECONDS = 2.0
-
-
-def _owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def lease_held(job: job_rows.Job, now: float) -> bool:
-    """Whether a running job's owner still holds it.  On this machine the
-    owner's pid says so (a heartbeat can be late under load, and taking over
-    a live runner would run its datums twice; only a heartbeat silent for
-    many leases means the pid was reused); elsewhere only a fresh heartbeat can."""
-    host = (job.owner or "").split(":")[0]
-    if host == socket.gethostname():
-        return _owner_alive(job.owner) and (job.heartbeat or 0) > now - 20 * LEASE_SECONDS
-    return (job.heartbeat or 0) > now - LEASE_SECONDS
-
-
-def _owner_alive(owner: str | None) -> bool:
-    if not owner:
-        return False
-    host, pid, _ = (owner.split(":") + ["", ""])[:3]
-    if host != socket.gethostname():
-        return True  # another machine: only its heartbeat can tell
-    return pid_alive(pid)
-
-
 
 
 class Jobs:
@@ -95,7 +65,7 @@ class Jobs:
         runner are waited for; a runner that died is taken over.
         """
         ran: list[dict] = []
-        owner = _owner_id()
+        owner = owner_id()
         while True:
             if wave is not None and not self._unfinished(wave):
                 break
@@ -169,31 +139,23 @@ class Jobs:
 
     @writes_objects
     def _run_claimed(self, job: job_rows.Job, owner: str, executor: str | None, progress: Progress | None) -> dict:
-        stop = threading.Event()
-
-        def beat():
-            while not stop.wait(HEARTBEAT_SECONDS):
+        run = JobRun(self, job, owner, executor, progress)
+        with Lease(self.db, job, owner, on_lost=run.stop):
+            try:
+                run.run()
+            except Stopped:
+                pass  # stopped or taken over: whoever did it wrote the job's state
+            except DplError as e:
+                self._fail(job, owner, e.message)
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM: the steps are stopped and what finished is recorded;
+                # the job waits for the next `dpl run`, which redoes none of it.
                 with self.db.write() as tx:
-                    job_rows.beat(tx, job.pipeline, job.id, owner, time.time())
-
-        heart = threading.Thread(target=beat, daemon=True)
-        heart.start()
-        try:
-            JobRun(self, job, owner, executor, progress).run()
-        except DplError as e:
-            self._fail(job, owner, e.message)
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM: the steps are stopped and what finished is recorded;
-            # the job waits for the next `dpl run`, which redoes none of it.
-            with self.db.write() as tx:
-                job_rows.release(tx, job.pipeline, job.id, owner)
-            raise
-        except Exception as e:
-            self._fail(job, owner, f"internal error: {type(e).__name__}: {e}")
-            raise
-        finally:
-            stop.set()
-            heart.join()
+                    job_rows.release(tx, job.pipeline, job.id, owner)
+                raise
+            except Exception as e:
+                self._fail(job, owner, f"internal error: {type(e).__name__}: {e}")
+                raise
         return self.inspect_job(job.pipeline, job.id)
 
     def _fail(self, job: job_rows.Job, owner: str, message: str) -> None:

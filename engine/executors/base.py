@@ -82,5 +82,9 @@ class Executor(Protocol):
 
     def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult: ...
 
+    def cancel(self, ctx: JobContext) -> None:
+        """Kill the job's running steps now; called from another thread once `ctx.cancelled`
+        is set (`dpl stop-job`), while `run_datum` calls may be under way.  `stop` follows."""
+
     def stop(self, ctx: JobContext) -> None:
         """Release what `start` took (containers, worker pools)."""

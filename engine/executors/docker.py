@@ -136,6 +136,11 @@ class DockerExecutor:
             info["repo_digest"] = repo_digests[0]
         return info
 
+    def cancel(self, ctx: JobContext) -> None:
+        # A box waiting for its step looks at ctx.cancelled every half second and then removes
+        # its own container (one owner for it: see dockerbox), so the flag is all it takes.
+        pass
+
     def stop(self, ctx: JobContext) -> None:
         job = self._jobs.pop((ctx.pipeline, ctx.job), None)
         if job is None:

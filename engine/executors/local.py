@@ -85,6 +85,11 @@ class LocalExecutor:
     def slots(self, ctx: JobContext) -> int:
         return ctx.spec.parallelism
 
+    def cancel(self, ctx: JobContext) -> None:
+        # A step's wait blocks until it ends, so only killing its box ends it now; no box
+        # is made after this (`_slot`), and what `stop` would release is gone already.
+        self.stop(ctx)
+
     def stop(self, ctx: JobContext) -> None:
         ctx.cancelled.set()
         with self._lock:

@@ -210,12 +210,20 @@ class RayExecutor:
         capacity = job.capacity if job else 1
         return max(1, min(MAX_SLOTS, max(ctx.spec.parallelism, 2 * capacity)))
 
+    def cancel(self, ctx: JobContext) -> None:
+        job = self._jobs.get(ctx.job)
+        if job is not None:
+            with job.lock:
+                refs = list(job.running)
+            for ref in refs:  # each waiting thread sees the cancelled task, and ctx.cancelled, at once
+                _cancel(ref)
+
     def stop(self, ctx: JobContext) -> None:
         job = self._jobs.pop(ctx.job, None)
         if job is None:
             return
         for ref in list(job.running):
-            ray.cancel(ref, force=True)
+            _cancel(ref)
 
     def run_datum(self, ctx: JobContext, task: DatumTask) -> DatumResult:
         job = self._jobs[ctx.job]

@@ -1,0 +1,93 @@
+"""`dpl stop-job` stops a running job's steps, wherever the job runs.
+
+The job runs in one `dpl run` process; the stop comes from another `dpl`
+process, through the metadata only.  Within a couple of seconds the step's
+processes are gone, the job is killed with the reason, nothing reached the
+output branch, and a later job of the pipeline runs only what did not finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from dpl.engine import Store
+from dpl.engine.executors.local import bwrap_path
+from dplcli import DPL, dpl
+from readback import outputs
+
+
+def api(store, method: str, *args, **kw):
+    s = Store.open(store)
+    try:
+        return getattr(s, method)(*args, **kw)
+    finally:
+        s.close()
+
+
+def _running(pattern: str) -> bool:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+
+def _wait_for(check, seconds: float, step: float = 0.02) -> float:
+    """Seconds until `check()` is true (at most `seconds`; then `seconds`)."""
+    start = time.time()
+    while not check() and time.time() - start < seconds:
+        time.sleep(step)
+    return time.time() - start
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_stop_job_from_another_process_kills_the_running_step_and_a_rerun_does_the_rest(store, tmp_path, sandbox):
+    if sandbox == "bwrap" and bwrap_path() is None:
+        pytest.skip("bubblewrap cannot make a sandbox here")
+    env = {"DPL_SANDBOX": "none"} if sandbox == "none" else {}
+    marker = f"60.{os.getpid() % 1000:03d}{len(sandbox)}"  # a 60 s sleep no other test runs
+    (tmp_path / "delay").write_text(marker)  # in the spec's directory: the step's working directory
+    api(store, "create_repo", "data")
+    api(store, "put_bytes", "data", "master", {"/a": b"a", "/b": b"b", "/slow": b"s"})
+    step = ["sh", "-c", 'if [ -e /pfs/data/slow ]; then sleep "$(cat delay)"; fi; cp /pfs/data/* /pfs/out/']
+    spec = {"pipeline": {"name": "p"}, "transform": {"cmd": step}, "input": {"pfs": {"repo": "data", "glob": "/*"}},
+            "parallelism_spec": {"constant": 2}, "datum_tries": 1}
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    dpl("create-pipeline", tmp_path / "p.json", "--no-wait", store=store)
+    job = api(store, "pipeline_wave", "p")
+
+    runner = subprocess.Popen([DPL, "run"], env=dict(os.environ, DPL_STORE=str(store), **env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_for(lambda: _running(f"sleep {marker}") or runner.poll() is not None, 60)
+        assert _running(f"sleep {marker}"), runner.stderr.read().decode() if runner.poll() is not None else "no step started"
+        # the fast datums are recorded as they finish (the recorder flushes within a second)
+        _wait_for(lambda: len(api(store, "datum_logs", "p", job)) == 2, 10, 0.1)
+        stop = dpl("stop-job", f"p@{job}", store=store)
+        gone_in = _wait_for(lambda: not _running(f"sleep {marker}"), 10)  # counted from the stop's commit
+        out, err = runner.communicate(timeout=20)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    assert not _running(f"sleep {marker}")
+    assert gone_in < 2, f"the step ran {gone_in:.1f}s after stop-job returned"
+    assert b"stopped job p@" in stop.stderr and b"killed" in stop.stderr
+    assert b"Traceback" not in err, err.decode()
+
+    info = api(store, "inspect_job", "p", job)
+    assert info["state"] == "killed" and "stopped by the user" in info["error"]
+    assert info["output_commit"] is None and api(store, "list_commits", "p") == []  # nothing half-made landed
+    states = {d["key"]: d["state"] for d in api(store, "list_datums", "p", job)}
+    assert states == {"data:/a": "success", "data:/b": "success", "data:/slow": "not-run"}
+    before = {d["key"]: d["started"] for d in api(store, "list_datums", "p", job) if d["state"] == "success"}
+
+    (tmp_path / "delay").write_text("0")
+    dpl("rerun-pipeline", "p", store=store, env=env)
+    again = api(store, "list_jobs", "p")[0]
+    assert again["id"] != job and again["state"] == "success"
+    assert (again["processed"], again["skipped"]) == (1, 2)  # only the stopped datum ran again
+    assert all(d["started"] == before[d["key"]] for d in api(store, "list_datums", "p", job) if d["key"] in before)
+    assert outputs(store, "p") == {"/a": b"a", "/b": b"b", "/slow": b"s"}
