@@ -9,6 +9,13 @@ the head moved simply gets the new head as its parent).
 
 Whoever must react to a landed commit in the same transaction (the waves of
 downstream jobs) subscribes with `on_landed`; `Store` wires that.
+
+The work of a landing (reading the parent's layers, the collision check,
+the file count, folding layers past MAX_LAYERS) is done before the write
+transaction, against the head read then, and redone inside it only if a
+racing writer moved the head meanwhile: writers hold the one write lock
+for a few statements, not for their index work.  When every layer involved
+is small (storage/smalllayer.py) none of it imports pyarrow.
 """
 
 from __future__ import annotations
@@ -17,13 +24,11 @@ import contextlib
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
-
-import pyarrow.compute as pc
+from typing import Callable, NamedTuple
 
 from .repos import Repos
 from .writers import writes_objects
-from ..storage import index
+from ..storage import index, smalllayer
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import CommitNotOpen, Conflict, PathCollision
 from ..storage.metadata import commits as commit_rows
@@ -104,25 +109,28 @@ class Commits:
         several commits at once, engine/transactions.py), whose caller
         compacts it once that transaction has committed.
         """
-        self.chunks.sync()  # bytes durable before any commit refers to them
-        delta_tables = [index.read_layer(self.chunks, l) for l in delta]
+        delta_loaded = [index.load_layer(self.chunks, l) for l in delta]
         outer = tx
+        # Done outside the lock against the head as it is now; inside, reused if it has not moved.
+        early = None if outer is not None else self._prepare(commit_rows.head(self.db, repo, branch), delta, delta_loaded,
+                                                               compact=True)
+        self.chunks.sync()  # bytes (and any merged layer) durable before a commit refers to them, in one flush
         with (contextlib.nullcontext(outer) if outer is not None else self.db.write()) as tx:
             head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             if expect_head is not False and head != expect_head:
                 raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
-            base = commit_rows.get(tx, repo, head) if head else None
-            base_layers = base.layers if base else []
-            base_tables = [index.read_layer(self.chunks, l) for l in base_layers]
-            clash = index.path_collision(base_tables, delta_tables)
-            if clash:
+            if early is not None and early.head == head:
+                prepared = early
+            else:
+                prepared = self._prepare(commit_rows.get(tx, repo, head) if head else None, delta, delta_loaded)
+            if prepared.clash:
+                clash = prepared.clash
                 raise PathCollision(
                     f"{repo}@{branch}:{clash[0]} would be both a file and a directory ({clash[1]} is beneath it).",
                     hint="Delete one of them first (dpl delete-file), or use another name.",
                     file=clash[0], beneath=clash[1],
                 )
-            size, nfiles = self._stats_after(base, base_tables, delta_tables)
-            layers = self._bounded(base_layers + delta)
+            size, nfiles, layers = prepared.size, prepared.nfiles, prepared.layers
             now = time.time()
             if open_id:
                 finished = commit_rows.finish(tx, repo, open_id, parent=head, layers=layers, delta=delta,
@@ -145,15 +153,41 @@ class Commits:
                 hook(tx, cid)
             if outer is not None:
                 return commit_rows.get(tx, repo, cid)
-        self.compact(repo, cid)
+        if not prepared.compacted:
+            self._compact_if_head(repo, branch, cid)
         return self.repos.get_commit(repo, cid)
 
-    def _bounded(self, layers: list[index.Layer]) -> list[index.Layer]:
+    def _prepare(self, base: Commit | None, delta: list[index.Layer], delta_loaded: list, *, compact: bool = False) -> "_Prepared":
+        """What landing `delta` on `base` makes: the collision (if any), size,
+        file count and the bounded layer list of the new commit, compacted
+        already with `compact` (outside the lock: the commit then lands in
+        one transaction and one flush, not two of each)."""
+        base_layers = base.layers if base else []
+        base_loaded = [index.load_layer(self.chunks, l) for l in base_layers]
+        if all(isinstance(t, smalllayer.SmallLayer) for t in base_loaded + delta_loaded):
+            clash = smalllayer.path_collision(base_loaded, delta_loaded)
+            size, nfiles = (0, 0) if clash else smalllayer.stats_after(
+                base.size if base else 0, base.nfiles if base else 0, base_loaded if base else None, delta_loaded)
+        else:
+            base_tables = [_arrow(self.chunks, l, t) for l, t in zip(base_layers, base_loaded)]
+            delta_tables = [_arrow(self.chunks, l, t) for l, t in zip(delta, delta_loaded)]
+            clash = index.path_collision(base_tables, delta_tables)
+            size, nfiles = (0, 0) if clash else self._stats_after(base, base_tables, delta_tables)
+        layers = base_layers + delta
+        if clash:
+            layers = []
+        elif compact:
+            layers = self._bounded(index.compact(self.chunks, layers), flush=False)  # land's own flush covers it
+        else:
+            layers = self._bounded(layers)
+        return _Prepared(base.id if base else None, clash, size, nfiles, layers, compact)
+
+    def _bounded(self, layers: list[index.Layer], *, flush: bool = True) -> list[index.Layer]:
         """A commit's full index with at most MAX_LAYERS layers.
 
-        Compaction normally runs after a commit lands, outside the write
-        lock.  Racing writers can land on a parent whose compaction has not
-        finished yet, and each would inherit its parent's layers plus its
+        Compaction normally runs outside the write lock (before it, or
+        after a commit that raced lands).  Racing writers can land on a
+        parent whose compaction has not finished yet, and each would inherit its parent's layers plus its
         own: chains of hundreds of layers, each read on every later landing.
         Folding here, whenever the limit is passed, keeps every commit's
         index (and the work of landing on it) bounded.
@@ -162,7 +196,8 @@ class Commits:
             return layers
         while len(layers) > index.MAX_LAYERS:
             layers = index.compact(self.chunks, layers)
-        self.chunks.sync()  # the merged layer is durable before the commit refers to it
+        if flush:
+            self.chunks.sync()  # the merged layer is durable before the commit refers to it
         return layers
 
     def _stats_after(self, base: Commit | None, base_tables, delta_tables) -> tuple[int, int]:
@@ -179,14 +214,39 @@ class Commits:
             replaced.update(zip(gone["path"].to_pylist(), gone["size"].to_pylist()))
         return base.size - sum(replaced.values()) + added_size, base.nfiles - len(replaced) + added_count
 
+    def _compact_if_head(self, repo: str, branch: str, commit_id: str) -> None:
+        """Compact a commit just landed, unless another has already landed on
+        it: then its layers are a parent's, which the child either shares
+        (and compacts itself) or has already folded, and the work is wasted."""
+        head = commit_rows.head(self.db, repo, branch)
+        if head is not None and head.id == commit_id:
+            self._compact(head)
+
     def compact(self, repo: str, commit_id: str) -> None:
-        commit = self.repos.get_commit(repo, commit_id)
+        self._compact(self.repos.get_commit(repo, commit_id))
+
+    def _compact(self, commit: Commit) -> None:
         layers = index.compact(self.chunks, commit.layers)
         if layers != commit.layers:
             self.chunks.sync()
             with self.db.write() as tx:
-                commit_rows.replace_layers(tx, repo, commit_id, commit.layers, layers)
+                commit_rows.replace_layers(tx, commit.repo, commit.id, commit.layers, layers)
+
+
+class _Prepared(NamedTuple):
+    head: str | None  # the commit it was prepared on
+    clash: tuple[str, str] | None
+    size: int
+    nfiles: int
+    layers: list[index.Layer]
+    compacted: bool
+
+
+def _arrow(chunks: ChunkStore, layer: index.Layer, loaded):
+    return index.read_layer(chunks, layer) if isinstance(loaded, smalllayer.SmallLayer) else loaded
 
 
 def pc_sum(array) -> int:
+    import pyarrow.compute as pc  # only a layer of Arrow format comes here
+
     return int(pc.sum(array).as_py() or 0)

@@ -10,17 +10,40 @@ nor give a file a false hash.
 
 Chunks sent but never landed are unreferenced objects, which gc removes as
 it removes those of a killed put.
+
+`put_small` is the same idea on one machine: a put of a few small local
+files (a 1-file `dpl put-file`, the commonest write of all) needs no chunker
+and no Arrow: its bytes are one chunk, and its layer a small one
+(storage/smalllayer.py), so it imports neither pyarrow nor numpy.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+import os
+import stat
+from typing import TYPE_CHECKING
+
 import xxhash
 
-from ..storage import index
+from . import writers
+from ..storage import index, smalllayer
 from ..storage.chunkstore import ChunkStore, object_id
-from ..storage.errors import DplError, InvalidPath
+from ..storage.errors import DiskFull, DplError, InvalidPath
+from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import transactions as txn_rows
 from ..storage.paths import normalize_path
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .sources import Source
+    from ..storage.metadata.commits import Commit
+
+# A write this small is a single chunk however FastCDC would cut it: its
+# smallest chunk is a quarter of the average (storage/chunking.py), and no
+# file of it is big enough for chunks of its own.  So the chunk made here is
+# the one ChunkWriter makes, and the same bytes dedupe either way.
+SMALL_BYTES = (1 << 20) // 4
 
 
 def missing(chunks: ChunkStore, ids: list[bytes]) -> list[bytes]:
@@ -34,7 +57,7 @@ def put_chunk(chunks: ChunkStore, data) -> bytes:
     return oid
 
 
-def rows_table(chunks: ChunkStore, reader, rows: list[dict]) -> pa.Table:
+def rows_table(chunks: ChunkStore, reader, rows: list[dict]) -> "pa.Table":
     """An index layer of `rows` (path, size, hash, refs of chunk/offset/length), each file checked against its bytes."""
     paths, sizes, hashes, refs = [], [], [], []
     for row in rows:
@@ -59,3 +82,74 @@ def rows_table(chunks: ChunkStore, reader, rows: list[dict]) -> pa.Table:
     if len(set(paths)) != len(paths):
         raise InvalidPath("The upload names one path twice; nothing was committed.", hint="Send each file once.")
     return index.make_table(paths, sizes, hashes, refs)
+
+
+def put_small(store, repo: str, branch: str, sources: list["Source"], *, description: str = "") -> "Commit | None":
+    """Put a few small local files as one commit, as `Files.put_files` would,
+    without pyarrow; None (and nothing done) when the write is not of that
+    kind: a directory, stdin, too many or too big files, or a branch with an
+    open commit or an open dpl transaction to join (put_files does those)."""
+    files = _small_files(sources)
+    if files is None:
+        return None
+    store.repos.repo(repo)
+    store.repos.refuse_output_branch(repo, branch, "put files into")
+    if commit_rows.open_on(store.db, repo, branch) is not None or txn_rows.open_one(store.db) is not None:
+        return None
+    contents = []
+    for path, local in files:
+        try:
+            with open(local, "rb") as f:
+                contents.append((path, f.read()))
+        except OSError as e:
+            from .readahead import source_error
+
+            source_error(local, e)
+    if sum(len(data) for _, data in contents) > SMALL_BYTES:
+        return None  # grown since it was looked at: the chunker's business
+    with writers.writing(store), store.chunks.recording() as created:
+        try:
+            layer = index.write_small(store.chunks, _rows(store.chunks, contents))
+            return store.commits.land(repo, branch, [layer], description=description)
+        except DiskFull:
+            from .gc import discard_unlanded  # as Files' writes do (gc.cleans_up_after_disk_full)
+
+            discard_unlanded(store, created)
+            raise
+
+
+def _small_files(sources: list["Source"]) -> list[tuple[str, str]] | None:
+    """(repo path, local path) of each source if all are small regular files."""
+    files, total = [], 0
+    for src in sources:
+        if src.local == "-":
+            return None
+        try:
+            st = os.stat(src.local)
+        except OSError:
+            return None  # put_files says what is wrong with it
+        total += st.st_size
+        if not stat.S_ISREG(st.st_mode) or total > SMALL_BYTES or len(files) >= smalllayer.SMALL_ROWS:
+            return None
+        files.append((src.dest, src.local))
+    return files
+
+
+def _rows(chunks: ChunkStore, contents: list[tuple[str, bytes]]) -> list[smalllayer.Row]:
+    """The layer rows of these files, their distinct contents stored end to end as one chunk."""
+    stream, starts, rows = bytearray(), {}, []
+    for path, data in contents:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPath(f"File name {path.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8.", hint="Rename it.") from None
+        digest = xxhash.xxh3_128_digest(data)
+        if digest not in starts:
+            starts[digest] = len(stream)
+            stream += data
+        rows.append((path, len(data), digest, starts[digest]))
+    chunk = object_id(stream) if stream else None
+    if chunk is not None:
+        chunks.put(chunk, bytes(stream))
+    return smalllayer.rows_of([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                              [((chunk, start, size),) if size else () for _, size, _, start in rows])

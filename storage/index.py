@@ -18,7 +18,10 @@ algorithm over sorted layers and share its helpers.)
 pyarrow is imported when an index is first touched, not with this module:
 importing pyarrow (and numpy, which it loads) costs ~0.15 s, more than a
 whole `dpl list-repo` may take, and most commands never touch an index.
-`SCHEMA` and `EMPTY` are made on first use for the same reason.
+`SCHEMA` and `EMPTY` are made on first use for the same reason.  Layers
+of few rows are stored in storage/smalllayer.py's format, which needs no
+pyarrow at all; `load_layer` returns one of those as it is, `read_layer`
+always an Arrow table, and both read either format.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from . import smalllayer
 from .chunkstore import ChunkStore, object_id
 from .errors import Corruption
 from .layer import Layer  # noqa: F401  (index.Layer is the name engine code uses)
 from .layercache import LayerCache
+from .smalllayer import SmallLayer
 
 
 
@@ -151,10 +156,46 @@ def _first_of_each_path(table: pa.Table) -> pa.Table:
 
 
 def write_layer(store: ChunkStore, table: pa.Table) -> Layer:
+    if table.num_rows <= smalllayer.SMALL_ROWS and table.schema.equals(_schema()):
+        layer = write_small(store, _small_rows(table))
+        _layers.remember(store, layer.id, table)
+        return layer
     layer = Layer(write_table(store, table), table.num_rows)
     if table.schema.equals(_schema()):
         _layers.remember(store, layer.id, table)  # the commit that lands it reads it next
     return layer
+
+
+def write_small(store: ChunkStore, rows: list[smalllayer.Row]) -> Layer:
+    """Store a layer of few rows (sorted, unique) in the small format, without pyarrow."""
+    data = smalllayer.encode(rows)
+    oid = object_id(data)
+    store.put(oid, data)
+    _small.remember(store, oid, SmallLayer(rows))  # the commit that lands it reads it next
+    return Layer(oid, len(rows))
+
+
+def _small_rows(table: pa.Table) -> list[smalllayer.Row]:
+    cols = table.to_pydict()
+    refs = [[(r["chunk"], r["offset"], r["length"]) for r in refs] for refs in cols["refs"]]
+    return smalllayer.rows_of(cols["path"], cols["size"], cols["hash"], refs, cols["deleted"], cols["datum"])
+
+
+def to_table(layer: SmallLayer) -> pa.Table:
+    """A small layer as the Arrow table of the same rows."""
+    rows = layer.rows
+    ref_type = _schema().field("refs").type
+    return pa.table(
+        {
+            "path": pa.array(layer.paths, pa.string()),
+            "size": pa.array([r.size for r in rows], pa.int64()),
+            "hash": pa.array([r.hash for r in rows], pa.binary(16)),
+            "refs": pa.array([[{"chunk": c, "offset": o, "length": n} for c, o, n in r.refs] for r in rows], ref_type),
+            "deleted": pa.array([r.deleted for r in rows], pa.bool_()),
+            "datum": pa.array([r.datum for r in rows], pa.binary(16)),
+        },
+        schema=_schema(),
+    )
 
 
 def write_table(store: ChunkStore, table: pa.Table) -> bytes:
@@ -181,18 +222,61 @@ def _source(store: ChunkStore, oid: bytes):
         return pa.py_buffer(f.read())
 
 
+def _small_bytes(store: ChunkStore, oid: bytes) -> bytes | None:
+    """A small layer's bytes, or None for an Arrow object (of which a local
+    one is not read here: only its first bytes are looked at)."""
+    path = store.local_path(oid)
+    if path is None:
+        data = store.get(oid)
+        return data if smalllayer.is_small(data) else None
+    with open(path, "rb") as f:
+        head = f.read(len(smalllayer.MAGIC))
+        return head + f.read() if smalllayer.is_small(head) else None
+
+
 def read_table(store: ChunkStore, oid: bytes) -> pa.Table:
-    """Read an Arrow table object (memory-mapped where the store is local)."""
+    """Read an Arrow table object (memory-mapped where the store is local); a small layer as its Arrow table."""
     try:
+        data = _small_bytes(store, oid)
+        if data is not None:
+            return to_table(smalllayer.decode(oid, data))
         return pa.ipc.open_file(_source(store, oid)).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise Corruption(f"Table object {oid.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
+
+
+def load_layer(store: ChunkStore, layer: Layer) -> "SmallLayer | pa.Table":
+    """A layer as it is stored: a small one decoded without pyarrow, any other as its Arrow table."""
+    small = _small.get(store, layer.id)
+    if small is None:
+        cached = _layers.get(store, layer.id)
+        if cached is not None and cached.num_rows == layer.rows:
+            return cached
+        try:
+            data = _small_bytes(store, layer.id)
+        except OSError as e:
+            raise Corruption(f"File index {layer.id.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
+        if data is None:
+            return _read_arrow_layer(store, layer)
+        small = smalllayer.decode(layer.id, data)
+        _small.remember(store, layer.id, small)
+    if small.num_rows != layer.rows:
+        raise Corruption(f"File index {layer.id.hex()} is damaged.", hint="Run `dpl fsck`.")
+    return small
 
 
 def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:
     cached = _layers.get(store, layer.id)
     if cached is not None and cached.num_rows == layer.rows:
         return cached
+    loaded = load_layer(store, layer)
+    if isinstance(loaded, SmallLayer):
+        loaded = to_table(loaded)
+        _layers.remember(store, layer.id, loaded)
+    return loaded
+
+
+def _read_arrow_layer(store: ChunkStore, layer: Layer) -> pa.Table:
     try:
         table = pa.ipc.open_file(_source(store, layer.id)).read_all()
     except (OSError, pa.ArrowInvalid) as e:
@@ -204,6 +288,7 @@ def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:
 
 
 _layers = LayerCache(MMAP_FROM)
+_small = LayerCache(MMAP_FROM)  # decoded small layers (their Arrow tables, once made, go to _layers)
 
 
 def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
@@ -479,6 +564,11 @@ def compact(store: ChunkStore, layers: list[Layer]) -> list[Layer]:
     if plan is None:
         return layers
     start, end = plan
+    if sum(l.rows for l in layers[start:end]) <= smalllayer.SMALL_ROWS:
+        loaded = [load_layer(store, l) for l in layers[start:end]]
+        if all(isinstance(t, SmallLayer) for t in loaded):  # a few rows merged without pyarrow
+            rows = smalllayer.merge(loaded, keep_tombstones=start > 0)
+            return layers[:start] + ([write_small(store, rows)] if rows else [])
     tables = [read_layer(store, l) for l in layers[start:end]]
     # Tombstones matter only while older layers remain below the merged one.
     merged = merge(tables, keep_tombstones=start > 0)
