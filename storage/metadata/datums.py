@@ -166,13 +166,19 @@ def failed_among(tx: Tx, pipeline: str, ids: list[str]) -> set[str]:
     return out
 
 
-def reasons(tx: Tx, pipeline: str, job: str) -> list[str | None]:
-    """Why each datum a job ran was run (in no particular order).
+def reason_counts(tx: Tx, pipeline: str, job: str) -> dict[str | None, int]:
+    """How many of the datums a job ran were run for each reason.
 
-    Counted by the database: a job of 100,000 datums returns a row per
-    distinct reason, not 100,000 rows."""
+    Counted by the database from the index on (pipeline, job, reason)
+    (migration 8) alone: a job of 100,000 datums returns a row per distinct
+    reason, and no datum's row (its logs, its inputs) is read."""
     rows = tx.all("SELECT reason, COUNT(*) AS n FROM datums WHERE pipeline=? AND job=? GROUP BY reason", (pipeline, job))
-    return [r["reason"] for r in rows for _ in range(r["n"])]
+    return {r["reason"]: r["n"] for r in rows}
+
+
+def reasons(tx: Tx, pipeline: str, job: str) -> list[str | None]:
+    """Why each datum a job ran was run (in no particular order); `reason_counts` without the repetition."""
+    return [reason for reason, n in reason_counts(tx, pipeline, job).items() for _ in range(n)]
 
 
 def naming_commit(tx: Tx, commit_id: str) -> list[Datum]:

@@ -228,5 +228,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (repo, commit_id)
     );
     """,
+    # 8: a job's page lists its datums failed first and counts why they ran.  By state, a
+    # page is one range of an index (not a walk of every datum until enough failed ones
+    # turn up); by reason, the count reads an index alone, not each datum's row and logs.
+    """
+    CREATE INDEX datums_by_state ON datums(pipeline, job, state, datum);
+    CREATE INDEX datums_by_reason ON datums(pipeline, job, reason);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
