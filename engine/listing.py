@@ -2,10 +2,14 @@
 
 A commit's file table is sorted by path, so a directory is a run of adjacent
 rows; these functions work on whole columns (no Python loop per file), which
-keeps `list-file` and `diff-file` fast on a hundred thousand files.
+keeps `list-file` and `diff-file` fast on a hundred thousand files.  A page
+of a directory (`dir_page`, for the console) seeks by binary search instead,
+and reads only the rows of its own entries.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +48,60 @@ def hex_column(hashes) -> pa.Array:
     if hashes.null_count:
         strings = pc.if_else(pc.is_valid(hashes), strings, pa.scalar(None, pa.string()))
     return strings
+
+
+def dir_page(sub: pa.Table, prefix: str, after: str | None, limit: int) -> tuple[pa.Table, str | None]:
+    """Up to `limit` entries of the directory `prefix` (ends in /) after the entry keyed `after`,
+    and the key of the last one when more follow (else None).
+
+    `sub` is every file under `prefix`, sorted by path.  A file is one row; a
+    subdirectory is the run of rows between "prefix/name/" and "prefix/name0"
+    ("0" is the byte after "/"), skipped with one binary search, so a page
+    reads about `limit` rows whatever the directory holds.  Entries come in
+    path order with a directory keyed "name/" (git's tree order), which is
+    also what makes the key of a page's last entry a place to resume from.
+    """
+    paths, n = sub["path"], sub.num_rows
+    pos = 0 if after is None else (_lower(paths, after[:-1] + "0") if after.endswith("/") else _upper(paths, after))
+    found: list[tuple[str, int, int]] = []  # (key, first row, end row)
+    while pos < n and len(found) < limit:
+        step = pos
+        for j, path in enumerate(paths.slice(pos, limit - len(found)).to_pylist()):
+            name, slash, _ = path[len(prefix):].partition("/")
+            if slash:
+                end = _lower(paths, prefix + name + "0", pos + j)
+                found.append((prefix + name + "/", pos + j, end))
+                step = end
+                break
+            found.append((path, pos + j, pos + j + 1))
+            step = pos + j + 1
+        pos = step
+    files = [start for key, start, _ in found if not key.endswith("/")]
+    hashes = dict(zip(files, hex_column(sub["hash"].take(pa.array(files, pa.int64()))).to_pylist())) if files else {}
+    sizes = sub["size"]
+    table = pa.table({
+        "path": pa.array([key.rstrip("/") for key, _, _ in found], pa.string()),
+        "type": pa.array(["dir" if key.endswith("/") else "file" for key, _, _ in found], pa.string()),
+        "size": pa.array([pc.sum(sizes.slice(start, end - start)).as_py() if key.endswith("/") else sizes[start].as_py()
+                          for key, start, end in found], pa.int64()),
+        "hash": pa.array([hashes.get(start) for _, start, _ in found], pa.string()),
+    }, schema=ENTRY_SCHEMA)
+    return table, (found[-1][0] if found and pos < n else None)
+
+
+def _lower(column, key: str, lo: int = 0) -> int:
+    """The first row at or after `lo` whose value is >= key (the column is sorted)."""
+    return bisect.bisect_left(column, key, lo, key=_py)
+
+
+def _upper(column, key: str, lo: int = 0) -> int:
+    """The first row at or after `lo` whose value is > key."""
+    return bisect.bisect_right(column, key, lo, key=_py)
+
+
+def _py(scalar):
+    # Arrow orders strings by their UTF-8 bytes, which is also the order of Python's str comparison.
+    return scalar.as_py()
 
 
 def group_runs(names, sizes, is_dir) -> pa.Table:

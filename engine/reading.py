@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .commits import pc_sum
-from .listing import ENTRY_SCHEMA, diff_tables, entries, group_runs, hex_column
+from .listing import ENTRY_SCHEMA, diff_tables, dir_page, entries, group_runs, hex_column
 from .repos import Repos
 from ..storage import chunkstore, index, localfile
 from ..storage.chunkstore import ChunkStore, object_id
@@ -94,6 +94,22 @@ class FileReader:
                 "hash": hex_column(hashes),
             }
         )
+
+    def list_page(self, repo: str, ref: str | None, path: str = "/", *, after: str | None = None,
+                  limit: int = 50) -> tuple[pa.Table, str | None]:
+        """One page of `list_files` (the same entries; a directory sorts as "name/"): up to
+        `limit` entries after the key `after`, and the key to pass for the next page (None
+        at the end).  It costs the rows of its own entries, not those of the directory."""
+        commit, table = self.file_table(repo, ref)
+        path = normalize_path(path, allow_root=True)
+        exact = index.lookup([table], [path]) if path != "/" else table.slice(0, 0)
+        if exact.num_rows:
+            return entries(exact), None
+        prefix = "/" if path == "/" else path + "/"
+        sub = index.under([table], prefix) if path != "/" else table
+        if sub.num_rows == 0 and path != "/":
+            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
+        return dir_page(sub, prefix, after, limit)
 
     def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
         from . import globs

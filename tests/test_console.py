@@ -197,6 +197,33 @@ def test_the_repo_pages_show_branches_commits_files_previews_and_diffs(console):
     assert server.http.get("/repos/nope").status_code == 404 and "nope" in server.http.get("/repos/nope").text
 
 
+def test_pages_of_a_directory_walk_what_list_file_lists_in_tree_order(tmp_path):
+    """A directory page seeks by path and stops after its entries; walked page by page, it
+    gives list-file's entries, a directory sorting as "name/" (so "data.csv" before "data/")."""
+    from dpl.engine import Store
+
+    s = Store.init(tmp_path / "store", durable=False)
+    s.create_repo("t")
+    s.put_bytes("t", "master", {"/a": b"1", "/a!b": b"22", "/data.csv": b"333", "/data/x": b"4444", "/data/y/z": b"55555",
+                                "/data-2/q": b"6", "/m/n/o/p": b"7", "/m.txt": b"8", "/\u00fc/a": b"9"})
+    s.put_bytes("t", "master", {"/data/w": b"a later layer", "/b": b"bb"})
+    for path in ("/", "/data", "/m", "/data/y"):
+        whole = sorted(s.list_files("t", None, path).to_pylist(), key=lambda e: e["path"] + ("/" if e["type"] == "dir" else ""))
+        for limit in (1, 2, 50):
+            walked, after = [], None
+            while True:
+                page, after = s.files.reader.list_page("t", None, path, after=after, limit=limit)
+                assert page.num_rows <= limit
+                walked += page.to_pylist()
+                if after is None:
+                    break
+            assert walked == whole, (path, limit)
+    first, after = s.files.reader.list_page("t", None, "/", limit=5)
+    assert [e["path"] for e in first.to_pylist()] == ["/a", "/a!b", "/b", "/data-2", "/data.csv"] and after == "/data.csv"
+    assert s.files.reader.list_page("t", None, "/data", limit=5)[0].to_pylist()[-1] == {"path": "/data/y", "type": "dir", "size": 5, "hash": None}
+    s.close()
+
+
 def test_lineage_goes_back_to_the_user_commit_and_names_what_made_each_node(console):
     server, _ = console
     html = server.http.get("/lineage", params={"repo": "count", "path": "/n"}).text

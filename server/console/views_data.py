@@ -13,9 +13,9 @@ from typing import Optional
 
 from fastapi import APIRouter, Request
 
-from .pages import html_errors, page_of, render, store
+from .pages import PAGE, html_errors, page_of, render, store
 from .session import require_read
-from ..wire import plain
+from ..wire import decode_cursor, encode_cursor, plain
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,9 +45,13 @@ def tree(request: Request, repo: str, ref: Optional[str] = None, path: str = "/"
     s = store(request)
     require_read(request, repo)
     commit = plain(s.resolve_commit(repo, ref))
-    # Listed at the resolved commit id, so that every page reads the same commit.
-    table = s.list_files(repo, commit["id"], path)
-    rows, next_cursor = page_of(table, cursor)
+    # Listed at the resolved commit id, so that every page reads the same commit; a page
+    # seeks to its first entry and stops after its last, so a page of a 100,000-file
+    # directory reads 50 rows, not the directory (the cursor is the last entry's key).
+    after = decode_cursor(cursor).get("after")
+    table, last = s.files.reader.list_page(repo, commit["id"], path, after=after if isinstance(after, str) else None,
+                                           limit=PAGE)
+    rows, next_cursor = plain(table), (encode_cursor({"after": last}) if last else None)
     context = dict(repo=repo, ref=ref or "master", commit=commit, path=path, rows=rows, next_cursor=next_cursor,
                    parents=_parents(path))
     if request.headers.get("hx-request") and cursor:
