@@ -43,6 +43,8 @@ def _export(fmt: str, pipelines, output, image, object_store, metadata, executor
     else:
         from ..engine.export.kfp import pipeline_yaml as write
     text = write(plan)
+    for note in plan.notes:
+        render.info(f"note: {note}")
     if output == "-":
         sys.stdout.write(text)
         return

@@ -133,6 +133,20 @@ def test_export_of_one_pipeline_has_no_edge_to_what_it_leaves_out(local_store):
     assert list(dag) == ["pair"] and not dag["pair"].dependencies
 
 
+def test_a_step_running_a_script_from_this_machine_says_the_image_must_hold_it(tmp_path):
+    s = Store.init(tmp_path / "store")
+    s.create_repo("words")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "step.sh").write_text("cp -r /pfs/words/* /pfs/out/\n")
+    spec = {"pipeline": {"name": "scripted"}, "input": {"pfs": {"repo": "words", "glob": "/*"}}, "transform": {"cmd": ["sh", "step.sh"]}}
+    (tmp_path / "proj" / "spec.json").write_text(json.dumps(spec))
+    s.create_pipeline(json.dumps(spec), source=str(tmp_path / "proj" / "spec.json"))
+    s.create_pipeline(json.dumps(SPECS[1] | {"input": {"pfs": {"repo": "words", "glob": "/*"}}}))
+    plan = build_plan(s, image="dpl:test", object_store=S3, metadata=PG)
+    assert [s.pipeline for s in plan.steps] == ["double", "scripted"]
+    assert len(plan.notes) == 1 and "'scripted' runs step.sh from " + str((tmp_path / "proj").resolve()) in plan.notes[0]
+
+
 def test_a_store_a_cluster_cannot_reach_is_refused_in_one_sentence(local_store, tmp_path):
     r = dpl("export", "argo", "-o", tmp_path / "w.yaml", store=local_store, check=False)
     assert r.returncode == 1 and not (tmp_path / "w.yaml").exists()

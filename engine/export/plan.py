@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ExportError
+from ..code import code_files
 from ..spec import Spec
 from ...storage import registry
 from ...storage.metadata import is_url
+from ...storage.metadata import pipelines as pipeline_rows
 
 # Where a step's pod mounts each Kubernetes secret a spec names (one file per key, as
 # Kubernetes mounts a secret); `dpl worker --secrets-dir` reads them from there.
@@ -56,6 +58,7 @@ class Plan:
     store_secret: str  # the Kubernetes secret whose STORE_SECRET_KEYS every step gets as env
     object_store: str
     metadata: str  # without its password
+    notes: tuple[str, ...] = ()  # what the image must hold for a step to run as it does here
 
     def step(self, pipeline: str) -> Step:
         return next(s for s in self.steps if s.pipeline == pipeline)
@@ -80,9 +83,10 @@ def build(store, pipelines: list[str] | None = None, *, image: str, object_store
     outputs = {(n, specs[n].output_branch): n for n in names}
     ups = {n: sorted({outputs[r] for r in specs[n].input_repos() if r in outputs and outputs[r] != n}) for n in names}
     metadata_url = without_password(metadata)
-    steps = []
+    steps, notes = [], []
     for n in _dag_order(ups):
         spec = specs[n]
+        notes += _host_code(store, n, spec, executor)
         secrets = tuple(sorted({s["name"] for s in spec.transform.get("secrets", [])}))
         command = ["dpl", "worker", n, "--object-store", object_store, "--metadata", metadata_url, "--executor", executor]
         if secrets:
@@ -91,7 +95,18 @@ def build(store, pipelines: list[str] | None = None, *, image: str, object_store
                           _resources(spec, "resource_requests"), _resources(spec, "resource_limits")))
     if env is None:
         env = {k: os.environ[k] for k in S3_SETTINGS if os.environ.get(k)}
-    return Plan(name, image, tuple(steps), dict(env), store_secret, object_store, metadata_url)
+    return Plan(name, image, tuple(steps), dict(env), store_secret, object_store, metadata_url, tuple(notes))
+
+
+def _host_code(store, pipeline: str, spec: Spec, executor: str) -> list[str]:
+    """A note when the step runs files from this machine (a script beside its spec): a pod has
+    them only if the image holds them at the same path, and their hash is part of each datum id."""
+    row = pipeline_rows.version(store.db, pipeline, store.inspect_pipeline(pipeline)["version"])
+    root, files = code_files(spec, (row.code or {}).get("dir") if row else None, executor)
+    if not files:
+        return []
+    return [f"Pipeline {pipeline!r} runs {', '.join(files)} from {root}: the image must hold them at that path, "
+            "else its step cannot run them (and a changed file reruns its datums)."]
 
 
 def _check_reachable(object_store: str, metadata: str | None) -> None:
