@@ -148,6 +148,25 @@ def test_a_reader_is_shown_no_write_button():
         assert ("hx-post" in html) is can_write
 
 
+def test_code_is_named_where_a_job_or_spec_version_has_some_and_not_mentioned_where_none():
+    from dpl.server.console.pages import templates
+
+    host = {"root": "/w", "files": {"train.py": "ab" * 16, "lib/util.py": "cd" * 16}, "hash": "ef" * 16}
+    git = {"dir": "/w", "repo": "/w/", "head": "0123456789abcdef" * 2, "dirty": True}
+    job = {"id": "j" * 32, "pipeline": "p", "inputs": [], "output_commit": None, "executor": {"kind": "docker"}}
+    meta = templates.get_template("job_meta.html")
+    for code in ({}, None, {"dir": "/w"}):  # a Docker step, an older job, a spec outside git: nothing to name
+        text = _text(meta.render(info={**job, "code": code}, why={"reasons": {}}))
+        assert "code" not in text and text.strip().endswith("executor docker"), text
+    text = _text(meta.render(info={**job, "code": host}, why={"reasons": {}}))
+    assert "executor docker · code lib/util.py, train.py (efefefefefef)" in text, text
+    info = {"name": "p", "state": "running", "version": 2, "spec_hash": "0" * 64, "inputs": [], "spec": {}, "description": "",
+            "last_job": None, "history": [{"version": 1, "created": 0, "spec_hash": "1" * 64, "code": {}},
+                                          {"version": 2, "created": 0, "spec_hash": "2" * 64, "code": git}]}
+    cells = re.findall(r"<td>([^<]*)</td></tr>", templates.get_template("pipeline.html").render(info=info, jobs=[], versions=[1, 2]))
+    assert cells == ["git 0123456789ab (dirty)", ""], cells
+
+
 def test_the_job_page_puts_failed_datums_first_with_their_log_tail(console):
     server, _ = console
     job = _ids(server, "picky")[0]

@@ -49,8 +49,26 @@ def _size(n) -> str:
         n /= 1024
 
 
+def code_label(code) -> str:
+    """A few words for the `code` of a job (the host files its step ran: {files, hash}), of a
+    spec version (the git work tree around the spec: {repo, head, dirty}), or both merged;
+    "" when there is nothing to name (a Docker step, a spec outside git), so that no page
+    shows a bare "code"."""
+    if not isinstance(code, dict):
+        return ""
+    parts = []
+    if code.get("hash"):
+        names = sorted(code.get("files") or {})
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        parts.append(f"{shown} ({code['hash'][:12]})" if shown else code["hash"][:12])
+    if code.get("repo"):
+        head = code.get("head")
+        parts.append(f"git {head[:12]}{' (dirty)' if code.get('dirty') else ''}" if head else "git (no commit yet)")
+    return ", ".join(parts)
+
+
 templates.env.globals["assets"] = assets_digest()  # ?v= on every asset URL (see mount)
-templates.env.filters.update(when=_when, seconds=_seconds, size=_size, tojson_pretty=lambda v: json.dumps(plain(v), indent=2))
+templates.env.filters.update(when=_when, seconds=_seconds, size=_size, code=code_label, tojson_pretty=lambda v: json.dumps(plain(v), indent=2))
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:

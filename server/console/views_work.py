@@ -16,7 +16,7 @@ from typing import Optional
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .pages import PAGE, html_errors, page_of, render, store
+from .pages import PAGE, code_label, html_errors, page_of, render, store
 from .session import can_write, readable, require_read
 from ..wire import decode_cursor, encode_cursor, plain
 from ...storage.errors import DplError
@@ -91,7 +91,7 @@ def job(request: Request, job: str, pipeline: Optional[str] = None, cursor: Opti
                    can_restart=can_write(request, info["pipeline"], "owner"))  # restart-datum needs the owner role
     if fragment == "datums":  # the rows alone: a page of "more", or the refresh when a followed job ends
         return render(request, "datum_rows.html", **context)
-    if fragment == "meta":  # why the datums ran counts every datum: fetched after the page has painted
+    if fragment == "meta":  # why the datums ran counts an index entry per datum: fetched after the page has painted
         return render(request, "job_meta.html", why=plain(s.why(info["pipeline"], info["id"])), **context)
     return render(request, "job.html", **context)
 
@@ -149,7 +149,7 @@ def lineage_graph(s, repo: str, path: str, ref: Optional[str]) -> dict:
                                     "hash": n.get("hash"), "origin": n.get("origin") or ("pipeline" if datum else "user"),
                                     "datum": None, "root": root})
         if datum and not node["datum"]:
-            node["datum"] = datum
+            node["datum"] = {**datum, "code_label": code_label(datum.get("code"))}  # the page's words for it, in the graph too
             node["origin"] = "pipeline"
         return k
 

@@ -63,7 +63,7 @@ function lineage(el) {
       if (d.job) { p.append(" of job "); p.append(text("a", pipeline + "@" + d.job.slice(0, 12), { href: "/jobs/" + d.job + "?" + q({ pipeline }) })); }
       info.append(p);
       if (d.spec_hash) info.append(text("p", "spec version " + d.spec_hash.slice(0, 12)));
-      if (d.code && d.code.commit) info.append(text("p", "code " + d.code.commit.slice(0, 12) + (d.code.dirty ? " (dirty)" : "")));
+      if (d.code_label) info.append(text("p", "code " + d.code_label));
       if (d.executor && d.executor.kind) info.append(text("p", "executor " + d.executor.kind));
     } else {
       info.append(text("p", "a user commit: where this lineage begins"));
