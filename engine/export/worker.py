@@ -23,14 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from .errors import ExportError
-from ..jobs import Jobs, lease_held
+from ..jobs import Jobs
+from ..lease import lease_held, owner_id
 from ..storedir import CONFIG, init_store
 from ..store import Store
 from ...storage import registry
@@ -80,7 +79,7 @@ def load_secrets(store: Store, directory: str | os.PathLike) -> list[str]:
 def run_pipeline_jobs(store: Store, pipeline: str, *, executor: str | None = None, progress=None) -> list[dict]:
     """Run the jobs of `pipeline` that may run now, oldest first; each job's final state."""
     store.inspect_pipeline(pipeline)  # PipelineNotFound names a wrong one
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # host:pid:..., what lease_held reads
+    owner = owner_id()
     ran: list[dict] = []
     while True:
         job = _claim(store, pipeline, owner, ran)
