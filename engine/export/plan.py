@@ -105,8 +105,9 @@ def _host_code(store, pipeline: str, spec: Spec, executor: str) -> list[str]:
     root, files = code_files(spec, (row.code or {}).get("dir") if row else None, executor)
     if not files:
         return []
-    return [f"Pipeline {pipeline!r} runs {', '.join(files)} from {root}: the image must hold them at that path, "
-            "else its step cannot run them (and a changed file reruns its datums)."]
+    note = (f"Pipeline {pipeline!r} runs {', '.join(files)} from {root}: the image must hold them at that path, "
+            "else its step cannot run them (and a changed file reruns its datums).")
+    return [note]
 
 
 def _check_reachable(object_store: str, metadata: str | None) -> None:
