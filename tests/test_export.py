@@ -157,6 +157,24 @@ def test_a_store_a_cluster_cannot_reach_is_refused_in_one_sentence(local_store, 
     assert r.returncode == 1 and "nope" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
 
 
+def test_a_worker_runs_only_its_pipeline_once_its_upstream_jobs_are_done(local_store):
+    s = Store.open(local_store)
+
+    def states():
+        return {j["pipeline"]: j["state"] for j in s.list_jobs()}
+
+    r = dpl("worker", "pair", store=local_store)  # its inputs' jobs have not run: nothing to do yet, not a failure
+    assert "1 job of pair left for a later run" in r.stderr.decode()
+    assert states() == {"upper": "created", "double": "created", "pair": "created"}
+    s.delete_secret("api-token")
+    r = dpl("worker", "upper", store=local_store, check=False)  # its step cannot get its secret: the job fails, so does the step
+    assert r.returncode == 1 and "api-token" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+    dpl("worker", "double", store=local_store)
+    assert states() == {"upper": "failure", "double": "success", "pair": "created"}
+    r = dpl("worker", "pair", store=local_store, check=False)  # an upstream job failed: unrunnable, and the step says so
+    assert r.returncode == 1 and states()["pair"] == "unrunnable"
+
+
 # ------------------------------------------------------- the round trip
 
 

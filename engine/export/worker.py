@@ -8,8 +8,9 @@ a second machine) and runs the jobs there, with the same job runner as
 the shared metadata, and two workers never hold one job.
 
 It runs only the jobs of its pipeline that may run now: the oldest first,
-once the upstream jobs of the same wave are done (the workflow's edges run
-those steps first).  A job still waiting for its upstream is left for a
+once the upstream jobs of the same wave and older ones are done (the
+workflow's edges run those steps first), so it reads what `dpl run`, taking
+every job oldest first, would have had it read.  A job still waiting for its upstream is left for a
 later run, not waited for: in a workflow, the step that would finish it has
 already run, or is not part of the export.
 
@@ -107,8 +108,11 @@ def _claim(store: Store, pipeline: str, owner: str, ran: list[dict]) -> job_rows
                 return None  # another runner has it
             graph = store.waves.graph(tx)
             ups = graph.upstream(pipeline) if pipeline in graph.pipelines else set()
-            if any(o.id == job.id and o.pipeline in ups for o in rows):
-                return None  # an upstream job of its wave is not done yet
+            at = rows.index(job)
+            if any(o.pipeline in ups and (o.id == job.id or k < at) for k, o in enumerate(rows)):
+                # An upstream job of its wave, or an older one, is not done yet: one `dpl run`
+                # takes jobs oldest first, so it would have run those first, and so does a workflow.
+                return None
             why = Jobs._unrunnable(tx, graph, job)
             if why is None:
                 job_rows.claim(tx, pipeline, job.id, owner, now)
