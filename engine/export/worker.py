@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from .errors import ExportError
+from .. import failures
 from ..jobs import Jobs
 from ..lease import lease_held, owner_id
 from ..storedir import CONFIG, init_store
@@ -117,9 +118,8 @@ def _claim(store: Store, pipeline: str, owner: str, ran: list[dict]) -> job_rows
             if why is None:
                 job_rows.claim(tx, pipeline, job.id, owner, now)
                 return job_rows.get(tx, pipeline, job.id)
-            from .. import failures
-
-            output = failures.record_failed_output(tx, pipeline, job.id, graph.pipelines[pipeline].output_branch, why, now) \
-                if pipeline in graph.pipelines else None
+            output = None
+            if pipeline in graph.pipelines:  # a deleted pipeline has no branch to keep a failed commit on
+                output = failures.record_failed_output(tx, pipeline, job.id, graph.pipelines[pipeline].output_branch, why, now)
             job_rows.mark_unrunnable(tx, pipeline, job.id, now, why, output)
         ran.append(store.inspect_job(pipeline, job.id))
