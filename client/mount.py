@@ -17,8 +17,9 @@ together as one commit on the branch when the mount ends (Ctrl-C, SIGTERM,
 The changes are applied to the branch's head of that moment, path by path,
 as a `put-file` plus `delete-file` would be.
 
-(Past 400 lines: the read and write operations of a view share one tree
-and one lock, and read more easily side by side than split.)
+This module is the view (the tree, the reading operations); the changing
+operations and the landing are its `WriteBack` half (client/mount_write.py),
+and how a handle is read, chunk by chunk, is client/mount_read.py.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ import tempfile
 import threading
 import time
 
-from . import access
-from ..storage.errors import DplError
+from . import access, mount_read
+from .mount_write import MountRefused, ReadOnlyMount, WriteBack, _oserror
+
+__all__ = ["FUSE_MISSING", "DplMount", "MountRefused", "ReadOnlyMount", "Tree"]
+
 
 def _prefer_fuse3() -> None:
     """mfusepy takes libfuse 2 when both are installed; the listing of attributes
@@ -50,18 +54,6 @@ try:  # mfusepy loads libfuse when imported; mountctl.require_fuse says what is 
     FUSE_MISSING = None
 except (ImportError, OSError, AttributeError) as e:
     fuse, _Operations, FUSE_MISSING = None, object, str(e)
-
-
-class MountRefused(DplError):
-    """A mount that cannot be made or asked something (one sentence and a hint)."""
-
-
-class ReadOnlyMount(MountRefused):
-    """A read-only mount asked to commit."""
-
-
-def _oserror(code: int):
-    return fuse.FuseOSError(code)
 
 
 class Tree:
@@ -114,7 +106,7 @@ def _columns(rows) -> tuple[list, list]:
     return [r["path"] for r in rows], [r["size"] for r in rows]
 
 
-class DplMount(_Operations):
+class DplMount(WriteBack, _Operations):
     """The FUSE operations over one view of a repo: pinned commit, or a branch with local changes."""
 
     use_ns = True
@@ -209,8 +201,8 @@ class DplMount(_Operations):
                 handle = os.open(self._copy_up(path, truncate=bool(flags & os.O_TRUNC)), os.O_RDWR)
             elif size == -1:
                 handle = os.open(self.local[path], os.O_RDONLY)
-            else:  # a handle read front to back (cat, cp) gets its next MiB read while the kernel takes this one
-                handle = access.ReadAhead(self._range(path))
+            else:  # read from the file's chunks, the next ones mapped ahead of a front-to-back read
+                handle = mount_read.handle_for(self._range(path))
             return self._handle(handle, path if writing else None)
 
     def _range(self, path: str) -> access.Range:
@@ -233,6 +225,14 @@ class DplMount(_Operations):
             return os.pread(handle, size, offset)
         return handle.fetch(offset, offset + size)
 
+    def read_into(self, fh: int, address: int, size: int, offset: int) -> int | None:
+        """A read copied straight into libfuse's buffer at `address` (client/mountctl.py's
+        FUSE calls it); None when this handle's bytes come as bytes, from `read`."""
+        handle = self.handles.get(fh)
+        if isinstance(handle, mount_read.ChunkHandle):
+            return handle.read_into(address, size, offset)
+        return None
+
     def release(self, path, fh):
         with self._lock:
             handle = self.handles.pop(fh, None)
@@ -243,230 +243,3 @@ class DplMount(_Operations):
 
     def statfs(self, path):
         return {"f_bsize": 1 << 17, "f_frsize": 1 << 17, "f_namemax": 1024}
-
-    # -------------------------------------------------------------- writing
-    # Reached only with --write: a read-only mount is mounted `ro`, so the
-    # kernel answers EROFS before asking; `_writable` is the second lock.
-
-    def _writable(self) -> None:
-        if not self.branch:
-            raise _oserror(errno.EROFS)
-
-    def _copy_up(self, path: str, *, truncate: bool = False) -> str:
-        """The local file holding `path`'s bytes, made from the commit's on first write."""
-        local = self.local.get(path)
-        if local is None:
-            fd, local = tempfile.mkstemp(dir=self.spool)
-            with os.fdopen(fd, "wb") as out:
-                _, size = self.tree.lookup(path)
-                if not truncate and size:
-                    rng, at = self._range(path), 0
-                    while at < size:
-                        out.write(rng.fetch(at, at + (4 << 20)))
-                        at += 4 << 20
-            self.local[path] = local
-            self._set(path, -1)
-        elif truncate:
-            os.truncate(local, 0)
-        return local
-
-    def _set(self, path: str, size: int | None) -> None:
-        parent, _, name = path.rpartition("/")
-        self.tree._mkdirs(parent or "/")[name] = size
-
-    def _parent_dir(self, path: str) -> None:
-        parent = path.rpartition("/")[0] or "/"
-        if parent not in self.tree.dirs:
-            raise _oserror(errno.ENOENT)
-
-    def create(self, path, mode, fi=None):
-        with self._lock:
-            self._writable()
-            self._parent_dir(path)
-            if path in self.tree.dirs:
-                raise _oserror(errno.EISDIR)
-            return self._handle(os.open(self._copy_up(path, truncate=True) if self._exists(path) else self._new(path), os.O_RDWR), path)
-
-    def _exists(self, path: str) -> bool:
-        try:
-            self.tree.lookup(path)
-            return True
-        except KeyError:
-            return False
-
-    def _new(self, path: str) -> str:
-        fd, local = tempfile.mkstemp(dir=self.spool)
-        os.close(fd)
-        self.local[path] = local
-        self._set(path, -1)
-        return local
-
-    def write(self, path, data, offset, fh):
-        return os.pwrite(self.handles[fh], data, offset)
-
-    def truncate(self, path, length, fh=None):
-        with self._lock:
-            self._writable()
-            if path in self.tree.dirs:
-                raise _oserror(errno.EISDIR)
-            if not self._exists(path):
-                raise _oserror(errno.ENOENT)
-            os.truncate(self._copy_up(path, truncate=length == 0), length)
-        return 0
-
-    def unlink(self, path):
-        with self._lock:
-            self._writable()
-            if path in self.tree.dirs:
-                raise _oserror(errno.EISDIR)
-            if not self._exists(path):
-                raise _oserror(errno.ENOENT)
-            self._drop(path)
-            parent, _, name = path.rpartition("/")
-            del self.tree.dirs[parent or "/"][name]
-        return 0
-
-    def _drop(self, path: str) -> None:
-        """Forget `path`'s bytes (its open handles keep theirs, as on any filesystem)."""
-        local = self.local.pop(path, None)
-        if local is not None:
-            os.unlink(local)
-        if path in self.tree.committed:
-            self.deleted.add(path)
-        self.ranges.pop(path, None)
-
-    def mkdir(self, path, mode):
-        with self._lock:
-            self._writable()
-            self._parent_dir(path)
-            if self._exists(path):
-                raise _oserror(errno.EEXIST)
-            self.tree._mkdirs(path)
-        return 0
-
-    def rmdir(self, path):
-        with self._lock:
-            self._writable()
-            children = self.tree.dirs.get(path)
-            if children is None:
-                raise _oserror(errno.ENOTDIR if self._exists(path) else errno.ENOENT)
-            if children:
-                raise _oserror(errno.ENOTEMPTY)
-            if path == "/":
-                raise _oserror(errno.EBUSY)
-            del self.tree.dirs[path]
-            parent, _, name = path.rpartition("/")
-            del self.tree.dirs[parent or "/"][name]
-        return 0
-
-    def rename(self, old, new):
-        with self._lock:
-            self._writable()
-            self._parent_dir(new)
-            if not self._exists(old):
-                raise _oserror(errno.ENOENT)
-            if new == old or new.startswith(old + "/"):
-                raise _oserror(errno.EINVAL)
-            if old in self.tree.dirs:
-                if self.tree.dirs.get(new):
-                    raise _oserror(errno.ENOTEMPTY)
-                if self._exists(new) and new not in self.tree.dirs:
-                    raise _oserror(errno.ENOTDIR)
-                moves = [(p, new + p[len(old):]) for p in self.tree.files_under(old)]
-                empty = [d for d, c in self.tree.dirs.items() if (d == old or d.startswith(old + "/")) and not c]
-            else:
-                if new in self.tree.dirs:
-                    raise _oserror(errno.EISDIR)
-                moves, empty = [(old, new)], []
-            for src, dst in moves:
-                # A file of the commit is copied to a local file first: the
-                # chunks are content-addressed, so landing it stores nothing new.
-                local = self._copy_up(src)
-                del self.local[src]
-                if self._exists(dst) and dst not in self.tree.dirs:
-                    self._drop(dst)
-                self.local[dst] = local
-                if src in self.tree.committed:
-                    self.deleted.add(src)
-                self._set(dst, -1)
-                self.ranges.pop(src, None)
-            for d in empty:
-                self.tree._mkdirs(new + d[len(old):])
-            if old in self.tree.dirs:
-                for d in [d for d in self.tree.dirs if d == old or d.startswith(old + "/")]:
-                    del self.tree.dirs[d]
-            parent, _, name = old.rpartition("/")
-            del self.tree.dirs[parent or "/"][name]
-        return 0
-
-    def chmod(self, path, mode):
-        return 0  # dpl keeps no modes; accepted so that `cp -p` and editors work
-
-    def chown(self, path, uid, gid):
-        return 0
-
-    def utimens(self, path, times=None):
-        return 0
-
-    def flush(self, path, fh):
-        return 0
-
-    def fsync(self, path, datasync, fh):
-        handle = self.handles.get(fh)
-        if isinstance(handle, int):
-            os.fsync(handle)
-        return 0
-
-    # ------------------------------------------------------------ landing
-
-    def changes(self) -> tuple[int, int]:
-        with self._lock:
-            return len(self.local), len(self.deleted - set(self.local))
-
-    def land(self, description: str | None = None, *, reload: bool = True):
-        """Land the local changes as one commit on the branch; None when there were none.
-
-        `reload`: show the landed commit afterwards (not when the mount is ending)."""
-        with self._lock:
-            if not self.branch:
-                raise ReadOnlyMount("This mount is read-only, so it has nothing to commit.",
-                                   hint="Mount with --write on a branch to change files.")
-            if self.writers:
-                raise MountRefused(f"{len(self.writers)} file(s) are still open for writing in the mount, so nothing was committed.",
-                                   hint="Close them (finish the copy or save in the editor), then commit again.")
-            written, gone = dict(self.local), sorted(self.deleted - set(self.local))
-            if not written and not gone:
-                return None
-            ops: list = []
-            if gone:
-                ops.append(access.Delete(self.door, self.repo, self.branch, gone))
-            ops.extend(access.Put(self.door, self.repo, self.branch, p, local) for p, local in sorted(written.items()))
-            text = description or self.description or f"dpl mount: {len(written)} file(s) written, {len(gone)} deleted"
-            try:
-                landed = access.land(ops, text)[0]
-            except DplError as e:
-                raise MountRefused(f"The mount's changes could not be committed: {e.message}", hint=e.hint) from None
-            for local in written.values():
-                os.unlink(local)
-            if reload:
-                self._load(self.branch)
-            else:
-                self.local, self.deleted = {}, set()
-            return landed
-
-    def keep(self) -> str:
-        """Write down what the local files are (for changes that could not land); the list's path."""
-        import json
-
-        listed = os.path.join(self.spool, "changes.json")
-        with open(listed, "w", encoding="utf-8") as f:
-            json.dump({"repo": self.repo, "branch": self.branch, "written": self.local,
-                       "deleted": sorted(self.deleted - set(self.local))}, f, indent=1)
-        return listed
-
-    def close(self) -> None:
-        """Drop the local files (after landing, or when there was nothing to land)."""
-        if self.spool:
-            import shutil
-
-            shutil.rmtree(self.spool, ignore_errors=True)

@@ -188,7 +188,8 @@ def test_duckdb_queries_dpl_urls_through_its_fsspec_registration(fs):
 
 
 class CountingChunks(LocalChunkStore):
-    """The real local chunk store, counting the objects read from it."""
+    """The real local chunk store, counting the objects read from it (read
+    whole, or mapped from the file it names: dpl:// maps local chunks)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -197,6 +198,10 @@ class CountingChunks(LocalChunkStore):
     def get(self, oid: bytes) -> bytes:
         self.got.append(oid)
         return super().get(oid)
+
+    def local_path(self, oid: bytes) -> str:
+        self.got.append(oid)
+        return super().local_path(oid)
 
 
 def test_a_footer_read_of_a_big_parquet_file_fetches_a_few_chunks(root, tmp_path):
