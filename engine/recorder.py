@@ -30,6 +30,9 @@ class Recorder:
     Outputs of many datums share one Arrow table object (a datum is a row
     range of it); the datum records, their output ranges and their lineage
     are written in one transaction per batch, after the chunks are durable.
+    A batch is written at most FLUSH_SECONDS after its first datum finished,
+    even when no other datum follows (a timer): beside a long datum, the
+    short ones are on record (`dpl logs -f`, a stop, a kill -9) within a second.
     """
 
     def __init__(self, db: Database, chunks: ChunkStore, pipeline: str, job: str):
@@ -39,6 +42,8 @@ class Recorder:
         self.ok_index: list[int] = []  # the datums (indexes in the job's datum set) that ran and succeeded
         self.failed_index: list[int] = []  # ... that ran and failed
         self.last_flush = time.time()
+        self._timer: threading.Timer | None = None
+        self._error: BaseException | None = None  # a timed flush's failure, raised by the next flush
 
     def add(self, i: int, dset, task, result: DatumResult, tries: int, reason: str, secrets: list[str]) -> None:
         def scrub(b: bytes) -> str:
@@ -61,16 +66,42 @@ class Recorder:
             (self.ok_index if result.ok else self.failed_index).append(i)
             if len(self.pending) >= FLUSH_DATUMS or time.time() - self.last_flush > FLUSH_SECONDS:
                 self._flush_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(FLUSH_SECONDS, self._flush_timed)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> None:
+        """Write every pending datum now (the job's last word on them)."""
         with self.lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._flush_locked()
 
+    def _flush_timed(self) -> None:
+        with self.lock:
+            self._timer = None
+            try:
+                self._flush_locked()
+            except BaseException as e:  # no thread to raise to here: the next flush raises it
+                self._error = e
+
     def _flush_locked(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         self.last_flush = time.time()
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        try:
+            self._write(pending)
+        except BaseException:
+            self.pending = pending + self.pending  # kept for the next flush: a recorded datum is never dropped
+            raise
+
+    def _write(self, pending: list[tuple]) -> None:
         tables, spans, start = [], {}, 0
         for _, datum, _, result, *_ in pending:
             if result.ok and result.outputs is not None:
