@@ -119,10 +119,11 @@ class Commits:
             head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             if expect_head is not False and head != expect_head:
                 raise Conflict(f"Branch {branch!r} of repo {repo!r} moved during the write.", hint="Run the command again.")
-            if early is not None and early.head == head:
-                prepared = early
+            base = commit_rows.get(tx, repo, head) if head else None
+            if early is not None and early.head == head and early.base_layers == (base.layers if base else []):
+                prepared = early  # (the same layers, too: a parent compacted meanwhile may have lost its old ones to gc)
             else:
-                prepared = self._prepare(commit_rows.get(tx, repo, head) if head else None, delta, delta_loaded)
+                prepared = self._prepare(base, delta, delta_loaded)
             if prepared.clash:
                 clash = prepared.clash
                 raise PathCollision(
@@ -153,7 +154,9 @@ class Commits:
                 hook(tx, cid)
             if outer is not None:
                 return commit_rows.get(tx, repo, cid)
-        if not prepared.compacted:
+        if not prepared.compacted and len(layers) > index.MAX_LAYERS // 2:
+            # Raced: the next commit compacts before it lands, as this one
+            # meant to; only a long chain is worth a transaction and a flush now.
             self._compact_if_head(repo, branch, cid)
         return self.repos.get_commit(repo, cid)
 
@@ -180,7 +183,7 @@ class Commits:
             layers = self._bounded(index.compact(self.chunks, layers), flush=False)  # land's own flush covers it
         else:
             layers = self._bounded(layers)
-        return _Prepared(base.id if base else None, clash, size, nfiles, layers, compact)
+        return _Prepared(base.id if base else None, base_layers, clash, size, nfiles, layers, compact)
 
     def _bounded(self, layers: list[index.Layer], *, flush: bool = True) -> list[index.Layer]:
         """A commit's full index with at most MAX_LAYERS layers.
@@ -235,6 +238,7 @@ class Commits:
 
 class _Prepared(NamedTuple):
     head: str | None  # the commit it was prepared on
+    base_layers: list[index.Layer]  # and that commit's layers then
     clash: tuple[str, str] | None
     size: int
     nfiles: int

@@ -539,7 +539,8 @@ def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
 
     Merge the newest layers while the older neighbour is no more than twice
     as big (a size-tiered LSM rule: each row is rewritten O(log n) times), and
-    always keep the count at or below MAX_LAYERS.
+    always keep the count at or below MAX_LAYERS; a run of small layers waits
+    until there are more than MAX_LAYERS // 2 layers.
     """
     if len(layers) < 2:
         return None
@@ -555,6 +556,11 @@ def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
         # then lets the next few landings through without folding.
         start = min(start, MAX_LAYERS // 2 - 1)
     if start == len(layers) - 1:
+        return None
+    if len(layers) <= MAX_LAYERS // 2 and sum(l.rows for l in layers[start:]) <= smalllayer.SMALL_ROWS:
+        # A few small layers cost a read next to nothing to merge, and
+        # merging them costs a write a new object and its flush: wait until
+        # there are more of them (a 1-file commit then flushes ~4 files, not 6).
         return None
     return start, len(layers)
 

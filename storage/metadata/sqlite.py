@@ -163,7 +163,7 @@ class SqliteDatabase(Tx):
     def _migrate(self) -> None:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row and int(row[0]) == SCHEMA_VERSION:
+            if row and int(row["value"]) == SCHEMA_VERSION:
                 return  # the common case takes no write lock
         except sqlite3.OperationalError:
             pass  # a new database: no meta table yet
@@ -183,7 +183,8 @@ class SqliteDatabase(Tx):
                 for statement in script.split(";"):
                     if statement.strip():
                         tx.execute(statement)
-            tx.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                       (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[SqliteTx]:
