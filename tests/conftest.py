@@ -112,11 +112,48 @@ SQLITE_ONLY = {
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
+# The suites that also run through a real `dpl serve` (issue 14): the
+# "served" variant of a test is the same test on a fresh store behind a
+# server process of its own, every `dpl` call going to it by DPL_ADDRESS.
+# DPL_TEST_SERVED=0 leaves the variant out on a workstation; CI runs it always.
+SERVED_SUITES = {"test_repos", "test_pipelines", "test_provenance"}
+EMBEDDED_ONLY = {
+    # The executor is the server's: a client's DPL_SANDBOX does not reach it, nor do its notes reach the client.
+    "test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence": "DPL_SANDBOX is the server's environment",
+    "test_without_bubblewrap_the_same_spec_runs_as_a_plain_subprocess": "DPL_SANDBOX is the server's environment",
+    "test_user_code_cannot_change_a_stored_byte_or_reach_the_network": "fsck runs on the server's machine",
+    "test_incremental_job_processes_only_changed_datums_and_matches_a_fresh_run": "its second store would need a server of its own",
+}
+SERVED = IN_CI or os.environ.get("DPL_TEST_SERVED", "1") not in ("0", "no", "false")
+
 
 def pytest_generate_tests(metafunc):
     if "store" in metafunc.fixturenames and metafunc.module.__name__ in METADATA_SUITES:
-        backends = ["sqlite"] if metafunc.function.__name__ in SQLITE_ONLY else BACKENDS
+        name = metafunc.function.__name__
+        backends = ["sqlite"] if name in SQLITE_ONLY else list(BACKENDS)
+        if SERVED and metafunc.module.__name__ in SERVED_SUITES and name not in EMBEDDED_ONLY:
+            backends.append("served")
         metafunc.parametrize("store", backends, indirect=True)
+
+
+def _served(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("store") == "served"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The pool starts a spare server only while more served tests are to come.
+    config._dpl_served_tests = sum(1 for item in items if _served(item))
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory, request):
+    from serving import ServerPool
+
+    pool = ServerPool(tmp_path_factory.mktemp("served"))
+    pool.expected = getattr(request.config, "_dpl_served_tests", 0)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
@@ -134,11 +171,12 @@ def store(tmp_path, request):
     AWS_* variables name, or, when AWS_ENDPOINT_URL is unset, a SeaweedFS
     started for the session (with that bucket created).  In the
     METADATA_SUITES it is parametrised: "postgresql" keeps the metadata in a
-    fresh database of the session's PostgreSQL server.
+    fresh database of the session's PostgreSQL server, and in the
+    SERVED_SUITES "served" puts the store behind a real `dpl serve`.
     """
-    root = tmp_path / "store"
-    args = ["init", root]
-    if getattr(request, "param", "sqlite") == "postgresql":
+    param = getattr(request, "param", "sqlite")
+    args = []
+    if param == "postgresql":
         args += ["--metadata", request.getfixturevalue("postgres_db")]
     url = os.environ.get("DPL_TEST_OBJECT_STORE")
     if url:
@@ -149,9 +187,26 @@ def store(tmp_path, request):
                 client.create_bucket(Bucket=url.split("/")[2])
             except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
                 pass  # made by an earlier test of this session
-        args += ["--object-store", f"{url.rstrip('/')}/{tmp_path.name}"]
-    dpl(*args)
-    return root
+        # Each store its own prefix; a served store's is named where the pool makes it ({name}).
+        args += ["--object-store", f"{url.rstrip('/')}/{tmp_path.name if param != 'served' else '{name}'}"]
+    if param == "served":
+        yield from _served_store(request, args)
+        return
+    root = tmp_path / "store"
+    dpl("init", root, *args)
+    yield root
+
+
+def _served_store(request, init_args: list):
+    """The store of a served test: a fresh one, behind a `dpl serve` of its own
+    that every `dpl` call of the test reaches through DPL_ADDRESS."""
+    server = request.getfixturevalue("server_pool").take(("--no-fsync", *init_args))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DPL_ADDRESS", server.url)
+        yield server.store
+    assert server.stop() == 0, server.log_path.read_text()[-3000:]
+    failed = [e for e in server.events() if e["event"] == "server.error"]
+    assert not failed, f"the server failed on a request: {failed[0]}"
 
 
 @pytest.fixture(scope="session")

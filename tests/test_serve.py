@@ -9,74 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 
-import httpx
 import pytest
 
-from dplcli import DPL, dpl
+from dplcli import dpl
+from serving import Server, _env  # noqa: F401  (other modules import them from here)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Server:
-    """`dpl serve --listen 127.0.0.1:0` on `store`; the bound address is read from its first log line."""
-
-    def __init__(self, store, tmp_path, *args: str):
-        self.store, self.log_path = store, tmp_path / f"serve-{time.monotonic_ns()}.log"
-        self.env = _env(tmp_path)
-        self.proc = subprocess.Popen([DPL, "serve", "--listen", "127.0.0.1:0", "--store", str(store), "--poll", "0.5", *args],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
-        self.url = self._wait_listening()
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("dpl serve did not answer /healthz:\n" + self.log_path.read_text())
-
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if event["event"] == "server.listening":
-                    return event["address"]
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("dpl serve did not start:\n" + self.log_path.read_text())
-
-    def events(self) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def dpl(self, *args, **kw):
-        """The real CLI, acting on this server."""
-        return dpl("--address", self.url, *args, env=self.env, **kw)
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-def _env(tmp_path) -> dict:
-    """No user config and no DPL_ADDRESS from outside the test: each test says where it acts."""
-    env = {k: v for k, v in os.environ.items() if k != "DPL_ADDRESS"}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    return env
 
 
 def embedded(store, tmp_path, *args, **kw):
@@ -524,44 +464,8 @@ def test_workers_run_independent_pipelines_side_by_side(tmp_path):
         assert server.stop() == 0
 
 
-# ------------------------------------------- the repo and pipeline suites, through a server
-#
-# DPL_TEST_THROUGH_SERVER=1 collects test_repos', test_pipelines' and
-# test_provenance's tests here too, each on a fresh store behind its own
-# `dpl serve`, the `dpl` calls going to it through DPL_ADDRESS (tests that
-# open no `store` run as they are).  Opt-in: a server per test costs time.
-# Last run (`DPL_TEST_THROUGH_SERVER=1 pytest tests/test_serve.py -k "not
-# postgresql"`, with this module's own tests): 84 passed, 4 skipped, 15 min
-# on 2 cores at load average ~10; the four below differ by design.
-
-THROUGH_SERVER_DIFFERS = {
-    # The executor is the server's: a client's DPL_SANDBOX does not reach it, nor do its notes reach the client.
-    "test_secret_files_without_a_sandbox_fail_the_job_in_one_sentence": "DPL_SANDBOX is the server's environment",
-    "test_without_bubblewrap_the_same_spec_runs_as_a_plain_subprocess": "DPL_SANDBOX is the server's environment",
-    "test_user_code_cannot_change_a_stored_byte_or_reach_the_network": "fsck runs on the server's machine",
-    "test_incremental_job_processes_only_changed_datums_and_matches_a_fresh_run": "its second store would need a server of its own",
-}
-
-if os.environ.get("DPL_TEST_THROUGH_SERVER"):
-    import test_pipelines
-    import test_provenance
-    import test_repos
-
-    for _suite in (test_repos, test_pipelines, test_provenance):
-        for _name in dir(_suite):
-            if _name.startswith("test_") and _name not in globals():
-                globals()[_name] = getattr(_suite, _name)
-
-    @pytest.fixture
-    def store(tmp_path, monkeypatch, request):
-        if request.node.originalname in THROUGH_SERVER_DIFFERS:
-            pytest.skip(THROUGH_SERVER_DIFFERS[request.node.originalname])
-        root = tmp_path / "store"
-        dpl("init", root, "--no-fsync")
-        server = Server(root, tmp_path)
-        monkeypatch.setenv("DPL_ADDRESS", server.url)
-        yield root
-        assert server.stop() == 0
+# The repo, pipeline and provenance suites run through a server too: their
+# "served" variants (tests/conftest.py, SERVED_SUITES).
 
 
 def test_dpl_connect_is_the_python_sdk_with_the_stores_methods(served):
