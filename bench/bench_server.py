@@ -5,6 +5,9 @@
                 target: commits/s through the server >= 0.5 x embedded serial
     reads       16 clients read small files (get-file) while a job runs on the
                 server, vs the same reads embedded; target: p99 < 50 ms
+    reads_while_committing
+                4 clients read small files while the 16 clients of `commits`
+                commit; target: get-file p99 < 50 ms under that load
     put_many    one client puts 10,000 small files (one negotiated upload),
                 vs the same put embedded
 
@@ -92,12 +95,22 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 
 def _in_clients(n: int, work, args: list[tuple]) -> tuple[list[list[float]], float]:
     """Run `work(start_at, deadline, *args[i])` in n processes at once; their latency lists and the wall time."""
+    (latencies, wall), = _in_groups([(work, args)])
+    return latencies, wall
+
+
+def _in_groups(groups: list[tuple]) -> list[tuple[list[list[float]], float]]:
+    """Every group's `work(start_at, deadline, *args[i])` in a process each, all at once;
+    for each group its clients' latency lists and its wall time."""
     ctx = multiprocessing.get_context("fork")
-    start_at = time.time() + 2.0  # every client has imported and connected by then
-    with ctx.Pool(n) as pool:
-        results = pool.starmap(work, [(start_at, start_at + LIMIT, *a) for a in args])
-    wall = max(r[1] for r in results) - start_at
-    return [r[0] for r in results], wall
+    start_at = time.time() + 2.0 + 0.1 * sum(len(args) for _, args in groups)  # every client has imported and connected by then
+    with ctx.Pool(sum(len(args) for _, args in groups)) as pool:
+        pending = [[pool.apply_async(work, (start_at, start_at + LIMIT, *a)) for a in args] for work, args in groups]
+        out = []
+        for results in pending:
+            results = [r.get() for r in results]
+            out.append(([r[0] for r in results], max(r[1] for r in results) - start_at))
+    return out
 
 
 # ------------------------------------------------------------------ clients
@@ -240,6 +253,41 @@ def reads(ctx: Context) -> None:
     sec.info("the job during the reads", f"running at the start: {job_running}; at the end: {still[0] if still else '?'}")
     _, p99 = _latencies(sec, "served get-file", [x for c in per_client for x in c])
     sec.limit("p99 of a small get-file under load", p99, at_most=0.05)
+    sec.close()
+
+
+@benchmark
+def reads_while_committing(ctx: Context) -> None:
+    size = _sizes(ctx)
+    readers = max(2, size["clients"] // 4)
+    sec = ctx.section("server.reads_while_committing", f"{readers} clients x {size['reads'] * 2} small get-files while "
+                                                       f"{size['clients']} clients x {size['commits']} small commits go through the same server")
+    repos = [f"c{i:02d}" for i in range(size["clients"])]
+    path = h.new_store(os.path.join(ctx.scratch("reads-committing"), "store"), "small", *repos, metadata=ctx.new_metadata())
+    from dpl.engine import Store
+
+    store = Store.open(path)
+    files = {f"/f{i:04d}.txt": os.urandom(512) for i in range(500)}
+    store.put_bytes("small", "master", files)
+    store.close()
+    names = sorted(files)
+    plan = [[names[(c * 37 + i) % len(names)] for i in range(size["reads"] * 2)] for c in range(readers)]
+    server = _Server(ctx, path)
+    try:
+        (commit_lat, commit_wall), (read_lat, read_wall) = _in_groups([
+            (_committer, [(server.url, r, size["commits"]) for r in repos]),
+            (_reader, [(server.url, "small", paths) for paths in plan]),
+        ])
+    finally:
+        server.stop()
+    made = sum(len(x) for x in commit_lat)
+    sec.add("commits", _figure(f"served: {size['clients']} clients, {made} commits", commit_wall, f"{made / commit_wall:.0f} commits/s"))
+    _latencies(sec, "served commit", [x for c in commit_lat for x in c])
+    done = sum(len(x) for x in read_lat)
+    sec.add("reads", _figure(f"served: {readers} clients, {done} reads", read_wall, f"{done / read_wall:.0f} reads/s"))
+    _, p99 = _latencies(sec, "served get-file under commits", [x for c in read_lat for x in c])
+    sec.info("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    sec.limit(f"p99 of a small get-file while {size['clients']} clients commit", p99, at_most=0.05)
     sec.close()
 
 
