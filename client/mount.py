@@ -28,12 +28,15 @@ import errno
 import gc
 import os
 import stat
+import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 
 from . import access, mount_read
 from .mount_write import MountRefused, ReadOnlyMount, WriteBack, _oserror
+from ..storage.errors import DplError
 
 __all__ = ["FUSE_MISSING", "DplMount", "MountRefused", "ReadOnlyMount", "Tree"]
 
@@ -96,6 +99,17 @@ class Tree:
             if d == path or d.startswith(path + "/"):
                 out.extend((d.rstrip("/") + "/" + n) for n, s in children.items() if s is not None)
         return out
+
+
+@contextmanager
+def _io_error(path: str):
+    """A file whose bytes cannot be read (a damaged or missing chunk) reads as
+    EIO; the mount's terminal is told why in one line, not a traceback."""
+    try:
+        yield
+    except DplError as e:
+        sys.stderr.write(f"dpl mount: reading {path} failed: {e.message}" + (f" ({e.hint})" if e.hint else "") + "\n")
+        raise _oserror(errno.EIO) from None
 
 
 def _columns(rows) -> tuple[list, list]:
@@ -202,7 +216,7 @@ class DplMount(WriteBack, _Operations):
             elif size == -1:
                 handle = os.open(self.local[path], os.O_RDONLY)
             else:  # read from the file's chunks, the next ones mapped ahead of a front-to-back read
-                handle = mount_read.handle_for(self._range(path))
+                handle = mount_read.handle_for(self._range(path), path)
             return self._handle(handle, path if writing else None)
 
     def _range(self, path: str) -> access.Range:
@@ -223,14 +237,16 @@ class DplMount(WriteBack, _Operations):
         handle = self.handles[fh]
         if isinstance(handle, int):
             return os.pread(handle, size, offset)
-        return handle.fetch(offset, offset + size)
+        with _io_error(path):
+            return handle.fetch(offset, offset + size)
 
     def read_into(self, fh: int, address: int, size: int, offset: int) -> int | None:
         """A read copied straight into libfuse's buffer at `address` (client/mountctl.py's
         FUSE calls it); None when this handle's bytes come as bytes, from `read`."""
         handle = self.handles.get(fh)
         if isinstance(handle, mount_read.ChunkHandle):
-            return handle.read_into(address, size, offset)
+            with _io_error(handle.path):
+                return handle.read_into(address, size, offset)
         return None
 
     def release(self, path, fh):

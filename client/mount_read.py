@@ -40,8 +40,8 @@ def _workers() -> ThreadPoolExecutor:
 class ChunkHandle:
     """One open handle of a file of a commit, whose chunks are local files."""
 
-    def __init__(self, rng: access.ChunkRange):
-        self.rng, self.size = rng, rng.size
+    def __init__(self, rng: access.ChunkRange, path: str):
+        self.rng, self.size, self.path = rng, rng.size, path
         self.chunks, self.refs, self.starts = rng.chunks, rng.refs, rng.starts
         self.lock = threading.Lock()
         self.window: dict[int, Future] = {}  # ref index -> its Mapped, for the refs near the last read
@@ -98,8 +98,8 @@ class ChunkHandle:
         return self.rng.fetch(start, end)
 
 
-def handle_for(rng: access.Range):
-    """What an open handle of a committed file reads through."""
+def handle_for(rng: access.Range, path: str):
+    """What an open handle of a committed file (`path`) reads through."""
     if isinstance(rng, access.ChunkRange):
-        return ChunkHandle(rng)
+        return ChunkHandle(rng, path)
     return access.ReadAhead(rng)

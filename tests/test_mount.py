@@ -141,6 +141,51 @@ def test_a_read_in_a_big_file_fetches_only_the_chunks_it_touches(repo, tmp_path)
     assert 1 <= len(touched) <= 3, f"a 100 KB read fetched {len(touched)} of the file's {len(chunks)} chunks"
 
 
+def test_readers_side_by_side_get_the_bytes_of_where_they_read(repo, tmp_path):
+    """The mount answers several requests at once; each gets its own bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(24 << 20)
+    put(repo, {"/big.bin": data})
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt) as proc:
+        whole = (mnt / "big.bin").read_bytes()  # front to back, the next chunks mapped ahead
+
+        def piece(at: int) -> bytes:
+            with open(mnt / "big.bin", "rb", buffering=0) as f:
+                f.seek(at)
+                return f.read(1 << 20)
+
+        spots = [(i * 7919 * 1024) % (len(data) - 100) for i in range(24)]
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(piece, spots))
+    assert whole == data
+    assert all(g == data[at : at + (1 << 20)] for at, g in zip(spots, got))
+    assert proc.returncode == 0, proc.said
+
+
+def test_a_damaged_chunk_reads_as_an_io_error_said_in_one_line(repo, tmp_path):
+    data = os.urandom(4 << 20)
+    put(repo, {"/big.bin": data})
+    with engine(repo) as s:
+        chunk = s.file_row("data", "master", "/big.bin")["refs"][1]["chunk"].hex()
+    damaged = repo / "chunks" / "objects" / chunk[:2] / chunk[2:]
+    damaged.chmod(0o644)
+    with open(damaged, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    mnt = tmp_path / "mnt"
+    with mounted(repo, "data@master", mnt) as proc:
+        with pytest.raises(OSError) as refused:
+            (mnt / "big.bin").read_bytes()
+        assert (mnt / "a.txt").read_bytes() == b"hello\n"  # the mount serves on
+    assert refused.value.errno == errno.EIO
+    assert proc.returncode == 0, proc.said
+    assert "is damaged" in proc.said and "dpl fsck" in proc.said and "Traceback" not in proc.said, proc.said
+
+
 def test_a_pinned_mount_does_not_change_when_the_branch_moves(repo, tmp_path):
     mnt = tmp_path / "mnt"
     with mounted(repo, "data@master", mnt):
