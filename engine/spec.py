@@ -1,8 +1,8 @@
 """Pipeline specs: Pachyderm's format (JSON, or YAML), validated against specs/pipeline.schema.json.
 
 The JSON Schema is the single source of truth for what a spec may hold;
-this module turns its verdicts into one sentence naming the JSON path of the
-offending field (`spec.transform.cmd: ...`), then checks what a schema cannot
+its verdicts become one sentence naming the JSON path of the offending field
+(`spec.transform.cmd: ...`, worded in specerrors.py); this module then checks what a schema cannot
 say (globs that do not compile, input names that collide outside a union,
 `$n` in join_on / group_by beyond the glob's groups).  Before that it reads
 field names as Pachyderm does (`parallelismSpec` is `parallelism_spec`) and refuses, by name, the
@@ -23,6 +23,7 @@ from importlib import resources
 from ..storage.errors import DplError
 from . import specfile
 from .errors import InvalidSpec
+from .specerrors import best_error, field_path
 from ..storage.paths import validate_name
 
 DEFAULT_DATUM_TRIES = 3  # as in Pachyderm
@@ -32,46 +33,6 @@ MAX_DEPTH = 64  # levels of JSON nesting a spec may have (cross of union of ... 
 @functools.lru_cache(maxsize=1)
 def schema() -> dict:
     return json.loads(resources.files("dpl.specs").joinpath("pipeline.schema.json").read_text())
-
-
-def _path(parts, renames: dict | None = None) -> str:
-    """`spec.input.cross[0].pfs`, naming each field as the spec wrote it (`emptyFiles`, not `empty_files`)."""
-    out, parts = "spec", list(parts)
-    for i, p in enumerate(parts):
-        p = (renames or {}).get(tuple(parts[: i + 1]), p)
-        out += f"[{p}]" if isinstance(p, int) else _key(p)
-    return out
-
-
-def _key(name: str) -> str:
-    """`.name`, or `["odd name"]` for a key that would not read as one (newlines, dots, ...)."""
-    return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name) else f"[{json.dumps(name)}]"
-
-
-def _describe(error: jsonschema.ValidationError, renames: dict) -> InvalidSpec:
-    where = _path(error.absolute_path, renames)
-    v = error.validator
-    if v == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        known = ", ".join(sorted(k for k, v in error.schema.get("properties", {}).items() if "x-unsupported" not in v))
-        field = f"{where}{_key(extra[0])}" if extra else where
-        return InvalidSpec(f"{field}: unknown field.", hint=f"Fields allowed here: {known}.")
-    if v == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else "?"
-        return InvalidSpec(f"{where}.{missing}: required field is missing.")
-    if v == "type":
-        return InvalidSpec(f"{where}: expected {error.validator_value}, got {json.dumps(error.instance)[:60]}.")
-    if v == "pattern":
-        return InvalidSpec(f"{where}: {json.dumps(error.instance)[:60]} is not valid here.", hint=f"It must match {error.validator_value}.")
-    if v == "enum":
-        return InvalidSpec(f"{where}: {json.dumps(error.instance)} is not one of {', '.join(map(str, error.validator_value))}.")
-    if v in ("minProperties", "maxProperties") and "cross" in error.schema.get("properties", {}):
-        return InvalidSpec(f"{where}: an input must have exactly one of pfs, cross, union, join, group, cron.")
-    if v in ("minItems", "minLength"):
-        return InvalidSpec(f"{where}: must not be empty.")
-    if v == "minimum":
-        return InvalidSpec(f"{where}: must be at least {error.validator_value}.")
-    return InvalidSpec(f"{where}: {error.message}.")
 
 
 # -------------------------------------------------------------------- hashes
@@ -236,7 +197,7 @@ def load_spec(text: str, source: str = "<spec>") -> Spec:
 
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
-        raise _best(errors, renames)
+        raise best_error(errors, renames)
     _check_semantics(raw)
     return Spec(raw)
 
@@ -266,13 +227,13 @@ def _normalise(value, sch: dict, path: list, renames: dict) -> None:
         if key in props or name not in props:
             continue
         if name in value:
-            raise InvalidSpec(f"{_path(path + [key], renames)}: the field is given twice, as {name} and {key}.")
+            raise InvalidSpec(f"{field_path(path + [key], renames)}: the field is given twice, as {name} and {key}.")
         value[name] = value.pop(key)
         renames[tuple(path + [name])] = key
     for key, child in value.items():
         field = props.get(key, {})
         if "x-unsupported" in field and child not in (False, None):
-            raise InvalidSpec(f"{_path(path + [key], renames)}: {field['x-unsupported']}", hint=field.get("x-hint"))
+            raise InvalidSpec(f"{field_path(path + [key], renames)}: {field['x-unsupported']}", hint=field.get("x-hint"))
         _normalise(child, field, path + [key], renames)
 
 
@@ -285,13 +246,6 @@ def _depth(value) -> int:
             deepest = max(deepest, d)
             stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
     return deepest
-
-
-def _best(errors, renames: dict):
-    # Prefer the error deepest in the document: "spec.input.pfs.glob: required"
-    # says more than "spec.input: is not valid under any schema".
-    errors = sorted(errors, key=lambda e: -len(list(e.absolute_path)))
-    return _describe(errors[0], renames)
 
 
 def _check_semantics(raw: dict) -> None:
