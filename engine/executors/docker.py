@@ -8,7 +8,8 @@ datum's inputs, laid out by `workspace.materialize`), `out/` writable at
 runner's (`runner.run_step`) on one of the Boxes of `dockerbox`: it
 re-populates the slot's directories on the host, has the step run in the
 container, and collects `out/`.  The container sees nothing of the host but
-those directories and the secret files its spec names.
+those directories and the secret files its spec names.  Reaching the engine
+(the client, the image, the containers of dead processes) is `dockerengine`.
 
 Why a resident agent rather than `docker exec` per datum: an exec costs a
 `runc exec` (a fresh runc process joining the container's namespaces and
@@ -41,17 +42,17 @@ import logging
 import os
 import queue
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 from docker.types import DeviceRequest, Mount
 
+from . import dockerengine
 from .base import DatumResult, DatumTask, JobContext
 from .dockerbox import _AgentBox, _OneShotBox, _reason, _remove, _Slot
+from .dockerengine import LABEL
 from .runner import oom_message, run_step
 from ..spec import parse_memory
 from ..errors import ExecutorUnavailable
@@ -60,7 +61,6 @@ log = logging.getLogger("dpl")
 
 CTL = "/.dpl"  # where a slot's control directory appears in its container
 READY_SECONDS = 60.0
-LABEL = "dpl.executor"
 
 # The resident agent.  $1 is the control directory.  Both FIFOs are opened
 # read-write so that neither side ever blocks in open() or sees EOF; the step
@@ -77,10 +77,6 @@ done
 
 class _NoShell(Exception):
     """The image has no /bin/sh for the agent."""
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Job:
@@ -117,9 +113,9 @@ class DockerExecutor:
                 f"Pipeline {ctx.pipeline!r} has no transform.image, which the docker executor needs.",
                 hint="Add an image to the spec, or run it with --executor local.",
             )
-        client = self._client(ctx)
-        found = self._image(client, ctx, image)
-        _sweep(client)
+        client = dockerengine.client(ctx, self.config, self.slots(ctx))
+        found = dockerengine.image(client, ctx, image)
+        dockerengine.sweep(client)
         ctx.scratch.mkdir(parents=True, exist_ok=True)
         job = _Job(client, image, found.id, ctx)
         job.cache.mkdir(exist_ok=True)
@@ -179,38 +175,7 @@ class DockerExecutor:
         slot.container.start()  # a failure here is the engine's (the image has a shell: the job ran in it)
         return slot, slot.container
 
-    # ------------------------------------------------------------ the engine
-
-    def _client(self, ctx: JobContext):
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        try:
-            client = docker.from_env(timeout=int(self.config.get("docker_timeout", 120)), max_pool_size=max(10, self.slots(ctx) + 4))
-            client.ping()
-            return client
-        except (DockerException, requests.RequestException, OSError) as e:
-            why = _reason(e) or type(e).__name__
-            raise ExecutorUnavailable(
-                f"Pipeline {ctx.pipeline!r} cannot run on docker: the Docker engine at {where} is not reachable ({why}).",
-                hint="Start dockerd (or point DOCKER_HOST at a running engine), or run with --executor local.",
-            ) from None
-
-    def _image(self, client, ctx: JobContext, image: str):
-        """The image, pulled if the engine does not have it (as Pachyderm would)."""
-        try:
-            return client.images.get(image)
-        except ImageNotFound:
-            pass
-        except APIError as e:
-            raise ExecutorUnavailable(f"Pipeline {ctx.pipeline!r} cannot run on docker: image {image!r} is not usable ({_reason(e)}).") from None
-        log.warning("image %s is not on the Docker engine; pulling it", image)
-        try:
-            repo, tag = _split_tag(image)
-            return client.images.pull(repo, tag=tag)
-        except (APIError, DockerException, requests.RequestException) as e:
-            raise ExecutorUnavailable(
-                f"Pipeline {ctx.pipeline!r} cannot run on docker: image {image!r} is not on the Docker engine and could not be pulled ({_reason(e)}).",
-                hint="Build or load it first (`docker build -t`, `docker load`), or fix transform.image.",
-            ) from None
+    # ------------------------------------------------------------ containers
 
     def _container_options(self, ctx: JobContext, job: _Job) -> dict:
         t = ctx.spec.transform
@@ -218,7 +183,7 @@ class DockerExecutor:
         opts = {
             "detach": True,
             "init": True,  # tini as pid 1 reaps what steps leave behind
-            "labels": {LABEL: "docker", "dpl.owner": _owner(), "dpl.pipeline": ctx.pipeline, "dpl.job": ctx.job},
+            "labels": {LABEL: "docker", "dpl.owner": dockerengine.owner(), "dpl.pipeline": ctx.pipeline, "dpl.job": ctx.job},
             "network_mode": None if ctx.spec.network else "none",
         }
         if t.get("user"):
@@ -367,42 +332,6 @@ class DockerExecutor:
             with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
                 list(pool.map(_remove, containers))
 
+
 def _missing_shell(text: str) -> bool:
     return "/bin/sh" in text and ("no such file" in text.lower() or "not found" in text.lower())
-
-
-def _split_tag(image: str) -> tuple[str, str | None]:
-    if "@" in image:
-        return image, None
-    name, _, tag = image.rpartition(":")
-    if name and "/" not in tag:
-        return name, tag
-    return image, "latest"
-
-
-_SWEPT: set[str] = set()
-
-
-def _sweep(client) -> None:
-    """Remove containers left by dpl processes of this host that died (once per process and engine)."""
-    base = getattr(client.api, "base_url", "")
-    if base in _SWEPT:
-        return
-    _SWEPT.add(base)
-    host = socket.gethostname()
-    try:
-        containers = client.containers.list(all=True, filters={"label": LABEL})
-    except (APIError, requests.RequestException):
-        return
-    for c in containers:
-        owner = c.labels.get("dpl.owner", "")
-        h, _, pid = owner.partition(":")
-        if h != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue
-        except ProcessLookupError:
-            _remove(c)
-        except PermissionError:
-            continue
