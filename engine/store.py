@@ -9,8 +9,9 @@ needs: `dpl list-repo` never imports pyarrow.  The one subscription between
 parts, "a commit landed, so start the downstream jobs", is wired where
 `commits` is built.
 
-(This module is over 400 lines only because it lists the whole API, one
-short delegation per method, grouped by part.)
+It is over 400 lines because it is the whole public API in one place, one
+short delegation per method, grouped by part; split, it would need mixins
+again (what issue 12 removed) or make callers reach into the parts.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class Store:
     """The Python API of dpl: one store's repos, commits, files, pipelines and jobs.
 
     A facade over the engine's components: each public method is one call to
-    the component that owns it.  (Being moved over: the remaining mixins
-    become components too.)
+    the component that owns it.
     """
 
     def __init__(self, root: str | os.PathLike):
