@@ -55,6 +55,23 @@ def size(ctx: Context, var: str) -> int:
     return int(float(os.environ[var])) if os.environ.get(var) else (quick if ctx.quick else full)
 
 
+def load_average(sec, when: str) -> None:
+    """The machine's load, said beside the figures (a shared machine's load moves them)."""
+    with contextlib.suppress(OSError):
+        sec.info(f"load average {when}", " ".join(open("/proc/loadavg").read().split()[:3]) + " (1, 5, 15 min)")
+
+
+def per_round(sec, label: str, slow, fast) -> None:
+    """`slow`'s time over `fast`'s round by round (each round runs both, in turn,
+    so both meet the same load), with the min and the median."""
+    import statistics
+
+    ratios = [a.seconds / b.seconds for a, b in zip(slow.runs, fast.runs) if b.seconds]
+    if ratios:
+        said = " ".join(f"{r:.2f}" for r in ratios)
+        sec.info(f"{label}, per round", f"{said}  (min {min(ratios):.2f}, median {statistics.median(ratios):.2f})")
+
+
 # ------------------------------------------------------------------- data
 
 
@@ -240,10 +257,14 @@ def duckdb(ctx: Context) -> None:
                    [sys.executable, "-c", DUCKDB_HTTPFS, "s3://master.data/t.csv", url.removeprefix("http://"), ACCESS, SECRET,
                     str(rows)], nbytes=nbytes)
         h.run(rounds.specs[0][2])  # the file into the page cache: every side reads a warm disk
+        load_average(sec, "before")
         figures = rounds.run()
+        load_average(sec, "after")
     local, fsspec, gw = (sec.add(k, figures[k]) for k in ("local", "fsspec", "gateway"))
     sec.ratio("duckdb dpl:// / local", fsspec.seconds / local.seconds, at_most=1.5)
     sec.ratio("duckdb S3 gateway / local", gw.seconds / local.seconds, at_most=2)
+    per_round(sec, "dpl:// / local", fsspec, local)
+    per_round(sec, "S3 gateway / local", gw, local)
     sec.close()
 
 
@@ -335,6 +356,7 @@ def mount(ctx: Context) -> None:
             raise h.CommandFailed(f"ls -l listed {lines - 1} files, not {files}")
 
     with mounted(store, "data@master", mnt):
+        load_average(sec, "before")
         # a fresh listing each time would need a fresh mount; the first run is the cold one, shown in [runs]
         ls = sec.add("ls", h.measure(f"ls -l of {files:,} files on the mount", ls_l, repeat=ctx.repeat, teardown=check_ls))
         rounds = h.Rounds(ctx.repeat)
@@ -343,6 +365,7 @@ def mount(ctx: Context) -> None:
         rounds.add("cat", "cat of the file on the mount", f"cat {mnt}/big.bin > {scratch}/cat.bin", nbytes=nbytes,
                    setup=lambda i: evict(os.path.join(mnt, "big.bin")))
         figures = rounds.run()
+        load_average(sec, "after")
     for name in ("got.bin", "cat.bin"):
         if os.path.getsize(os.path.join(scratch, name)) != nbytes:
             raise h.CommandFailed(f"{name} has {os.path.getsize(os.path.join(scratch, name))} bytes, not {nbytes}")
@@ -350,6 +373,7 @@ def mount(ctx: Context) -> None:
     sec.limit(f"ls -l of {files:,} files on the mount", ls.runs[0].seconds, at_most=2.0)
     sec.info("ls -l, later runs (listing cached)", " ".join(f"{r.seconds:.3f} s" for r in ls.runs[1:]) or "-")
     sec.ratio("mount sequential read / get-file", cat.throughput / get.throughput, at_least=0.5)
+    per_round(sec, "mount read / get-file throughput", get, cat)
     sec.close()
 
 
