@@ -13,7 +13,8 @@ Tombstones: a row with `deleted` set removes its path from older layers; if
 its path ends in `/` it removes the whole directory.
 
 (Over 400 lines: merging, looking up, collision checks and compaction are one
-algorithm over sorted layers and share its helpers.)
+algorithm over sorted layers and share its helpers, and every layer, of
+either format, is read and written here, behind one cache.)
 
 pyarrow is imported when an index is first touched, not with this module:
 importing pyarrow (and numpy, which it loads) costs ~0.15 s, more than a
