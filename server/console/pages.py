@@ -17,6 +17,7 @@ import json
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import FileSystemBytecodeCache
 
 from . import HERE, assets_digest
 from ..wire import decode_cursor, encode_cursor, plain
@@ -25,6 +26,28 @@ from ...storage.errors import DplError
 PAGE = 50  # rows per page of every list: nothing sends a whole list to the browser
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class _CompiledTemplates(FileSystemBytecodeCache):
+    """Compiled templates kept for the next `dpl serve` (in jinja2's per-user cache
+    directory, keyed by each template's source): a server would otherwise compile a
+    page's templates on its first view, 0.1-0.3 s before that page could paint."""
+
+    def dump_bytecode(self, bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass  # a read-only temp directory: the next server compiles them again
+
+
+def _bytecode_cache() -> FileSystemBytecodeCache | None:
+    try:
+        return _CompiledTemplates()
+    except (OSError, RuntimeError):  # no private temp directory to keep them in
+        return None
+
+
+templates.env.bytecode_cache = _bytecode_cache()
 
 
 # The filters take what a row may lack while its job runs (None, or a key not there yet).
