@@ -141,9 +141,10 @@ def _served(item) -> bool:
     return callspec is not None and callspec.params.get("store") == "served"
 
 
-def pytest_collection_modifyitems(session, config, items):
-    # The pool starts a spare server only while more served tests are to come.
-    config._dpl_served_tests = sum(1 for item in items if _served(item))
+def pytest_collection_finish(session):
+    # The pool starts a spare server only while more served tests are to come
+    # (counted once -k and -m have deselected what they do).
+    session.config._dpl_served_tests = sum(1 for item in session.items if _served(item))
 
 
 @pytest.fixture(scope="session")
