@@ -541,8 +541,8 @@ def test_the_api_pages_datums_failed_first_by_cursor(console):
 
 @pytest.mark.parametrize("metadata", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_a_store_from_before_the_datum_indexes_gets_them_when_opened(tmp_path, metadata):
-    """Migration 8 indexes datums by state and by reason (a job page's failed-first page and its
-    reasons count); a store made before it is upgraded in place, its datums kept."""
+    """Migration 8 indexes a job's failed datums and its datums by reason (a job page's failed-first
+    page and its reasons count); a store made before it is upgraded in place, its datums kept."""
     from dpl.engine import Store
     from dpl.storage.metadata.schema import SCHEMA_VERSION
 
@@ -553,7 +553,7 @@ def test_a_store_from_before_the_datum_indexes_gets_them_when_opened(tmp_path, m
     s.run_jobs()
     job = s.list_jobs("picky")[0]["id"]
     with s.db.write() as tx:  # the store as schema version 8 (migrations 0-7) left it
-        tx.execute("DROP INDEX datums_by_state")
+        tx.execute("DROP INDEX datums_failed")
         tx.execute("DROP INDEX datums_by_reason")
         tx.execute("UPDATE meta SET value='8' WHERE key='schema_version'")
     s.close()
@@ -566,7 +566,7 @@ def test_a_store_from_before_the_datum_indexes_gets_them_when_opened(tmp_path, m
     s = Store.open(tmp_path / "store")
     try:
         assert s.db.one("SELECT value FROM meta WHERE key='schema_version'")["value"] == str(SCHEMA_VERSION) == "9"
-        assert {"datums_by_state", "datums_by_reason"} <= indexes(s)
+        assert {"datums_failed", "datums_by_reason"} <= indexes(s)
         assert s.why("picky", job)["reasons"] == {"new input": 3}
         assert [d["key"] for d in s.list_datums("picky", job, limit=1, failed_first=True)] == ["words:/bad.txt"]
     finally:
