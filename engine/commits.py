@@ -115,6 +115,12 @@ class Commits:
         early = None if outer is not None else self._prepare(commit_rows.head(self.db, repo, branch), delta, delta_loaded,
                                                                compact=True)
         self.chunks.sync()  # bytes (and any merged layer) durable before a commit refers to them, in one flush
+        if early is not None:
+            # A racing writer landed meanwhile (the flush takes a while): redo
+            # the work against its commit here, not while every writer waits.
+            latest = commit_rows.head(self.db, repo, branch)
+            if (latest.id if latest else None) != early.head or (latest.layers if latest else []) != early.base_layers:
+                early = self._prepare(latest, delta, delta_loaded)
         with (contextlib.nullcontext(outer) if outer is not None else self.db.write()) as tx:
             head = repo_rows.ensure_branch(tx, repo, branch, time.time())
             if expect_head is not False and head != expect_head:
