@@ -71,11 +71,14 @@ class ChunkHandle:
         """The futures of refs [first, last), and the read-ahead of a front-to-back read started."""
         mine = []  # refs this request maps itself, outside the lock
         with self.lock:
-            # Requests in flight side by side arrive a little out of order: a
-            # read within a ref of the last one is still front to back.
-            sequential = self.last - 1 <= first <= self.last + 1
-            self.last = max(self.last, last - 1) if sequential else last - 1
-            stop = min(len(self.refs), last + (AHEAD if sequential else 0))
+            # The kernel's read-ahead has several requests in flight, and they
+            # arrive out of order: a read near the furthest one so far is still
+            # part of a front-to-back read, and must not look like a jump.
+            if self.last - AHEAD <= first <= self.last + AHEAD:
+                self.last = max(self.last, last - 1)
+                stop = min(len(self.refs), self.last + 1 + AHEAD)
+            else:  # a jump (a Parquet reader's): what it asks, and no more
+                self.last, stop = last - 1, last
             for i in range(first, stop):
                 if i not in self.window:
                     if i < last:  # the request waits for it: mapped here, not queued behind the read-ahead
@@ -83,7 +86,7 @@ class ChunkHandle:
                         mine.append(i)
                     else:
                         self.window[i] = _workers().submit(access.verified, self.chunks, self.refs[i]["chunk"])
-            for i in [i for i in self.window if i < first - 2 or i >= stop + AHEAD]:
+            for i in [i for i in self.window if i < first - AHEAD or i >= stop + AHEAD]:
                 del self.window[i]  # a mapping stays alive while a copy from it holds it
             wanted = [self.window[i] for i in range(first, last)]
         for i in mine:
