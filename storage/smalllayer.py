@@ -65,6 +65,11 @@ class SmallLayer:
         i = bisect.bisect_left(self.paths, lo)
         return self.rows[i : bisect.bisect_left(self.paths, hi, i)]
 
+    def has_prefix(self, prefix: str) -> bool:
+        """Whether some row's path starts with `prefix`."""
+        i = bisect.bisect_left(self.paths, prefix)
+        return i < len(self.paths) and self.paths[i].startswith(prefix)
+
     def dir_tombstones(self) -> list[str]:
         return [r.path for r in self.rows if r.deleted and r.path.endswith("/")]
 
@@ -195,6 +200,8 @@ def path_collision(base: list[SmallLayer], delta: list[SmallLayer]) -> tuple[str
         if still_there(path):
             return path, beneath(path)
     for f in files:
+        if not any(layer.has_prefix(f + "/") for layer in base):
+            continue  # the usual case, by one bisection a layer: nothing is beneath it
         below = [r.path for r in under(base, f + "/") if still_there(r.path)]
         if below:
             return f, below[0]
