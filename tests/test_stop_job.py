@@ -117,3 +117,30 @@ def test_stop_job_removes_the_running_container(store, tmp_path, docker_engine):
 def test_stop_job_cancels_the_running_ray_task(store, tmp_path, ray_cluster):
     marker = f"60.{os.getpid() % 1000:03d}8"
     run_and_stop(store, tmp_path, marker, {}, dpl={"executor": "ray"})
+
+
+def test_stop_job_in_the_runners_own_process_stops_it_too(store, tmp_path):
+    """As in `dpl serve`: the scheduler's thread runs the job, an API call on the same Store stops it."""
+    import threading
+
+    marker = f"60.{os.getpid() % 1000:03d}6"
+    s = Store.open(store)
+    try:
+        s.create_repo("data")
+        s.put_bytes("data", "master", {"/slow": marker.encode()})
+        s.create_pipeline(json.dumps({"pipeline": {"name": "p"}, "transform": {"cmd": ["sh", "-c", STEP]},
+                                      "input": {"pfs": {"repo": "data", "glob": "/*"}}}))
+        job = s.pipeline_wave("p")
+        ran: list = []
+        runner = threading.Thread(target=lambda: ran.extend(s.run_jobs(job)))
+        runner.start()
+        _wait_for(lambda: _running(f"sleep {marker}") or not runner.is_alive(), 60, 0.05)
+        assert _running(f"sleep {marker}")
+        s.stop_job("p", job)
+        gone_in = _wait_for(lambda: not _running(f"sleep {marker}"), 10)
+        runner.join(30)
+        assert gone_in < 2, f"the step ran {gone_in:.1f}s after stop_job returned"
+        assert not runner.is_alive() and [j["state"] for j in ran] == ["killed"]
+        assert s.list_commits("p") == []
+    finally:
+        s.close()
