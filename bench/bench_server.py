@@ -195,6 +195,7 @@ def commits(ctx: Context) -> None:
     cut = "" if made == size["clients"] * size["commits"] else f"; stopped at {LIMIT:g} s"
     sec.add("served", _figure(f"served: {size['clients']} clients, {made} commits", wall, f"{served_rate:.0f} commits/s{cut}"))
     _latencies(sec, "served commit", [x for c in per_client for x in c])
+    sec.info("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" + _cpu_pressure())
     sec.ratio("served commits/s / embedded serial", served_rate / embedded_rate, at_least=0.5)
     sec.close()
 
@@ -252,6 +253,7 @@ def reads(ctx: Context) -> None:
     sec.add("served", _figure(f"served: {size['clients']} clients, {done} reads", wall, f"{done / wall:.0f} reads/s"))
     sec.info("the job during the reads", f"running at the start: {job_running}; at the end: {still[0] if still else '?'}")
     _, p99 = _latencies(sec, "served get-file", [x for c in per_client for x in c])
+    sec.info("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" + _cpu_pressure())
     sec.limit("p99 of a small get-file under load", p99, at_most=0.05)
     sec.close()
 
@@ -286,9 +288,20 @@ def reads_while_committing(ctx: Context) -> None:
     done = sum(len(x) for x in read_lat)
     sec.add("reads", _figure(f"served: {readers} clients, {done} reads", read_wall, f"{done / read_wall:.0f} reads/s"))
     _, p99 = _latencies(sec, "served get-file under commits", [x for c in read_lat for x in c])
-    sec.info("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    sec.info("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" + _cpu_pressure())
     sec.limit(f"p99 of a small get-file while {size['clients']} clients commit", p99, at_most=0.05)
     sec.close()
+
+
+def _cpu_pressure() -> str:
+    """The share of the last minute in which runnable tasks waited for a CPU (Linux PSI):
+    on a shared machine, what a p99 mostly measures when it is high."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = dict(kv.split("=") for kv in f.readline().split()[1:])
+        return f"; CPU pressure {float(some['avg60']):.0f}% of the last minute"
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 def _wait_running(remote, timeout: float = 30) -> bool:
