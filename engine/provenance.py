@@ -212,7 +212,9 @@ class Provenance:
     def why(self, pipeline: str, job: str) -> dict:
         """Why a job's datums ran: counts by reason, and the number skipped."""
         row = self.jobs.job(pipeline, job)
-        reasons = Counter(r or "unknown" for r in datum_rows.reasons(self.db, row.pipeline, row.id))
+        reasons = Counter()
+        for reason, n in datum_rows.reason_counts(self.db, row.pipeline, row.id).items():
+            reasons[reason or "unknown"] += n
         return {"pipeline": row.pipeline, "job": row.id, "reasons": dict(reasons.most_common()), "skipped": row.skipped}
 
     # --------------------------------------------------------------- dag

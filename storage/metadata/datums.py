@@ -179,11 +179,6 @@ def reason_counts(tx: Tx, pipeline: str, job: str) -> dict[str | None, int]:
     return {r["reason"]: r["n"] for r in rows}
 
 
-def reasons(tx: Tx, pipeline: str, job: str) -> list[str | None]:
-    """Why each datum a job ran was run (in no particular order); `reason_counts` without the repetition."""
-    return [reason for reason, n in reason_counts(tx, pipeline, job).items() for _ in range(n)]
-
-
 def naming_commit(tx: Tx, commit_id: str) -> list[Datum]:
     """Datum runs whose inputs may name `commit_id` (a superset: the inputs' text contains it)."""
     return _many(tx.all("SELECT * FROM datums WHERE inputs LIKE ?", (f"%{commit_id}%",)))
