@@ -44,6 +44,54 @@ def _landed(request: Request, commit) -> dict:
     return plain(commit)
 
 
+# ------------------------------------------------------------- file bytes
+#
+# First in the module: routes are matched in the order they are declared, one
+# by one, and a small get-file is the request a loaded server answers most.
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+# A file up to this size is read whole in the request's one trip to the thread
+# pool and sent as one body; a bigger one streams, a chunk per trip.  Each trip
+# waits for a pool thread and then for the event loop again, and under load
+# (commits holding the GIL, a busy machine) those waits, not the reading, were
+# most of a small get-file's time.
+WHOLE = 1 << 20
+
+
+@router.get("/repos/{repo}/content", tags=["files"], response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "The bytes of a Range."}})
+async def get_content(request: Request, repo: str, path: str, ref: Optional[str] = None):
+    """A file's bytes, streamed; one `Range: bytes=a-b` (or `a-`, `-n`) gives a 206."""
+    return await run_in_threadpool(_content, _store(request), repo, path, ref, request.headers.get("range"))
+
+
+def _content(store, repo: str, path: str, ref: Optional[str], wanted: Optional[str]) -> Response:
+    row = store.file_row(repo, ref, path)
+    size = row["size"]
+    start, end, status = 0, size, 200
+    if wanted:
+        m = _RANGE.match(wanted.strip())
+        if m is None or m.groups() == ("", ""):
+            return _unsatisfiable(size, "Only one range, bytes=START-END, is served.")
+        a, b = m.groups()
+        if a == "":
+            start = max(0, size - int(b))
+        else:
+            start, end = int(a), min(size, int(b) + 1) if b else size
+        if start >= size or start >= end:
+            return _unsatisfiable(size, f"The range starts past the file's {size} bytes.")
+        status = 206
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "ETag": f'"{row["hash"].hex()}"'}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    pieces = store.files.range_pieces(row["refs"], start, end)
+    if end - start <= WHOLE:
+        return Response(b"".join(pieces), status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(pieces, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
 # --------------------------------------------------------------------- repos
 
 
@@ -217,49 +265,6 @@ def set_trigger(request: Request, repo: str, branch: str, source: str = Body(...
 def inspect_branch(request: Request, repo: str, branch: str):
     """A branch: head, when it moved, open commit, readers and trigger (`dpl inspect-branch`)."""
     return _store(request).inspect_branch(repo, branch)
-
-
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-
-
-# A file up to this size is read whole in the request's one trip to the thread
-# pool and sent as one body; a bigger one streams, a chunk per trip.  Each trip
-# waits for a pool thread and then for the event loop again, and under load
-# (commits holding the GIL, a busy machine) those waits, not the reading, were
-# most of a small get-file's time.
-WHOLE = 1 << 20
-
-
-@router.get("/repos/{repo}/content", tags=["files"], response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "The bytes of a Range."}})
-async def get_content(request: Request, repo: str, path: str, ref: Optional[str] = None):
-    """A file's bytes, streamed; one `Range: bytes=a-b` (or `a-`, `-n`) gives a 206."""
-    return await run_in_threadpool(_content, _store(request), repo, path, ref, request.headers.get("range"))
-
-
-def _content(store, repo: str, path: str, ref: Optional[str], wanted: Optional[str]) -> Response:
-    row = store.file_row(repo, ref, path)
-    size = row["size"]
-    start, end, status = 0, size, 200
-    if wanted:
-        m = _RANGE.match(wanted.strip())
-        if m is None or m.groups() == ("", ""):
-            return _unsatisfiable(size, "Only one range, bytes=START-END, is served.")
-        a, b = m.groups()
-        if a == "":
-            start = max(0, size - int(b))
-        else:
-            start, end = int(a), min(size, int(b) + 1) if b else size
-        if start >= size or start >= end:
-            return _unsatisfiable(size, f"The range starts past the file's {size} bytes.")
-        status = 206
-    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "ETag": f'"{row["hash"].hex()}"'}
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    pieces = store.files.range_pieces(row["refs"], start, end)
-    if end - start <= WHOLE:
-        return Response(b"".join(pieces), status_code=status, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(pieces, status_code=status, headers=headers, media_type="application/octet-stream")
 
 
 def _unsatisfiable(size: int, message: str) -> Response:
