@@ -223,25 +223,28 @@ def _source(store: ChunkStore, oid: bytes):
         return pa.py_buffer(f.read())
 
 
-def _small_bytes(store: ChunkStore, oid: bytes) -> bytes | None:
-    """A small layer's bytes, or None for an Arrow object (of which a local
-    one is not read here: only its first bytes are looked at)."""
+def _fetch(store: ChunkStore, oid: bytes) -> tuple[bytes | None, object]:
+    """(a small layer's bytes, None), or (None, an Arrow source) for any
+    other object: a local one is not read here (only its first bytes are
+    looked at), a remote one is fetched once and handed on."""
     path = store.local_path(oid)
     if path is None:
         data = store.get(oid)
-        return data if smalllayer.is_small(data) else None
+        return (data, None) if smalllayer.is_small(data) else (None, pa.py_buffer(data))
     with open(path, "rb") as f:
         head = f.read(len(smalllayer.MAGIC))
-        return head + f.read() if smalllayer.is_small(head) else None
+        if smalllayer.is_small(head):
+            return head + f.read(), None
+    return None, _source(store, oid)
 
 
 def read_table(store: ChunkStore, oid: bytes) -> pa.Table:
     """Read an Arrow table object (memory-mapped where the store is local); a small layer as its Arrow table."""
     try:
-        data = _small_bytes(store, oid)
+        data, source = _fetch(store, oid)
         if data is not None:
             return to_table(smalllayer.decode(oid, data))
-        return pa.ipc.open_file(_source(store, oid)).read_all()
+        return pa.ipc.open_file(source).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise Corruption(f"Table object {oid.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
 
@@ -254,11 +257,11 @@ def load_layer(store: ChunkStore, layer: Layer) -> "SmallLayer | pa.Table":
         if cached is not None and cached.num_rows == layer.rows:
             return cached
         try:
-            data = _small_bytes(store, layer.id)
+            data, source = _fetch(store, layer.id)
         except OSError as e:
             raise Corruption(f"File index {layer.id.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
         if data is None:
-            return _read_arrow_layer(store, layer)
+            return _read_arrow_layer(store, layer, source)
         small = smalllayer.decode(layer.id, data)
         _small.remember(store, layer.id, small)
     if small.num_rows != layer.rows:
@@ -277,9 +280,9 @@ def read_layer(store: ChunkStore, layer: Layer) -> pa.Table:
     return loaded
 
 
-def _read_arrow_layer(store: ChunkStore, layer: Layer) -> pa.Table:
+def _read_arrow_layer(store: ChunkStore, layer: Layer, source) -> pa.Table:
     try:
-        table = pa.ipc.open_file(_source(store, layer.id)).read_all()
+        table = pa.ipc.open_file(source).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise Corruption(f"File index {layer.id.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
     if table.num_rows != layer.rows or not table.schema.equals(_schema()):
