@@ -46,8 +46,8 @@ def _landed(request: Request, commit) -> dict:
 
 # ------------------------------------------------------------- file bytes
 #
-# First in the module: routes are matched in the order they are declared, one
-# by one, and a small get-file is the request a loaded server answers most.
+# First in the module, the puts next: routes are matched in the order they are
+# declared, one by one, and these are the requests a loaded server answers most.
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -90,6 +90,38 @@ def _content(store, repo: str, path: str, ref: Optional[str], wanted: Optional[s
     if end - start <= WHOLE:
         return Response(b"".join(pieces), status_code=status, headers=headers, media_type="application/octet-stream")
     return StreamingResponse(pieces, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+@router.put("/repos/{repo}/content", tags=["files"], openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
+async def put_content(request: Request, repo: str, path: str, branch: str = "master", append: bool = False, description: str = ""):
+    """Put one file (the raw request body) at `path`, as one commit."""
+    from ..engine.files import Source
+
+    work = await run_in_threadpool(_upload_dir, request)
+    try:
+        await _spool(request, work / "body")
+        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
+                                         append=append, description=description)
+    finally:
+        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
+    return _landed(request, commit)
+
+
+@router.post("/repos/{repo}/upload", tags=["files"], openapi_extra={"requestBody": {"content": {"application/x-tar": {}}}})
+async def upload(request: Request, repo: str, branch: str = "master", dest: str = "/", append: bool = False, description: str = ""):
+    """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
+    from ..engine.files import Source
+
+    work = await run_in_threadpool(_upload_dir, request)
+    try:
+        await _spool(request, work / "body.tar")
+        tree = work / "tree"
+        await run_in_threadpool(_untar, work / "body.tar", tree)
+        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
+                                         append=append, description=description)
+    finally:
+        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
+    return _landed(request, commit)
 
 
 # --------------------------------------------------------------------- repos
@@ -325,38 +357,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
-
-
-@router.put("/repos/{repo}/content", tags=["files"], openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
-async def put_content(request: Request, repo: str, path: str, branch: str = "master", append: bool = False, description: str = ""):
-    """Put one file (the raw request body) at `path`, as one commit."""
-    from ..engine.files import Source
-
-    work = await run_in_threadpool(_upload_dir, request)
-    try:
-        await _spool(request, work / "body")
-        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
-                                         append=append, description=description)
-    finally:
-        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
-    return _landed(request, commit)
-
-
-@router.post("/repos/{repo}/upload", tags=["files"], openapi_extra={"requestBody": {"content": {"application/x-tar": {}}}})
-async def upload(request: Request, repo: str, branch: str = "master", dest: str = "/", append: bool = False, description: str = ""):
-    """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
-    from ..engine.files import Source
-
-    work = await run_in_threadpool(_upload_dir, request)
-    try:
-        await _spool(request, work / "body.tar")
-        tree = work / "tree"
-        await run_in_threadpool(_untar, work / "body.tar", tree)
-        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
-                                         append=append, description=description)
-    finally:
-        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
-    return _landed(request, commit)
 
 
 def _untar(archive: Path, into: Path) -> None:

@@ -124,10 +124,12 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
         """Prometheus text format: jobs, datums, commits, request latencies."""
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # Routes are matched one by one in this order: the data paths (reads, puts,
+    # negotiated uploads) before the rest.  No two routers' paths overlap.
     app.include_router(api_data.router)
+    app.include_router(api_uploads.router)
     app.include_router(api_pipelines.router)
     app.include_router(api_auth.router)
-    app.include_router(api_uploads.router)
     console.mount(app)  # the pages at / (after the API, whose routes are matched first)
     return _Observed(app, metrics)
 
