@@ -57,12 +57,16 @@ class Jobs:
 
     # ---------------------------------------------------------------- runner
 
-    def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress: Progress | None = None, wait: bool = True) -> list[dict]:
+    def run_jobs(self, wave: str | None = None, *, pipeline: str | None = None, executor: str | None = None,
+                 progress: Progress | None = None, wait: bool = True) -> list[dict]:
         """Run every runnable job until the wave `wave` (or all work) is done.
 
         Returns the jobs this call finished, in order: those it ran, and
         those it found unrunnable.  With `wait`, jobs held by another live
-        runner are waited for; a runner that died is taken over.
+        runner are waited for; a runner that died is taken over.  With
+        `pipeline` (an exported workflow's step), only that pipeline's jobs
+        run, and only once every older or same-wave job upstream of it is
+        done: the order one runner taking every job oldest first would keep.
         """
         ran: list[dict] = []
         owner = owner_id()
@@ -70,11 +74,13 @@ class Jobs:
             if wave is not None and not self._unfinished(wave):
                 break
             unrunnable: list[tuple[str, str]] = []
-            job = self._claim(owner, unrunnable)
+            job = self._claim(owner, unrunnable, pipeline)
             ran += [self.inspect_job(p, j) for p, j in unrunnable]
             if job is not None:
                 ran.append(self._run_claimed(job, owner, executor, progress))
                 continue
+            if unrunnable:
+                continue  # the next job of a pipeline found unrunnable may run now
             if not wait or not self._unfinished(wave):
                 break
             time.sleep(0.2)
@@ -83,8 +89,9 @@ class Jobs:
     def _unfinished(self, wave: str | None) -> bool:
         return job_rows.any_unfinished(self.db, wave)
 
-    def _claim(self, owner: str, unrunnable: list[tuple[str, str]]) -> job_rows.Job | None:
-        """Claim the next job that may run; (pipeline, id) of those found unrunnable meanwhile go to `unrunnable`."""
+    def _claim(self, owner: str, unrunnable: list[tuple[str, str]], pipeline: str | None = None) -> job_rows.Job | None:
+        """Claim the next job that may run (of `pipeline` only, if given); (pipeline, id) of those
+        found unrunnable meanwhile go to `unrunnable`."""
         with self.db.write() as tx:
             rows = job_rows.unfinished(tx)  # oldest first
             if not rows:
@@ -92,16 +99,16 @@ class Jobs:
             graph = self.waves.graph(tx)
             now = time.time()
             seen_pipelines: set[str] = set()
-            for r in rows:
+            for at, r in enumerate(rows):
                 first_of_pipeline = r.pipeline not in seen_pipelines
                 seen_pipelines.add(r.pipeline)
-                if not first_of_pipeline:
-                    continue  # an older job of this pipeline comes first
+                if not first_of_pipeline or (pipeline is not None and r.pipeline != pipeline):
+                    continue  # an older job of this pipeline comes first, or another pipeline's step runs it
                 if r.state == "running" and lease_held(r, now):
                     continue
                 ups = graph.upstream(r.pipeline) if r.pipeline in graph.pipelines else set()
-                if any(o.id == r.id and o.pipeline in ups for o in rows):
-                    continue  # an upstream job of the same wave is not done yet
+                if any(o.pipeline in ups and (o.id == r.id or (pipeline is not None and k < at)) for k, o in enumerate(rows)):
+                    continue  # an upstream job of the same wave (or, for one pipeline's step, an older one) is not done yet
                 why = self._unrunnable(tx, graph, r)
                 if why:
                     output = None

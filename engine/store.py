@@ -306,12 +306,13 @@ class Store:
         """Start a wave at pipeline `name` (and everything downstream of it)."""
         return self.waves.trigger(name, reason)
 
-    def run_jobs(self, wave: str | None = None, *, executor: str | None = None, progress=None, wait: bool = True) -> list[dict]:
+    def run_jobs(self, wave: str | None = None, *, pipeline: str | None = None, executor: str | None = None, progress=None,
+                 wait: bool = True) -> list[dict]:
         if wave is not None and "jobs" not in self.__dict__ and not job_rows.any_unfinished(self.db, wave):
             # The usual put-file: no pipeline reads the branch, so its wave
             # has no job; answered without importing the job machinery (~25 ms).
             return []
-        return self.jobs.run_jobs(wave, executor=executor, progress=progress, wait=wait)
+        return self.jobs.run_jobs(wave, pipeline=pipeline, executor=executor, progress=progress, wait=wait)
 
     def inspect_job(self, pipeline: str | None, job: str) -> dict:
         return self.jobs.inspect_job(pipeline, job)

@@ -13,10 +13,6 @@ workflow's edges run those steps first), so it reads what `dpl run`, taking
 every job oldest first, would have had it read.  A job still waiting for its upstream is left for a
 later run, not waited for: in a workflow, the step that would finish it has
 already run, or is not part of the export.
-
-(The claim below follows the rules of `Jobs._claim`, restricted to one
-pipeline, and runs the job through the runner's `_run_claimed`, which keeps
-its lease; a `pipeline=` filter on `Jobs.run_jobs` would make both public.)
 """
 
 from __future__ import annotations
@@ -25,18 +21,13 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from .errors import ExportError
-from .. import failures
-from ..jobs import Jobs
-from ..lease import lease_held, owner_id
 from ..storedir import CONFIG, init_store
 from ..store import Store
 from ...storage import registry
 from ...storage.errors import StoreExists
-from ...storage.metadata import jobs as job_rows
 
 
 def open_store(object_store: str | None, metadata: str | None, path: str | os.PathLike | None = None) -> Store:
@@ -81,45 +72,9 @@ def load_secrets(store: Store, directory: str | os.PathLike) -> list[str]:
 def run_pipeline_jobs(store: Store, pipeline: str, *, executor: str | None = None, progress=None) -> list[dict]:
     """Run the jobs of `pipeline` that may run now, oldest first; each job's final state."""
     store.inspect_pipeline(pipeline)  # PipelineNotFound names a wrong one
-    owner = owner_id()
-    ran: list[dict] = []
-    while True:
-        job = _claim(store, pipeline, owner, ran)
-        if job is None:
-            return ran
-        ran.append(store.jobs._run_claimed(job, owner, executor, progress))
+    return store.run_jobs(pipeline=pipeline, executor=executor, progress=progress, wait=False)
 
 
 def waiting(store: Store, pipeline: str) -> list[dict]:
     """The jobs of `pipeline` left unfinished: waiting for upstream jobs, or held by another runner."""
     return [j for j in store.list_jobs(pipeline) if j["state"] in ("created", "running")]
-
-
-def _claim(store: Store, pipeline: str, owner: str, ran: list[dict]) -> job_rows.Job | None:
-    """Claim the oldest job of `pipeline` if it may run now (as `Jobs._claim` would); one found
-    unrunnable (an upstream job failed) is marked so, added to `ran`, and the next one tried."""
-    while True:
-        with store.db.write() as tx:
-            rows = job_rows.unfinished(tx)  # oldest first
-            mine = [r for r in rows if r.pipeline == pipeline]
-            if not mine:
-                return None
-            job, now = mine[0], time.time()
-            if job.state == "running" and lease_held(job, now):
-                return None  # another runner has it
-            graph = store.waves.graph(tx)
-            ups = graph.upstream(pipeline) if pipeline in graph.pipelines else set()
-            at = rows.index(job)
-            if any(o.pipeline in ups and (o.id == job.id or k < at) for k, o in enumerate(rows)):
-                # An upstream job of its wave, or an older one, is not done yet: one `dpl run`
-                # takes jobs oldest first, so it would have run those first, and so does a workflow.
-                return None
-            why = Jobs._unrunnable(tx, graph, job)
-            if why is None:
-                job_rows.claim(tx, pipeline, job.id, owner, now)
-                return job_rows.get(tx, pipeline, job.id)
-            output = None
-            if pipeline in graph.pipelines:  # a deleted pipeline has no branch to keep a failed commit on
-                output = failures.record_failed_output(tx, pipeline, job.id, graph.pipelines[pipeline].output_branch, why, now)
-            job_rows.mark_unrunnable(tx, pipeline, job.id, now, why, output)
-        ran.append(store.inspect_job(pipeline, job.id))
