@@ -16,6 +16,7 @@ from dpl.engine.sources import plan_sources
 from dpl.engine.uploads import put_small
 from dpl.storage import index, smalllayer
 from dpl.storage.errors import Corruption, PathCollision
+from test_diskfull import small_disk  # noqa: F401  (a fixture: a 24 MiB tmpfs)
 
 
 def rows_of(s, repo, ref="master"):
@@ -163,3 +164,31 @@ def test_a_one_file_put_file_imports_neither_pyarrow_nor_numpy(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines()[-1] == "[]" and "committed r@" in out.stderr
     assert s.read_file("r", "master", "/x/one.txt") == b"one\n" and s.resolve_commit("r", "master").nfiles == 2
+
+
+def test_a_small_put_on_a_full_disk_fails_in_one_sentence_and_leaves_the_branch_as_it_was(small_disk, tmp_path):
+    """The pyarrow-free put path answers a full disk as put_files does."""
+    from dplcli import dpl
+    from test_diskfull import assert_one_sentence, free_bytes
+
+    disk = small_disk  # test_diskfull's tmpfs (skipped where it cannot be mounted)
+    store = disk / "store"
+    dpl("init", store)
+    dpl("create-repo", "data", store=store)
+    kept = tmp_path / "kept.txt"
+    kept.write_bytes(b"committed before")
+    dpl("put-file", "data@master:/kept.txt", kept, store=store)
+    head = dpl("inspect-commit", "data@master", "-o", "json", store=store).stdout
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(200 << 10))  # under SMALL_BYTES: the small path
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free_bytes(disk) - (64 << 10)))
+    before = free_bytes(disk)
+    assert_one_sentence(dpl("put-file", "data@master:/small.bin", small, store=store, check=False))
+    assert free_bytes(disk) >= before - (16 << 10)
+    os.unlink(filler)
+    assert dpl("inspect-commit", "data@master", "-o", "json", store=store).stdout == head
+    assert dpl("fsck", store=store, check=False).returncode == 0
+    dpl("put-file", "data@master:/small.bin", small, store=store)
+    assert dpl("get-file", "data@master:/small.bin", store=store).stdout == small.read_bytes()
