@@ -14,7 +14,7 @@ import bisect
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage import index
+from ..storage import arrowcols, index
 
 ENTRY_SCHEMA = pa.schema([("path", pa.string()), ("type", pa.string()), ("size", pa.int64()), ("hash", pa.string())])
 
@@ -56,7 +56,7 @@ def hex_column(hashes) -> pa.Array:
     offsets = array("i", range(0, 2 * width * n + 1, 2 * width))
     strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
     if hashes.null_count:
-        strings = pc.if_else(pc.is_valid(hashes), strings, pa.scalar(None, pa.string()))
+        strings = pc.if_else(pc.is_valid(hashes), strings, pa.nulls(1, pa.string())[0])
     return strings
 
 
@@ -126,9 +126,9 @@ def group_runs(names, sizes, is_dir) -> pa.Table:
     """
     n = len(names)
     if n == 0:
-        return pa.table({"name": pa.array([], pa.string()), "size_sum": pa.array([], pa.int64()), "dir_max": pa.array([], pa.bool_())})
+        return pa.table({"name": arrowcols.strings([]), "size_sum": arrowcols.int64s([]), "dir_max": arrowcols.bools([])})
     names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
-    new_run = pa.concat_arrays([pa.array([True], pa.bool_()), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
+    new_run = pa.concat_arrays([arrowcols.bools([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
     starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
     run_names = names.take(starts)
     if not index.is_sorted_unique(run_names):
@@ -138,7 +138,7 @@ def group_runs(names, sizes, is_dir) -> pa.Table:
             .aggregate([("size", "sum"), ("dir", "max")])
         )
         return grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
-    ends = pa.concat_arrays([pc.subtract(starts.slice(1), 1), pa.array([n - 1], pa.int64())])
+    ends = pa.concat_arrays([pc.subtract(starts.slice(1), arrowcols.int64(1)), arrowcols.int64s([n - 1])])
 
     def run_sums(values):
         total = pc.cumulative_sum(values)
@@ -146,7 +146,7 @@ def group_runs(names, sizes, is_dir) -> pa.Table:
         return pc.subtract(total.take(ends), before)
 
     dirs = run_sums(pc.cast(is_dir, pa.int64()))
-    return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, 0)})
+    return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, arrowcols.int64(0))})
 
 
 def diff_tables(old: pa.Table, new: pa.Table) -> pa.Table:

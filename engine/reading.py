@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from .commits import pc_sum
 from .listing import ENTRY_SCHEMA, diff_tables, dir_page, entries, group_runs, hex_column
 from .repos import Repos
-from ..storage import chunkstore, index, localfile
+from ..storage import arrowcols, chunkstore, index, localfile
 from ..storage.chunkstore import ChunkStore, object_id
 from ..storage.errors import Corruption, FileNotFound
 from ..storage.local import LocalChunkStore
@@ -80,16 +80,16 @@ class FileReader:
             return entries(sub)
         # Direct children: the first path component below the prefix.
         rest = pc.utf8_slice_codeunits(sub["path"], len(prefix))
-        first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), 0)
+        first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), arrowcols.int64(0))
         is_dir = pc.invert(pc.equal(first, rest))
         grouped = group_runs(first, sub["size"], is_dir)
-        names = pc.binary_join_element_wise(pa.scalar(prefix), grouped["name"], "")
+        names = pc.binary_join_element_wise(arrowcols.string(prefix), grouped["name"], arrowcols.string(""))
         files = sub.filter(pc.invert(is_dir))
         hashes = files["hash"].take(pc.index_in(names, value_set=files["path"].combine_chunks()))
         return pa.table(
             {
                 "path": names,
-                "type": pc.if_else(grouped["dir_max"], "dir", "file"),
+                "type": pc.if_else(grouped["dir_max"], arrowcols.string("dir"), arrowcols.string("file")),
                 "size": grouped["size_sum"],
                 "hash": hex_column(hashes),
             }
@@ -165,7 +165,7 @@ class FileReader:
     def file_row(self, repo: str, ref: str | None, path: str) -> dict:
         commit, table = self.file_table(repo, ref)
         path = normalize_path(path)
-        rows = table.filter(pc.equal(table["path"], path))
+        rows = index.lookup([table], [path])  # a binary search, not a scan of every path
         if rows.num_rows == 0:
             if index.under([table], path).num_rows:
                 raise FileNotFound(f"{repo}@{ref or 'master'}:{path} is a directory.", hint="Pass -r to get a directory.")

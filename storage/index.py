@@ -183,17 +183,24 @@ def _small_rows(table: pa.Table) -> list[smalllayer.Row]:
 
 
 def to_table(layer: SmallLayer) -> pa.Table:
-    """A small layer as the Arrow table of the same rows."""
+    """A small layer as the Arrow table of the same rows (built from buffers: see arrowcols)."""
+    from . import arrowcols  # imports pyarrow: only here, where a table is wanted
+
     rows = layer.rows
     ref_type = _schema().field("refs").type
+    flat = [ref for r in rows for ref in r.refs]
+    refs = pa.StructArray.from_arrays(
+        [arrowcols.fixed_binary([c for c, _, _ in flat], 16), arrowcols.int64s([o for _, o, _ in flat]), arrowcols.int64s([n for _, _, n in flat])],
+        fields=list(ref_type.value_type),
+    )
     return pa.table(
         {
-            "path": pa.array(layer.paths, pa.string()),
-            "size": pa.array([r.size for r in rows], pa.int64()),
-            "hash": pa.array([r.hash for r in rows], pa.binary(16)),
-            "refs": pa.array([[{"chunk": c, "offset": o, "length": n} for c, o, n in r.refs] for r in rows], ref_type),
-            "deleted": pa.array([r.deleted for r in rows], pa.bool_()),
-            "datum": pa.array([r.datum for r in rows], pa.binary(16)),
+            "path": arrowcols.strings(layer.paths),
+            "size": arrowcols.int64s([r.size for r in rows]),
+            "hash": arrowcols.fixed_binary([r.hash for r in rows], 16),
+            "refs": arrowcols.lists([r.refs for r in rows], refs, ref_type),
+            "deleted": arrowcols.bools([r.deleted for r in rows]),
+            "datum": arrowcols.fixed_binary([r.datum for r in rows], 16),
         },
         schema=_schema(),
     )
@@ -423,8 +430,12 @@ def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
         found = [i for i in map(index.find, paths) if i is not None]
         if len(found) <= 1:  # the usual lookup: a zero-copy slice, not a take of every column
             return table.slice(found[0] if found else 0, len(found))
-        return table.take(pa.array(found, pa.int64()))
-    return table.filter(pc.is_in(table["path"], value_set=pa.array(paths, pa.string())))
+        from . import arrowcols  # not pa.array: it imports pandas
+
+        return table.take(arrowcols.int64s(found))
+    from . import arrowcols
+
+    return table.filter(pc.is_in(table["path"], value_set=arrowcols.strings(paths)))
 
 
 def _range(table: pa.Table, lo_key: str, hi_key: str) -> pa.Table:

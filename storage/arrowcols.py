@@ -1,0 +1,61 @@
+"""Arrow columns from Python values, built from buffers.
+
+`pa.array` and `pa.scalar` first ask whether their argument is a pandas
+object, and asking imports pandas (0.3-1 s) into a process that may never
+use it: a `dpl://` read inside DuckDB, a mount, a CLI read of a commit whose
+index is a small layer.  These builders make the same arrays from buffers,
+which asks nothing.
+"""
+
+from __future__ import annotations
+
+from array import array
+from itertools import accumulate
+
+import pyarrow as pa
+
+
+def _offsets(lengths: list[int]) -> pa.Buffer:
+    return pa.py_buffer(array("i", [0, *accumulate(lengths)]))
+
+
+def _bitmap(flags: list[bool]) -> pa.Buffer:
+    """Arrow's bit-packed form of `flags` (a bool array's values buffer)."""
+    as_bytes = pa.Array.from_buffers(pa.int8(), len(flags), [None, pa.py_buffer(bytes(map(bool, flags)))])
+    return as_bytes.cast(pa.bool_()).buffers()[1]
+
+
+def strings(values: list[str]) -> pa.Array:
+    encoded = [v.encode() for v in values]
+    return pa.Array.from_buffers(pa.string(), len(values), [None, _offsets([len(e) for e in encoded]), pa.py_buffer(b"".join(encoded))])
+
+
+def int64s(values: list[int]) -> pa.Array:
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
+
+
+def bools(values: list[bool]) -> pa.Array:
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, _bitmap(values)])
+
+
+def fixed_binary(values: list[bytes | None], width: int) -> pa.Array:
+    """A fixed-width binary column; None is null."""
+    nulls = sum(v is None for v in values)
+    validity = _bitmap([v is not None for v in values]) if nulls else None
+    data = b"".join(bytes(width) if v is None else v for v in values)
+    return pa.Array.from_buffers(pa.binary(width), len(values), [validity, pa.py_buffer(data)], null_count=nulls)
+
+
+def lists(per_row: list[list], values: pa.Array, type: pa.ListType) -> pa.Array:
+    """A list column whose row i holds the next len(per_row[i]) entries of `values`."""
+    offsets = pa.Array.from_buffers(pa.int32(), len(per_row) + 1, [None, _offsets([len(r) for r in per_row])])
+    return pa.ListArray.from_arrays(offsets, values, type=type)
+
+
+def int64(value: int) -> pa.Scalar:
+    """An int64 scalar, for a compute function's argument (a bare int would go through pa.scalar)."""
+    return int64s([value])[0]
+
+
+def string(value: str) -> pa.Scalar:
+    return strings([value])[0]
