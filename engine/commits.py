@@ -21,6 +21,7 @@ is small (storage/smalllayer.py) none of it imports pyarrow.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Callable, NamedTuple
 
 from .repos import Repos
 from .writers import writes_objects
-from ..storage import index, smalllayer
+from ..storage import index, smalllayer, turns
 from ..storage.chunkstore import ChunkStore
 from ..storage.errors import CommitNotOpen, Conflict, PathCollision
 from ..storage.metadata import commits as commit_rows
@@ -81,8 +82,27 @@ class Commits:
                            hint="Run `dpl finish-transaction` (or `dpl delete-transaction` to drop it).")
         return self.land(repo, commit.branch, commit.delta, description=description, open_id=commit.id)
 
+    def _branch_turn(self, repo: str, branch: str) -> turns.Turn:
+        # Writers landing on one branch take turns for the whole landing (threads
+        # and processes of this machine): each one's index work is then done once,
+        # against the head it lands on, instead of redone after every racing
+        # writer (8 writers on a branch prepared each commit ~2 times).  Other
+        # branches still land side by side; writers on other machines (a shared
+        # S3 + PostgreSQL store) race as before, and the transaction stays the judge.
+        directory = self.root / "turns"
+        directory.mkdir(exist_ok=True)
+        key = hashlib.sha1(f"{repo}\0{branch}".encode()).hexdigest()[:20]
+        return turns.turn(str(directory / key))
+
     @writes_objects
-    def land(
+    def land(self, repo: str, branch: str, delta: list[index.Layer], **kw) -> Commit:
+        """Make `delta` the new head commit of `branch`, atomically (see `_land`)."""
+        if kw.get("tx") is not None:
+            return self._land(repo, branch, delta, **kw)
+        with self._branch_turn(repo, branch):
+            return self._land(repo, branch, delta, **kw)
+
+    def _land(
         self,
         repo: str,
         branch: str,

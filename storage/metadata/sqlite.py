@@ -10,7 +10,6 @@ another writer's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
@@ -19,6 +18,7 @@ from typing import Iterator
 from ..errors import Corruption, DiskFull, DplError, StorageUnavailable
 from .db import not_utf8 as _not_utf8, Row, Tx
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from ..turns import turn
 
 
 class SqliteTx(Tx):
@@ -45,69 +45,13 @@ class SqliteTx(Tx):
             raise _not_utf8(e) from None
 
 
-# Whose turn it is to write a database file.  SQLite makes a writer that
-# finds the file locked sleep and retry (1, 2, 5 ... up to 100 ms a try), so
-# writers racing for it waited far longer than the transactions they waited
-# for: 8 threads, or 8 processes, committed slower than one.  Writers of
-# this process queue on a mutex, and processes on an flock of
-# `<database>.writer` (the kernel hands it over as soon as it is released,
-# and releases it when a process dies); BEGIN IMMEDIATE then rarely waits.
-# Another program writing the file still meets SQLite's own lock.
-class _Turn:
-    def __init__(self, path: str):
-        self.mutex = threading.Lock()
-        self.path = path + ".writer"
-        self.fd: int | None = None
-        self.unlockable = False  # the lock file cannot be made (a read-only directory)
-
-    def __enter__(self):
-        self.mutex.acquire()
-        try:
-            if self.fd is None and not self.unlockable:
-                try:
-                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                except OSError:
-                    self.unlockable = True  # SQLite's lock alone then
-            if self.fd is not None:
-                fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            self.mutex.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            if self.fd is not None:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.mutex.release()
-
-
-_turns: dict[str, _Turn] = {}
-_turns_guard = threading.Lock()
-
-
-def _turn(path: str) -> _Turn:
-    with _turns_guard:
-        turn = _turns.get(path)
-        if turn is None:
-            turn = _turns[path] = _Turn(path)
-        return turn
-
-
-def _forget_turns() -> None:
-    """In a forked child: its parent's threads hold none of the mutexes, and
-    its copies of the lock files' descriptors are its parent's locks."""
-    global _turns_guard
-    for turn in _turns.values():
-        if turn.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(turn.fd)  # the parent keeps its own: its lock stays
-    _turns.clear()
-    _turns_guard = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_turns)
+# Whose turn it is to write the database file: writers of this process
+# queue on a mutex and processes on an flock of `<database>.writer`
+# (storage/turns.py).  SQLite makes a writer that finds the file locked
+# sleep and retry (1, 2, 5 ... up to 100 ms a try), so writers racing for it
+# waited far longer than the transactions they waited for: 8 threads, or 8
+# processes, committed slower than one.  With turns BEGIN IMMEDIATE rarely
+# waits.  Another program writing the file still meets SQLite's own lock.
 
 
 class SqliteDatabase(Tx):
@@ -190,7 +134,7 @@ class SqliteDatabase(Tx):
     def write(self) -> Iterator[SqliteTx]:
         """One atomic read-modify-write transaction holding the write lock."""
         conn = self.conn
-        with _turn(self._writer_key):
+        with turn(self._writer_key + ".writer"):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:

@@ -1,0 +1,74 @@
+"""Turns: one writer at a time, among the threads of this process and among processes.
+
+A turn is a mutex for this process's threads plus an flock of a lock file
+for other processes: the kernel hands the lock over the moment it is
+released (no sleep-and-retry, as SQLite's own lock does), and releases it
+when a process dies, so a crashed writer never blocks the next.  The
+SQLite metadata takes a turn per write transaction; landing a commit takes
+one per branch (engine/commits.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+
+
+class Turn:
+    def __init__(self, path: str):
+        self.mutex = threading.Lock()
+        self.path = path
+        self.fd: int | None = None
+        self.unlockable = False  # the lock file cannot be made (a read-only directory): the mutex alone then
+
+    def __enter__(self):
+        self.mutex.acquire()
+        try:
+            if self.fd is None and not self.unlockable:
+                try:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                except OSError:
+                    self.unlockable = True
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.mutex.release()
+
+
+_turns: dict[str, Turn] = {}
+_turns_guard = threading.Lock()
+
+
+def turn(path: str) -> Turn:
+    """The turn whose lock file is `path` (one object per path in a process)."""
+    with _turns_guard:
+        found = _turns.get(path)
+        if found is None:
+            found = _turns[path] = Turn(path)
+        return found
+
+
+def _forget_turns() -> None:
+    """In a forked child: its parent's threads hold none of the mutexes, and
+    its copies of the lock files' descriptors are its parent's locks."""
+    global _turns_guard
+    for t in _turns.values():
+        if t.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(t.fd)  # the parent keeps its own: its lock stays
+    _turns.clear()
+    _turns_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_turns)
