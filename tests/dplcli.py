@@ -1,4 +1,4 @@
-"""Run the real `dpl` command in a subprocess, as a user would."""
+"""Run the real `dpl` command in a subprocess, as a user would (and `api`: the engine call behind one)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,14 @@ def popen(*args, store=None, **kw) -> subprocess.Popen:
     if store is not None:
         environ["DPL_STORE"] = str(store)
     return subprocess.Popen([DPL, *map(str, args)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def api(store, method: str, *args, **kw):
+    """One engine call, the one the `dpl` command of the same name makes, without a process's start-up."""
+    from dpl.engine import Store
+
+    s = Store.open(store)
+    try:
+        return getattr(s, method)(*args, **kw)
+    finally:
+        s.close()

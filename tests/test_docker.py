@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from dpl.engine import Store
-from dplcli import dpl
+from dplcli import api, dpl
 from readback import outputs
 
 pytestmark = pytest.mark.docker
@@ -68,15 +68,6 @@ def commits(store, repo: str) -> list:
     s = Store.open(store)
     try:
         return [c for c in s.list_commits(repo) if c.state != "failed"]
-    finally:
-        s.close()
-
-
-def api(store, method: str, *args, **kw):
-    """One engine call (what the CLI renders), without paying for a process."""
-    s = Store.open(store)
-    try:
-        return getattr(s, method)(*args, **kw)
     finally:
         s.close()
 

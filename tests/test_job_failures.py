@@ -20,7 +20,7 @@ import pytest
 
 from dpl.engine import Store
 from dpl.engine.executors.local import bwrap_path
-from dplcli import DPL, dpl
+from dplcli import DPL, api, dpl
 from readback import outputs
 
 # Fails (exit 3, with a line on stderr) on files whose content starts with "bad"; copies the others.
@@ -48,15 +48,6 @@ def put(store, repo, files: dict[str, bytes], tmp_path, *args, check=True, env=N
 
 def as_json(store, *args):
     return json.loads(dpl(*args, "-o", "json", store=store).stdout)
-
-
-def api(store, method: str, *args, **kw):
-    """One engine call, the one the `dpl` command of the same name makes (a CLI call costs ~0.4 s of start-up)."""
-    s = Store.open(store)
-    try:
-        return getattr(s, method)(*args, **kw)
-    finally:
-        s.close()
 
 
 def last_job(store, pipeline):

@@ -18,21 +18,13 @@ import pytest
 
 from dpl.engine import Store
 from dpl.engine.executors.local import bwrap_path
-from dplcli import DPL, dpl
+from dplcli import DPL, api, dpl
 from readback import outputs
 
 # Sleeps as long as the file `delay` in its working directory (the spec's), or, in a container
 # or on a Ray worker (which do not see that directory), as long as the "slow" datum says.
 STEP = ('if [ -e /pfs/data/slow ]; then sleep "$(cat delay 2>/dev/null || cat /pfs/data/slow)"; fi; '
         'cp /pfs/data/* /pfs/out/')
-
-
-def api(store, method: str, *args, **kw):
-    s = Store.open(store)
-    try:
-        return getattr(s, method)(*args, **kw)
-    finally:
-        s.close()
 
 
 def _running(pattern: str) -> bool:
