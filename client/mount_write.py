@@ -95,23 +95,23 @@ class WriteBack:
     def write(self, path, data, offset, fh):
         return os.pwrite(self.handles[fh], data, offset)
 
+    def _writable_file(self, path):
+        """Refuse a change to `path` unless the view is writable and `path` is an existing file."""
+        self._writable()
+        if path in self.tree.dirs:
+            raise _oserror(errno.EISDIR)
+        if not self._exists(path):
+            raise _oserror(errno.ENOENT)
+
     def truncate(self, path, length, fh=None):
         with self._lock:
-            self._writable()
-            if path in self.tree.dirs:
-                raise _oserror(errno.EISDIR)
-            if not self._exists(path):
-                raise _oserror(errno.ENOENT)
+            self._writable_file(path)
             os.truncate(self._copy_up(path, truncate=length == 0), length)
         return 0
 
     def unlink(self, path):
         with self._lock:
-            self._writable()
-            if path in self.tree.dirs:
-                raise _oserror(errno.EISDIR)
-            if not self._exists(path):
-                raise _oserror(errno.ENOENT)
+            self._writable_file(path)
             self._drop(path)
             parent, _, name = path.rpartition("/")
             del self.tree.dirs[parent or "/"][name]
