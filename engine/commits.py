@@ -54,6 +54,7 @@ class Commits:
         self.db, self.chunks, self.repos = db, chunks, repos
         self.root = root  # where the writers registry lives (`writes_objects`)
         self._landed: list[LandedCallback] = []
+        self._turn_paths: dict[tuple[str, str], str] = {}  # (repo, branch) -> its turn's lock file
 
     def on_landed(self, callback: LandedCallback) -> None:
         """Call `callback` inside the transaction of every commit that lands."""
@@ -89,10 +90,13 @@ class Commits:
         # writer (8 writers on a branch prepared each commit ~2 times).  Other
         # branches still land side by side; writers on other machines (a shared
         # S3 + PostgreSQL store) race as before, and the transaction stays the judge.
-        directory = self.root / "turns"
-        directory.mkdir(exist_ok=True)
-        key = hashlib.sha1(f"{repo}\0{branch}".encode()).hexdigest()[:20]
-        return turns.turn(str(directory / key))
+        path = self._turn_paths.get((repo, branch))
+        if path is None:
+            directory = self.root / "turns"
+            directory.mkdir(exist_ok=True)
+            key = hashlib.sha1(f"{repo}\0{branch}".encode()).hexdigest()[:20]
+            path = self._turn_paths[(repo, branch)] = str(directory / key)
+        return turns.turn(path)
 
     @writes_objects
     def land(self, repo: str, branch: str, delta: list[index.Layer], **kw) -> Commit:

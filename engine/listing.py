@@ -24,21 +24,11 @@ def entries(table: pa.Table) -> pa.Table:
     return pa.table(
         {
             "path": table["path"],
-            "type": _same_string("file", table.num_rows),
+            "type": arrowcols.repeated("file", table.num_rows),
             "size": table["size"],
             "hash": hex_column(table["hash"]),
         }
     )
-
-
-def _same_string(text: str, n: int) -> pa.Array:
-    """`n` copies of `text` as a string column, built from buffers: pa.scalar and
-    pa.array make pyarrow import pandas (~0.5 s) in a process that may never need it."""
-    from array import array
-
-    data = text.encode()
-    offsets = array("i", range(0, len(data) * n + 1, len(data)) if data else [0] * (n + 1))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def hex_column(hashes) -> pa.Array:
@@ -50,7 +40,7 @@ def hex_column(hashes) -> pa.Array:
         hashes = hashes.combine_chunks()
     n, width = len(hashes), hashes.type.byte_width
     if n == 0:
-        return _same_string("", 0)
+        return arrowcols.strings([])
     data = hashes.buffers()[1]
     text = binascii.hexlify(memoryview(data)[hashes.offset * width : (hashes.offset + n) * width])
     offsets = array("i", range(0, 2 * width * n + 1, 2 * width))

@@ -30,6 +30,13 @@ def strings(values: list[str]) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), len(values), [None, _offsets([len(e) for e in encoded]), pa.py_buffer(b"".join(encoded))])
 
 
+def repeated(text: str, n: int) -> pa.Array:
+    """`n` copies of `text` as a string column (one encoding, not n)."""
+    data = text.encode()
+    offsets = array("i", range(0, len(data) * n + 1, len(data)) if data else [0] * (n + 1))
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
+
+
 def int64s(values: list[int]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
 
