@@ -32,12 +32,11 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import time
 import uuid
 
-import harness as h
 from harness import Context, Figure, Run
+from served import Served
 
 BENCHMARKS = {}
 CHROMIUM = "/usr/bin/chromium"
@@ -109,44 +108,6 @@ def _job(s, n: int, fails) -> str:
     return job
 
 
-class _Server:
-    """`dpl serve --listen 127.0.0.1:0` on a store; its address is read from its log."""
-
-    def __init__(self, store: str, log: str):
-        import httpx
-
-        self.log = log
-        self.proc = subprocess.Popen(h.dpl_cmd("serve", "--listen", "127.0.0.1:0", "--store", store),
-                                     stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-        self.url = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            for line in open(log, "rb").read().splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "server.listening":
-                    self.url = event["address"]
-            if self.url:
-                try:
-                    if httpx.get(self.url + "/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.05)
-        self.stop()
-        raise h.CommandFailed("dpl serve did not start:\n" + open(log, errors="replace").read()[-2000:])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 _TIMING = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
@@ -190,7 +151,7 @@ def first_page(ctx: Context) -> None:
     job = build(os.path.join(scratch, "store"), n, ctx.new_metadata())
     sparse = add_job(os.path.join(scratch, "store"), n, 3)
     sec.info("store built (untimed)", f"{time.perf_counter() - started:.1f} s")
-    server = _Server(os.path.join(scratch, "store"), os.path.join(scratch, "serve.log"))
+    server = Served(os.path.join(scratch, "store"), os.path.join(scratch, "serve.log"))
     pages = {"job": (f"job page ({n:,} datums, 1% failed)", f"/jobs/{job}?pipeline=wide"),
              "sparse": (f"job page ({n:,} datums, 3 failed)", f"/jobs/{sparse}?pipeline=wide"),
              "dir": (f"directory page ({n:,} files)", "/repos/big/tree?path=/dir")}

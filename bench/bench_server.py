@@ -23,11 +23,11 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import time
 
 import harness as h
 from harness import Context, Figure, Run
+from served import Served
 
 BENCHMARKS = {}
 LIMIT = 120.0  # seconds a part may take before its clients stop where they are
@@ -44,46 +44,9 @@ def _sizes(ctx: Context) -> dict:
     return {"clients": 16, "commits": 100, "serial": 400, "reads": 100, "files": 10_000, "job_datums": 64}
 
 
-class _Server:
-    """`dpl serve --listen 127.0.0.1:0` on a store; the address is read from its log."""
-
-    def __init__(self, ctx: Context, store: str):
-        self.log = os.path.join(ctx.scratch("serve-log"), "serve.log")
-        self.proc = subprocess.Popen(h.dpl_cmd("serve", "--listen", "127.0.0.1:0", "--store", store, "--poll", "0.5"),
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for line in open(self.log, "rb").read().splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "server.listening":
-                    self.url = event["address"]
-                    self._healthy()
-                    return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise h.CommandFailed("dpl serve did not start:\n" + open(self.log, errors="replace").read()[-2000:])
-
-    def _healthy(self) -> None:
-        import httpx
-
-        for _ in range(200):
-            try:
-                if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def _server(ctx: Context, store: str) -> Served:
+    """`dpl serve` on `store`, its jobs polled every 0.5 s."""
+    return Served(store, os.path.join(ctx.scratch("serve-log"), "serve.log"), "--poll", "0.5")
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -185,7 +148,7 @@ def commits(ctx: Context) -> None:
 
     repos = [f"c{i:02d}" for i in range(size["clients"])]
     path = h.new_store(os.path.join(ctx.scratch("commits-served"), "store"), *repos, metadata=ctx.new_metadata())
-    server = _Server(ctx, path)
+    server = _server(ctx, path)
     try:
         per_client, wall = _in_clients(size["clients"], _committer, [(server.url, r, size["commits"]) for r in repos])
     finally:
@@ -236,7 +199,7 @@ def reads(ctx: Context) -> None:
     sec.add("embedded", _figure(f"embedded serial: {len(latencies)} reads", wall, f"{len(latencies) / wall:.0f} reads/s"))
     _latencies(sec, "embedded get-file", latencies)
 
-    server = _Server(ctx, path)
+    server = _server(ctx, path)
     try:
         import dpl
 
@@ -274,7 +237,7 @@ def reads_while_committing(ctx: Context) -> None:
     store.close()
     names = sorted(files)
     plan = [[names[(c * 37 + i) % len(names)] for i in range(size["reads"] * 2)] for c in range(readers)]
-    server = _Server(ctx, path)
+    server = _server(ctx, path)
     try:
         (commit_lat, commit_wall), (read_lat, read_wall) = _in_groups([
             (_committer, [(server.url, r, size["commits"]) for r in repos]),
@@ -337,7 +300,7 @@ def put_many(ctx: Context) -> None:
     sec.add("embedded", _figure(f"embedded: put {n:,} files", embedded, f"{n / embedded:.0f} files/s"))
 
     path = h.new_store(os.path.join(ctx.scratch("put-served"), "store"), "many", metadata=ctx.new_metadata())
-    server = _Server(ctx, path)
+    server = _server(ctx, path)
     try:
         import dpl
 
