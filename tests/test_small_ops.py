@@ -51,7 +51,7 @@ def test_a_dead_writers_registration_is_reported_and_an_old_format_one_still_rea
 
     gone = os.path.join(directory, f"{socket.gethostname()}:{dead}:deadbeef")
     open(gone, "w").close()
-    old = os.path.join(directory, f"elsewhere:1:cafe0000")  # another machine's writer, as dpl 0.1 wrote it
+    old = os.path.join(directory, "elsewhere:1:cafe0000")  # another machine's writer, as dpl 0.1 wrote it
     with open(old, "w") as f:
         f.write("1234.5")
     starts, dead_files = writers.live_writers(s)

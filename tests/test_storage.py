@@ -7,7 +7,6 @@ import os
 import signal
 import time
 
-import pytest
 
 from dpl.engine import Store
 from dpl.engine.files import plan_sources
