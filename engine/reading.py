@@ -39,26 +39,32 @@ class FileReader:
 
     def __init__(self, chunks: ChunkStore, repos: Repos):
         self.chunks, self.repos = chunks, repos
-        self._table_cache: dict[tuple, pa.Table] = {}  # the last commit's merged table
+        # The last commit read: its merged table and a binary search over its
+        # paths.  Replaced whole (never cleared then filled), so threads of a
+        # server reading at once never see it half-made.
+        self._last: tuple[tuple, pa.Table, index.SortedPaths] | None = None
         self._chunk_cache: dict[bytes, bytes] = {}  # the last few verified chunks
 
     def clear_caches(self) -> None:
         """Drop the cached table and chunks (after a repair rewrote what they came from)."""
-        self._table_cache.clear()
+        self._last = None
         self._chunk_cache.clear()
 
     def commit_table(self, commit: Commit) -> pa.Table:
         """Every file of a commit (open commits: parent + writes so far)."""
+        return self._merged(commit)[1]
+
+    def _merged(self, commit: Commit) -> tuple[tuple, pa.Table, index.SortedPaths]:
         layers = commit.layers
         if commit.state == "open":
             parent = self.repos.get_commit(commit.repo, commit.parent).layers if commit.parent else []
             layers = parent + commit.delta
         key = (commit.repo, commit.id, tuple(layers))
-        cache = self._table_cache
-        if key not in cache:
-            cache.clear()
-            cache[key] = index.merge([index.read_layer(self.chunks, l) for l in layers])
-        return cache[key]
+        last = self._last
+        if last is None or last[0] != key:
+            table = index.merge([index.read_layer(self.chunks, l) for l in layers])
+            last = self._last = (key, table, index.SortedPaths(table["path"]))
+        return last
 
     def file_table(self, repo: str, ref: str | None) -> tuple[Commit, pa.Table]:
         commit = self.repos.resolve_commit(repo, ref)
@@ -163,14 +169,16 @@ class FileReader:
         return bytes(out)
 
     def file_row(self, repo: str, ref: str | None, path: str) -> dict:
-        commit, table = self.file_table(repo, ref)
+        _, table, paths = self._merged(self.repos.resolve_commit(repo, ref))
         path = normalize_path(path)
-        rows = index.lookup([table], [path])  # a binary search, not a scan of every path
-        if rows.num_rows == 0:
+        # The merged table is sorted and holds no tombstones: one binary search
+        # finds the row (a server answers many get-files from one commit).
+        i = paths.find(path)
+        if i is None:
             if index.under([table], path).num_rows:
                 raise FileNotFound(f"{repo}@{ref or 'master'}:{path} is a directory.", hint="Pass -r to get a directory.")
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        return rows.to_pylist()[0]
+        return table.slice(i, 1).to_pylist()[0]
 
     def file_pieces(self, repo: str, ref: str | None, path: str) -> Iterator[memoryview]:
         row = self.file_row(repo, ref, path)

@@ -147,14 +147,14 @@ class Repos:
 
     def resolve_commit(self, repo: str, ref: str | None = None, *, allow_open: bool = False) -> Commit:
         """A branch, a commit id or unique prefix, with optional `^`/`~n`."""
-        self.repo(repo)
         base, depth = refs.split_ancestry(ref or "master")
-        branch = repo_rows.branch(self.db, repo, base)
+        branch = repo_rows.branch(self.db, repo, base)  # a branch implies its repo: the usual ref costs no repo lookup
         if branch is not None:
             if branch.head is None:
                 raise CommitNotFound(f"Branch {base!r} of repo {repo!r} has no commits yet.", hint="Put a file first.")
             commit = self.get_commit(repo, branch.head)
         else:
+            self.repo(repo)
             commit = self.commit_by_prefix(repo, base)
         for _ in range(depth):
             if commit.parent is None:

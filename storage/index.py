@@ -331,7 +331,7 @@ def _few(k: int, n: int) -> bool:
     return k * max(n.bit_length(), 1) * 100 < n
 
 
-class _Sorted:
+class SortedPaths:
     """Binary search over a sorted string column, one scalar read per probe.
 
     Arrow orders strings by their UTF-8 bytes, which is also the order of
@@ -373,7 +373,7 @@ def _after_dir(directory: str) -> str:
 def _overlay(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa.Table:
     """`newer` (few rows) laid over `older`: zero-copy slices of `older`
     between the newer rows, skipping the rows they replace or delete."""
-    index = _Sorted(older["path"])
+    index = SortedPaths(older["path"])
     pieces = []
     pos = 0  # rows of `older` before this are placed (or dropped)
     run = None  # start of the current run of newer rows to emit
@@ -426,7 +426,7 @@ def _dir_tombstones(table: pa.Table) -> pa.Table:
 def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
     """The rows of one layer at exactly these (sorted, unique) paths."""
     if _few(len(paths), table.num_rows):
-        index = _Sorted(table["path"])
+        index = SortedPaths(table["path"])
         found = [i for i in map(index.find, paths) if i is not None]
         if len(found) <= 1:  # the usual lookup: a zero-copy slice, not a take of every column
             return table.slice(found[0] if found else 0, len(found))
@@ -440,7 +440,7 @@ def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
 
 def _range(table: pa.Table, lo_key: str, hi_key: str) -> pa.Table:
     """The rows of one layer with lo_key <= path < hi_key."""
-    index = _Sorted(table["path"])
+    index = SortedPaths(table["path"])
     lo = index.lower(lo_key)
     return table.slice(lo, index.lower(hi_key, lo) - lo)
 
@@ -495,7 +495,7 @@ def path_collision(base: list[pa.Table], delta: list[pa.Table]) -> tuple[str, st
         return path not in gone and not path.startswith(gone_dirs)
 
     def beneath(directory: str) -> str:
-        return files[_Sorted(files).lower(directory + "/")].as_py()
+        return files[SortedPaths(files).lower(directory + "/")].as_py()
 
     # 1. A new file below a path that is (or stays) a file.
     dirs = _ancestors(files)
@@ -513,7 +513,7 @@ def path_collision(base: list[pa.Table], delta: list[pa.Table]) -> tuple[str, st
     # dozen Arrow calls of ~20 us each, whatever its size): so a few new
     # files are probed even in a small base.
     if _few(len(files), sum(t.num_rows for t in base) + 20_000):
-        probes = [_Sorted(t["path"]) for t in base]
+        probes = [SortedPaths(t["path"]) for t in base]
         candidates = [f for f in files.to_pylist() if any(_starts_at(s, f + "/") for s in probes)]
     else:
         candidates = files.filter(pc.is_in(files, value_set=_ancestors(merge(base)["path"].combine_chunks()))).to_pylist()
@@ -524,7 +524,7 @@ def path_collision(base: list[pa.Table], delta: list[pa.Table]) -> tuple[str, st
     return None
 
 
-def _starts_at(index: _Sorted, prefix: str) -> bool:
+def _starts_at(index: SortedPaths, prefix: str) -> bool:
     """Whether some value of the sorted column starts with `prefix`."""
     i = index.lower(prefix)
     return i < index.n and index[i].startswith(prefix)
