@@ -1,8 +1,8 @@
 """The `dpl serve` application: the Store behind FastAPI, plus the scheduler.
 
 `create_app(store)` wires the parts: the API routers (`api_data`,
-`api_pipelines`), the scheduler thread (started and stopped with the app's
-lifespan), one JSON log line and one metrics sample per request, /healthz
+`api_pipelines`), the scheduler's process (started and stopped with the
+app's lifespan), one JSON log line and one metrics sample per request, /healthz
 and /metrics.  Every `DplError` becomes a 4xx answer holding its one
 sentence and hint, as the CLI prints them; anything else is a 500 that says
 only that the server failed (the traceback goes to the server's log).
@@ -23,7 +23,7 @@ from . import api_auth, api_data, api_pipelines, api_uploads, console
 from .guard import gate_pages
 from .limits import BodyLimit
 from .observe import Metrics, log_event
-from .scheduler import Scheduler
+from .schedproc import SchedulerProcess
 from ..storage.errors import DplError
 
 API_VERSION = "v1"
@@ -59,7 +59,7 @@ def error_body(error: DplError) -> dict:
 def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedule: bool = True, grace: float = 30.0,
                workers: int = 1) -> FastAPI:
     metrics = Metrics(store)
-    scheduler = Scheduler(store, metrics, executor=executor, poll=poll, enabled=schedule, workers=workers)
+    scheduler = SchedulerProcess(store, metrics, executor=executor, poll=poll, enabled=schedule, workers=workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -2,9 +2,9 @@
 
 Uvicorn owns SIGTERM and SIGINT: it stops accepting connections, finishes
 the requests in flight, then runs the app's shutdown, which stops the
-scheduler (see `scheduler.Scheduler.stop`).  If a job outlives the grace
-period, the process exits anyway (`os._exit`: the datum threads would
-otherwise hold the interpreter open) and the job resumes at the next start.
+scheduler's process (see `schedproc.SchedulerProcess.stop`).  If a job
+outlives the grace period, that process exits anyway and the job resumes
+at the next start.
 """
 
 from __future__ import annotations
@@ -118,5 +118,3 @@ def serve(store_path: str | None, listen: str = DEFAULT_LISTEN, *, executor: str
     if gateway is not None:
         gateway.stop()
     sys.stderr.flush()
-    if app.state.scheduler.busy:
-        os._exit(0)  # a job outlived the grace period; its finished datums are recorded, it resumes at the next start

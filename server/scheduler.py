@@ -1,7 +1,8 @@
 """The server's scheduler: runs the jobs of every landed commit, ticks cron
 inputs, and resumes interrupted jobs, with nobody at a terminal.
 
-It is `dpl run --watch` made a thread: each round ticks the cron inputs that
+It is `dpl run --watch` made a thread, in a process of its own beside the
+API's (`schedproc`): each round ticks the cron inputs that
 are due (`Store.tick_due`) and runs every runnable job (`Store.run_jobs`,
 without waiting on jobs other live runners hold).  Jobs a killed process left
 `running` are taken over by the job runner itself once their owner is dead,
@@ -33,8 +34,10 @@ class Scheduler:
     run independent pipelines' jobs side by side.  Only the first worker
     ticks cron inputs."""
 
-    def __init__(self, store, metrics, *, executor: str | None = None, poll: float = 2.0, enabled: bool = True, workers: int = 1):
-        self.store, self.metrics, self.executor, self.poll, self.enabled = store, metrics, executor, poll, enabled
+    def __init__(self, store, report, *, executor: str | None = None, poll: float = 2.0, enabled: bool = True, workers: int = 1):
+        # `report` is told what the server reports: `commit(repo)` and `job(pipeline, state)` (metrics),
+        # `up(bool)`, and `progress(rounds, busy)` after each round and as a job starts.
+        self.store, self.report, self.executor, self.poll, self.enabled = store, report, executor, poll, enabled
         self.workers = max(1, workers)
         self._wakes = [threading.Event() for _ in range(self.workers)]
         self._stop = threading.Event()
@@ -64,7 +67,7 @@ class Scheduler:
             thread = threading.Thread(target=self._loop, args=(n,), name=f"dpl-scheduler-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.metrics.scheduler_up.set(1)
+        self.report.up(True)
 
     def wake(self) -> None:
         for event in self._wakes:
@@ -75,7 +78,7 @@ class Scheduler:
         True when nothing was left running."""
         self._stop.set()
         self.wake()
-        self.metrics.scheduler_up.set(0)
+        self.report.up(False)
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -92,12 +95,13 @@ class Scheduler:
             except Exception as e:  # a bad round must not end the server's scheduling
                 log_event("scheduler.error", worker=n, error=f"{type(e).__name__}: {e}")
             self.rounds += 1
+            self.report.progress(self.rounds, self.busy)
             wake.wait(self._pause() if n == 0 else self.poll)
 
     def _round(self, n: int) -> None:
         store = self.store
         for ci, commit in store.tick_due() if n == 0 else ():
-            self.metrics.commits.labels(ci.repo).inc()
+            self.report.commit(ci.repo)
             log_event("cron.tick", pipeline=ci.pipeline, input=ci.name, repo=ci.repo, commit=commit.id)
             self.wake()  # the other workers may take the jobs the tick started
         if self._stop.is_set():
@@ -110,14 +114,15 @@ class Scheduler:
         if not job_rows.any_unfinished(store.db):
             return
         self._busy[n] = True
+        self.report.progress(self.rounds, True)
         try:
             # Pipelines act with their creators' rights: jobs of one whose creator lost read on an input do not run.
             for pipeline, job_id, why in store.auth.gate_jobs():
                 log_event("job.end", pipeline=pipeline, job=job_id, state="unrunnable", error=why)
             for job in store.run_jobs(None, executor=self.executor, progress=self._progress, wait=False):
-                self.metrics.jobs_run.labels(job["pipeline"], job["state"]).inc()
+                self.report.job(job["pipeline"], job["state"])
                 if job.get("output_commit"):
-                    self.metrics.commits.labels(job["pipeline"]).inc()
+                    self.report.commit(job["pipeline"])
                 self._started.discard((job["pipeline"], job["id"]))
                 log_event("job.end", pipeline=job["pipeline"], job=job["id"], state=job["state"], processed=job["processed"],
                           skipped=job["skipped"], failed=job["failed"], duration=job["duration"],
