@@ -98,11 +98,15 @@ class Auth:
         self.db = db
         self._verified: dict[tuple[str, str], bytes] = {}  # (token id, stored hash) -> sha256 of its secret
         self._lock = threading.Lock()
+        self._on = False
 
     # ------------------------------------------------------------ users
 
     def active(self) -> bool:
-        return rows.any_user(self.db)
+        # Once on, auth stays on (the last admin cannot be deleted): only "off" is asked again.
+        if not self._on:
+            self._on = rows.any_user(self.db)
+        return self._on
 
     def activate(self, name: str = "admin") -> dict:
         """Turn auth on: the first user, an admin, and a token for it (shown once)."""
@@ -300,7 +304,7 @@ class Auth:
         cron = {ci.repo for ci in spec.cron_inputs()}
         for repo, _ in spec.input_repos():
             if repo not in cron:
-                self.require(who, repo, "reader", f"create a pipeline reading it")
+                self.require(who, repo, "reader", "create a pipeline reading it")
         if spec.transform.get("secrets"):
             self.require_admin(who, "create a pipeline that reads secrets")
 

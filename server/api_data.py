@@ -3,7 +3,8 @@
 Each handler parses its request and makes one call to the Store (the same
 public methods the embedded CLI calls); what it returns goes out through
 `wire.plain`.  Handlers are plain `def`s, run on the server's thread pool,
-because the Store blocks.  Bodies stream both ways: an upload is spooled to
+because the Store blocks (a small get-file from a store on this machine is
+the exception: see `get_content`).  Bodies stream both ways: an upload is spooled to
 the store's disk as it arrives (never held in memory) and a download is sent
 chunk by chunk, from the byte a Range header asks for.
 """
@@ -58,13 +59,28 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 # (commits holding the GIL, a busy machine) those waits, not the reading, were
 # most of a small get-file's time.
 WHOLE = 1 << 20
+# A put of a file up to this size (by its Content-Length) is held in memory;
+# a bigger one is spooled to the store's disk as it arrives.
+IN_MEMORY = 1 << 20
 
 
 @router.get("/repos/{repo}/content", tags=["files"], response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "The bytes of a Range."}})
 async def get_content(request: Request, repo: str, path: str, ref: Optional[str] = None):
     """A file's bytes, streamed; one `Range: bytes=a-b` (or `a-`, `-n`) gives a 206."""
-    return await run_in_threadpool(_content, _store(request), repo, path, ref, request.headers.get("range"))
+    store = _store(request)
+    if on_this_machine(store):
+        # The lookup and a small file's bytes come from this machine's memory and
+        # disk: answered on the event loop, they cost less than the trip to a pool
+        # thread and back, and the pool would not run them beside other requests
+        # anyway (they hold the interpreter lock).  Big files still stream from the pool.
+        return _content(store, repo, path, ref, request.headers.get("range"))
+    return await run_in_threadpool(_content, store, repo, path, ref, request.headers.get("range"))
+
+
+def on_this_machine(store) -> bool:
+    """Whether the store's reads never wait on the network (local chunks, SQLite metadata)."""
+    return not store.chunks.remote and store.db.dialect == "sqlite"
 
 
 def _content(store, repo: str, path: str, ref: Optional[str], wanted: Optional[str]) -> Response:
@@ -97,6 +113,16 @@ async def put_content(request: Request, repo: str, path: str, branch: str = "mas
     """Put one file (the raw request body) at `path`, as one commit."""
     from ..engine.files import Source
 
+    length = request.headers.get("content-length", "")
+    if not append and length.isdigit() and int(length) <= IN_MEMORY:
+        # A small file (most puts) is held in memory and committed in one trip to
+        # the pool: no spool directory to make, write and remove.
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            raise _went_away() from None
+        commit = await run_in_threadpool(_store(request).put_bytes, repo, branch, {normalize_path(path): body}, description=description)
+        return _landed(request, commit)
     work = await run_in_threadpool(_upload_dir, request)
     try:
         await _spool(request, work / "body")
@@ -321,9 +347,13 @@ async def _spool(request: Request, into: Path) -> int:
             if pending:
                 await run_in_threadpool(f.write, b"".join(pending))
     except ClientDisconnect:
-        raise DplError("The client went away before the upload ended; nothing was committed.",
-                       hint="Send it again: a put lands only once its whole body has arrived.") from None
+        raise _went_away() from None
     return n
+
+
+def _went_away() -> DplError:
+    return DplError("The client went away before the upload ended; nothing was committed.",
+                    hint="Send it again: a put lands only once its whole body has arrived.")
 
 
 def _upload_dir(request: Request) -> Path:

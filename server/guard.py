@@ -115,13 +115,22 @@ def bearer(request: Request) -> str | None:
     return value.strip() if kind.lower() == "bearer" and value.strip() else None
 
 
-def guard(request: Request) -> None:
+async def guard(request: Request) -> None:
     """Authenticate the request and check its route's rule; the user goes to `request.state.user`."""
+    from starlette.concurrency import run_in_threadpool
+
     store = request.app.state.store
-    auth = store.auth
     request.state.user = None
-    if not auth.active():
-        return
+    # Whether auth is on is one indexed read of a local SQLite file (and, once
+    # on, remembered): asked here rather than on a pool thread, so that a
+    # server without users (on loopback) spends no thread trip on it.
+    on = store.auth.active() if store.db.dialect == "sqlite" else await run_in_threadpool(store.auth.active)
+    if on:
+        await run_in_threadpool(_check, request, store)
+
+
+def _check(request: Request, store) -> None:
+    auth = store.auth
     request.state.audited = True  # auth is on: the server's wrapper writes this request's audit row if it writes
     who = auth.authenticate(bearer(request))
     request.state.user = who

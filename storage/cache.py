@@ -47,6 +47,7 @@ class CachedStore(ChunkStore):
         # What the slow store can do for maintenance, a cache changes nothing about.
         self.tmp, self.trash = slow.tmp, slow.trash
         self.tells_ages, self.refreshes_age_on_reuse = slow.tells_ages, slow.refreshes_age_on_reuse
+        self.remote = slow.remote  # a miss goes to the slow store
 
     # ------------------------------------------------------------ maintenance
 

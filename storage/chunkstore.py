@@ -101,6 +101,9 @@ class ChunkStore(abc.ABC):
     # touches it; S3 does not rewrite it), so time alone tells a running
     # writer's objects from garbage and `delete_if_older` is safe.
     refreshes_age_on_reuse: bool = False
+    # True if a read may wait on the network: a server then reads from its
+    # thread pool, never on its event loop.
+    remote: bool = False
 
     def prefetch(self, oids: Iterable[bytes]) -> None:
         """Hint that `oids` will be read soon (a remote store fetches them in parallel)."""

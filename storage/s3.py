@@ -64,6 +64,7 @@ def parse_url(url: str) -> tuple[str, str]:
 
 class S3ChunkStore(ChunkStore):
     tells_ages = True  # by the server's clock; a reused object keeps its age
+    remote = True
 
     def __init__(self, url: str, *, workers: int = DEFAULT_WORKERS, retry_seconds: float | None = None):
         self.url = url.rstrip("/")
