@@ -92,6 +92,16 @@ def _store():
     return Store.open()
 
 
+def _reader():
+    """The store's file reader, made as `Files` makes its own: `Store.files`
+    would import engine/files.py, the writing half, whose modules a listing
+    never uses."""
+    from ..engine.reading import FileReader
+
+    s = _store()
+    return FileReader(s.chunks, s.repos)
+
+
 def _list_repo(args, flags, output: Output) -> None:
     render.table(_store().list_repos(), REPO_COLUMNS, output)
 
@@ -101,7 +111,7 @@ def _list_file(args, flags, output: Output) -> None:
 
     with hidden("numpy"):
         ref = refs.parse(args[0], default_path="/")
-        entries = _store().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
+        entries = _reader().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
         render.table(entries, FILE_COLUMNS, output)
 
 
@@ -109,12 +119,15 @@ def _diff_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
     with hidden("numpy"):
-        from ..engine.files import within
-
         a = refs.parse(args[0])
         b = refs.parse(args[1]) if len(args) > 1 else None
-        diff = _store().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
-        render.table(within(diff, a.path or (b.path if b else None)), DIFF_COLUMNS, output)
+        diff = _reader().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
+        path = a.path or (b.path if b else None)
+        if path:
+            from ..engine.files import within
+
+            diff = within(diff, path)
+        render.table(diff, DIFF_COLUMNS, output)
 
 
 # The columns of cli/main.py's list-file and diff-file.

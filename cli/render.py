@@ -149,34 +149,51 @@ def _arrow_cells(rows, key: str, fmt):
     A string column stays in Arrow ("-" for nulls); any other goes through
     its formatter (or str) in Python, once per distinct value."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    from ..storage import arrowcols
+    from ..storage import arrowcompute as pc  # not pyarrow.compute: its import costs more than a listing
+
+    # Text arguments are typed Arrow scalars (arrowcols): a bare str has its
+    # type inferred, and the first inference imports dateutil (~5 ms).
     if key not in rows.column_names:
-        return pa.repeat(pa.scalar("-"), rows.num_rows)
+        return arrowcols.repeated("-", rows.num_rows)
     column = rows.column(key)
     if fmt is None and pa.types.is_string(column.type):
-        return pc.fill_null(column, "-").combine_chunks()
+        return pc.coalesce(column, arrowcols.string("-")).combine_chunks()
     # Each distinct value is formatted once, in Python; Arrow spreads the
     # cells back over the rows (a listing repeats sizes and times a lot).
     column = column.combine_chunks()
     distinct = pc.unique(column)
     cells = pa.array([(fmt or _plain)(v) for v in distinct.to_pylist()], pa.string())
-    return cells.take(pc.index_in(column, value_set=distinct))
+    return pc.take(cells, pc.index_in(column, value_set=distinct))
 
 
 def _plain_columns(headers: list[str], cols) -> None:
     """Aligned plain text from Arrow columns of cells, padded and joined by
     Arrow (100,000 rows in milliseconds instead of a Python loop per cell)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    from ..storage import arrowcols
+    from ..storage import arrowcompute as pc
 
     widths = [max(len(h), pc.max(pc.utf8_length(col)).as_py() or 0) for h, col in zip(headers, cols)]
     padded = [pc.utf8_rpad(col, width=w) for col, w in zip(cols[:-1], widths)]
-    lines = pc.utf8_rtrim(pc.binary_join_element_wise(*padded, cols[-1], "  "), characters=" ")
+    lines = pc.utf8_rtrim(pc.binary_join_element_wise(*padded, cols[-1], arrowcols.string("  ")), characters=" ")
     header = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
-    one = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines)
-    body = pc.binary_join(one, "\n")[0].as_py() if len(lines) else ""
-    sys.stdout.write(header + "\n" + (body + "\n" if len(lines) else ""))
+    sys.stdout.write(header + "\n")
+    if not len(lines):
+        return
+    one = pa.ListArray.from_arrays(arrowcols.int32s([0, len(lines)]), lines)
+    body = pc.binary_join(one, arrowcols.string("\n"))[0]
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None or (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        sys.stdout.write(body.as_py() + "\n")
+        return
+    # The body's UTF-8 bytes go out as they lie in Arrow's buffer: decoding
+    # them to one str and encoding it back costs more than the join.
+    sys.stdout.flush()
+    out.write(body.as_buffer())
+    out.write(b"\n")
 
 
 def _plain_table(headers: list[str], cells: Iterable[list[str]]) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import bisect
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..storage import arrowcols, index
+from ..storage import arrowcompute as pc  # not pyarrow.compute: its import costs more than a listing
 
 ENTRY_SCHEMA = pa.schema([("path", pa.string()), ("type", pa.string()), ("size", pa.int64()), ("hash", pa.string())])
 
@@ -77,7 +77,7 @@ def dir_page(sub: pa.Table, prefix: str, after: str | None, limit: int) -> tuple
             step = pos + j + 1
         pos = step
     files = [start for key, start, _ in found if not key.endswith("/")]
-    hashes = dict(zip(files, hex_column(sub["hash"].take(pa.array(files, pa.int64()))).to_pylist())) if files else {}
+    hashes = dict(zip(files, hex_column(pc.take(sub["hash"], arrowcols.int64s(files))).to_pylist())) if files else {}
     sizes = sub["size"]
     table = pa.table({
         "path": pa.array([key.rstrip("/") for key, _, _ in found], pa.string()),
@@ -120,20 +120,20 @@ def group_runs(names, sizes, is_dir) -> pa.Table:
     names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
     new_run = pa.concat_arrays([arrowcols.bools([True]), pc.not_equal(names.slice(1), names.slice(0, n - 1))])
     starts = pc.cast(pc.indices_nonzero(new_run), pa.int64())
-    run_names = names.take(starts)
+    run_names = pc.take(names, starts)
     if not index.is_sorted_unique(run_names):
         grouped = (
             pa.table({"name": names, "size": sizes, "dir": is_dir})
             .group_by("name", use_threads=False)
             .aggregate([("size", "sum"), ("dir", "max")])
         )
-        return grouped.take(pc.sort_indices(grouped, [("name", "ascending")]))
+        return pc.take(grouped, pc.sort_indices(grouped, [("name", "ascending")]))
     ends = pa.concat_arrays([pc.subtract(starts.slice(1), arrowcols.int64(1)), arrowcols.int64s([n - 1])])
 
     def run_sums(values):
         total = pc.cumulative_sum(values)
-        before = pc.subtract(total.take(starts), values.take(starts))
-        return pc.subtract(total.take(ends), before)
+        before = pc.subtract(pc.take(total, starts), pc.take(values, starts))
+        return pc.subtract(pc.take(total, ends), before)
 
     dirs = run_sums(pc.cast(is_dir, pa.int64()))
     return pa.table({"name": run_names, "size_sum": run_sums(sizes), "dir_max": pc.greater(dirs, arrowcols.int64(0))})
@@ -145,11 +145,13 @@ def diff_tables(old: pa.Table, new: pa.Table) -> pa.Table:
     paths = pc.unique(pa.concat_arrays([old_paths, new_paths]))
     at_old = pc.index_in(paths, value_set=old_paths)
     at_new = pc.index_in(paths, value_set=new_paths)
-    old_hash, new_hash = old["hash"].take(at_old), new["hash"].take(at_new)
+    old_hash, new_hash = pc.take(old["hash"], at_old), pc.take(new["hash"], at_new)
     added = pc.is_null(at_old)
     deleted = pc.is_null(at_new)
     modified = pc.and_(pc.and_(pc.invert(added), pc.invert(deleted)), pc.not_equal(old_hash, new_hash))
-    change = pc.if_else(added, "added", pc.if_else(deleted, "deleted", pc.if_else(modified, "modified", None)))
-    j = pa.table({"path": paths, "change": change, "old_size": old["size"].take(at_old), "new_size": new["size"].take(at_new)})
-    j = j.filter(pc.is_valid(change))
-    return j.take(pc.sort_indices(j, [("path", "ascending")]))
+    # Typed scalars, not bare strs (whose inferred type would import dateutil).
+    word, none = arrowcols.string, pa.nulls(1, pa.string())[0]
+    change = pc.if_else(added, word("added"), pc.if_else(deleted, word("deleted"), pc.if_else(modified, word("modified"), none)))
+    j = pa.table({"path": paths, "change": change, "old_size": pc.take(old["size"], at_old), "new_size": pc.take(new["size"], at_new)})
+    j = pc.filter(j, pc.is_valid(change))
+    return pc.take(j, pc.sort_indices(j, [("path", "ascending")]))

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .commits import pc_sum
 from .listing import ENTRY_SCHEMA, diff_tables, dir_page, entries, group_runs, hex_column
 from .repos import Repos
 from ..storage import arrowcols, chunkstore, index, localfile
+from ..storage import arrowcompute as pc  # not pyarrow.compute: its import costs more than a listing
 from ..storage.chunkstore import ChunkStore, object_id
 from ..storage.errors import Corruption, FileNotFound
 from ..storage.local import LocalChunkStore
@@ -90,8 +89,8 @@ class FileReader:
         is_dir = pc.invert(pc.equal(first, rest))
         grouped = group_runs(first, sub["size"], is_dir)
         names = pc.binary_join_element_wise(arrowcols.string(prefix), grouped["name"], arrowcols.string(""))
-        files = sub.filter(pc.invert(is_dir))
-        hashes = files["hash"].take(pc.index_in(names, value_set=files["path"].combine_chunks()))
+        files = pc.filter(sub, pc.invert(is_dir))
+        hashes = pc.take(files["hash"], pc.index_in(names, value_set=files["path"].combine_chunks()))
         return pa.table(
             {
                 "path": names,
@@ -119,6 +118,7 @@ class FileReader:
 
     def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
         from . import globs
+        from .commits import pc_sum  # here: listing and diffing need none of engine/commits.py
 
         _, table = self.file_table(repo, ref)
         rows = []

@@ -19,7 +19,9 @@ either format, is read and written here, behind one cache.)
 pyarrow is imported when an index is first touched, not with this module:
 importing pyarrow (and numpy, which it loads) costs ~0.15 s, more than a
 whole `dpl list-repo` may take, and most commands never touch an index.
-`SCHEMA` and `EMPTY` are made on first use for the same reason.  Layers
+`SCHEMA` and `EMPTY` are made on first use for the same reason, and
+Arrow's compute functions are called through storage/arrowcompute.py (`pc`
+here), not pyarrow.compute, whose import alone costs a listing ~0.1 s.  Layers
 of few rows are stored in storage/smalllayer.py's format, which needs no
 pyarrow at all; `load_layer` returns one of those as it is, `read_layer`
 always an Arrow table, and both read either format.
@@ -33,6 +35,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from . import arrowcompute as pc
 from . import smalllayer
 from .chunkstore import ChunkStore, object_id
 from .errors import Corruption
@@ -57,10 +60,8 @@ class _OnFirstUse:
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.compute as pc
 else:
     pa = _OnFirstUse("pyarrow", "pa")
-    pc = _OnFirstUse("pyarrow.compute", "pc")
 
 MAX_LAYERS = 8
 # Below this size a table object is read whole: mapping a small file costs
@@ -143,7 +144,7 @@ def sort_unique(table: pa.Table) -> pa.Table:
     import numpy as np  # here: listing and diffing never sort, and the CLI starts faster without numpy
 
     table = table.append_column("_order", pa.array(np.arange(table.num_rows)))
-    table = table.take(pc.sort_indices(table, [("path", "ascending"), ("_order", "descending")]))
+    table = pc.take(table, pc.sort_indices(table, [("path", "ascending"), ("_order", "descending")]))
     return _first_of_each_path(table).drop_columns(["_order"])
 
 
@@ -151,9 +152,11 @@ def _first_of_each_path(table: pa.Table) -> pa.Table:
     paths = table["path"]
     if len(paths) < 2:
         return table
+    from . import arrowcols  # not pa.array: it imports pandas
+
     differs = pc.not_equal(paths.slice(1), paths.slice(0, len(paths) - 1))
-    mask = pa.concat_arrays([pa.array([True], pa.bool_())] + differs.chunks)
-    return table.filter(mask)
+    mask = pa.concat_arrays([arrowcols.bools([True])] + differs.chunks)
+    return pc.filter(table, mask)
 
 
 def write_layer(store: ChunkStore, table: pa.Table) -> Layer:
@@ -317,7 +320,7 @@ def merge(tables: list[pa.Table], *, keep_tombstones: bool = False) -> pa.Table:
         return _empty()
     merged = tables[0]
     if not keep_tombstones and pc.any(merged["deleted"]).as_py():
-        merged = merged.filter(pc.invert(merged["deleted"]))
+        merged = pc.filter(merged, pc.invert(merged["deleted"]))
     for newer in tables[1:]:
         if _few(newer.num_rows, merged.num_rows):
             merged = _overlay(merged, newer, keep_tombstones)
@@ -410,17 +413,17 @@ def _merge_sorted(older: pa.Table, newer: pa.Table, keep_tombstones: bool) -> pa
     for d in _dir_tombstones(newer)["path"].to_pylist():
         keep = pc.and_(keep, pc.invert(pc.starts_with(older["path"], d)))
     if not keep_tombstones and pc.any(newer["deleted"]).as_py():
-        newer = newer.filter(pc.invert(newer["deleted"]))
-    merged = pa.concat_tables([older.filter(keep), newer])
-    return merged.take(pc.sort_indices(merged, [("path", "ascending")]))
+        newer = pc.filter(newer, pc.invert(newer["deleted"]))
+    merged = pa.concat_tables([pc.filter(older, keep), newer])
+    return pc.take(merged, pc.sort_indices(merged, [("path", "ascending")]))
 
 
 def _dir_tombstones(table: pa.Table) -> pa.Table:
     """The rows of a layer that delete a whole directory."""
     if not pc.any(table["deleted"]).as_py():  # a bitmap scan: most layers delete nothing
         return table.slice(0, 0)
-    dead = table.filter(table["deleted"])
-    return dead.filter(pc.ends_with(dead["path"], "/"))
+    dead = pc.filter(table, table["deleted"])
+    return pc.filter(dead, pc.ends_with(dead["path"], "/"))
 
 
 def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
@@ -432,10 +435,10 @@ def _rows(table: pa.Table, paths: list[str]) -> pa.Table:
             return table.slice(found[0] if found else 0, len(found))
         from . import arrowcols  # not pa.array: it imports pandas
 
-        return table.take(arrowcols.int64s(found))
+        return pc.take(table, arrowcols.int64s(found))
     from . import arrowcols
 
-    return table.filter(pc.is_in(table["path"], value_set=arrowcols.strings(paths)))
+    return pc.filter(table, pc.is_in(table["path"], value_set=arrowcols.strings(paths)))
 
 
 def _range(table: pa.Table, lo_key: str, hi_key: str) -> pa.Table:
@@ -452,7 +455,7 @@ def _with_tombstones(table: pa.Table, subset: pa.Table) -> pa.Table:
     if not dirs.num_rows:
         return subset
     both = pa.concat_tables([dirs, subset])
-    return _first_of_each_path(both.take(pc.sort_indices(both, [("path", "ascending")])))
+    return _first_of_each_path(pc.take(both, pc.sort_indices(both, [("path", "ascending")])))
 
 
 def lookup(tables: list[pa.Table], paths) -> pa.Table:

@@ -109,3 +109,85 @@ def test_version_names_the_installed_distribution():
     from importlib.metadata import version
 
     assert dpl("--version").stdout.decode() == f"dpl {version('dpl')}\n"
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory):
+    """An Arrow layer of 3,001 files, then a directory deleted (a tombstone
+    layer), then a file changed, one added and one deleted; and the files
+    each commit holds, as a dict."""
+    s = Store.init(tmp_path_factory.mktemp("layered") / "store", durable=False)
+    s.create_repo("r")
+    files = {f"/d{i % 5}/f{i:05d}": b"x" * (i % 9) for i in range(3000)} | {"/top.txt": b"top"}
+    s.put_bytes("r", "master", files)
+    s.delete_files("r", "master", ["/d3"])
+    gone = {p: b for p, b in files.items() if p.startswith("/d3/")}
+    after_delete = {p: b for p, b in files.items() if p not in gone}
+    s.put_bytes("r", "master", {"/d1/f00001": b"changed", "/d5/new": b"new"})
+    s.delete_files("r", "master", ["/d0/f00005"])
+    last = {p: b for p, b in after_delete.items() if p != "/d0/f00005"} | {"/d1/f00001": b"changed", "/d5/new": b"new"}
+    return s, after_delete, gone, last
+
+
+def _rendered(capsys, rows: list[dict], columns) -> bytes:
+    """What the renderer prints for rows given as dicts (its Python path, not the Arrow one)."""
+    from dpl.cli import render
+
+    capsys.readouterr()
+    render.table(rows, columns, render.Output.table)
+    return capsys.readouterr().out.encode()
+
+
+def test_list_file_and_diff_file_print_what_plain_python_computes(layered, capsys):
+    """Directory sizes, a deleted directory's tombstone and a diff that deletes
+    a directory, through the CLI's Arrow path, against the same listings
+    worked out in Python from the files each commit holds."""
+    from dpl.cli.fast import DIFF_COLUMNS, FILE_COLUMNS
+
+    s, after_delete, gone, last = layered
+
+    def hash_of(path):
+        return s.file_row("r", "master", path)["hash"].hex()
+
+    top: dict[str, dict] = {}
+    for path, data in sorted(last.items()):
+        name, _, rest = path[1:].partition("/")
+        entry = top.setdefault("/" + name, {"path": "/" + name, "type": "dir" if rest else "file", "size": 0,
+                                           "hash": None if rest else hash_of(path)})
+        entry["size"] += len(data)
+    assert "/d3" not in top and top["/d5"]["size"] == 3
+    assert dpl("list-file", "r@master", store=s.root).stdout == _rendered(capsys, list(top.values()), FILE_COLUMNS)
+    d1 = [{"path": p, "type": "file", "size": len(b), "hash": hash_of(p)} for p, b in sorted(last.items()) if p.startswith("/d1/")]
+    assert dpl("list-file", "r@master:/d1", store=s.root).stdout == _rendered(capsys, d1, FILE_COLUMNS)
+    everything = [{"path": p, "type": "file", "size": len(b), "hash": hash_of(p)} for p, b in sorted(last.items())]
+    assert dpl("list-file", "-r", "r@master", store=s.root).stdout == _rendered(capsys, everything, FILE_COLUMNS)
+
+    deleted = [{"change": "deleted", "path": p, "old_size": len(b), "new_size": None} for p, b in sorted(gone.items())]
+    assert len(deleted) == 600
+    assert dpl("diff-file", "r@master^^", store=s.root).stdout == _rendered(capsys, deleted, DIFF_COLUMNS)
+    changes = [{"change": "modified", "path": "/d1/f00001", "old_size": 1, "new_size": 7},
+               {"change": "added", "path": "/d5/new", "old_size": None, "new_size": 3}]
+    assert dpl("diff-file", "r@master^", store=s.root).stdout == _rendered(capsys, changes, DIFF_COLUMNS)
+    since = [{"change": "deleted", "path": "/d0/f00005", "old_size": 5, "new_size": None}] + changes
+    since.sort(key=lambda r: r["path"])
+    assert dpl("diff-file", "r@master", "r@master^^", store=s.root).stdout == _rendered(capsys, since, DIFF_COLUMNS)
+    assert len(after_delete) == 2401
+
+
+def test_listing_and_diffing_import_neither_pyarrow_compute_nor_dateutil(layered):
+    """pyarrow.compute costs ~0.1 s to import, a third of a listing's CPU
+    (issue 12); dateutil (~5 ms) comes with the first str whose Arrow type
+    pyarrow infers.  The deleted directory puts a tombstone in the diff's way."""
+    import os
+    import subprocess
+    import sys
+
+    s = layered[0]
+    for args in (["list-file", "r@master"], ["list-file", "-r", "r@master"], ["diff-file", "r@master^^"],
+                 ["diff-file", "r@master"], ["list-file", "r@master:/d1"]):
+        code = (f"import sys; sys.argv = ['dpl', *{args!r}]\nfrom dpl.cli import run\nrun()\n"
+                "print(sorted(m for m in ('pyarrow.compute', 'dateutil', 'numpy') if m in sys.modules), file=sys.stderr)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, DPL_STORE=str(s.root)))
+        assert out.returncode == 0 and out.stderr.strip() == "[]", (args, out.stderr)
+        assert out.stdout.count("\n") > 1
