@@ -159,7 +159,7 @@ def _arrow_cells(rows, key: str, fmt):
         return arrowcols.repeated("-", rows.num_rows)
     column = rows.column(key)
     if fmt is None and pa.types.is_string(column.type):
-        return pc.coalesce(column, arrowcols.string("-")).combine_chunks()
+        return (pc.coalesce(column, arrowcols.string("-")) if column.null_count else column).combine_chunks()
     # Each distinct value is formatted once, in Python; Arrow spreads the
     # cells back over the rows (a listing repeats sizes and times a lot).
     column = column.combine_chunks()

@@ -18,10 +18,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from .listing import ENTRY_SCHEMA, diff_tables, dir_page, entries, group_runs, hex_column
+from .listing import ENTRY_SCHEMA, diff_tables, dir_entries, dir_page, entries
 from .repos import Repos
-from ..storage import arrowcols, chunkstore, index, localfile
-from ..storage import arrowcompute as pc  # not pyarrow.compute: its import costs more than a listing
+from ..storage import chunkstore, index, localfile
 from ..storage.chunkstore import ChunkStore, object_id
 from ..storage.errors import Corruption, FileNotFound
 from ..storage.local import LocalChunkStore
@@ -71,50 +70,32 @@ class FileReader:
 
     def list_files(self, repo: str, ref: str | None, path: str = "/", *, recursive: bool = False) -> pa.Table:
         """Entries under a directory: path, type (file/dir), size, hash (hex)."""
-        commit, table = self.file_table(repo, ref)
-        path = normalize_path(path, allow_root=True)
-        # The table is sorted by path: a file or a directory is found by binary search.
-        exact = index.lookup([table], [path]) if path != "/" else table.slice(0, 0)
-        if exact.num_rows:
-            return entries(exact)
-        prefix = "/" if path == "/" else path + "/"
-        sub = index.under([table], prefix) if path != "/" else table
-        if sub.num_rows == 0 and path != "/":
-            raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        if recursive:
-            return entries(sub)
-        # Direct children: the first path component below the prefix.
-        rest = pc.utf8_slice_codeunits(sub["path"], len(prefix))
-        first = pc.list_element(pc.split_pattern(rest, "/", max_splits=1), arrowcols.int64(0))
-        is_dir = pc.invert(pc.equal(first, rest))
-        grouped = group_runs(first, sub["size"], is_dir)
-        names = pc.binary_join_element_wise(arrowcols.string(prefix), grouped["name"], arrowcols.string(""))
-        files = pc.filter(sub, pc.invert(is_dir))
-        hashes = pc.take(files["hash"], pc.index_in(names, value_set=files["path"].combine_chunks()))
-        return pa.table(
-            {
-                "path": names,
-                "type": pc.if_else(grouped["dir_max"], arrowcols.string("dir"), arrowcols.string("file")),
-                "size": grouped["size_sum"],
-                "hash": hex_column(hashes),
-            }
-        )
+        rows, prefix = self._rows_at(repo, ref, path)
+        return entries(rows) if recursive or prefix is None else dir_entries(rows, prefix)
 
     def list_page(self, repo: str, ref: str | None, path: str = "/", *, after: str | None = None,
                   limit: int = 50) -> tuple[pa.Table, str | None]:
         """One page of `list_files` (the same entries; a directory sorts as "name/"): up to
         `limit` entries after the key `after`, and the key to pass for the next page (None
         at the end).  It costs the rows of its own entries, not those of the directory."""
-        commit, table = self.file_table(repo, ref)
+        rows, prefix = self._rows_at(repo, ref, path)
+        return (entries(rows), None) if prefix is None else dir_page(rows, prefix, after, limit)
+
+    def _rows_at(self, repo: str, ref: str | None, path: str) -> tuple[pa.Table, str | None]:
+        """(the file `path` as a one-row table, None), or (every file under the
+        directory `path`, its prefix ending in /)."""
+        _, table = self.file_table(repo, ref)
         path = normalize_path(path, allow_root=True)
-        exact = index.lookup([table], [path]) if path != "/" else table.slice(0, 0)
+        if path == "/":
+            return table, "/"
+        # The table is sorted by path: a file or a directory is found by binary search.
+        exact = index.lookup([table], [path])
         if exact.num_rows:
-            return entries(exact), None
-        prefix = "/" if path == "/" else path + "/"
-        sub = index.under([table], prefix) if path != "/" else table
-        if sub.num_rows == 0 and path != "/":
+            return exact, None
+        sub = index.under([table], path + "/")
+        if sub.num_rows == 0:
             raise FileNotFound(f"{repo}@{ref or 'master'}:{path} does not exist.", hint=f"See `dpl list-file {repo}@{ref or 'master'}`.")
-        return dir_page(sub, prefix, after, limit)
+        return sub, path + "/"
 
     def glob_files(self, repo: str, ref: str | None, pattern: str) -> pa.Table:
         from . import globs

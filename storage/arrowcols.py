@@ -14,6 +14,8 @@ from itertools import accumulate
 
 import pyarrow as pa
 
+from . import arrowcompute
+
 
 def _offsets(lengths: list[int]) -> pa.Buffer:
     return pa.py_buffer(array("i", [0, *accumulate(lengths)]))
@@ -36,8 +38,16 @@ def strings(values: list[str]) -> pa.Array:
 def repeated(text: str, n: int) -> pa.Array:
     """`n` copies of `text` as a string column (one encoding, not n)."""
     data = text.encode()
-    offsets = array("i", range(0, len(data) * n + 1, len(data)) if data else [0] * (n + 1))
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
+    return fixed_width_strings(data * n, len(data), n)
+
+
+def fixed_width_strings(data: bytes, width: int, n: int) -> pa.Array:
+    """A string column of the `n` values of `width` bytes each laid end to end
+    in `data` (valid UTF-8 each).  Arrow sums their offsets: a Python range of
+    them costs ~50 ns a value, 5 ms for the hashes of a 100,000-file listing."""
+    steps = array("i", [0]) + array("i", [width]) * n
+    offsets = arrowcompute.cumulative_sum(pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(steps)]))
+    return pa.Array.from_buffers(pa.string(), n, [None, offsets.buffers()[1], pa.py_buffer(data)])
 
 
 def int64s(values: list[int]) -> pa.Array:

@@ -191,3 +191,32 @@ def test_listing_and_diffing_import_neither_pyarrow_compute_nor_dateutil(layered
                              env=dict(os.environ, DPL_STORE=str(s.root)))
         assert out.returncode == 0 and out.stderr.strip() == "[]", (args, out.stderr)
         assert out.stdout.count("\n") > 1
+
+
+@pytest.mark.parametrize("filler", [0, 400])
+def test_a_directory_lists_by_name_whether_walked_or_grouped(s, tmp_path, filler):
+    """A few entries are walked (each subdirectory skipped by a binary search),
+    many are grouped row by row: either way a directory "a" lists before the
+    file "a.txt" that sorts before "a/..." by path, and a directory's size is
+    the sum of its files'."""
+    files = {"/t/a.txt": b"1", "/t/a/x": b"22", "/t/a/y/z": b"333", "/t/a-b/c": b"4444", "/t/a0": b"5",
+             "/t/b": b"66", "/t/é/f": b"7"} | {f"/t/many/{i:04d}": b"8" for i in range(600)}
+    files |= {f"/t/filler{i:04d}": b"9" * (i % 3) for i in range(filler)}
+    put(s, tmp_path, files)
+    expected: dict[str, tuple[str, int]] = {}
+    for path, data in files.items():
+        name, _, rest = path[len("/t/"):].partition("/")
+        kind, size = expected.get("/t/" + name, ("dir" if rest else "file", 0))
+        expected["/t/" + name] = (kind, size + len(data))
+    rows = s.list_files("r", "master", "/t").to_pylist()
+    assert [(r["path"], r["type"], r["size"]) for r in rows] == [(p, *expected[p]) for p in sorted(expected)]
+    assert [r["path"] for r in rows][:4] == ["/t/a", "/t/a-b", "/t/a.txt", "/t/a0"]
+    assert all((r["hash"] is None) == (r["type"] == "dir") for r in rows)
+    # The console's pages hold the same entries, in git's tree order.
+    pages, after = [], None
+    while True:
+        page, after = s.files.reader.list_page("r", None, "/t", after=after, limit=7)
+        pages += page.to_pylist()
+        if after is None:
+            break
+    assert sorted(pages, key=lambda r: r["path"]) == rows
