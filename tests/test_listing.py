@@ -220,3 +220,21 @@ def test_a_directory_lists_by_name_whether_walked_or_grouped(s, tmp_path, filler
         if after is None:
             break
     assert sorted(pages, key=lambda r: r["path"]) == rows
+
+
+@pytest.mark.parametrize("last", [["h1", "h22", None], ["", "x  ", None], ["é", "", "z"]])
+def test_arrow_rows_print_as_the_same_rows_given_as_dicts(capsys, last):
+    """The plain text of an Arrow table (padded and joined by Arrow, written as
+    its UTF-8 bytes) is that of the same rows as dicts, also where a line's
+    last cell is empty or ends in spaces (the line is trimmed) and where
+    cells are not ASCII."""
+    import pyarrow as pa
+
+    from dpl.cli.fast import FILE_COLUMNS
+
+    rows = [{"path": "/é/ü", "type": "file", "size": 1, "hash": last[0]},
+            {"path": "/b", "type": "dir", "size": 2048, "hash": last[1]},
+            {"path": "/a  b", "type": None, "size": None, "hash": last[2]}]
+    as_arrow = pa.table({k: pa.array([r[k] for r in rows], pa.int64() if k == "size" else pa.string()) for k in rows[0]})
+    assert _rendered(capsys, as_arrow, FILE_COLUMNS) == _rendered(capsys, rows, FILE_COLUMNS)
+    assert _rendered(capsys, as_arrow.slice(0, 0), FILE_COLUMNS) == b"NAME  TYPE  SIZE  HASH\n"
