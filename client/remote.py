@@ -16,14 +16,12 @@ run on the server, and `executor` choices are the server's.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
-
 from . import transfer
+from .http import Answer, Broken, Http, Unreachable
 from .remote_pps import PipelineCalls, _q
 from ..storage import errors as storage_errors, localfile
 from ..storage.errors import DplError
@@ -43,14 +41,14 @@ def _commit(d: dict) -> Commit:
                   origin=d["origin"], job=d["job"], extra={k: v for k, v in d.items() if k not in _COMMIT_FIELDS})
 
 
-def _error(response: httpx.Response) -> DplError:
+def _error(response: Answer) -> DplError:
     try:
         body = response.json()
     except ValueError:
         body = {}
     if not isinstance(body, dict) or "error" not in body:
-        return DplError(f"The server answered {response.status_code} {response.reason_phrase} to {response.request.method} "
-                        f"{response.request.url.path}.", hint="See the server's log.")
+        return DplError(f"The server answered {response.status_code} {response.reason_phrase} to {response.method} "
+                        f"{response.path}.", hint="See the server's log.")
     from ..engine import auth as auth_errors, errors as engine_errors  # only on a refusal: importing the engine costs ~80 ms
 
     kind = body.get("type") or ""
@@ -72,11 +70,7 @@ class RemoteStore(PipelineCalls):
         self.url = url.rstrip("/")
         token = token or token_for(self.url)  # DPL_TOKEN, or the one `dpl auth login` saved for this address
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # No Nagle: a request's headers and body are separate writes, and the
-        # second would wait for the server's delayed ACK (~40 ms a put).
-        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, transport=transport,
-                                 timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=False)
+        self.http = Http(self.url + "/api/v1", headers=headers, timeout=timeout)
         self.root = self.url  # what messages name as the store's place
 
     def close(self) -> None:
@@ -91,26 +85,28 @@ class RemoteStore(PipelineCalls):
     # ------------------------------------------------------------------ http
 
     def _send(self, method: str, path: str, *, params: dict | None = None, json: Any = None, content=None,
-              headers: dict | None = None, stream: bool = False) -> httpx.Response:
-        params = {k: v for k, v in (params or {}).items() if v is not None}
+              headers: dict | None = None, stream: bool = False) -> Answer:
         try:
-            request = self.http.build_request(method, path, params=params, json=json, content=content, headers=headers)
-            response = self.http.send(request, stream=stream)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise ServerUnreachable(f"Cannot reach the dpl server at {self.url} ({type(e).__name__}).",
+            response = self.http.send(method, path, params=params, json=json, content=content, headers=headers, stream=stream)
+        except Unreachable as e:
+            raise ServerUnreachable(f"Cannot reach the dpl server at {self.url} ({e}).",
                                     hint="Start it with `dpl serve`, or check --address, DPL_ADDRESS and `dpl connect`.") from None
-        except httpx.TransportError as e:
-            # Reached, then lost mid-request (the server died or restarted).  Not
-            # retried here: a write may have landed, and only the user knows
-            # whether sending it again is what they want.
-            raise ServerUnreachable(f"The connection to the dpl server at {self.url} broke during {method} {path} ({type(e).__name__}).",
-                                    hint="A commit lands whole or not at all: check with list-commit once the server is back, "
-                                    "then send it again if it is missing.") from None
+        except Broken as e:
+            raise self._broke(method, path, e) from None
         if response.status_code >= 400:
             if stream:
                 response.read()
+                response.close()
             raise _error(response)
         return response
+
+    def _broke(self, method: str, path: str, e: Broken) -> ServerUnreachable:
+        # Reached, then lost mid-request (the server died or restarted).  Not
+        # retried here: a write may have landed, and only the user knows
+        # whether sending it again is what they want.
+        return ServerUnreachable(f"The connection to the dpl server at {self.url} broke during {method} {path} ({e}).",
+                                 hint="A commit lands whole or not at all: check with list-commit once the server is back, "
+                                 "then send it again if it is missing.")
 
     # `route` is positional-only: `path` is also a query parameter of file routes.
     def _get(self, route: str, /, **params) -> Any:
@@ -315,6 +311,8 @@ class RemoteStore(PipelineCalls):
         response = self._send("GET", f"/repos/{_q(repo)}/content", params={"ref": ref, "path": path}, stream=True)
         try:
             yield from response.iter_bytes(transfer.PIECE)
+        except Broken as e:
+            raise self._broke("GET", f"/repos/{_q(repo)}/content", e) from None
         finally:
             response.close()
 

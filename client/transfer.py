@@ -6,7 +6,7 @@ those (`chunk_frames`, rebuilt from the files, never held all in memory),
 then has the server land the files from their rows.  Re-putting a big file
 that changed in one place sends about the chunks around the change.  Stdin
 goes as one request, its raw bytes (or a tar stream, written by a thread
-into a pipe while httpx reads the other end), landed as one commit.
+into a pipe while the HTTP client reads the other end), landed as one commit.
 """
 
 from __future__ import annotations
