@@ -11,7 +11,8 @@ import harness as h
 
 class Served:
     def __init__(self, store: str, log: str, *args: str, timeout: float = 60):
-        import httpx
+        import urllib.error
+        import urllib.request
 
         self.log = log
         self.proc = subprocess.Popen(h.dpl_cmd("serve", "--listen", "127.0.0.1:0", "--store", store, *args),
@@ -23,9 +24,10 @@ class Served:
                 self.url = self._address()
             if self.url:
                 try:
-                    if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
-                        return
-                except httpx.TransportError:
+                    with urllib.request.urlopen(self.url + "/healthz", timeout=5) as answer:
+                        if answer.status == 200:
+                            return
+                except (urllib.error.URLError, OSError):
                     pass
             time.sleep(0.05)
         self.stop()
