@@ -25,14 +25,19 @@ def __getattr__(name: str):
         raise AttributeError(name)
     from pyarrow import _compute
 
-    func = _compute.get_function(name.removesuffix("_"))  # and_, or_: Python keywords
+    try:
+        func = _compute.get_function(name.removesuffix("_"))  # and_, or_: Python keywords
+    except KeyError:  # pyarrow's ArrowKeyError: no such function
+        raise AttributeError(f"Arrow has no compute function {name!r}") from None
     arity = func.arity
     options_name = func._doc.options_class
     options_class = getattr(_compute, options_name) if options_name else None
 
-    def call(*args, **options):
+    def call(*args, options=None, memory_pool=None, **named):
         data, extra = (args, ()) if arity is Ellipsis else (args[:arity], args[arity:])
-        return func.call(list(data), options_class(*extra, **options) if extra or options else None)
+        if extra or named:
+            options = options_class(*extra, **named)
+        return func.call(list(data), options, memory_pool)
 
     call.__name__ = call.__qualname__ = name
     globals()[name] = call  # looked up once: later calls find it as a plain attribute

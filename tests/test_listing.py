@@ -238,3 +238,29 @@ def test_arrow_rows_print_as_the_same_rows_given_as_dicts(capsys, last):
     as_arrow = pa.table({k: pa.array([r[k] for r in rows], pa.int64() if k == "size" else pa.string()) for k in rows[0]})
     assert _rendered(capsys, as_arrow, FILE_COLUMNS) == _rendered(capsys, rows, FILE_COLUMNS)
     assert _rendered(capsys, as_arrow.slice(0, 0), FILE_COLUMNS) == b"NAME  TYPE  SIZE  HASH\n"
+
+
+def test_arrowcompute_calls_the_functions_pyarrow_compute_wraps():
+    """Options by position or by name, `and_`, variadic functions, tables as
+    data: the same answers as pyarrow.compute's wrappers give."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dpl.storage import arrowcompute
+
+    words = pa.array(["b/x", "a", None, "a/y/z"])
+    table = pa.table({"w": words, "n": pa.array([3, 1, 2, 0])})
+    for name, args, named in [
+        ("split_pattern", (words, "/"), {"max_splits": 1}),
+        ("is_in", (words,), {"value_set": pa.array(["a"])}),
+        ("and_", (pa.array([True, False]), pa.array([True, True])), {}),
+        ("binary_join_element_wise", (words, words, "-"), {}),
+        ("sort_indices", (table, [("w", "ascending"), ("n", "descending")]), {}),
+        ("take", (table, pa.array([2, 0])), {}),
+        ("filter", (table, pa.array([True, False, True, False])), {}),
+        ("utf8_rpad", (words,), {"width": 4}),
+        ("cast", (pa.array([1, 0], pa.int8()), pa.bool_()), {}),
+    ]:
+        assert getattr(arrowcompute, name)(*args, **named).equals(getattr(pc, name)(*args, **named)), name
+    with pytest.raises(AttributeError):
+        arrowcompute.no_such_function
