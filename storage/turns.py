@@ -26,17 +26,35 @@ class Turn:
     def __enter__(self):
         self.mutex.acquire()
         try:
-            if self.fd is None and not self.unlockable:
-                try:
-                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                except OSError:
-                    self.unlockable = True
-            if self.fd is not None:
+            if self._file() is not None:
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             self.mutex.release()
             raise
         return self
+
+    def try_enter(self) -> bool:
+        """Take the turn if nobody holds it now (then leave it with `__exit__`)."""
+        if not self.mutex.acquire(blocking=False):
+            return False
+        try:
+            if self._file() is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.mutex.release()
+            return False
+        except BaseException:
+            self.mutex.release()
+            raise
+        return True
+
+    def _file(self) -> int | None:
+        if self.fd is None and not self.unlockable:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                self.unlockable = True
+        return self.fd
 
     def __exit__(self, *exc):
         try:

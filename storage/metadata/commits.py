@@ -93,6 +93,14 @@ def exists(tx: Tx, repo: str, commit_id: str) -> bool:
     return tx.one("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, commit_id)) is not None
 
 
+def existing(tx: Tx, repo: str, commit_ids: list[str]) -> set[str]:
+    """Which of `commit_ids` are commits of `repo` (in one statement)."""
+    if not commit_ids:
+        return set()
+    marks = ", ".join("?" * len(commit_ids))
+    return {r["id"] for r in tx.all(f"SELECT id FROM commits WHERE repo=? AND id IN ({marks})", (repo, *commit_ids))}
+
+
 def by_prefix(tx: Tx, repo: str, prefix: str, limit: int = 2) -> list[Commit]:
     """Commits of `repo` whose id starts with the lower-case hex `prefix`."""
     rows = tx.all("SELECT * FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT ?", (repo, prefix, prefix + "g", limit))
@@ -156,13 +164,25 @@ def insert_open(tx: Tx, repo: str, commit_id: str, branch: str, parent: str | No
     )
 
 
+_INSERT_FINISHED = ("INSERT INTO commits (repo, id, branch, parent, state, layers, delta, size, nfiles, created, finished, "
+                    "description, origin, job) VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _finished_args(c: Commit) -> tuple:
+    return (c.repo, c.id, c.branch, c.parent, layers_json(c.layers), layers_json(c.delta), c.size, c.nfiles,
+            c.created, c.finished, c.description, c.origin, c.job)
+
+
 def insert_finished(tx: Tx, c: Commit) -> None:
-    tx.execute(
-        "INSERT INTO commits (repo, id, branch, parent, state, layers, delta, size, nfiles, created, finished, "
-        "description, origin, job) VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (c.repo, c.id, c.branch, c.parent, layers_json(c.layers), layers_json(c.delta), c.size, c.nfiles,
-         c.created, c.finished, c.description, c.origin, c.job),
-    )
+    tx.execute(_INSERT_FINISHED, _finished_args(c))
+
+
+def insert_finished_many(tx: Tx, commits: list[Commit]) -> None:
+    """Several finished commits (a group landed at once): one round trip on PostgreSQL."""
+    if len(commits) == 1:
+        insert_finished(tx, commits[0])
+    else:
+        tx.executemany(_INSERT_FINISHED, [_finished_args(c) for c in commits])
 
 
 def insert_failed(tx: Tx, repo: str, commit_id: str, branch: str, created: float, description: str, job: str) -> None:
