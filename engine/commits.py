@@ -44,6 +44,7 @@ from ..storage.metadata import repos as repo_rows
 from ..storage.metadata import transactions as txn_rows
 from ..storage.metadata.commits import Commit
 from ..storage.metadata.db import Database, Tx
+from ..storage.metadata.memo import MemoTx
 from ..storage.paths import validate_name
 
 # Called inside the landing transaction: (tx, repo, branch, commit id, origin).
@@ -207,9 +208,10 @@ class Commits:
                     repo_rows.set_head(tx, repo, branch, chain[-1].id)
                     # Subscribers (downstream jobs) act in the same transaction as the
                     # commits: a crash can never leave a commit whose pipelines never hear of it.
+                    reads = MemoTx(tx) if len(chain) > 1 else tx  # the same graph and triggers, read once for the lot
                     for c in chain:
                         for callback in self._landed:
-                            callback(tx, repo, branch, c.id, c.origin)
+                            callback(reads, repo, branch, c.id, c.origin)
             landed = {c.id: c for c in chain}
             for r in requests:
                 r.commit = landed.get(r.commit_id)  # what its owner returns, if it is of this process

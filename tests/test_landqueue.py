@@ -119,3 +119,31 @@ def test_threads_and_processes_writing_one_branch_land_every_commit_once_in_orde
     assert order == {w: list(range(n)) for w in ("p0", "p1", "p2", "t0", "t1", "t2")}
     directory = queue_of(s).directory
     assert queue_of(s).pending() == [] and (not os.path.exists(directory) or os.listdir(directory) == [])
+
+
+def test_every_commit_of_a_group_starts_its_own_wave_of_downstream_jobs(s):
+    import json
+
+    spec = {"pipeline": {"name": "p"}, "input": {"pfs": {"repo": "r", "glob": "/"}}, "transform": {"cmd": ["true"]}}
+    s.create_pipeline(json.dumps(spec))
+    waiting = [queued(s, f"/q{i}", b"q", f"{i:032x}") for i in range(3)]
+    mine = s.put_bytes("r", "master", {"/m": b"m"})  # lands the three queued commits, then its own
+    assert not any(os.path.exists(w) for w in waiting)
+    for wave in [f"{i:032x}" for i in range(3)] + [mine.id]:
+        assert [j["pipeline"] for j in s.list_jobs(wave=wave)] == ["p"]  # the pipeline heard of each commit
+
+
+def test_a_remembered_read_is_forgotten_at_the_first_write(s):
+    from dpl.storage.metadata.memo import MemoTx
+
+    statements = []
+    with s.db.write() as tx:
+        tx.conn.set_trace_callback(statements.append)
+        memo = MemoTx(tx)
+        sql = "SELECT name FROM branches WHERE repo=? ORDER BY name"
+        assert [r["name"] for r in memo.all(sql, ("r",))] == ["master"]
+        assert [r["name"] for r in memo.all(sql, ("r",))] == ["master"]
+        assert len(statements) == 1  # the second read was answered from memory
+        memo.execute("INSERT INTO branches (repo, name, head, created) VALUES (?, ?, NULL, 0)", ("r", "other"))
+        assert [r["name"] for r in memo.all(sql, ("r",))] == ["master", "other"]
+        tx.conn.set_trace_callback(None)
