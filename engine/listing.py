@@ -4,7 +4,9 @@ A commit's file table is sorted by path, so a directory is a run of adjacent
 rows; these functions work on whole columns (no Python loop per file), which
 keeps `list-file` and `diff-file` fast on a hundred thousand files.  A page
 of a directory (`dir_page`, for the console) seeks by binary search instead,
-and reads only the rows of its own entries.
+and reads only the rows of its own entries; so does the listing of a
+directory of few entries (`dir_entries`).  Arrow's compute functions come
+from storage/arrowcompute.py: a CLI listing never imports pyarrow.compute.
 """
 
 from __future__ import annotations
