@@ -78,6 +78,27 @@ async def get_content(request: Request, repo: str, path: str, ref: Optional[str]
     return await run_in_threadpool(_content, store, repo, path, ref, request.headers.get("range"))
 
 
+# Puts committed at once on the pool; the rest wait their turn on the event
+# loop, holding no thread.  Commits take turns to land anyway, and each holds
+# the interpreter lock for most of its ~2 ms, so sixteen at once only queued
+# for the lock, the event loop behind them: a get-file waited on every commit
+# in flight (p50 16 ms, p99 77-116 ms with 16 clients committing; with two at
+# once 5-8 ms and 15-60 ms, and as many commits a second).
+WRITERS = 2
+
+
+async def _writing(request: Request, fn, *args, **kwargs):
+    """Run a commit on the pool, at most `WRITERS` at once."""
+    import functools
+
+    import anyio
+
+    state = request.app.state
+    if getattr(state, "writers", None) is None:  # made in the server's event loop, which it belongs to
+        state.writers = anyio.CapacityLimiter(WRITERS)
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=state.writers)
+
+
 def on_this_machine(store) -> bool:
     """Whether the store's reads never wait on the network (local chunks, SQLite metadata)."""
     return not store.chunks.remote and store.db.dialect == "sqlite"
@@ -121,12 +142,12 @@ async def put_content(request: Request, repo: str, path: str, branch: str = "mas
             body = await request.body()
         except ClientDisconnect:
             raise _went_away() from None
-        commit = await run_in_threadpool(_store(request).put_bytes, repo, branch, {normalize_path(path): body}, description=description)
+        commit = await _writing(request, _store(request).put_bytes, repo, branch, {normalize_path(path): body}, description=description)
         return _landed(request, commit)
     work = await run_in_threadpool(_upload_dir, request)
     try:
         await _spool(request, work / "body")
-        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
+        commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
                                          append=append, description=description)
     finally:
         await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
@@ -143,7 +164,7 @@ async def upload(request: Request, repo: str, branch: str = "master", dest: str 
         await _spool(request, work / "body.tar")
         tree = work / "tree"
         await run_in_threadpool(_untar, work / "body.tar", tree)
-        commit = await run_in_threadpool(_store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
+        commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
                                          append=append, description=description)
     finally:
         await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
