@@ -48,15 +48,19 @@ class SchedulerProcess:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._stopping = False
+        self._up = False
         self._write_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and not self._stopping
+        """The process has started its scheduler and takes work."""
+        return self._up and self._proc is not None and self._proc.poll() is None and not self._stopping
 
     @property
     def healthy(self) -> bool:
-        """False when the scheduler process is gone while it should be taking work."""
+        """False while the scheduler process starts (~1 s of imports: a server that says it is
+        healthy runs the jobs of what lands at once), and when it is gone while it should be
+        taking work."""
         return not self.enabled or self._stopping or self.running
 
     def start(self) -> None:
@@ -117,6 +121,7 @@ class SchedulerProcess:
             elif "rounds" in message:
                 self.rounds, self.busy = message["rounds"], message["busy"]
             elif "up" in message:
+                self._up = message["up"]
                 self.metrics.scheduler_up.set(1 if message["up"] else 0)
             elif "stopped" in message:
                 self.clean = message["stopped"]

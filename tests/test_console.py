@@ -367,8 +367,11 @@ def test_in_a_browser_a_job_page_follows_the_running_job_live(page, console):
             "transform": {"cmd": ["sh", "-c", "sleep 2; cp /pfs/live/* /pfs/out/"]}}
     server.http.post("/api/v1/repos", json={"name": "live"}).raise_for_status()
     server.http.post("/api/v1/pipelines", json={"spec": json.dumps(slow)}).raise_for_status()
-    # One commit, so one job that runs: with two, the first job may pin the branch after
-    # both landed and process both, leaving the second (the newest, followed below) all skipped.
+    # The pipeline's first job (over the empty input) ends first, then one commit, so one job
+    # that runs: otherwise the first job may pin the branch after the commit landed and process
+    # it, leaving the commit's own job (followed below) all skipped.
+    wait_until(lambda: all(j["state"] not in ("created", "running")
+                           for j in server.http.get("/api/v1/jobs", params={"pipeline": "slow"}).json()["items"]), what="the first job")
     server.http.put("/api/v1/repos/live/content", params={"path": "/x", "description": "x"}, content=b"1").raise_for_status()
     job = wait_until(lambda: next((j for j in server.http.get("/api/v1/jobs", params={"pipeline": "slow"}).json()["items"]
                                    if j["state"] in ("created", "running")), None), what="a running job")
