@@ -5,7 +5,8 @@ for other processes: the kernel hands the lock over the moment it is
 released (no sleep-and-retry, as SQLite's own lock does), and releases it
 when a process dies, so a crashed writer never blocks the next.  The
 SQLite metadata takes a turn per write transaction; landing a commit takes
-one per branch (engine/commits.py).
+one per branch (engine/commits.py), and a writer that finds it taken
+(`try_enter`) queues its commit for the holder to land (engine/landqueue.py).
 """
 
 from __future__ import annotations
