@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..storage import pids
 from ..storage.layer import Layer
 from ..storage.metadata.commits import Commit
 
@@ -97,7 +98,7 @@ class Queue:
             stamp, _, rest = name.partition("-")
             pid, _, rest = rest.partition("-")
             path = os.path.join(self.directory, name)
-            if not _alive(pid):
+            if not pids.alive(pid):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 continue
@@ -147,17 +148,3 @@ def _forget() -> None:
 
 
 os.register_at_fork(after_in_child=_forget)
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

@@ -31,6 +31,7 @@ import time
 import uuid
 
 from ..storage.errors import DiskFull
+from ..storage.pids import alive as pid_alive  # by this name for gc, fsck, repair and lease
 
 DIR = "writers"
 LOCK = ".lock"
@@ -184,13 +185,3 @@ def _start_of(path: str) -> float | None:
         with open(path) as f:
             return float(f.read().strip() or 0)
     return None if st.st_mtime_ns == IDLE else st.st_mtime
-
-
-def pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from .guard import guard, user
 from .wire import decode_cursor, page, page_newest_first, plain
+from ..storage import pids
 from ..storage.errors import DplError, InvalidPath
 from ..storage.paths import normalize_path
 
@@ -393,21 +394,13 @@ def sweep_uploads(root) -> int:
     gone = 0
     for entry in base.iterdir() if base.is_dir() else ():
         pid = entry.name.partition("-")[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or pids.alive(pid)):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         gone += 1
     return gone
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _untar(archive: Path, into: Path) -> None:

@@ -25,6 +25,7 @@ import os
 import threading
 from typing import Iterator
 
+from . import pids
 from .chunkstore import ChunkStore, fanout, unfan
 from .errors import Corruption, DiskFull, StoreNotFound
 
@@ -244,7 +245,7 @@ class LocalChunkStore(ChunkStore):
         restored = 0
         for name in os.listdir(self.trash) if os.path.isdir(self.trash) else []:
             oid_hex, _, pid = name.partition(".")
-            if pid.isdigit() and _pid_alive(int(pid)):
+            if pid.isdigit() and pids.alive(pid):
                 continue  # a running gc's: it decides
             src = os.path.join(self.trash, name)
             oid = bytes.fromhex(oid_hex)
@@ -300,16 +301,6 @@ def _flush(path: str, flags: int, how) -> None:
         raise _disk_full(e) from None
     finally:
         os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _disk_full(e: OSError) -> Exception:

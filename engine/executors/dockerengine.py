@@ -20,6 +20,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from .base import JobContext
 from .dockerbox import _reason, _remove
 from ..errors import ExecutorUnavailable
+from ...storage import pids
 
 log = logging.getLogger("dpl")
 
@@ -90,12 +91,5 @@ def sweep(engine) -> None:
         return
     for c in containers:
         h, _, pid = c.labels.get("dpl.owner", "").partition(":")
-        if h != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue
-        except ProcessLookupError:
+        if h == host and pid.isdigit() and not pids.alive(pid):
             _remove(c)
-        except PermissionError:
-            continue

@@ -25,6 +25,7 @@ import ray
 
 from .base import DatumResult, DatumTask, JobContext
 from .runner import failed
+from ...storage import pids
 from ...storage.errors import DplError, StorageUnavailable
 
 
@@ -100,14 +101,8 @@ def _sweep() -> None:
     """Remove the scratch of worker processes that died (killed mid-datum)."""
     for entry in _worker_dir().iterdir():
         pid = entry.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and not pids.alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 @functools.lru_cache(maxsize=4)
