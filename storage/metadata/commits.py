@@ -259,8 +259,8 @@ def disown(tx: Tx, repo: str) -> None:
 
 
 def finished_on(tx: Tx, repo: str, branch: str) -> list[Commit]:
-    """The finished commits made on a branch, newest finished first."""
-    rows = tx.all("SELECT * FROM commits WHERE repo=? AND branch=? AND state='finished' ORDER BY finished DESC", (repo, branch))
+    """The finished commits made on a branch, newest finished first (a group landed at once: newest made first)."""
+    rows = tx.all("SELECT * FROM commits WHERE repo=? AND branch=? AND state='finished' ORDER BY finished DESC, created DESC", (repo, branch))
     return [Commit.from_row(r) for r in rows]
 
 
