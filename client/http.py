@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, LocationParseError, NewConnectionError, SSLError
 
 
 class Unreachable(Exception):
@@ -26,6 +26,10 @@ class Unreachable(Exception):
 
 class Broken(Exception):
     """The connection was made, then lost before the answer was whole."""
+
+
+class BadAddress(ValueError):
+    """The server's address is no http(s) URL."""
 
 
 class Answer:
@@ -82,7 +86,13 @@ class Http:
         # No Nagle: a request's headers and body are separate writes, and the
         # second would wait for the server's delayed ACK (~40 ms a put).
         options = HTTPConnection.default_socket_options + [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        self.prefix = urllib3.util.parse_url(base_url).path or ""
+        try:
+            url = urllib3.util.parse_url(base_url)
+        except LocationParseError:
+            raise BadAddress(base_url) from None
+        if url.scheme not in (None, "http", "https") or not url.host:
+            raise BadAddress(base_url)
+        self.prefix = url.path or ""
         self.pool = urllib3.connection_from_url(base_url, maxsize=8, block=False, headers=headers, retries=False,
                                                 timeout=urllib3.Timeout(connect=10.0, read=timeout), socket_options=options)
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import transfer
-from .http import Answer, Broken, Http, Unreachable
+from .http import Answer, BadAddress, Broken, Http, Unreachable
 from .remote_pps import PipelineCalls, _q
 from ..storage import errors as storage_errors, localfile
 from ..storage.errors import DplError
@@ -70,7 +70,11 @@ class RemoteStore(PipelineCalls):
         self.url = url.rstrip("/")
         token = token or token_for(self.url)  # DPL_TOKEN, or the one `dpl auth login` saved for this address
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = Http(self.url + "/api/v1", headers=headers, timeout=timeout)
+        try:
+            self.http = Http(self.url + "/api/v1", headers=headers, timeout=timeout)
+        except BadAddress:
+            raise DplError(f"{url!r} is not the address of a dpl server.",
+                           hint="Give it as http://HOST:PORT or https://HOST:PORT (--address, DPL_ADDRESS or `dpl connect`).") from None
         self.root = self.url  # what messages name as the store's place
 
     def close(self) -> None:

@@ -209,6 +209,10 @@ def test_connect_saves_the_address_for_every_command(served, tmp_path):
     assert dpl("inspect-repo", "words", env=env, check=False).returncode == 1
     unreachable = dpl("--address", "http://127.0.0.1:9", "inspect-repo", "words", env=env, check=False)
     assert unreachable.returncode == 1 and unreachable.stderr.startswith(b"error: Cannot reach the dpl server")
+    for malformed in ("http://[bad", "ftp://host", "http://"):
+        refused = dpl("--address", malformed, "inspect-repo", "words", env=env, check=False)
+        assert refused.returncode == 1 and refused.stderr.startswith(f"error: {malformed!r} is not the address of a dpl server.".encode())
+        assert b"Traceback" not in refused.stderr
 
 
 # ------------------------------------------------------------------ shutdown
