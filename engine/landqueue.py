@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..storage import pids
+from ..storage.perprocess import PerProcess
 from ..storage.layer import Layer
 from ..storage.metadata.commits import Commit
 
@@ -127,24 +128,9 @@ class Queue:
             self.local = [r for r in self.local if id(r) not in gone]
 
 
-_queues: dict[str, Queue] = {}
-_queues_guard = threading.Lock()
+_queues = PerProcess(Queue)  # a forked child's parent's threads and their requests are not its own
 
 
 def queue(directory: str) -> Queue:
     """The queue whose files live in `directory` (one object per directory in a process)."""
-    with _queues_guard:
-        found = _queues.get(directory)
-        if found is None:
-            found = _queues[directory] = Queue(directory)
-        return found
-
-
-def _forget() -> None:
-    """In a forked child: the parent's threads and their requests are not its own."""
-    global _queues_guard
-    _queues.clear()
-    _queues_guard = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget)
+    return _queues.get(directory)

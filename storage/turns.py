@@ -16,6 +16,8 @@ import fcntl
 import os
 import threading
 
+from .perprocess import PerProcess
+
 
 class Turn:
     def __init__(self, path: str):
@@ -65,29 +67,16 @@ class Turn:
             self.mutex.release()
 
 
-_turns: dict[str, Turn] = {}
-_turns_guard = threading.Lock()
+def _close_copy(t: Turn) -> None:
+    """In a forked child: its copy of a lock file's descriptor is its parent's lock."""
+    if t.fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(t.fd)  # the parent keeps its own: its lock stays
+
+
+_turns = PerProcess(Turn, on_fork=_close_copy)
 
 
 def turn(path: str) -> Turn:
     """The turn whose lock file is `path` (one object per path in a process)."""
-    with _turns_guard:
-        found = _turns.get(path)
-        if found is None:
-            found = _turns[path] = Turn(path)
-        return found
-
-
-def _forget_turns() -> None:
-    """In a forked child: its parent's threads hold none of the mutexes, and
-    its copies of the lock files' descriptors are its parent's locks."""
-    global _turns_guard
-    for t in _turns.values():
-        if t.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(t.fd)  # the parent keeps its own: its lock stays
-    _turns.clear()
-    _turns_guard = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_turns)
+    return _turns.get(path)
