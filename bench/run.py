@@ -50,6 +50,21 @@ def select(names: list[str]) -> list[tuple[str, str, object]]:
     return chosen
 
 
+def install() -> str:
+    """How the dpl under test is installed: setuptools' editable finder costs every call ~30 ms
+    that a user's `pip install dpl` does not (tests/services/venv.sh replaces it with a link)."""
+    import glob
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]  # the bench runs on the Python dpl is installed in
+    for pth in glob.glob(os.path.join(site, "__editable__.dpl-*.pth")):
+        with open(pth) as f:
+            if f.read().startswith("import"):
+                return "editable finder: each call pays ~30 ms a pip install does not; run tests/services/venv.sh"
+        return "linked checkout, found as an installed package is"
+    return "installed"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -88,7 +103,7 @@ def main(argv=None) -> int:
     h.say(f"dpl benchmarks ({'quick' if ctx.quick else 'full'} sizes, {ctx.repeat} run(s) each, median shown)")
     h.say(f"machine: {machine()}")
     h.say(f"data:    {ctx.data_dir}")
-    h.say(f"dpl:     {h.DPL}")
+    h.say(f"dpl:     {h.DPL} ({install()})")
     h.say(f"dvc:     {ctx.dvc or 'unavailable (' + ctx.dvc_why + ')'}")
     h.say(f"metadata: {h.redact(ctx.metadata) or 'SQLite (the default)'}")
     h.say("python:  bytecode cache on for every command (PYTHONDONTWRITEBYTECODE unset, as in a pip install)")
