@@ -18,7 +18,7 @@ import os
 import sys
 
 from . import render
-from .lean import hidden
+from .lean import hidden, when_imported
 from .render import Output, ago, size
 
 # The columns of `dpl list-repo`, as cli/main.py's list_repo prints them.
@@ -109,7 +109,7 @@ def _list_repo(args, flags, output: Output) -> None:
 def _list_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    with hidden("numpy"):
+    with hidden("numpy", "cloudpickle"):
         ref = refs.parse(args[0], default_path="/")
         entries = _reader().list_files(ref.repo, ref.ref_or_default, ref.path, recursive="recursive" in flags)
         render.table(entries, FILE_COLUMNS, output)
@@ -118,7 +118,7 @@ def _list_file(args, flags, output: Output) -> None:
 def _diff_file(args, flags, output: Output) -> None:
     from ..engine import refs
 
-    with hidden("numpy"):
+    with hidden("numpy", "cloudpickle"):
         a = refs.parse(args[0])
         b = refs.parse(args[1]) if len(args) > 1 else None
         diff = _reader().diff_files(a.repo, a.ref_or_default, b.repo if b else None, b.ref_or_default if b else None)
@@ -181,9 +181,8 @@ class _errors_reported:
     """User errors as one sentence and an exit code, as cli/main.py's `run` does."""
 
     def __enter__(self):
-        import logging
-
-        logging.basicConfig(format="note: %(message)s", level=logging.WARNING)
+        # Importing logging costs ~15 ms, and most of these commands never log.
+        when_imported("logging", lambda logging: logging.basicConfig(format="note: %(message)s", level=logging.WARNING))
 
     def __exit__(self, kind, e, tb):
         from ..storage.errors import DplError

@@ -224,10 +224,18 @@ def test_list_file_and_diff_file_print_the_same_bytes_as_the_typer_commands(list
 
 def test_a_listing_loads_neither_typer_nor_numpy(listed):
     code = ("import sys; sys.argv = ['dpl', 'list-file', '-r', 'r@master']\nfrom dpl.cli import run\nrun()\n"
-            "print(sorted(m for m in ('typer', 'click', 'numpy') if m in sys.modules), file=sys.stderr)")
+            "print(sorted(m for m in ('typer', 'click', 'numpy', 'cloudpickle', 'logging') if m in sys.modules), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, DPL_STORE=str(listed.root)))
     assert out.returncode == 0 and out.stderr.strip() == "[]" and "/d2/new.txt" in out.stdout
+
+
+def test_a_small_command_that_logs_still_says_note_though_it_never_imported_logging_to_configure_it():
+    code = ("import sys\nfrom dpl.cli.fast import _errors_reported\nwith _errors_reported():\n"
+            "    print('logging' in sys.modules)\n    import logging\n    logging.getLogger('dpl.engine').warning('a step %s', 'warned')\n"
+            "    logging.getLogger('dpl.engine').info('not shown')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == "False\n" and out.stderr == "note: a step warned\n"
 
 
 def _same_but_ids(a: bytes, b: bytes) -> bool:
