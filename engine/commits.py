@@ -27,9 +27,10 @@ preparation, bounding and compaction of a commit's index, one piece.)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 import uuid
+
+import xxhash
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -106,7 +107,7 @@ class Commits:
         if path is None:
             directory = self.root / "turns"
             directory.mkdir(exist_ok=True)
-            key = hashlib.sha1(f"{repo}\0{branch}".encode()).hexdigest()[:20]
+            key = xxhash.xxh3_128_hexdigest(f"{repo}\0{branch}".encode())[:20]  # not hashlib: its OpenSSL costs ~4 ms to load
             path = self._turn_paths[(repo, branch)] = str(directory / key)
         return turns.turn(path)
 

@@ -24,7 +24,7 @@ from . import failures
 from . import spec as specs
 from .commits import Commits
 from .jobrun import JobRun, Progress, Stopped
-from .lease import Lease, lease_held, owner_id
+from .lease import Lease, lease_held
 from .repos import Repos
 from .waves import Waves
 from .writers import writes_objects
@@ -35,6 +35,7 @@ from ..storage.metadata import datums as datum_rows
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata.db import Database
+from ..storage.pids import owner_id
 from .errors import DatumNotFound, JobNotFound, PipelineNotFound
 
 if TYPE_CHECKING:

@@ -11,14 +11,11 @@ kills the running steps rather than let them go on for nothing.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from typing import Callable
 
-from .writers import pid_alive
+from ..storage.pids import alive as pid_alive, host as this_host
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata.db import Database
 
@@ -31,17 +28,13 @@ WATCH_SECONDS = 0.5
 log = logging.getLogger("dpl")
 
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def lease_held(job: job_rows.Job, now: float) -> bool:
     """Whether a running job's owner still holds it.  On this machine the
     owner's pid says so (a heartbeat can be late under load, and taking over
     a live runner would run its datums twice; only a heartbeat silent for
     many leases means the pid was reused); elsewhere only a fresh heartbeat can."""
     host = (job.owner or "").split(":")[0]
-    if host == socket.gethostname():
+    if host == this_host():
         return _owner_alive(job.owner) and (job.heartbeat or 0) > now - 20 * LEASE_SECONDS
     return (job.heartbeat or 0) > now - LEASE_SECONDS
 
@@ -50,7 +43,7 @@ def _owner_alive(owner: str | None) -> bool:
     if not owner:
         return False
     host, pid, _ = (owner.split(":") + ["", ""])[:3]
-    if host != socket.gethostname():
+    if host != this_host():
         return True  # another machine: only its heartbeat can tell
     return pid_alive(pid)
 

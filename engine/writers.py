@@ -25,13 +25,12 @@ import errno
 import fcntl
 import functools
 import os
-import socket
 import threading
 import time
-import uuid
 
 from ..storage.errors import DiskFull
 from ..storage.pids import alive as pid_alive  # by this name for gc, fsck, repair and lease
+from ..storage.pids import host as this_host, owner_id
 
 DIR = "writers"
 LOCK = ".lock"
@@ -60,7 +59,7 @@ def writing(store):
         entry = _active.get(root)
         if entry is None or entry.pid != os.getpid():
             directory = os.path.join(root, DIR)
-            entry = _active[root] = _Registration(os.path.join(directory, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"))
+            entry = _active[root] = _Registration(os.path.join(directory, owner_id()))
         if entry.depth == 0:
             _start(entry)
         entry.depth += 1
@@ -166,7 +165,7 @@ def live_writers(store, *, exclude_self: bool = False) -> tuple[list[float], lis
         if exclude_self and path == own:
             continue
         host, pid, _ = (name.split(":") + ["", ""])[:3]
-        if host == socket.gethostname() and not pid_alive(pid):
+        if host == this_host() and not pid_alive(pid):
             dead.append(path)
             continue
         try:

@@ -16,3 +16,14 @@ def alive(pid) -> bool:
     except PermissionError:  # it runs, as another user
         return True
     return True
+
+
+def host() -> str:
+    """This machine's name, as socket.gethostname() gives it (uname), without importing socket."""
+    return os.uname().nodename
+
+
+def owner_id() -> str:
+    """`host:pid:random`: a process's mark on what it holds (a writer's registration, a job's lease),
+    by which another process of this machine tells whether the holder still runs."""
+    return f"{host()}:{os.getpid()}:{os.urandom(4).hex()}"
