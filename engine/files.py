@@ -156,6 +156,12 @@ class Files:
         file in the same commit (the branch then holds exactly `files`)."""
         self.repos.repo(repo)
         self.repos.refuse_output_branch(repo, branch, "put files into")
+        if not replace:
+            # A few small files (most calls) go in as put-file's do: one chunk and a
+            # small layer, no chunker and no Arrow table (about half the CPU of a commit).
+            contents = [(normalize_path(path), data) for path, data in files.items()]
+            if uploads.is_small(contents) and uploads.lands_alone(self.db, repo, branch):
+                return uploads.land_small(self.chunks, self.commits, repo, branch, contents, description=description)
         writer, batch, seen = ChunkWriter(self.chunks), _Batch(), {}
         for path, data in files.items():
             self._put_one(writer, batch, seen, normalize_path(path), "<memory>", data)

@@ -94,7 +94,7 @@ def put_small(store, repo: str, branch: str, sources: list["Source"], *, descrip
         return None
     store.repos.repo(repo)
     store.repos.refuse_output_branch(repo, branch, "put files into")
-    if commit_rows.open_on(store.db, repo, branch) is not None or txn_rows.open_one(store.db) is not None:
+    if not lands_alone(store.db, repo, branch):
         return None
     contents = []
     for path, local in files:
@@ -105,17 +105,35 @@ def put_small(store, repo: str, branch: str, sources: list["Source"], *, descrip
             from .readahead import source_error
 
             source_error(local, e)
-    if sum(len(data) for _, data in contents) > SMALL_BYTES:
+    if not is_small(contents):
         return None  # grown since it was looked at: the chunker's business
     with writers.writing(store), store.chunks.recording() as created:
         try:
-            layer = index.write_small(store.chunks, _rows(store.chunks, contents))
-            return store.commits.land(repo, branch, [layer], description=description)
+            return land_small(store.chunks, store.commits, repo, branch, contents, description=description)
         except DiskFull:
             from .gc import discard_unlanded  # as Files' writes do (gc.cleans_up_after_disk_full)
 
             discard_unlanded(store, created)
             raise
+
+
+def is_small(contents: list[tuple[str, bytes]]) -> bool:
+    """Whether files in memory make a small write: one chunk, one small layer."""
+    return 0 < len(contents) <= smalllayer.SMALL_ROWS and sum(len(data) for _, data in contents) <= SMALL_BYTES
+
+
+def lands_alone(db, repo: str, branch: str) -> bool:
+    """Whether a write to `branch` lands as a commit of its own: no open commit
+    or open dpl transaction to join (Files' writes join those)."""
+    return commit_rows.open_on(db, repo, branch) is None and txn_rows.open_one(db) is None
+
+
+def land_small(chunks: ChunkStore, commits, repo: str, branch: str, contents: list[tuple[str, bytes]], *,
+               description: str = "") -> "Commit":
+    """A small write (`is_small`) of (repo path, bytes) as one commit, without pyarrow; a path
+    given twice keeps its last bytes.  The caller registers as a writer and checks the branch."""
+    layer = index.write_small(chunks, _rows(chunks, contents))
+    return commits.land(repo, branch, [layer], description=description)
 
 
 def _small_files(sources: list["Source"]) -> list[tuple[str, str]] | None:
