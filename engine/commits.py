@@ -325,7 +325,15 @@ class Commits:
         one transaction and one flush, not two of each)."""
         base_layers = base.layers if base else []
         base_loaded = [index.load_layer(self.chunks, l) for l in base_layers]
-        if all(isinstance(t, smalllayer.SmallLayer) for t in base_loaded + delta_loaded):
+        if all(isinstance(t, smalllayer.SmallLayer) and not t.dir_tombstones() for t in delta_loaded):
+            # A few files (most commits), whatever the base: plain Python over a few of
+            # the base's rows (an Arrow layer by binary search: index.RowView).  A delta
+            # that deletes a directory takes Arrow's way: it may touch every row below.
+            base_rows = [t if isinstance(t, smalllayer.SmallLayer) else index.RowView(t) for t in base_loaded]
+            clash = smalllayer.path_collision(base_rows, delta_loaded)
+            size, nfiles = (0, 0) if clash else smalllayer.stats_after(
+                base.size if base else 0, base.nfiles if base else 0, base_rows if base else None, delta_loaded)
+        elif all(isinstance(t, smalllayer.SmallLayer) for t in base_loaded + delta_loaded):
             clash = smalllayer.path_collision(base_loaded, delta_loaded)
             size, nfiles = (0, 0) if clash else smalllayer.stats_after(
                 base.size if base else 0, base.nfiles if base else 0, base_loaded if base else None, delta_loaded)

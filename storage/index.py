@@ -90,7 +90,8 @@ def _schema():
 
 @functools.cache
 def _empty():
-    return _schema().empty_table()
+    # Not Schema.empty_table(): it makes its columns as pa.array does, which imports pandas (~0.3 s).
+    return pa.Table.from_arrays([pa.nulls(0, f.type) for f in _schema()], schema=_schema())
 
 
 def __getattr__(name: str):
@@ -103,9 +104,11 @@ def __getattr__(name: str):
 
 
 def tombstones(paths: list[str]) -> pa.Table:
-    """A layer that deletes these paths (a path ending in `/`: a whole directory)."""
-    n = len(paths)
-    return make_table(paths, [0] * n, [bytes(16)] * n, [[]] * n, [True] * n)
+    """A layer that deletes these paths (a path ending in `/`: a whole directory).
+
+    Built as a small layer's table (from buffers), not by make_table, whose
+    pa.array calls import pandas (~0.3 s) into a process that deletes a file."""
+    return to_table(SmallLayer([smalllayer.Row(p, 0, bytes(16), (), True) for p in sorted(set(paths))]))
 
 
 def make_table(paths, sizes, hashes, refs, deleted=None, datums=None) -> pa.Table:
@@ -368,6 +371,35 @@ class SortedPaths:
         return i if i < self.n and self[i] == key else None
 
 
+class RowView:
+    """An Arrow layer seen as a small layer (`find`, `range`, `has_prefix`),
+    by binary search: a commit of a few files on a big base is checked by
+    smalllayer's plain-Python collision and size rules, which then read a
+    few rows of the base instead of calling Arrow a dozen times a commit."""
+
+    __slots__ = ("table", "index")
+
+    def __init__(self, table: pa.Table):
+        self.table, self.index = table, SortedPaths(table["path"])
+
+    def find(self, path: str) -> smalllayer.Row | None:
+        i = self.index.find(path)
+        return None if i is None else self._rows(i, i + 1)[0]
+
+    def range(self, lo: str, hi: str) -> list[smalllayer.Row]:
+        """The rows with lo <= path < hi."""
+        i = self.index.lower(lo)
+        return self._rows(i, self.index.lower(hi, i))
+
+    def has_prefix(self, prefix: str) -> bool:
+        i = self.index.lower(prefix)
+        return i < self.index.n and self.index[i].startswith(prefix)
+
+    def _rows(self, start: int, end: int) -> list[smalllayer.Row]:
+        return [smalllayer.Row(r["path"], r["size"], r["hash"], tuple((c["chunk"], c["offset"], c["length"]) for c in r["refs"]),
+                               r["deleted"], r["datum"]) for r in self.table.slice(start, end - start).to_pylist()]
+
+
 def _after_dir(directory: str) -> str:
     """The smallest string above every path under `directory` (which ends in /)."""
     return directory[:-1] + "0"  # "0" is the byte right after "/"
@@ -536,20 +568,22 @@ def _starts_at(index: SortedPaths, prefix: str) -> bool:
 def _ancestors(paths: pa.Array) -> pa.Array:
     """Every directory above these paths, except `/`, once each (nearest
     level first)."""
+    from . import arrowcols  # not pa.array: asking whether a list is a DataFrame imports pandas (~0.3 s)
+
     if len(paths) <= 64:  # a regex pass per level costs more than Python for a few paths
         levels: dict[str, None] = {}
         level = paths.to_pylist()
         while level:
             level = [p for p in dict.fromkeys(p.rpartition("/")[0] for p in level) if p]  # "/a/b" -> "/a"; "/a" -> ""
             levels.update(dict.fromkeys(level))
-        return pa.array(list(levels), pa.string())
+        return arrowcols.strings(list(levels))
     found = []
     level = paths
     while len(level):
         level = pc.unique(pc.replace_substring_regex(level, r"/[^/]*$", ""))  # "/a/b" -> "/a"; "/a" -> ""
         level = level.filter(pc.not_equal(level, ""))
         found.append(level)
-    return pc.unique(pa.concat_arrays(found)) if found else pa.array([], pa.string())
+    return pc.unique(pa.concat_arrays(found)) if found else arrowcols.strings([])
 
 
 def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:

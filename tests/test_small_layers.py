@@ -141,6 +141,9 @@ def test_small_layer_algorithms_agree_with_the_arrow_ones():
             assert [r.path for r in smalllayer.merge(base + delta, keep_tombstones=keep)] == \
                 index.merge(tb + td, keep_tombstones=keep)["path"].to_pylist()
         assert smalllayer.path_collision(base, delta) == index.path_collision(tb, td)
+        # The base's layers as Arrow tables read by binary search (a commit of a few files on a big base)
+        viewed = [index.RowView(t) for t in tb]
+        assert smalllayer.path_collision(viewed, delta) == index.path_collision(tb, td)
         merged = {r.path: r for r in smalllayer.merge(base)}
         for p in names:
             row = smalllayer.lookup(base, p)
@@ -149,6 +152,11 @@ def test_small_layer_algorithms_agree_with_the_arrow_ones():
         size, nfiles = sum(r.size for r in merged.values()), len(merged)
         after = {r.path: r for r in smalllayer.merge(base + delta)}
         assert smalllayer.stats_after(size, nfiles, base, delta) == (sum(r.size for r in after.values()), len(after))
+        assert smalllayer.stats_after(size, nfiles, viewed, delta) == (sum(r.size for r in after.values()), len(after))
+        for p in names:
+            for view, layer in zip(viewed, base):
+                assert view.find(p) == layer.find(p) and view.has_prefix(p + "/") == layer.has_prefix(p + "/")
+                assert view.range(p + "/", p + "0") == layer.range(p + "/", p + "0")
 
 
 def test_a_one_file_put_file_imports_neither_pyarrow_nor_numpy(tmp_path):
