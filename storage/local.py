@@ -54,6 +54,11 @@ def _sync_file_range():
     return fn
 
 
+# An object smaller than this is not worth a head start: its flush is one
+# page or a few, and the call costs a ctypes trip on every small commit.
+WRITEBACK_FROM = 64 << 10
+
+
 def _start_writeback(fd: int) -> None:
     """Start writing a new object's pages to disk now, without waiting.
 
@@ -146,7 +151,7 @@ class LocalChunkStore(ChunkStore):
             if isinstance(e, OSError):
                 raise _disk_full(e) from None
             raise
-        if self.durable:
+        if self.durable and len(data) >= WRITEBACK_FROM:
             _start_writeback(fd)
         os.close(fd)
         os.rename(tmp, path)
