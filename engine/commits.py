@@ -29,10 +29,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-
-import xxhash
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+import xxhash
 
 from . import landqueue
 from .repos import Repos
@@ -325,18 +325,17 @@ class Commits:
         one transaction and one flush, not two of each)."""
         base_layers = base.layers if base else []
         base_loaded = [index.load_layer(self.chunks, l) for l in base_layers]
-        if all(isinstance(t, smalllayer.SmallLayer) and not t.dir_tombstones() for t in delta_loaded):
+        small_base = all(isinstance(t, smalllayer.SmallLayer) for t in base_loaded)
+        if all(isinstance(t, smalllayer.SmallLayer) for t in delta_loaded) and (
+                small_base or not any(t.dir_tombstones() for t in delta_loaded)):
             # A few files (most commits), whatever the base: plain Python over a few of
             # the base's rows (an Arrow layer by binary search: index.RowView).  A delta
-            # that deletes a directory takes Arrow's way: it may touch every row below.
+            # that deletes a directory of an Arrow base takes Arrow's way: it may touch
+            # every row below.
             base_rows = [t if isinstance(t, smalllayer.SmallLayer) else index.RowView(t) for t in base_loaded]
             clash = smalllayer.path_collision(base_rows, delta_loaded)
             size, nfiles = (0, 0) if clash else smalllayer.stats_after(
                 base.size if base else 0, base.nfiles if base else 0, base_rows if base else None, delta_loaded)
-        elif all(isinstance(t, smalllayer.SmallLayer) for t in base_loaded + delta_loaded):
-            clash = smalllayer.path_collision(base_loaded, delta_loaded)
-            size, nfiles = (0, 0) if clash else smalllayer.stats_after(
-                base.size if base else 0, base.nfiles if base else 0, base_loaded if base else None, delta_loaded)
         else:
             base_tables = [_arrow(self.chunks, l, t) for l, t in zip(base_layers, base_loaded)]
             delta_tables = [_arrow(self.chunks, l, t) for l, t in zip(delta, delta_loaded)]

@@ -160,7 +160,7 @@ class Files:
             # A few small files (most calls) go in as put-file's do: one chunk and a
             # small layer, no chunker and no Arrow table (about half the CPU of a commit).
             contents = [(normalize_path(path), data) for path, data in files.items()]
-            if uploads.is_small(contents) and uploads.lands_alone(self.db, repo, branch):
+            if contents and uploads.is_small(contents) and uploads.lands_alone(self.db, repo, branch):
                 return uploads.land_small(self.chunks, self.commits, repo, branch, contents, description=description)
         writer, batch, seen = ChunkWriter(self.chunks), _Batch(), {}
         for path, data in files.items():

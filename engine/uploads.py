@@ -119,7 +119,7 @@ def put_small(store, repo: str, branch: str, sources: list["Source"], *, descrip
 
 def is_small(contents: list[tuple[str, bytes]]) -> bool:
     """Whether files in memory make a small write: one chunk, one small layer."""
-    return 0 < len(contents) <= smalllayer.SMALL_ROWS and sum(len(data) for _, data in contents) <= SMALL_BYTES
+    return len(contents) <= smalllayer.SMALL_ROWS and sum(len(data) for _, data in contents) <= SMALL_BYTES
 
 
 def lands_alone(db, repo: str, branch: str) -> bool:

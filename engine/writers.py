@@ -29,7 +29,7 @@ import threading
 import time
 
 from ..storage.errors import DiskFull
-from ..storage.pids import alive as pid_alive  # by this name for gc, fsck, repair and lease
+from ..storage.pids import alive as pid_alive  # by this name for gc, fsck and repair
 from ..storage.pids import host as this_host, owner_id
 
 DIR = "writers"
