@@ -228,11 +228,14 @@ class Commits:
                *, compact: bool = False) -> tuple[list[Commit], dict]:
         """The commits landing `requests` one on another on `base` makes, and
         the path collisions of those that cannot land (skipped).  With
-        `compact` the last commit's index is compacted (outside the
-        transaction, so that it costs no second flush)."""
+        `compact` each commit's index is compacted as a lone writer's would
+        be (outside the transaction, so that it costs no second flush): a
+        chain left to `_bounded` alone would fold down to MAX_LAYERS // 2
+        layers every few commits, rewriting hundreds of rows each time,
+        which every other writer process must then read back."""
         chain, clashes, now = [], {}, time.time()
         for r in requests:
-            prepared = self._prepare(base, r.delta, loaded[r.commit_id], flush=not compact)
+            prepared = self._prepare(base, r.delta, loaded[r.commit_id], compact=compact, flush=not compact)
             if prepared.clash:
                 clashes[r.commit_id] = prepared.clash
                 continue
@@ -240,8 +243,6 @@ class Commits:
                           layers=prepared.layers, delta=r.delta, size=prepared.size, nfiles=prepared.nfiles, created=now,
                           finished=now, description=r.description or "", origin=r.origin, job=r.job)
             chain.append(base)
-        if compact and chain:
-            chain[-1].layers = self._bounded(index.compact(self.chunks, chain[-1].layers), flush=False)
         return chain, clashes
 
     def _land(
@@ -363,7 +364,10 @@ class Commits:
         if len(layers) <= index.MAX_LAYERS:
             return layers
         while len(layers) > index.MAX_LAYERS:
-            layers = index.compact(self.chunks, layers)
+            # Folding inside the landing transaction keeps every other writer
+            # waiting: down to half the bound, so that the next few landings
+            # of the race pass without folding.
+            layers = index.compact(self.chunks, layers, fold_to=index.MAX_LAYERS // 2)
         if flush:
             self.chunks.sync()  # the merged layer is durable before the commit refers to it
         return layers

@@ -586,27 +586,34 @@ def _ancestors(paths: pa.Array) -> pa.Array:
     return pc.unique(pa.concat_arrays(found)) if found else arrowcols.strings([])
 
 
-def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
+def plan_compaction(layers: list[Layer], *, fold_to: int = MAX_LAYERS) -> tuple[int, int] | None:
     """Which run of trailing layers to merge, as a slice (start, end), if any.
 
     Merge the newest layers while the older neighbour is no more than twice
     as big (a size-tiered LSM rule: each row is rewritten O(log n) times), and
-    always keep the count at or below MAX_LAYERS; a run of small layers waits
-    until there are more than MAX_LAYERS // 2 layers.
+    always keep the count at or below MAX_LAYERS, past it by merging enough
+    of the newest layers to leave at most `fold_to`; a run of small layers
+    waits until there are more than MAX_LAYERS // 2 layers.
     """
     if len(layers) < 2:
         return None
-    start = len(layers) - 1
-    tail_rows = layers[-1].rows
-    while start > 0 and layers[start - 1].rows <= 2 * tail_rows:
-        start -= 1
-        tail_rows += layers[start].rows
+
+    def tiered(start: int) -> int:
+        # Take in older neighbours while each is no more than twice the run.
+        tail_rows = sum(l.rows for l in layers[start:])
+        while start > 0 and layers[start - 1].rows <= 2 * tail_rows:
+            start -= 1
+            tail_rows += layers[start].rows
+        return start
+
+    start = tiered(len(layers) - 1)
     if len(layers) > MAX_LAYERS:
-        # Writers racing each other land on parents whose compaction has not
-        # run yet, and fold inside their landing transaction (Commits._bounded),
-        # while every other writer waits.  Folding down to half the bound
-        # then lets the next few landings through without folding.
-        start = min(start, MAX_LAYERS // 2 - 1)
+        # A forced fold takes in older neighbours by the tiered rule too.
+        # Without that, the folded run sat above a smaller layer, which no
+        # later run of new layers could reach, and each fold rewrote it
+        # again: after 20,000 1-row commits on one branch, each commit
+        # rewrote ~230 rows; taking them in, ~9.
+        start = tiered(min(start, fold_to - 1))
     if start == len(layers) - 1:
         return None
     if len(layers) <= MAX_LAYERS // 2 and sum(l.rows for l in layers[start:]) <= smalllayer.SMALL_ROWS:
@@ -617,8 +624,8 @@ def plan_compaction(layers: list[Layer]) -> tuple[int, int] | None:
     return start, len(layers)
 
 
-def compact(store: ChunkStore, layers: list[Layer]) -> list[Layer]:
-    plan = plan_compaction(layers)
+def compact(store: ChunkStore, layers: list[Layer], *, fold_to: int = MAX_LAYERS) -> list[Layer]:
+    plan = plan_compaction(layers, fold_to=fold_to)
     if plan is None:
         return layers
     start, end = plan

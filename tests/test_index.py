@@ -146,3 +146,30 @@ def test_commits_landing_before_their_parents_compaction_keep_a_bounded_index(tm
     assert len(head.layers) <= index.MAX_LAYERS
     assert s.list_files("r", "master")["path"].to_pylist() == [f"/f{i:02d}" for i in range(n)]
     assert s.read_file("r", "master", "/f07") == b"7"
+
+
+def test_compaction_rewrites_few_rows_a_commit_however_long_the_branch():
+    """1-row commits, one after another, as plan_compaction folds them: each
+    row is rewritten O(log n) times and no index passes MAX_LAYERS.  A forced
+    fold that did not take in its older neighbours once left a stack the
+    tiered rule could not reach (1583, 609, 233, then a layer that grew by
+    each fold) and rewrote hundreds of rows a commit."""
+    from dpl.storage.layer import Layer
+
+    for fold_to in (index.MAX_LAYERS, index.MAX_LAYERS // 2):
+        layers: list[Layer] = []
+        rewritten = 0
+        n = 20_000
+        for _ in range(n):
+            layers = layers + [Layer(b"x", 1)]
+            plan = index.plan_compaction(layers, fold_to=fold_to)
+            if plan is not None:
+                start, end = plan
+                assert end == len(layers)
+                rows = sum(l.rows for l in layers[start:end])
+                rewritten += rows
+                layers = layers[:start] + [Layer(b"x", rows)]
+            assert len(layers) <= index.MAX_LAYERS
+        assert sum(l.rows for l in layers) == n
+        assert rewritten / n < 15, (fold_to, rewritten / n, [l.rows for l in layers])
+
