@@ -173,13 +173,14 @@ def write_layer(store: ChunkStore, table: pa.Table) -> Layer:
     return layer
 
 
-def write_small(store: ChunkStore, rows: list[smalllayer.Row]) -> Layer:
+def write_small(store: ChunkStore, rows: "list[smalllayer.Row] | SmallLayer") -> Layer:
     """Store a layer of few rows (sorted, unique) in the small format, without pyarrow."""
-    data = smalllayer.encode(rows)
+    layer = rows if isinstance(rows, SmallLayer) else SmallLayer(rows)
+    data = smalllayer.encode(layer)
     oid = object_id(data)
     store.put(oid, data)
-    _small.remember(store, oid, SmallLayer(rows))  # the commit that lands it reads it next
-    return Layer(oid, len(rows))
+    _small.remember(store, oid, layer)  # the commit that lands it reads it next
+    return Layer(oid, layer.num_rows)
 
 
 def _small_rows(table: pa.Table) -> list[smalllayer.Row]:
@@ -632,8 +633,8 @@ def compact(store: ChunkStore, layers: list[Layer], *, fold_to: int = MAX_LAYERS
     if sum(l.rows for l in layers[start:end]) <= smalllayer.SMALL_ROWS:
         loaded = [load_layer(store, l) for l in layers[start:end]]
         if all(isinstance(t, SmallLayer) for t in loaded):  # a few rows merged without pyarrow
-            rows = smalllayer.merge(loaded, keep_tombstones=start > 0)
-            return layers[:start] + ([write_small(store, rows)] if rows else [])
+            merged = smalllayer.merge_stored(loaded, keep_tombstones=start > 0)
+            return layers[:start] + ([write_small(store, merged)] if merged.num_rows else [])
     tables = [read_layer(store, l) for l in layers[start:end]]
     # Tombstones matter only while older layers remain below the merged one.
     merged = merge(tables, keep_tombstones=start > 0)

@@ -44,26 +44,50 @@ class Row(NamedTuple):
 
 
 class SmallLayer:
-    """A decoded small layer: its rows sorted by path, and the paths alone for bisecting."""
+    """A small layer: its rows sorted by path, and the paths alone for bisecting.
 
-    __slots__ = ("rows", "paths")
+    A layer read back keeps its stored entries (the JSON lists) and makes a
+    `Row` of one only when asked: a writer landing on a head that another
+    process compacted looks up a few paths in a layer of up to SMALL_ROWS
+    rows, and compaction merges entries and writes them back as they are,
+    so neither pays for turning every hex digest into bytes (~3 µs a row).
+    """
 
-    def __init__(self, rows: list[Row]):
-        self.rows = rows
-        self.paths = [r.path for r in rows]
+    __slots__ = ("_rows", "_entries", "paths")
+
+    def __init__(self, rows: list[Row] | None = None, *, entries: list[list] | None = None):
+        self._rows = rows
+        self._entries = entries
+        self.paths = [r.path for r in rows] if rows is not None else [e[0] for e in entries]
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = [_row(e) for e in self._entries]
+        return self._rows
+
+    @property
+    def entries(self) -> list[list]:
+        """The rows as stored (see `encode`)."""
+        if self._entries is None:
+            self._entries = [_entry(r) for r in self._rows]
+        return self._entries
 
     @property
     def num_rows(self) -> int:
-        return len(self.rows)
+        return len(self.paths)
+
+    def _at(self, i: int) -> Row:
+        return self._rows[i] if self._rows is not None else _row(self._entries[i])
 
     def find(self, path: str) -> Row | None:
         i = bisect.bisect_left(self.paths, path)
-        return self.rows[i] if i < len(self.paths) and self.paths[i] == path else None
+        return self._at(i) if i < len(self.paths) and self.paths[i] == path else None
 
     def range(self, lo: str, hi: str) -> list[Row]:
         """The rows with lo <= path < hi."""
         i = bisect.bisect_left(self.paths, lo)
-        return self.rows[i : bisect.bisect_left(self.paths, hi, i)]
+        return [self._at(k) for k in range(i, bisect.bisect_left(self.paths, hi, i))]
 
     def has_prefix(self, prefix: str) -> bool:
         """Whether some row's path starts with `prefix`."""
@@ -71,34 +95,51 @@ class SmallLayer:
         return i < len(self.paths) and self.paths[i].startswith(prefix)
 
     def dir_tombstones(self) -> list[str]:
-        return [r.path for r in self.rows if r.deleted and r.path.endswith("/")]
+        rows = self._rows if self._rows is not None else self._entries
+        return [r[0] for r in rows if r[4] and r[0].endswith("/")]  # (a Row's fields are in the entries' order)
 
 
 def is_small(head: bytes) -> bool:
     return head[: len(MAGIC)] == MAGIC
 
 
-def encode(rows: list[Row]) -> bytes:
-    """A layer's bytes; `rows` sorted by path, each path once."""
-    body = [[r.path, r.size, r.hash.hex(), [[c.hex(), o, n] for c, o, n in r.refs], bool(r.deleted),
-             r.datum.hex() if r.datum is not None else None] for r in rows]
+def _entry(r: Row) -> list:
+    return [r.path, r.size, r.hash.hex(), [[c.hex(), o, n] for c, o, n in r.refs], bool(r.deleted),
+            r.datum.hex() if r.datum is not None else None]
+
+
+def _row(e: list) -> Row:
+    path, size, digest, refs, deleted, datum = e
+    fromhex = bytes.fromhex
+    return Row(path, size, fromhex(digest), tuple([(fromhex(c), o, n) for c, o, n in refs]), deleted,
+               None if datum is None else fromhex(datum))
+
+
+def encode(layer: SmallLayer) -> bytes:
+    """A layer's bytes: its entries, sorted by path, each path once."""
     # ASCII JSON: a path is any str (a lone surrogate included) and comes back the same.
-    return MAGIC + json.dumps(body, separators=(",", ":")).encode("ascii")
+    return MAGIC + json.dumps(layer.entries, separators=(",", ":")).encode("ascii")
 
 
 def decode(oid: bytes, data: bytes) -> SmallLayer:
-    """The layer stored as `data` under `oid`; Corruption if the bytes are not what was stored."""
+    """The layer stored as `data` under `oid`; Corruption if the bytes are not what was stored.
+
+    The id check is what catches damage; the shape is checked here once, and
+    each entry's fields when it is made a Row.
+    """
     if object_id(data) != oid:
         raise Corruption(f"File index {oid.hex()} is damaged (its bytes do not match its id).", hint="Run `dpl fsck`.")
     try:
-        body = json.loads(data[len(MAGIC):])
-        rows = [Row(p, int(s), bytes.fromhex(h), tuple((bytes.fromhex(c), int(o), int(n)) for c, o, n in refs),
-                    bool(d), bytes.fromhex(dt) if dt is not None else None) for p, s, h, refs, d, dt in body]
-    except (ValueError, TypeError) as e:
+        entries = json.loads(data[len(MAGIC):])
+    except ValueError as e:
         raise Corruption(f"File index {oid.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
-    if any(not isinstance(r.path, str) for r in rows) or any(a.path >= b.path for a, b in zip(rows, rows[1:])):
+    if type(entries) is not list or any(type(e) is not list or len(e) != 6 or type(e[0]) is not str for e in entries):
+        raise Corruption(f"File index {oid.hex()} cannot be read (its entries are not rows).", hint="Run `dpl fsck`.")
+    layer = SmallLayer(entries=entries)
+    paths = layer.paths
+    if any(a >= b for a, b in zip(paths, paths[1:])):
         raise Corruption(f"File index {oid.hex()} is damaged (its paths are out of order).", hint="Run `dpl fsck`.")
-    return SmallLayer(rows)
+    return layer
 
 
 def rows_of(paths, sizes, hashes, refs, deleted=None, datums=None) -> list[Row]:
@@ -117,15 +158,23 @@ def rows_of(paths, sizes, hashes, refs, deleted=None, datums=None) -> list[Row]:
 
 def merge(layers: list[SmallLayer], *, keep_tombstones: bool = False) -> list[Row]:
     """Combine layers (oldest first) into sorted rows; newest wins (index.merge's rules)."""
-    current: dict[str, Row] = {}
+    return _merge(layers, keep_tombstones, lambda layer: layer.rows)
+
+
+def merge_stored(layers: list[SmallLayer], *, keep_tombstones: bool = False) -> SmallLayer:
+    """`merge`, as a layer of the entries as stored (compaction writes them back unchanged)."""
+    return SmallLayer(entries=_merge(layers, keep_tombstones, lambda layer: layer.entries))
+
+
+def _merge(layers: list[SmallLayer], keep_tombstones: bool, items) -> list:
+    current: dict[str, list | Row] = {}
     for layer in layers:
         dirs = tuple(layer.dir_tombstones())
         if dirs:
             for p in [p for p in current if p.startswith(dirs)]:
                 del current[p]
-        for r in layer.rows:
-            current[r.path] = r
-    return [current[p] for p in sorted(current) if keep_tombstones or not current[p].deleted]
+        current.update(zip(layer.paths, items(layer)))
+    return [current[p] for p in sorted(current) if keep_tombstones or not current[p][4]]  # [4]: deleted
 
 
 def _after_dir(directory: str) -> str:
