@@ -301,7 +301,7 @@ def _read_arrow_layer(store: ChunkStore, layer: Layer, source) -> pa.Table:
         raise Corruption(f"File index {layer.id.hex()} cannot be read ({e}).", hint="Run `dpl fsck`.") from None
     if table.num_rows != layer.rows or not table.schema.equals(_schema()):
         raise Corruption(f"File index {layer.id.hex()} is damaged.", hint="Run `dpl fsck`.")
-    _layers.remember(store, layer.id, table)
+    _layers.remember(store, layer.id, table, mapped=True)  # a big one is a view of its mapped file
     return table
 
 
