@@ -26,7 +26,6 @@ from ..storage.errors import (
     RepoNotFound,
 )
 from ..storage.metadata import commits as commit_rows
-from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
 from ..storage.metadata.commits import Commit
 from ..storage.metadata.db import Database
@@ -90,6 +89,8 @@ class Repos:
 
     def inspect_branch(self, repo: str, branch: str) -> dict:
         """One branch: its head, when it moved, its open commit and its trigger (if any)."""
+        from ..storage.metadata import pipelines as pipeline_rows  # (see `refuse_output_branch`)
+
         head = self.branch_head(repo, branch)
         row = repo_rows.branch(self.db, repo, branch)
         opened = self.open_commit(repo, branch)
@@ -102,6 +103,8 @@ class Repos:
 
     def delete_branch(self, repo: str, branch: str, *, force: bool = False) -> None:
         """Delete a branch; its commits stay readable by id (and keep their provenance)."""
+        from ..storage.metadata import pipelines as pipeline_rows  # (see `refuse_output_branch`)
+
         self.branch_head(repo, branch)
         readers = sorted(pipeline_rows.readers_of(self.db, repo, branch))
         writer = pipeline_rows.writes_to(self.db, repo, branch)
@@ -124,6 +127,9 @@ class Repos:
         `Commits.land` directly): a file put by hand would be output no job
         made, with no provenance to explain it.
         """
+        # Imported here: a listing never needs the pipeline rows (their dataclasses cost ~3 ms to build).
+        from ..storage.metadata import pipelines as pipeline_rows
+
         if pipeline_rows.writes_to(self.db, repo, branch):
             raise RepoInUse(
                 f"Cannot {action} {repo}@{branch}: it is the output branch of pipeline {repo!r}, which only its jobs write.",

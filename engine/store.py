@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from .repos import Repos
 from .storedir import CONFIG, find_store, init_store, open_chunk_store, open_metadata
-from ..storage.metadata import jobs as job_rows
 from ..storage.metadata.commits import Commit
 
 if TYPE_CHECKING:  # the parts are imported when first used (see the properties)
@@ -308,6 +307,8 @@ class Store:
 
     def run_jobs(self, wave: str | None = None, *, pipeline: str | None = None, executor: str | None = None, progress=None,
                  wait: bool = True) -> list[dict]:
+        from ..storage.metadata import jobs as job_rows  # here: a listing never needs the job rows
+
         if wave is not None and "jobs" not in self.__dict__ and not job_rows.any_unfinished(self.db, wave):
             # The usual put-file: no pipeline reads the branch, so its wave
             # has no job; answered without importing the job machinery (~25 ms).
@@ -318,6 +319,8 @@ class Store:
         return self.jobs.inspect_job(pipeline, job)
 
     def list_jobs(self, pipeline: str | None = None, wave: str | None = None, limit: int | None = None) -> list[dict]:
+        from ..storage.metadata import jobs as job_rows  # (as in run_jobs)
+
         if pipeline is None and wave is not None and "jobs" not in self.__dict__ and not job_rows.listing(self.db, None, wave, 1):
             return []  # as in run_jobs: a wave without jobs needs no job machinery
         return self.jobs.list_jobs(pipeline, wave, limit)
