@@ -33,6 +33,7 @@ import bisect
 import functools
 import importlib
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from . import arrowcompute as pc
@@ -339,25 +340,32 @@ def _few(k: int, n: int) -> bool:
 
 
 class SortedPaths:
-    """Binary search over a sorted string column, one scalar read per probe.
+    """Binary search over a sorted string column, one scalar read per probe,
+    or over the column made a list (`listed`: ~2 µs a probe becomes ~1 µs
+    a whole search, for a column searched many times).
 
     Arrow orders strings by their UTF-8 bytes, which is also the order of
     Python's str comparison (UTF-8 preserves code point order).
     """
 
-    def __init__(self, column):
+    def __init__(self, column, *, listed: bool = False):
         self.chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]) if len(c)]
         self.starts = [0]
         for c in self.chunks:
             self.starts.append(self.starts[-1] + len(c))
         self.n = self.starts[-1]
+        self.values = column.to_pylist() if listed else None
 
     def __getitem__(self, i: int) -> str:
+        if self.values is not None:
+            return self.values[i]
         c = bisect.bisect_right(self.starts, i) - 1
         return self.chunks[c][i - self.starts[c]].as_py()
 
     def lower(self, key: str, lo: int = 0) -> int:
         """The first index at or after `lo` whose value is >= key."""
+        if self.values is not None:
+            return bisect.bisect_left(self.values, key, lo)
         hi = self.n
         while lo < hi:
             mid = (lo + hi) // 2
@@ -380,8 +388,13 @@ class RowView:
 
     __slots__ = ("table", "index")
 
+    # A base layer of up to this many rows is searched as a list of its paths
+    # (~7 MB at the most), made once: a commit looks up ~100 paths' worth of
+    # probes in it (each path and its directories, in every layer).
+    LISTED_ROWS = 100_000
+
     def __init__(self, table: pa.Table):
-        self.table, self.index = table, SortedPaths(table["path"])
+        self.table, self.index = table, SortedPaths(table["path"], listed=table.num_rows <= self.LISTED_ROWS)
 
     def find(self, path: str) -> smalllayer.Row | None:
         i = self.index.find(path)
@@ -399,6 +412,23 @@ class RowView:
     def _rows(self, start: int, end: int) -> list[smalllayer.Row]:
         return [smalllayer.Row(r["path"], r["size"], r["hash"], tuple((c["chunk"], c["offset"], c["length"]) for c in r["refs"]),
                                r["deleted"], r["datum"]) for r in self.table.slice(start, end - start).to_pylist()]
+
+
+_views: dict[int, RowView] = {}  # by id of its table, which the view keeps alive; newest last
+_views_lock = threading.Lock()
+
+
+def row_view(table: pa.Table) -> RowView:
+    """The RowView of a layer's table, made once while it is among the last few asked for."""
+    with _views_lock:
+        view = _views.pop(id(table), None)
+    if view is None or view.table is not table:
+        view = RowView(table)
+    with _views_lock:
+        _views[id(table)] = view
+        while len(_views) > 4:
+            del _views[next(iter(_views))]
+    return view
 
 
 def _after_dir(directory: str) -> str:

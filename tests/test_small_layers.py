@@ -152,8 +152,11 @@ def test_a_small_layer_read_back_is_the_layer_written_and_compacts_to_the_same_b
             assert smalllayer.encode(merged) == smalllayer.encode(smalllayer.SmallLayer(smalllayer.merge(written, keep_tombstones=keep)))
 
 
-def test_small_layer_algorithms_agree_with_the_arrow_ones():
-    """Merging, lookups, collisions and file counts over random layers, both ways."""
+@pytest.mark.parametrize("listed_rows", [0, index.RowView.LISTED_ROWS])
+def test_small_layer_algorithms_agree_with_the_arrow_ones(monkeypatch, listed_rows):
+    """Merging, lookups, collisions and file counts over random layers, both
+    ways (a RowView searching its table by probes, or as a list of paths)."""
+    monkeypatch.setattr(index.RowView, "LISTED_ROWS", listed_rows)
     names = ["/a", "/a/b", "/a/b/c", "/a/d", "/b", "/b/x", "/c/y/z", "/c/y", "/é"]
     rng = random.Random(12)
     for _ in range(300):
