@@ -419,7 +419,13 @@ _views_lock = threading.Lock()
 
 
 def row_view(table: pa.Table) -> RowView:
-    """The RowView of a layer's table, made once while it is among the last few asked for."""
+    """The RowView of a layer's table, made once while it is among the last few asked for.
+
+    Only a view that lists its paths is kept: a bigger one costs nothing to
+    make again, and keeping it would keep its table (on S3, in memory) alive.
+    """
+    if table.num_rows > RowView.LISTED_ROWS:
+        return RowView(table)
     with _views_lock:
         view = _views.pop(id(table), None)
     if view is None or view.table is not table:
