@@ -333,7 +333,7 @@ class Commits:
             # the base's rows (an Arrow layer by binary search: index.RowView).  A delta
             # that deletes a directory of an Arrow base takes Arrow's way: it may touch
             # every row below.
-            base_rows = [t if isinstance(t, smalllayer.SmallLayer) else index.row_view(t) for t in base_loaded]
+            base_rows = [t if isinstance(t, smalllayer.SmallLayer) else index.row_view(l, t) for l, t in zip(base_layers, base_loaded)]
             clash = smalllayer.path_collision(base_rows, delta_loaded)
             size, nfiles = (0, 0) if clash else smalllayer.stats_after(
                 base.size if base else 0, base.nfiles if base else 0, base_rows if base else None, delta_loaded)

@@ -414,12 +414,14 @@ class RowView:
                                r["deleted"], r["datum"]) for r in self.table.slice(start, end - start).to_pylist()]
 
 
-_views: dict[int, RowView] = {}  # by id of its table, which the view keeps alive; newest last
+_views: dict[bytes, RowView] = {}  # by layer id (a layer's rows never change); newest last
 _views_lock = threading.Lock()
 
 
-def row_view(table: pa.Table) -> RowView:
-    """The RowView of a layer's table, made once while it is among the last few asked for.
+def row_view(layer: Layer, table: pa.Table) -> RowView:
+    """The RowView of `layer` (read as `table`), made once while it is among
+    the last few asked for: by id, so that a store whose layers are not
+    cached (S3 with no read cache) lists a base's paths once, not a commit.
 
     Only a view that lists its paths is kept: a bigger one costs nothing to
     make again, and keeping it would keep its table (on S3, in memory) alive.
@@ -427,11 +429,11 @@ def row_view(table: pa.Table) -> RowView:
     if table.num_rows > RowView.LISTED_ROWS:
         return RowView(table)
     with _views_lock:
-        view = _views.pop(id(table), None)
-    if view is None or view.table is not table:
+        view = _views.pop(layer.id, None)
+    if view is None:
         view = RowView(table)
     with _views_lock:
-        _views[id(table)] = view
+        _views[layer.id] = view
         while len(_views) > 4:
             del _views[next(iter(_views))]
     return view
