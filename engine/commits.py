@@ -119,7 +119,7 @@ class Commits:
         if kw.get("open_id") is None and kw.get("hook") is None and kw.get("expect_head", False) is False:
             return self._land_grouped(repo, branch, delta, description=kw.get("description"),
                                       commit_id=kw.get("commit_id"), origin=kw.get("origin", "user"), job=kw.get("job"))
-        with self._branch_turn(repo, branch):
+        with self._holding(repo, branch):
             return self._land(repo, branch, delta, **kw)
 
     def _land_grouped(self, repo: str, branch: str, delta: list[index.Layer], **request) -> Commit:
@@ -134,11 +134,7 @@ class Commits:
         # one made holding the turn keeps every other writer waiting.
         self.chunks.sync()
         if turn.try_enter():  # nobody ahead: no need to queue (the common case of one writer)
-            try:
-                self._land_group(repo, branch, queue, [*queue.pending(), mine], mine)
-                self._drain(repo, branch, queue)
-            finally:
-                turn.__exit__(None, None, None)
+            self._hold(turn, repo, branch, queue, [*queue.pending(), mine], mine)
             return mine.commit or self.repos.get_commit(repo, mine.commit_id)
         try:
             if turn.mutex.locked():
@@ -146,18 +142,55 @@ class Commits:
             else:
                 queue.put_file(mine)  # another process holds it
         except OSError:  # a directory we cannot write: land alone, in turn
-            with turn:
+            with self._holding(repo, branch):
                 return self._land(repo, branch, delta, description=mine.description, commit_id=mine.commit_id,
                                   origin=mine.origin, job=mine.job)
         try:
-            with turn:
-                if queue.queued(mine):  # else the writer before us landed it
-                    self._land_group(repo, branch, queue, queue.pending(), mine)
-                    self._drain(repo, branch, queue)
+            if mine.path is None:  # a thread of ours lands it, or we do when our turn comes
+                turn.__enter__()
+                if queue.queued(mine):
+                    self._hold(turn, repo, branch, queue, queue.pending(), mine)
+                else:
+                    self._leave(turn, queue)
+            else:  # woken when it lands, or when the turn is free
+                while queue.queued(mine):
+                    if turn.try_enter():
+                        if queue.queued(mine):
+                            self._hold(turn, repo, branch, queue, queue.pending(), mine)
+                        else:
+                            self._leave(turn, queue)
+                        break
+                    queue.wait(mine)
         except BaseException:
             queue.done([mine])  # withdrawn (if it landed meanwhile, it stays landed)
             raise
+        finally:
+            queue.forget(mine)
         return mine.commit or self.repos.get_commit(repo, mine.commit_id)
+
+    def _hold(self, turn: turns.Turn, repo: str, branch: str, queue: landqueue.Queue,
+              requests: list[landqueue.Request], mine: landqueue.Request) -> None:
+        """Land `requests` (and what is queued meanwhile), holding `turn`, then leave it."""
+        try:
+            self._land_group(repo, branch, queue, requests, mine)
+            self._drain(repo, branch, queue)
+        finally:
+            self._leave(turn, queue)
+
+    @contextlib.contextmanager
+    def _holding(self, repo: str, branch: str):
+        """The branch's turn, for a landing that does not take queued requests along."""
+        turn = self._branch_turn(repo, branch)
+        turn.__enter__()
+        try:
+            yield
+        finally:
+            self._leave(turn, landqueue.queue(turn.path + ".queue"))
+
+    @staticmethod
+    def _leave(turn: turns.Turn, queue: landqueue.Queue) -> None:
+        turn.__exit__(None, None, None)
+        queue.wake_all()  # whoever queued after our last look: the turn is theirs to take
 
     def _drain(self, repo: str, branch: str, queue: landqueue.Queue) -> None:
         # What was queued while we landed is landed by us too, a few rounds
@@ -215,7 +248,9 @@ class Commits:
                             callback(reads, repo, branch, c.id, c.origin)
             landed = {c.id: c for c in chain}
             for r in requests:
-                r.commit = landed.get(r.commit_id)  # what its owner returns, if it is of this process
+                r.commit = landed.get(r.commit_id)  # what its owner returns (handed to it, if of another process)
+            if mine is not None:
+                mine.commit = landed.get(mine.commit_id, mine.commit)
             queue.done(r for r in requests if r.commit_id in landed)
             last = chain[-1] if chain else None
             if last is not None and not compacted and len(last.layers) > index.MAX_LAYERS // 2:

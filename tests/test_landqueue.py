@@ -88,6 +88,36 @@ def test_my_own_collision_is_mine_alone(s):
     assert queue_of(s).pending() == []
 
 
+def test_a_waiter_is_handed_its_commit_as_the_metadata_holds_it(s):
+    layer = index.write_small(s.chunks, uploads._rows(s.chunks, [("/q", b"q")]))
+    mine = landqueue.Request("a" * 32, [layer], "waits", "user", None)
+    q = queue_of(s)
+    q.put_file(mine)  # as a writer of another process queues it
+    assert q.queued(mine)
+    s.put_bytes("r", "master", {"/m": b"m"}, description="holder")  # the holder lands it first
+    q.wait(mine)
+    assert not q.queued(mine)
+    assert mine.commit == s.repos.get_commit("r", "a" * 32)  # handed over, not read back
+    assert mine.commit.description == "waits" and mine.commit.nfiles == 2
+    q.forget(mine)
+    assert os.listdir(q.directory) == []  # its FIFO goes with it
+
+
+def test_a_holder_leaving_the_turn_wakes_whoever_still_waits(s):
+    import select
+
+    q = queue_of(s)
+    layer = index.write_small(s.chunks, uploads._rows(s.chunks, [("/p/x", b"x")]))
+    stuck = landqueue.Request("b" * 32, [layer], "clashes", "user", None)  # /p is a file: the holder cannot land it
+    q.put_file(stuck)
+    s.put_bytes("r", "master", {"/m": b"m"})
+    poll = select.poll()
+    poll.register(stuck.wake, select.POLLIN)
+    assert poll.poll(0)  # woken without waiting for a timeout: the turn is free
+    assert q.queued(stuck) and stuck.commit is None  # and still its own to land
+    q.done([stuck])
+
+
 def test_threads_and_processes_writing_one_branch_land_every_commit_once_in_order(s, tmp_path):
     import threading
 

@@ -52,6 +52,13 @@ class Commit:
             job=row["job"],
         )
 
+    def to_row(self) -> dict:
+        """The row `from_row` reads back (a commit handed to another process)."""
+        return {"repo": self.repo, "id": self.id, "branch": self.branch, "parent": self.parent, "state": self.state,
+                "layers": layers_json(self.layers), "delta": layers_json(self.delta), "size": self.size,
+                "nfiles": self.nfiles, "created": self.created, "finished": self.finished,
+                "description": self.description, "origin": self.origin, "job": self.job}
+
     def to_dict(self) -> dict:
         return {
             "repo": self.repo,
