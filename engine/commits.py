@@ -263,14 +263,19 @@ class Commits:
                *, compact: bool = False) -> tuple[list[Commit], dict]:
         """The commits landing `requests` one on another on `base` makes, and
         the path collisions of those that cannot land (skipped).  With
-        `compact` each commit's index is compacted as a lone writer's would
-        be (outside the transaction, so that it costs no second flush): a
-        chain left to `_bounded` alone would fold down to MAX_LAYERS // 2
-        layers every few commits, rewriting hundreds of rows each time,
-        which every other writer process must then read back."""
+        `compact` the chain's last commit is compacted as a lone writer's
+        would be (outside the transaction, so that it costs no second
+        flush), and so is any before it that would pass MAX_LAYERS: a chain
+        left to `_bounded` alone would fold down to MAX_LAYERS // 2 layers
+        every few commits, rewriting hundreds of rows each time, which
+        every other writer process must then read back.  The commits
+        between keep their parent's layers plus their own: compacting each
+        merged the same few small layers again at every commit, holding the
+        turn every other writer waits for."""
         chain, clashes, now = [], {}, time.time()
-        for r in requests:
-            prepared = self._prepare(base, r.delta, loaded[r.commit_id], compact=compact, flush=not compact)
+        for k, r in enumerate(requests):
+            this = compact and (k == len(requests) - 1 or len(base.layers if base else []) + len(r.delta) > index.MAX_LAYERS)
+            prepared = self._prepare(base, r.delta, loaded[r.commit_id], compact=this, flush=not compact)
             if prepared.clash:
                 clashes[r.commit_id] = prepared.clash
                 continue

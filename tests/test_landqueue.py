@@ -88,6 +88,18 @@ def test_my_own_collision_is_mine_alone(s):
     assert queue_of(s).pending() == []
 
 
+def test_a_chain_is_compacted_once_at_its_end_not_at_every_commit(s):
+    for i in range(5):
+        queued(s, f"/q{i}", b"q", f"{i:032x}")
+    s.put_bytes("r", "master", {"/m": b"m"}, description="mine")
+    history = s.list_commits("r", "master")[::-1]  # first, the five queued, mine
+    for parent, child in itertools.pairwise(history[:-1]):
+        assert child.layers == parent.layers + child.delta  # stacked: no merged layer written for it
+    last = history[-1]
+    assert len(last.layers) < len(history[-2].layers) + 1  # the chain's end is compacted: the next chain lands on it
+    assert last.nfiles == 7 and [s.read_file("r", last.id, f"/q{i}") for i in range(5)] == [b"q"] * 5
+
+
 def test_a_waiter_is_handed_its_commit_as_the_metadata_holds_it(s):
     layer = index.write_small(s.chunks, uploads._rows(s.chunks, [("/q", b"q")]))
     mine = landqueue.Request("a" * 32, [layer], "waits", "user", None)
