@@ -20,6 +20,8 @@ import uuid
 
 from .executors.base import DatumResult
 from ..storage.metadata import commits as commit_rows
+from ..storage.metadata import jobs as job_rows
+from ..storage.metadata import pipelines as pipeline_rows
 from ..storage.metadata import repos as repo_rows
 from ..storage.metadata.db import Tx
 
@@ -86,3 +88,12 @@ def record_failed_output(tx: Tx, pipeline: str, job: str, branch: str, error: st
     headline = (error.strip().splitlines() or ["the job did not succeed"])[0]
     commit_rows.insert_failed(tx, pipeline, commit_id, branch, now, headline, job)
     return commit_id
+
+
+def keep_failed_output(tx: Tx, pipeline: str, job: str, error: str, now: float) -> None:
+    """A job that failed or was stopped keeps its output commit, marked with `error`, as Pachyderm
+    finishes a killed or failed job's output commit with its error: `output_commit` names it."""
+    row = pipeline_rows.get(tx, pipeline)
+    output = record_failed_output(tx, pipeline, job, row.output_branch if row is not None else "master", error, now)
+    if output is not None:
+        job_rows.set_failed_output(tx, pipeline, job, output)

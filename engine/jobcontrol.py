@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterator
 from ..storage.errors import DplError
 from ..storage.metadata import jobs as job_rows
 from ..storage.metadata.db import Database
+from . import failures
 from .errors import DatumNotFound, JobNotFound
 
 if TYPE_CHECKING:
@@ -45,13 +46,17 @@ class JobControl:
         """Kill an unfinished job at once: it will not run, and a runner holding it, in this process or
         another, kills the job's running steps within a second (its `lease.Lease` reads the job's row)
         and lands nothing; datums that finished are kept, so a later job of the pipeline (`dpl
-        rerun-pipeline`, `dpl start-pipeline`) runs only the rest.  Jobs downstream in its wave become unrunnable."""
+        rerun-pipeline`, `dpl start-pipeline`) runs only the rest.  Its output commit is kept, as
+        Pachyderm finishes a killed job's, marked failed with the reason and on no branch.  Jobs
+        downstream in its wave become unrunnable."""
         row = self.jobs.job(pipeline, job)
+        reason, now = "stopped by the user (dpl stop-job)", time.time()
         with self.db.write() as tx:
-            if not job_rows.kill(tx, row.pipeline, row.id, time.time(), "stopped by the user (dpl stop-job)"):
+            if not job_rows.kill(tx, row.pipeline, row.id, now, reason):
                 state = job_rows.get(tx, row.pipeline, row.id).state
                 raise DplError(f"Job {row.pipeline}@{row.id[:12]} is already finished ({state}).",
                                hint=f"Delete it with `dpl delete-job {row.pipeline}@{row.id[:12]}`.")
+            failures.keep_failed_output(tx, row.pipeline, row.id, f"Job {row.id[:12]} of pipeline {row.pipeline!r} was {reason}.", now)
         return self.jobs.inspect_job(row.pipeline, row.id)
 
     def delete_job(self, pipeline: str | None, job: str) -> dict:

@@ -351,6 +351,13 @@ class JobRun:
                 f"Job {self.wave[:12]} of pipeline {self.pipeline!r} failed: {e.file} was written as a file by datum "
                 f"{writer(e.file)} and as a directory (holding {e.beneath}) by datum {writer(e.beneath)}."
             ) from None
+        except Exception:
+            row = job_rows.get(jobs.db, self.pipeline, self.wave)
+            if row is None or row.owner != self.owner:
+                # Stopped (or taken over) while landing; `dpl stop-job` may even have taken the
+                # commit id for the killed job's output.  Whoever did it wrote the job's state.
+                raise Stopped(f"job {self.wave[:12]} is no longer this runner's") from None
+            raise
 
     def _outputs_of(self, hex_ids: list[str]) -> pa.Table:
         """The output rows of these datums, from the batches they were recorded in."""

@@ -171,11 +171,7 @@ class Jobs:
         now = time.time()
         with self.db.write() as tx:
             if job_rows.fail(tx, job.pipeline, job.id, owner, now, message):
-                pipeline = pipeline_rows.get(tx, job.pipeline)
-                branch = pipeline.output_branch if pipeline is not None else "master"
-                output = failures.record_failed_output(tx, job.pipeline, job.id, branch, message, now)
-                if output is not None:
-                    job_rows.set_failed_output(tx, job.pipeline, job.id, output)
+                failures.keep_failed_output(tx, job.pipeline, job.id, message, now)
 
     # ------------------------------------------------------------------ read
 

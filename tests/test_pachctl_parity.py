@@ -208,12 +208,14 @@ def test_stop_delete_rerun_and_follow_logs(store, api):
     api.create_pipeline(picky())
     first = api.pipeline_wave("p")
     dpl("stop-job", f"p@{first}", store=store)  # created, never run: killed at once
-    assert api.inspect_job("p", first)["state"] == "killed"
+    killed = api.inspect_job("p", first)
+    assert killed["state"] == "killed" and killed["output_commit"] == first  # its output commit, finished failed
+    assert [(c.id, c.state) for c in api.list_commits("p")] == [(first, "failed")]
     assert api.run_jobs(None) == []
     again = dpl("stop-job", f"p@{first}", store=store, check=False)
     assert again.returncode != 0 and b"already finished" in again.stderr
     dpl("delete-job", f"p@{first}", store=store)
-    assert api.list_jobs("p") == []
+    assert api.list_jobs("p") == [] and api.list_commits("p") == []  # the failed commit only it explained goes with it
     # rerun-pipeline: a job over the current inputs; logs -f follows it while it runs here
     rerun = dpl("rerun-pipeline", "p", "--no-wait", store=store)
     wave = api.pipeline_wave("p")

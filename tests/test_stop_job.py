@@ -72,7 +72,10 @@ def run_and_stop(store, tmp_path, marker: str, env: dict, image: str | None = No
 
     info = api(store, "inspect_job", "p", job)
     assert info["state"] == "killed" and "stopped by the user" in info["error"]
-    assert info["output_commit"] is None and api(store, "list_commits", "p") == []  # nothing half-made landed
+    # Its output commit is kept as Pachyderm keeps a killed job's: marked failed with the reason, on no branch.
+    [commit] = api(store, "list_commits", "p")
+    assert commit.state == "failed" and commit.id == info["output_commit"] == job and "stopped by the user" in commit.description
+    assert api(store, "list_branches", "p") == []  # nothing half-made landed
     states = {d["key"]: d["state"] for d in api(store, "list_datums", "p", job)}
     assert states == {"data:/a": "success", "data:/b": "success", "data:/slow": "not-run"}
     return job, gone_in, stop, err
@@ -133,6 +136,6 @@ def test_stop_job_in_the_runners_own_process_stops_it_too(store, tmp_path):
         runner.join(30)
         assert gone_in < 2, f"the step ran {gone_in:.1f}s after stop_job returned"
         assert not runner.is_alive() and [j["state"] for j in ran] == ["killed"]
-        assert s.list_commits("p") == []
+        assert [(c.state, c.id) for c in s.list_commits("p")] == [("failed", job)]
     finally:
         s.close()

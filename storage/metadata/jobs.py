@@ -226,7 +226,7 @@ def fail(tx: Tx, pipeline: str, job_id: str, owner: str, finished: float, error:
 
 def set_failed_output(tx: Tx, pipeline: str, job_id: str, output_commit: str) -> None:
     """The failed output commit a job that did not succeed leaves (see engine/failures.py)."""
-    tx.execute("UPDATE jobs SET output_commit=? WHERE pipeline=? AND id=? AND state IN ('failure', 'unrunnable')",
+    tx.execute("UPDATE jobs SET output_commit=? WHERE pipeline=? AND id=? AND state IN ('failure', 'unrunnable', 'killed')",
                (output_commit, pipeline, job_id))
 
 
