@@ -11,7 +11,8 @@ request landed, or lands the queue itself.
 
 A request waiting for a thread of its own process waits in memory; one
 waiting for another process is a small file, `<time ns>-<pid>-<commit id>`,
-made whole by a rename.  What keeps every commit landed exactly once:
+written in one write (a holder that finds it half-written, no JSON yet,
+looks again later).  What keeps every commit landed exactly once:
 - a request is marked landed (its file removed) only after the transaction
   that landed it has committed, so "gone" means "landed";
 - a holder killed between its commit and the removal leaves files of
@@ -95,9 +96,14 @@ class Queue:
         # Read and write: a FIFO whose last writer went away polls readable
         # for ever after; holding a write end of our own, it never does.
         request.wake = os.open(path + WAKE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(path + ".tmp", "w") as f:  # no fsync: a request lost in a power cut is one whose writer is gone too
-            f.write(body)
-        os.rename(path + ".tmp", path)
+        # One write, no rename: a holder that reads it half-written finds no JSON
+        # and leaves it for later.  No fsync: a request lost in a power cut is
+        # one whose writer is gone too.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, body.encode())
+        finally:
+            os.close(fd)
         request.path = path
 
     def wait(self, request: Request) -> None:
@@ -165,13 +171,13 @@ class Queue:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 continue
-            if name.endswith((".tmp", WAKE)) or not stamp.isdigit():
-                continue  # still being written: its writer waits for the turn, and lands it itself if need be
+            if name.endswith(WAKE) or not stamp.isdigit():
+                continue
             try:
-                with open(path) as f:
-                    d = json.load(f)
+                with open(path, "rb") as f:
+                    d = json.loads(f.read())
             except (FileNotFoundError, ValueError):
-                continue  # removed meanwhile (its owner gave up)
+                continue  # removed meanwhile (its owner gave up), or still being written (we look again)
             found.append(Request(d["id"], [Layer.from_json(x) for x in d["delta"]], d["description"], d["origin"],
                                  d["job"], path, int(stamp)))
         found.sort(key=lambda r: r.stamp)
