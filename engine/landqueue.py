@@ -95,16 +95,22 @@ class Queue:
         os.mkfifo(path + WAKE, 0o600)  # before the request is seen: whoever lands it can wake us
         # Read and write: a FIFO whose last writer went away polls readable
         # for ever after; holding a write end of our own, it never does.
-        request.wake = os.open(path + WAKE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        # One write, no rename: a holder that reads it half-written finds no JSON
-        # and leaves it for later.  No fsync: a request lost in a power cut is
-        # one whose writer is gone too.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        request.wake, request.path = os.open(path + WAKE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), path
         try:
-            os.write(fd, body.encode())
-        finally:
-            os.close(fd)
-        request.path = path
+            # One write, no rename: a holder that reads it half-written finds no JSON
+            # and leaves it for later.  No fsync: a request lost in a power cut is
+            # one whose writer is gone too.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, body.encode())
+            finally:
+                os.close(fd)
+        except BaseException:  # (a full disk): not queued after all, and no FIFO left behind
+            self.forget(request)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            request.path = None
+            raise
 
     def wait(self, request: Request) -> None:
         """Sleep until a holder wakes `request`'s owner (or WAIT seconds pass)."""
@@ -123,10 +129,12 @@ class Queue:
             return
         for line in got.split(b"\n"):
             line = line.strip(b"\0")
-            if line:
-                commit = Commit.from_row(json.loads(line))
-                if commit.id == request.commit_id:
-                    request.commit = commit
+            try:
+                commit = Commit.from_row(json.loads(line)) if line else None
+            except (ValueError, KeyError, TypeError):
+                continue  # not a commit this dpl reads (another version's holder): read back instead
+            if commit is not None and commit.id == request.commit_id:
+                request.commit = commit
 
     def forget(self, request: Request) -> None:
         """`request` is ours and waits no more: its FIFO goes."""

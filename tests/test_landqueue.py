@@ -106,6 +106,9 @@ def test_a_waiter_is_handed_its_commit_as_the_metadata_holds_it(s):
     q = queue_of(s)
     q.put_file(mine)  # as a writer of another process queues it
     assert q.queued(mine)
+    fd = os.open(mine.path + landqueue.WAKE, os.O_WRONLY)
+    os.write(fd, b'{"not": "a commit"}\n')  # from another version's holder: ignored
+    os.close(fd)
     s.put_bytes("r", "master", {"/m": b"m"}, description="holder")  # the holder lands it first
     q.wait(mine)
     assert not q.queued(mine)
