@@ -134,7 +134,7 @@ class Commits:
         # one made holding the turn keeps every other writer waiting.
         self.chunks.sync()
         if turn.try_enter():  # nobody ahead: no need to queue (the common case of one writer)
-            self._hold(turn, repo, branch, queue, [*queue.pending(), mine], mine)
+            self._hold(turn, repo, branch, queue, mine)
             return mine.commit or self.repos.get_commit(repo, mine.commit_id)
         try:
             if turn.mutex.locked():
@@ -148,17 +148,11 @@ class Commits:
         try:
             if mine.path is None:  # a thread of ours lands it, or we do when our turn comes
                 turn.__enter__()
-                if queue.queued(mine):
-                    self._hold(turn, repo, branch, queue, queue.pending(), mine)
-                else:
-                    self._leave(turn, queue)
+                self._hold(turn, repo, branch, queue, mine)
             else:  # woken when it lands, or when the turn is free
                 while queue.queued(mine):
                     if turn.try_enter():
-                        if queue.queued(mine):
-                            self._hold(turn, repo, branch, queue, queue.pending(), mine)
-                        else:
-                            self._leave(turn, queue)
+                        self._hold(turn, repo, branch, queue, mine)
                         break
                     queue.wait(mine)
         except BaseException:
@@ -168,12 +162,13 @@ class Commits:
             queue.forget(mine)
         return mine.commit or self.repos.get_commit(repo, mine.commit_id)
 
-    def _hold(self, turn: turns.Turn, repo: str, branch: str, queue: landqueue.Queue,
-              requests: list[landqueue.Request], mine: landqueue.Request) -> None:
-        """Land `requests` (and what is queued meanwhile), holding `turn`, then leave it."""
+    def _hold(self, turn: turns.Turn, repo: str, branch: str, queue: landqueue.Queue, mine: landqueue.Request) -> None:
+        """Holding `turn`: land `mine` with what is queued (unless the holder
+        before us landed it), and what is queued meanwhile; then leave it."""
         try:
-            self._land_group(repo, branch, queue, requests, mine)
-            self._drain(repo, branch, queue)
+            if queue.queued(mine):
+                self._land_group(repo, branch, queue, queue.pending(), mine)
+                self._drain(repo, branch, queue)
         finally:
             self._leave(turn, queue)
 

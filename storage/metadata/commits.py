@@ -53,7 +53,8 @@ class Commit:
         )
 
     def to_row(self) -> dict:
-        """The row `from_row` reads back (a commit handed to another process)."""
+        """The row `from_row` reads back, in the order of the commits table's columns
+        (what a landing inserts, and what a holder hands to a waiting process)."""
         return {"repo": self.repo, "id": self.id, "branch": self.branch, "parent": self.parent, "state": self.state,
                 "layers": layers_json(self.layers), "delta": layers_json(self.delta), "size": self.size,
                 "nfiles": self.nfiles, "created": self.created, "finished": self.finished,
@@ -176,8 +177,9 @@ _INSERT_FINISHED = ("INSERT INTO commits (repo, id, branch, parent, state, layer
 
 
 def _finished_args(c: Commit) -> tuple:
-    return (c.repo, c.id, c.branch, c.parent, layers_json(c.layers), layers_json(c.delta), c.size, c.nfiles,
-            c.created, c.finished, c.description, c.origin, c.job)
+    row = c.to_row()
+    del row["state"]  # 'finished', written by the statement itself
+    return tuple(row.values())  # to_row's order is _INSERT_FINISHED's
 
 
 def insert_finished(tx: Tx, c: Commit) -> None:
