@@ -6,7 +6,8 @@ sentence plus a hint on stderr, here and nowhere else.
 
 It holds the commands of the store, repos and files, each a short
 parse-call-render; commits and branches, pipelines, provenance, secrets
-and maintenance have modules of their own, imported only when used.
+and maintenance have modules of their own, which cli/commands.py imports
+only when one of their commands runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
-from . import render
+from . import commands, render
 from . import version as _version
 from .render import Output, ago, size
 from ..storage.errors import DplError
@@ -323,110 +324,6 @@ def delete_file(
         run_and_report(s, commit.id, None)
 
 
-# ------- commits and branches, fsck and history, pipelines and jobs, provenance, secrets
-
-# The commands of the other command modules, which `_app_for` imports only
-# when one of theirs runs (or for help); test_bench checks this table
-# against what each module registers.
-MODULE_COMMANDS = {
-    "commits": ("start-commit", "finish-commit", "list-commit", "inspect-commit", "create-branch", "inspect-branch",
-                "subscribe-commit", "start-transaction", "finish-transaction", "delete-transaction", "inspect-transaction",
-                "list-branch", "delete-branch"),
-    "maintenance": ("fsck", "delete-commit", "squash-commit", "gc"),
-    "pipelines": ("create-pipeline", "update-pipeline", "list-pipeline", "inspect-pipeline", "delete-pipeline",
-                  "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "list-datum", "inspect-datum", "logs",
-                  "run", "run-cron", "wait-commit"),
-    "control": ("wait-job", "stop-job", "delete-job", "restart-datum", "validate-pipeline", "edit-pipeline", "rerun-pipeline"),
-    "provenance": ("provenance", "subvenance", "why", "draw-dag"),
-    "secrets": ("create-secret", "list-secret", "delete-secret"),
-    "serve": ("serve", "s3-gateway", "connect", "disconnect"),
-    "mount": ("mount", "unmount"),
-    "ui": ("ui",),
-    "auth": ("login",),  # and the `dpl auth ...` group
-    "debug": ("debug-datum",),
-    "verify": ("verify",),
-    "watch": ("watch",),
-    "metrics": ("metrics",),
-    "sweep": (),  # the `dpl sweep ...` group
-    "export": ("worker",),  # and the `dpl export argo|kfp` group
-}
-_registered: set[str] = set()
-
-
-def _register(*modules: str) -> None:
-    for name in modules:
-        if name not in _registered:
-            _command_module(name).register(app)
-            _registered.add(name)
-
-
-def _command_module(name: str):
-    # Spelled out, not imported by name, so that static tools see the arrows.
-    if name == "commits":
-        from . import commits
-
-        return commits
-    if name == "maintenance":
-        from . import maintenance
-
-        return maintenance
-    if name == "pipelines":
-        from . import pipelines
-
-        return pipelines
-    if name == "control":
-        from . import control
-
-        return control
-    if name == "secrets":
-        from . import secrets
-
-        return secrets
-    if name == "serve":
-        from . import serve
-
-        return serve
-    if name == "mount":
-        from . import mount
-
-        return mount
-    if name == "auth":
-        from . import auth
-
-        return auth
-    if name == "ui":
-        from . import ui
-
-        return ui
-    if name == "debug":
-        from . import debug
-
-        return debug
-    if name == "verify":
-        from . import verify
-
-        return verify
-    if name == "watch":
-        from . import watch
-
-        return watch
-    if name == "metrics":
-        from . import metrics
-
-        return metrics
-    if name == "sweep":
-        from . import sweep
-
-        return sweep
-    if name == "export":
-        from . import export
-
-        return export
-    from . import provenance
-
-    return provenance
-
-
 # ---------------------------------------------------------------------- main
 
 
@@ -443,7 +340,7 @@ def run() -> None:
 
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING)
     try:
-        _app_for(sys.argv[1:])()
+        commands.app_for(app, sys.argv[1:])()
     except DplError as e:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:
@@ -460,29 +357,6 @@ def run() -> None:
         else:
             sys.stderr.write(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "") + "\n")
         sys.exit(1)
-
-
-def _app_for(argv: list[str]) -> typer.Typer:
-    """The app with only the command this call runs, when it names one.
-
-    Typer turns every registered command into a click command on each call
-    (~50 of them: about a third of what importing typer costs); one call
-    runs one, and imports only the command module that defines it.  `dpl`,
-    `dpl --help` and an unknown name get the whole app, so help lists every
-    command and a typo gets click's suggestions.
-    """
-    # The first word that is not an option, nor the value of --address (the one global option that takes one).
-    name = next((a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--address")), None)
-    _register(*(module for module, names in MODULE_COMMANDS.items() if name in names))
-    chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__.lower().replace("_", "-")) == name]
-    if len(chosen) != 1:
-        _register(*MODULE_COMMANDS)
-        return app
-    import copy
-
-    one = copy.copy(app)
-    one.registered_commands = chosen
-    return one
 
 
 if __name__ == "__main__":

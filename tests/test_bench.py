@@ -109,14 +109,15 @@ def test_one_command_is_built_yet_help_and_typos_see_them_all(tmp_path):
 
 def test_the_cli_knows_which_module_defines_each_command():
     """`dpl` imports a command module only when one of its commands runs, by
-    a table in cli/main.py: it must name exactly what each module registers."""
+    a table in cli/commands.py: it must name exactly what each module registers."""
     import typer
 
-    from dpl.cli import main
+    from dpl.cli import commands, main
 
-    for name, commands in main.MODULE_COMMANDS.items():
+    table = commands.MODULE_COMMANDS
+    for name, names in table.items():
         app = typer.Typer()
-        main._command_module(name).register(app)
-        assert tuple(c.name for c in app.registered_commands) == commands, name
+        commands.command_module(name).register(app)
+        assert tuple(c.name for c in app.registered_commands) == names, name
     own = {c.name or c.callback.__name__.replace("_", "-") for c in main.app.registered_commands if c.callback.__module__ == main.__name__}
-    assert not own & {c for commands in main.MODULE_COMMANDS.values() for c in commands}
+    assert not own & {c for names in table.values() for c in names}
