@@ -5,19 +5,15 @@ public methods the embedded CLI calls); what it returns goes out through
 `wire.plain`.  Handlers are plain `def`s, run on the server's thread pool,
 because the Store blocks (a small get-file from a store on this machine is
 the exception: see `get_content`).  Bodies stream both ways: an upload is spooled to
-the store's disk as it arrives (never held in memory) and a download is sent
+the store's disk as it arrives (spool.py; never held in memory) and a download is sent
 chunk by chunk, from the byte a Range header asks for.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tarfile
-import tempfile
-from pathlib import Path
 from typing import Optional
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -25,10 +21,9 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from . import spool
 from .guard import guard, user
 from .wire import decode_cursor, page, page_newest_first, plain
-from ..storage import pids
-from ..storage.errors import DplError, InvalidPath
 from ..storage.paths import normalize_path
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(guard)])  # guard.RULES: who may call each route
@@ -142,12 +137,12 @@ async def put_content(request: Request, repo: str, path: str, branch: str = "mas
         try:
             body = await request.body()
         except ClientDisconnect:
-            raise _went_away() from None
+            raise spool.went_away() from None
         commit = await _writing(request, _store(request).put_bytes, repo, branch, {normalize_path(path): body}, description=description)
         return _landed(request, commit)
-    work = await run_in_threadpool(_upload_dir, request)
+    work = await run_in_threadpool(spool.upload_dir, _store(request).root)
     try:
-        await _spool(request, work / "body")
+        await spool.spool(request, work / "body")
         commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
                                          append=append, description=description)
     finally:
@@ -160,11 +155,11 @@ async def upload(request: Request, repo: str, branch: str = "master", dest: str 
     """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
     from ..engine.files import Source
 
-    work = await run_in_threadpool(_upload_dir, request)
+    work = await run_in_threadpool(spool.upload_dir, _store(request).root)
     try:
-        await _spool(request, work / "body.tar")
+        await spool.spool(request, work / "body.tar")
         tree = work / "tree"
-        await run_in_threadpool(_untar, work / "body.tar", tree)
+        await run_in_threadpool(spool.untar, work / "body.tar", tree)
         commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
                                          append=append, description=description)
     finally:
@@ -350,70 +345,6 @@ def inspect_branch(request: Request, repo: str, branch: str):
 def _unsatisfiable(size: int, message: str) -> Response:
     body = json.dumps({"error": message, "hint": "Ask for bytes=START-END within the file.", "type": "RangeNotSatisfiable"})
     return Response(body, status_code=416, media_type="application/json", headers={"Content-Range": f"bytes */{size}"})
-
-
-async def _spool(request: Request, into: Path) -> int:
-    """The request body, written to `into` as it arrives."""
-    n = held = 0
-    pending: list[bytes] = []
-    try:
-        with open(into, "wb") as f:
-            # Disk writes go to the thread pool a MiB at a time, so a big upload
-            # never stalls the event loop that serves everyone else.
-            async for piece in request.stream():
-                pending.append(piece)
-                n, held = n + len(piece), held + len(piece)
-                if held >= 1 << 20:
-                    await run_in_threadpool(f.write, b"".join(pending))
-                    pending, held = [], 0
-            if pending:
-                await run_in_threadpool(f.write, b"".join(pending))
-    except ClientDisconnect:
-        raise _went_away() from None
-    return n
-
-
-def _went_away() -> DplError:
-    return DplError("The client went away before the upload ended; nothing was committed.",
-                    hint="Send it again: a put lands only once its whole body has arrived.")
-
-
-def _upload_dir(request: Request) -> Path:
-    # Under the store (same disk as its chunks; neither gc nor fsck looks here),
-    # named by this process so that a restart knows which ones a killed server left.
-    base = Path(_store(request).root) / "tmp" / "uploads"
-    base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=base, prefix=f"{os.getpid()}-"))
-
-
-def sweep_uploads(root) -> int:
-    """Remove the spooled uploads of server processes no longer running (a SIGKILL
-    skips the `finally` that removes them); those of a live server on the same
-    store are left alone.  Answers how many went."""
-    base = Path(root) / "tmp" / "uploads"
-    gone = 0
-    for entry in base.iterdir() if base.is_dir() else ():
-        pid = entry.name.partition("-")[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or pids.alive(pid)):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        gone += 1
-    return gone
-
-
-
-
-def _untar(archive: Path, into: Path) -> None:
-    into.mkdir()
-    try:
-        with tarfile.open(archive, "r:") as tar:
-            for member in tar:
-                if not (member.isfile() or member.isdir()):
-                    raise InvalidPath(f"{member.name!r} in the upload is neither a file nor a directory.", hint="Upload regular files.")
-            # The "data" filter refuses absolute paths, `..` and links out of the tree.
-            tar.extractall(into, filter="data")
-    except tarfile.TarError as e:
-        raise DplError(f"The upload is not a readable tar stream ({e}).", hint="Send a tar of the files (application/x-tar).") from None
 
 
 @router.delete("/repos/{repo}/content", tags=["files"])

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api_auth, api_data, api_pipelines, api_uploads, console
+from . import api_auth, api_data, api_pipelines, api_uploads, console, spool
 from .guard import gate_pages
 from .limits import BodyLimit
 from .observe import Metrics, log_event
@@ -64,7 +64,7 @@ def create_app(store, *, executor: str | None = None, poll: float = 2.0, schedul
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         _warm(store)
-        swept = api_data.sweep_uploads(store.root)  # what a killed server was receiving: never committed
+        swept = spool.sweep(store.root)  # what a killed server was receiving: never committed
         scheduler.start()
         log_event("server.start", store=str(store.root), scheduler=schedule, swept_uploads=swept)
         yield

@@ -22,12 +22,14 @@ live in `s3writes`; listings are in `s3listing`.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from email.utils import formatdate
+from pathlib import Path
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
@@ -38,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from . import s3auth
+from . import s3auth, spool
 from .observe import log_event
 from .s3errors import S3Error, from_dpl
 from ..client import access
@@ -89,12 +91,13 @@ class Gateway:
             raw_path = request.scope.get("raw_path", path.encode()).decode("latin-1").split("?")[0]
             payload, who = s3auth.verify(self.keys, self.store.auth, method, raw_path,
                                          request.scope.get("query_string", b"").decode("latin-1"), request.headers)
-            spool = await self._spool(request, payload) if method in ("PUT", "POST") else None
+            work = await run_in_threadpool(spool.upload_dir, self.store.root) if method in ("PUT", "POST") else None
             try:
-                response = await run_in_threadpool(self._dispatch, request, method, path, spool, who)
+                body = await self._spool(request, payload, work / "body") if work else None
+                response = await run_in_threadpool(self._dispatch, request, method, path, body, who)
             finally:
-                if spool is not None and spool[0] is not None:
-                    _unlink(spool[0])
+                if work is not None:
+                    await run_in_threadpool(shutil.rmtree, work, True)
         except S3Error as e:
             e.resource = e.resource or path
             response = e.response(method)
@@ -151,35 +154,19 @@ class Gateway:
             return self.delete_object(bucket, key)
         raise S3Error("NotImplemented", f"This {method} request is not supported by the dpl S3 gateway.")
 
-    async def _spool(self, request: Request, payload: str) -> tuple[str | None, str]:
-        """The body in a temporary file, checked against the payload hash the
-        client signed; (file, xxh3 hex of the bytes), file None when empty."""
+    async def _spool(self, request: Request, payload: str, into: Path) -> tuple[str | None, str]:
+        """The body in `into`, checked against the payload hash the client
+        signed; (file, xxh3 hex of the bytes), file None when empty."""
         import hashlib
 
         check = hashlib.sha256() if len(payload) == 64 else None
         digest = xxhash.xxh3_128()
         chunked = payload.startswith("STREAMING-") or "aws-chunked" in request.headers.get("content-encoding", "")
-        fd, local = tempfile.mkstemp(prefix="dpl-s3-")
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                source = _dechunk(request.stream()) if chunked else request.stream()
-                async for piece in source:
-                    if check is not None:
-                        check.update(piece)
-                    digest.update(piece)
-                    out.write(piece)
-                    size += len(piece)
-        except BaseException:
-            _unlink(local)
-            raise
+        size = await spool.spool(request, into, pieces=_dechunk(request.stream()) if chunked else None,
+                                 digests=[d for d in (check, digest) if d is not None])
         if check is not None and check.hexdigest() != payload:
-            _unlink(local)
             raise S3Error("XAmzContentSHA256Mismatch", "The body's SHA-256 is not the one the request was signed with.")
-        if size == 0:
-            _unlink(local)
-            local = None
-        return local, digest.hexdigest()
+        return (str(into) if size else None), digest.hexdigest()
 
     # -------------------------------------------------------------- buckets
 

@@ -72,10 +72,13 @@ def serve_gateway(store_path: str | None, listen: str, keys: Keys) -> None:
     from ..engine import Store
 
     route_logging()
+    from .spool import sweep
+
     store = Store.open(store_path)
     sock, address = bind(store, listen, keys)
     server = _server(store, sock, keys, None)
-    log_event("s3.listening", address=address, auth=_auth_mode(store, keys), pid=os.getpid())
+    swept = sweep(store.root)  # what a killed gateway was receiving: never committed
+    log_event("s3.listening", address=address, auth=_auth_mode(store, keys), pid=os.getpid(), swept_uploads=swept)
     server.run(sockets=[sock])
 
 

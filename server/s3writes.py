@@ -6,10 +6,11 @@ file's index row (its size, content hash and chunk references) under the
 new path, so the copy costs one small index layer whatever the file's
 size, and works across repos (chunks are shared by the whole store).
 
-A multipart upload's parts are spooled to a directory of their own; the
-completed upload is put as one file, in one commit.  Uploads in progress
-live in the gateway's memory: a restart forgets them, as it would forget a
-half-sent PutObject, and the client starts again.
+A multipart upload's parts are spooled to a directory of their own (under
+the store, server/spool.py); the completed upload is put as one file, in one
+commit.  Uploads in progress live in the gateway's memory: a restart forgets
+them (and sweeps their parts), as it would forget a half-sent PutObject, and
+the client starts again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xml.sax.saxutils import escape
 import xxhash
 from starlette.responses import Response
 
+from . import spool
 from .s3errors import S3Error, from_dpl
 from .s3gateway import NS, _iso, _path, _xml
 from ..client import access
@@ -122,7 +124,7 @@ def create_upload(gw, bucket: str, key: str) -> Response:
     path = _path(key)
     gw.store.repos.refuse_output_branch(view.repo, view.branch, "put files into")
     upload_id = uuid.uuid4().hex
-    directory = tempfile.mkdtemp(prefix=f"dpl-s3-upload-{upload_id[:8]}-")
+    directory = str(spool.upload_dir(gw.store.root))  # swept when a restart forgets the upload
     with gw.lock:
         gw.uploads[upload_id] = Upload(bucket, key, view.repo, view.branch, path, directory, time.time())
     return _xml(f'<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key>'

@@ -332,6 +332,48 @@ def test_s3_gateway_alone_runs_open_only_on_loopback(tmp_path):
         proc.wait(30)
 
 
+def test_bodies_and_parts_spool_under_the_store_and_a_restart_sweeps_a_killed_gateways(tmp_path):
+    """Bodies go to the store's disk (server/spool.py), not /tmp: a put leaves
+    nothing behind, and the parts of an upload a SIGKILL cut short are
+    swept by the next gateway on the store."""
+    import httpx
+    from dpl.engine import Store
+
+    store = Store.init(tmp_path / "store", durable=False)
+    store.create_repo("parts")
+    spooled = store.root / "tmp" / "uploads"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DPL_S3_", "DPL_ADDRESS"))}
+
+    def start(log):
+        proc = subprocess.Popen([DPL, "s3-gateway", "--listen", "127.0.0.1:0", "--store", str(store.root)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        return proc, _address(log, proc)
+
+    proc, url = start(tmp_path / "first.log")
+    try:
+        assert httpx.put(url + "/master.parts/one.bin", content=b"x" * 3_000_000).status_code == 200
+        assert list(spooled.iterdir()) == []  # the put's spool went with its request
+        upload = httpx.post(url + "/master.parts/big.bin?uploads").text.split("<UploadId>")[1].split("<")[0]
+        part = httpx.put(url + f"/master.parts/big.bin?uploadId={upload}&partNumber=1", content=b"p" * 1_000_000)
+        assert part.status_code == 200
+        (held,) = spooled.iterdir()
+        assert held.name.startswith(f"{proc.pid}-") and [p.stat().st_size for p in held.iterdir()] == [1_000_000]
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert held.exists()  # a SIGKILL runs no cleanup
+    proc, url = start(tmp_path / "second.log")
+    try:
+        started = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines() if '"s3.listening"' in line]
+        assert started[-1]["swept_uploads"] == 1 and list(spooled.iterdir()) == []
+        assert b"NoSuchUpload" in httpx.post(url + f"/master.parts/big.bin?uploadId={upload}",
+                                            content=b"<CompleteMultipartUpload/>").content
+        assert store.read_file("parts", "master", "/one.bin") == b"x" * 3_000_000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
 def test_users_sign_with_their_token_keys_and_hold_their_roles(tmp_path):
     from dpl.engine import Store
 
