@@ -33,6 +33,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH_DIR), "tests"))
 
+import generated  # noqa: E402
 import harness as h  # noqa: E402
 from harness import Context  # noqa: E402
 
@@ -287,7 +288,7 @@ assert got == int(nbytes), (got, nbytes)
 @benchmark
 def gateway_get(ctx: Context) -> None:
     nbytes = size(ctx, "DPL_BENCH_OBJECT_BYTES")
-    src = h.big_file(ctx, nbytes)
+    src = generated.big_file(ctx, nbytes)
     sec = ctx.section("access.gateway_get", f"GET of one {h.human_bytes(nbytes)} object: S3 gateway vs SeaweedFS")
     try:
         from services.common import Unavailable
@@ -339,7 +340,7 @@ def mount(ctx: Context) -> None:
         sec.unavailable("dpl mount", why)
         sec.close()
         return
-    tree, big = many_files(ctx, files), h.big_file(ctx, nbytes)
+    tree, big = many_files(ctx, files), generated.big_file(ctx, nbytes)
     store = store_with(ctx, "mount")
     h.dpl("put-file", "-r", "data@master", tree, store=store)
     h.dpl("put-file", "data@master:/big.bin", big, store=store)

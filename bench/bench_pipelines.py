@@ -15,6 +15,7 @@ import shutil
 import time
 
 import harness as h
+import peers
 from harness import Context, measure
 
 BENCHMARKS = {}
@@ -109,14 +110,14 @@ def incremental(ctx: Context) -> None:
     sec.info("datums processed / skipped", f"{job['processed']} / {job['skipped']}")
     sec.limit("dpl: whole call after a 1-file change", fig.seconds, at_most=2)
 
-    dvc = h.find_dvc()
+    dvc = peers.find_dvc()
     if dvc is None:
         sec.unavailable("dvc repro", "no dvc executable (bench/run.py repos installs one into bench/data/dvc-venv)")
     else:
         work = os.path.join(scratch, "dvc")
         os.makedirs(work)
         shutil.copytree(src, os.path.join(work, "data"))
-        env = dict(h.DVC_ENV)
+        env = dict(peers.DVC_ENV)
         for cmd in (["git", "init", "-q"], [dvc, "init", "-q"],
                     [dvc, "stage", "add", "-q", "-n", "copy", "-d", "data", "-o", "out", "mkdir -p out && cp -r data/. out/"],
                     [dvc, "repro", "-q"]):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 
+import generated
 import harness as h
+import peers
 from bench_pipelines import flat_files
 from harness import Context, measure
 
@@ -37,7 +39,7 @@ def _rm(path) -> None:
 @benchmark
 def small_files(ctx: Context) -> None:
     n = ctx.sizes["small_files"]
-    src, total = h.small_files(ctx, n)
+    src, total = generated.small_files(ctx, n)
     sec = ctx.section("repos.small_files", f"put-file -r of {n:,} files of ~0.5 KB ({h.human_bytes(total)})")
     scratch = ctx.scratch("small")
 
@@ -46,17 +48,17 @@ def small_files(ctx: Context) -> None:
 
     def git_setup(i):
         gitdir = os.path.join(scratch, f"git{i}")
-        h.run(["git", "init", "-q", "--bare", gitdir], env=h.GIT_ENV)
+        h.run(["git", "init", "-q", "--bare", gitdir], env=peers.GIT_ENV)
         return gitdir
 
     def git_cmd(gitdir):
         g = f"git --git-dir={gitdir} --work-tree={src}"
-        return {"cmd": f"{g} add -A && {g} commit -q -m bench", "env": h.GIT_ENV}
+        return {"cmd": f"{g} add -A && {g} commit -q -m bench", "env": peers.GIT_ENV}
 
     def dvc_setup(i):
         work = os.path.join(scratch, f"dvc{i}")
         os.makedirs(work)
-        h.run([ctx.dvc, "init", "-q", "--no-scm"], cwd=work, env=h.DVC_ENV)
+        h.run([ctx.dvc, "init", "-q", "--no-scm"], cwd=work, env=peers.DVC_ENV)
         h.run(["cp", "-r", src, os.path.join(work, "data")])  # dvc adds what is inside its workspace
         return work
 
@@ -69,7 +71,7 @@ def small_files(ctx: Context) -> None:
                setup=fresh("cps"), teardown=_rm)
     rounds.add("git", "git add -A && git commit", git_cmd, setup=git_setup, teardown=_rm)
     if ctx.dvc:
-        rounds.add("dvc", "dvc add", lambda w: {"cmd": [ctx.dvc, "add", "-q", "data"], "cwd": w, "env": h.DVC_ENV},
+        rounds.add("dvc", "dvc add", lambda w: {"cmd": [ctx.dvc, "add", "-q", "data"], "cwd": w, "env": peers.DVC_ENV},
                    setup=dvc_setup, teardown=_rm)
     rounds.add("dpl", "dpl put-file -r", lambda s: {"cmd": h.dpl_cmd("put-file", "-r", "bench@master", src), "env": {"DPL_STORE": s}},
                setup=dpl_setup, teardown=_rm)
@@ -92,7 +94,7 @@ def small_files(ctx: Context) -> None:
 @benchmark
 def big_file(ctx: Context) -> None:
     nbytes = ctx.sizes["big_bytes"]
-    src = h.big_file(ctx, nbytes)
+    src = generated.big_file(ctx, nbytes)
     sec = ctx.section("repos.big_file", f"put-file and get-file -o of one {h.human_bytes(nbytes)} file")
     scratch = ctx.scratch("big")
     stores = []
@@ -129,7 +131,7 @@ def big_file(ctx: Context) -> None:
 @benchmark
 def list_diff(ctx: Context) -> None:
     n = ctx.sizes["small_files"]
-    src, total = h.small_files(ctx, n)
+    src, total = generated.small_files(ctx, n)
     sec = ctx.section("repos.list_diff", f"list-file and diff-file on a {n:,}-file commit (one file changed)")
     scratch = ctx.scratch("list")
     rep = max(ctx.repeat, 3) if not ctx.quick else 1
@@ -147,12 +149,12 @@ def list_diff(ctx: Context) -> None:
     h.run(h.dpl_cmd("put-file", "flat@master:/f0000000.txt", changed), env={"DPL_STORE": store})
     gitdir = os.path.join(scratch, "git")
     g = ["git", f"--git-dir={gitdir}", f"--work-tree={src}"]
-    h.run(["git", "init", "-q", "--bare", gitdir], env=h.GIT_ENV)
-    h.run(f"{' '.join(g)} add -A && {' '.join(g)} commit -q -m one", env=h.GIT_ENV)
+    h.run(["git", "init", "-q", "--bare", gitdir], env=peers.GIT_ENV)
+    h.run(f"{' '.join(g)} add -A && {' '.join(g)} commit -q -m one", env=peers.GIT_ENV)
     # The second commit changes the index only, never the shared source tree.
     h.run(f"blob=$({' '.join(g)} hash-object -w {changed}) && "
           f"{' '.join(g)} update-index --cacheinfo 100644,$blob,d0000/f0000.bin && {' '.join(g)} commit -q -m two",
-          env=h.GIT_ENV)
+          env=peers.GIT_ENV)
 
     env = {"DPL_STORE": store}
     cases = [
@@ -172,7 +174,7 @@ def list_diff(ctx: Context) -> None:
         rounds.add("floor", "dpl list-repo  (CLI start-up floor)", {"cmd": h.dpl_cmd("list-repo"), "env": env})
         for key, label, cmd, git_cmd, git_label in cases:
             rounds.add(key, label, {"cmd": cmd, "env": env, "stdout": f})
-            rounds.add("git_" + key, git_label, {"cmd": git_cmd, "env": h.GIT_ENV, "stdout": f})
+            rounds.add("git_" + key, git_label, {"cmd": git_cmd, "env": peers.GIT_ENV, "stdout": f})
         for key, label, cmd in flat_cases:
             rounds.add(key, label, {"cmd": cmd, "env": env, "stdout": f})
         figures = rounds.run()
@@ -193,7 +195,7 @@ def list_diff(ctx: Context) -> None:
 @benchmark
 def big_head(ctx: Context) -> None:
     n = ctx.sizes["head_files"]
-    src, total = h.small_files(ctx, n)
+    src, total = generated.small_files(ctx, n)
     sec = ctx.section("repos.big_head", f"put-file -r of {n:,} files ({h.human_bytes(total)}), then 1-file commits on that head")
     scratch = ctx.scratch("head")
 

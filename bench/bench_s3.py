@@ -24,8 +24,9 @@ import uuid
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
-sys.path.insert(0, os.path.join(os.path.dirname(BENCH_DIR), "tests", "services"))
+sys.path.insert(0, os.path.join(os.path.dirname(BENCH_DIR), "tests"))
 
+import generated  # noqa: E402
 import harness as h  # noqa: E402
 from harness import Context, measure  # noqa: E402
 
@@ -58,32 +59,6 @@ def benchmark(fn):
     return fn
 
 
-def small_files_tree(ctx: Context, n: int) -> tuple[str, int]:
-    """`n` files of 512-4096 random bytes, 1,000 per directory (reused across runs)."""
-    root = os.path.join(ctx.data_dir, f"s3-small-{n}")
-    marker = root + ".ok"
-    if not os.path.exists(marker):
-        import numpy as np
-
-        shutil.rmtree(root, ignore_errors=True)
-        h.say(f"  (generating {n:,} files of 0.5-4 KB in {root})")
-        rng = np.random.default_rng(n)
-        sizes = rng.integers(512, 4097, n)
-        blob = rng.bytes(int(sizes.sum()))
-        offsets = [0, *map(int, sizes.cumsum())]
-        for i in range(n):
-            if i % 1000 == 0:
-                directory = os.path.join(root, f"d{i // 1000:04d}")
-                os.makedirs(directory)
-            with open(os.path.join(directory, f"f{i % 1000:04d}.bin"), "wb") as f:
-                f.write(blob[offsets[i] : offsets[i + 1]])
-        h.sync()
-        with open(marker, "w") as f:
-            f.write(f"{offsets[-1]}\n")
-    with open(marker) as f:
-        return root, int(f.read())
-
-
 @contextlib.contextmanager
 def s3_server(ctx: Context):
     """(bucket, description) of the S3 server to use, started here if need be."""
@@ -98,7 +73,7 @@ def s3_server(ctx: Context):
             s3.create_bucket(Bucket=bucket)
         yield bucket, os.environ["AWS_ENDPOINT_URL"]
         return
-    from seaweedfs import SeaweedFS
+    from services.seaweedfs import SeaweedFS
 
     server = SeaweedFS(ctx.scratch("seaweedfs"), bucket="dpl-bench")
     server.start()
@@ -130,7 +105,7 @@ def _bucket_usage(bucket: str, prefix: str) -> tuple[int, int]:
 @benchmark
 def small_files(ctx: Context) -> None:
     n = FILES["quick" if ctx.quick else "full"]
-    src, total = small_files_tree(ctx, n)
+    src, total = generated.small_files(ctx, n, sizes=(512, 4096), name="s3-small")
     sec = ctx.section("s3.small_files", f"{n:,} files of 0.5-4 KB ({h.human_bytes(total)}) to S3")
     scratch = ctx.scratch("s3")
     rep = ctx.repeat

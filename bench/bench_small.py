@@ -26,7 +26,9 @@ import sys
 import threading
 import time
 
+import generated
 import harness as h
+import peers
 from harness import Context, Figure, Run
 
 BENCHMARKS = {}
@@ -55,7 +57,7 @@ def startup(ctx: Context) -> None:
     sec = ctx.section("small.startup", "a command that does nothing much, as a whole process")
     store = _store(ctx, "startup")
     gitdir = os.path.join(ctx.scratch("startup-git"), "repo")
-    h.run(["git", "init", "-q", gitdir], env=h.GIT_ENV)
+    h.run(["git", "init", "-q", gitdir], env=peers.GIT_ENV)
     env = {"DPL_STORE": store}
     rounds = h.Rounds(_repeat(ctx))
     rounds.add("python", "python -c pass  (the interpreter's floor)", [sys.executable, "-c", "pass"])
@@ -63,8 +65,8 @@ def startup(ctx: Context) -> None:
     rounds.add("git_version", "git --version", ["git", "--version"])
     rounds.add("list_repo", "dpl list-repo  (empty store)", {"cmd": h.dpl_cmd("list-repo"), "env": env})
     rounds.add("list_repo_json", "dpl list-repo -o json  (empty store)", {"cmd": h.dpl_cmd("list-repo", "-o", "json"), "env": env})
-    rounds.add("git_status", "git status  (empty repository)", {"cmd": ["git", "status", "--short"], "cwd": gitdir, "env": h.GIT_ENV})
-    rounds.add("git_log", "git log  (empty repository)", {"cmd": ["git", "log", "--oneline"], "cwd": gitdir, "env": h.GIT_ENV,
+    rounds.add("git_status", "git status  (empty repository)", {"cmd": ["git", "status", "--short"], "cwd": gitdir, "env": peers.GIT_ENV})
+    rounds.add("git_log", "git log  (empty repository)", {"cmd": ["git", "log", "--oneline"], "cwd": gitdir, "env": peers.GIT_ENV,
                                                           "check": False})
     figures = rounds.run()
     for key, fig in figures.items():
@@ -87,7 +89,7 @@ def put_file(ctx: Context) -> None:
     sec = ctx.section("small.put_file", "a 1-file commit as a whole CLI call, into a repo of a few commits")
     store = _store(ctx, "put", "small")
     work = ctx.scratch("put-git")
-    h.run(["git", "init", "-q", work], env=h.GIT_ENV)
+    h.run(["git", "init", "-q", work], env=peers.GIT_ENV)
     one = os.path.join(ctx.scratch("put-src"), "one.txt")
     env = {"DPL_STORE": store}
     rounds = h.Rounds(_repeat(ctx))
@@ -100,7 +102,7 @@ def put_file(ctx: Context) -> None:
         return i
 
     rounds.add("git", "git add + git commit  (1 file)",
-               lambda i: {"cmd": f"git add f{i}.txt && git commit -q -m f{i}", "cwd": work, "env": h.GIT_ENV}, setup=fresh_file)
+               lambda i: {"cmd": f"git add f{i}.txt && git commit -q -m f{i}", "cwd": work, "env": peers.GIT_ENV}, setup=fresh_file)
     rounds.add("dpl", "dpl put-file  (1 file, durable store)",
                lambda i: {"cmd": h.dpl_cmd("put-file", f"small@master:/f{i}.txt", one), "env": env}, setup=fresh_file)
     rounds.add("dpl_nowait", "dpl put-file --no-wait  (1 file)",
@@ -270,7 +272,7 @@ def worker(store: str, repo: str, ready: str, go: str, options: dict) -> None:
 @benchmark
 def under_load(ctx: Context) -> None:
     n = ctx.sizes["small_files"]
-    src, _ = h.small_files(ctx, n)
+    src, _ = generated.small_files(ctx, n)
     sec = ctx.section("small.under_load", f"list-file and diff-file on a {n:,}-file commit while {WRITERS} writers commit")
     store = _store(ctx, "load", "bench", "busy")
     env = {"DPL_STORE": store}

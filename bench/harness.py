@@ -7,10 +7,9 @@ no command pays for the writeback of the one before it; `dpl` itself still
 pays for its own flush before a commit (its durability guarantee), `cp` and
 git do not flush at all.
 
-Generated data is kept under the data directory (bench/data by default,
-gitignored) with a marker file, so a second run reuses it; scratch space for
-stores and copies is a temporary directory beside it, on the same file
-system.
+Scratch space for stores and copies is a temporary directory beside the
+data directory (bench/data by default, gitignored), on the same file
+system; the data itself is generated.py's, the peers' set-up peers.py's.
 """
 
 from __future__ import annotations
@@ -33,16 +32,6 @@ SIZES = {
     "full": {"small_files": 100_000, "big_bytes": 2 << 30, "head_files": 1_000_000, "repeat": 3},
     "quick": {"small_files": 2_000, "big_bytes": 32 << 20, "head_files": 5_000, "repeat": 1},
 }
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-}
-DVC_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATER": "1"}
 
 
 class CommandFailed(RuntimeError):
@@ -361,95 +350,6 @@ def warm_up(ctx: "Context") -> None:
                  ["list-file", "-r", "warm@master"], ["diff-file", "warm@master"], ["get-file", "warm@master:/a"]):
         run(dpl_cmd(*args), env={"DPL_STORE": store})
     ctx.cleanup()
-
-
-# -------------------------------------------------------------------- peers
-
-
-def find_dvc() -> str | None:
-    """A dvc executable: $DPL_BENCH_DVC, this venv, the bench's own venv, PATH."""
-    for candidate in (
-        os.environ.get("DPL_BENCH_DVC"),
-        os.path.join(BIN, "dvc"),
-        os.path.join(BENCH_DIR, "data", "dvc-venv", "bin", "dvc"),
-        shutil.which("dvc"),
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def install_dvc(timeout: float = 300) -> tuple[str | None, str]:
-    """Install dvc from PyPI into a venv of its own under bench/data.
-
-    Its own venv, not dpl's: dvc pins many libraries (pygit2, dulwich,
-    rich...) and is not a dependency of dpl, so it must not move the
-    versions dpl is tested with.  Returns (path or None, why not).
-    """
-    venv = os.path.join(BENCH_DIR, "data", "dvc-venv")
-    dvc = os.path.join(venv, "bin", "dvc")
-    try:
-        if not os.path.exists(os.path.join(venv, "bin", "python")):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=timeout)
-        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "dvc"],
-                       check=True, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"pip install dvc took longer than {timeout:.0f} s"
-    except subprocess.CalledProcessError as e:
-        lines = (e.stderr or b"").decode(errors="replace").strip().splitlines()
-        return None, "pip install dvc failed" + (f": {lines[-1]}" if lines else "")
-    return (dvc, "") if os.access(dvc, os.X_OK) else (None, "pip installed no dvc executable")
-
-
-# --------------------------------------------------------------------- data
-
-
-def small_files(ctx: Context, n: int) -> tuple[str, int]:
-    """A tree of `n` files of 400-600 random bytes, 1,000 per directory."""
-    root = os.path.join(ctx.data_dir, f"small-{n}")
-    marker = root + ".ok"
-    if not os.path.exists(marker):
-        import numpy as np
-
-        shutil.rmtree(root, ignore_errors=True)
-        say(f"  (generating {n:,} small files in {root})")
-        rng = np.random.default_rng(n)
-        sizes = rng.integers(400, 601, n)
-        total = int(sizes.sum())
-        blob = rng.bytes(total)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        for i in range(n):
-            if i % 1000 == 0:
-                directory = os.path.join(root, f"d{i // 1000:04d}")
-                os.makedirs(directory)
-            fd = os.open(os.path.join(directory, f"f{i % 1000:04d}.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, blob[offsets[i] : offsets[i + 1]])
-            os.close(fd)
-        sync()
-        with open(marker, "w") as f:
-            f.write(f"{total}\n")
-    with open(marker) as f:
-        return root, int(f.read())
-
-
-def big_file(ctx: Context, nbytes: int) -> str:
-    """One file of `nbytes` random (incompressible, undeduplicable) bytes."""
-    path = os.path.join(ctx.data_dir, f"big-{nbytes}.bin")
-    marker = path + ".ok"
-    if not os.path.exists(marker):
-        import numpy as np
-
-        say(f"  (generating a {human_bytes(nbytes)} file {path})")
-        rng = np.random.default_rng(nbytes)
-        with open(path, "wb") as f:
-            left = nbytes
-            while left:
-                n = min(left, 64 << 20)
-                f.write(rng.bytes(n))
-                left -= n
-        sync()
-        open(marker, "w").close()
-    return path
 
 
 # ------------------------------------------------------------------- output

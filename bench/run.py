@@ -28,6 +28,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 
 import harness as h  # noqa: E402
+import peers  # noqa: E402
 
 
 def modules() -> list[str]:
@@ -93,11 +94,11 @@ def main(argv=None) -> int:
 
     chosen = select(args.names)
     ctx = h.Context(quick=args.quick, data_dir=args.data, repeat=args.repeat, metadata=args.metadata)
-    ctx.dvc = h.find_dvc()
+    ctx.dvc = peers.find_dvc()
     ctx.dvc_why = "no dvc executable found"
     if ctx.dvc is None and not (args.quick or args.no_install) and any(m == "repos" for m, _, _ in chosen):
         h.say("(dvc is not installed: trying `pip install dvc` into bench/data/dvc-venv)")
-        ctx.dvc, why = h.install_dvc()
+        ctx.dvc, why = peers.install_dvc()
         ctx.dvc_why = why or ctx.dvc_why
 
     h.say(f"dpl benchmarks ({'quick' if ctx.quick else 'full'} sizes, {ctx.repeat} run(s) each, median shown)")
