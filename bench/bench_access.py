@@ -78,9 +78,8 @@ def per_round(sec, label: str, slow, fast) -> None:
 
 def csv_file(ctx: Context, nbytes: int) -> tuple[str, int]:
     """A CSV `i,x` of about `nbytes` (integers and floats), and its row count."""
-    path = os.path.join(ctx.data_dir, f"access-{nbytes}.csv")
-    marker = path + ".ok"
-    if not os.path.exists(marker):
+
+    def make(path: str) -> int:
         import numpy as np
 
         h.say(f"  (generating a {h.human_bytes(nbytes)} CSV {path})")
@@ -99,28 +98,24 @@ def csv_file(ctx: Context, nbytes: int) -> tuple[str, int]:
                 written += len(block)
                 rows += block.count("\n")
                 start += n
-        h.sync()
-        with open(marker, "w") as f:
-            f.write(f"{rows}\n")
-    with open(marker) as f:
-        return path, int(f.read())
+        return rows
+
+    path = os.path.join(ctx.data_dir, f"access-{nbytes}.csv")
+    return path, int(generated.once(path, make))
 
 
 def many_files(ctx: Context, n: int) -> str:
     """A directory `many/` of `n` small files (reused across runs)."""
-    root = os.path.join(ctx.data_dir, f"access-many-{n}")
-    marker = root + ".ok"
-    if not os.path.exists(marker):
-        import shutil
 
-        shutil.rmtree(root, ignore_errors=True)
+    def make(root: str) -> None:
         os.makedirs(os.path.join(root, "many"))
         h.say(f"  (generating {n:,} files in {root}/many)")
         for i in range(n):
             with open(os.path.join(root, "many", f"f{i:06d}.txt"), "w") as f:
                 f.write(f"{i}\n")
-        h.sync()
-        open(marker, "w").close()
+
+    root = os.path.join(ctx.data_dir, f"access-many-{n}")
+    generated.once(root, make)
     return root
 
 
