@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from typing import Optional
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -140,13 +139,10 @@ async def put_content(request: Request, repo: str, path: str, branch: str = "mas
             raise spool.went_away() from None
         commit = await _writing(request, _store(request).put_bytes, repo, branch, {normalize_path(path): body}, description=description)
         return _landed(request, commit)
-    work = await run_in_threadpool(spool.upload_dir, _store(request).root)
-    try:
+    async with spool.directory(_store(request).root) as work:
         await spool.spool(request, work / "body")
         commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(work / "body"), normalize_path(path))],
-                                         append=append, description=description)
-    finally:
-        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
+                                append=append, description=description)
     return _landed(request, commit)
 
 
@@ -155,15 +151,12 @@ async def upload(request: Request, repo: str, branch: str = "master", dest: str 
     """Put every file of a tar stream under `dest`, as one commit (`dpl put-file -r`)."""
     from ..engine.files import Source
 
-    work = await run_in_threadpool(spool.upload_dir, _store(request).root)
-    try:
+    async with spool.directory(_store(request).root) as work:
         await spool.spool(request, work / "body.tar")
         tree = work / "tree"
         await run_in_threadpool(spool.untar, work / "body.tar", tree)
         commit = await _writing(request, _store(request).put_files, repo, branch, [Source(str(tree), normalize_path(dest, allow_root=True))],
-                                         append=append, description=description)
-    finally:
-        await run_in_threadpool(shutil.rmtree, work, ignore_errors=True)
+                                append=append, description=description)
     return _landed(request, commit)
 
 

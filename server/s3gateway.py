@@ -21,8 +21,8 @@ live in `s3writes`; listings are in `s3listing`.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -91,13 +91,9 @@ class Gateway:
             raw_path = request.scope.get("raw_path", path.encode()).decode("latin-1").split("?")[0]
             payload, who = s3auth.verify(self.keys, self.store.auth, method, raw_path,
                                          request.scope.get("query_string", b"").decode("latin-1"), request.headers)
-            work = await run_in_threadpool(spool.upload_dir, self.store.root) if method in ("PUT", "POST") else None
-            try:
+            async with spool.directory(self.store.root) if method in ("PUT", "POST") else contextlib.nullcontext() as work:
                 body = await self._spool(request, payload, work / "body") if work else None
                 response = await run_in_threadpool(self._dispatch, request, method, path, body, who)
-            finally:
-                if work is not None:
-                    await run_in_threadpool(shutil.rmtree, work, True)
         except S3Error as e:
             e.resource = e.resource or path
             response = e.response(method)
@@ -345,10 +341,3 @@ def _empty_file() -> str:
     fd, local = tempfile.mkstemp(prefix="dpl-s3-")
     os.close(fd)
     return local
-
-
-def _unlink(local: str) -> None:
-    try:
-        os.unlink(local)
-    except FileNotFoundError:
-        pass

@@ -10,6 +10,7 @@ failed, and a restarted server or gateway sweeps what a killed one left
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tarfile
@@ -64,6 +65,17 @@ def upload_dir(root) -> Path:
     base = Path(root) / "tmp" / "uploads"
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=base, prefix=f"{os.getpid()}-"))
+
+
+@contextlib.asynccontextmanager
+async def directory(root):
+    """A fresh upload directory under the store at `root` (`upload_dir`),
+    removed once the request is done with it, landed or not."""
+    work = await run_in_threadpool(upload_dir, root)
+    try:
+        yield work
+    finally:
+        await run_in_threadpool(shutil.rmtree, work, True)
 
 
 def sweep(root) -> int:
