@@ -225,16 +225,37 @@ SLOW = {
 }
 
 
-def _slow_store(tmp_path, n: int):
-    """Set up in-process (a CLI call per step would cost more than the test)."""
+def _slow_store(tmp_path, n: int, cmd: list[str] | None = None):
+    """Set up in-process (a CLI call per step would cost more than the test); `cmd` replaces SLOW's step."""
     from dpl.engine import Store
 
     store = tmp_path / "store"
     s = Store.init(store, durable=False)
     s.create_repo("in")
-    s.create_pipeline(json.dumps(SLOW))
+    s.create_pipeline(json.dumps(SLOW if cmd is None else {**SLOW, "transform": {"cmd": cmd}}))
     s.close()
     return store, {f"/f{i}": str(i).encode() for i in range(n)}
+
+
+def _gated_store(tmp_path, n: int, free: int):
+    """A store whose pipeline copies `n` files, one datum at a time, where every datum after the
+    first `free` waits until `gate/open` exists.  The gate is a host directory the store's config
+    shows to steps (`sandbox_paths`), so the test, not the machine's speed, decides where a kill
+    finds the job: with the first `free` datums on record and the next one running."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    held = "|".join(f"*/f{i}" for i in range(free, n))
+    wait = f"for f in /pfs/in/*; do case $f in {held}) while [ ! -e {gate}/open ]; do sleep 0.1; done;; esac; done"
+    store, files = _slow_store(tmp_path, n, ["sh", "-c", f"{wait}; cp /pfs/in/* /pfs/out/"])
+    config = json.loads((store / "config.json").read_text())
+    (store / "config.json").write_text(json.dumps(config | {"sandbox_paths": [str(gate)]}))
+    return store, files, gate / "open"
+
+
+def _wait_for_successes(server, job: dict, n: int) -> None:
+    wait_until(lambda: sum(d["state"] == "success" for d in server.http.get(f"/api/v1/jobs/{job['id']}/datums",
+                                                                           params={"pipeline": "slow"}).json()["items"]) >= n,
+               what=f"{n} datums to finish")
 
 
 def _put_and_wait_running(server, files):
@@ -265,9 +286,10 @@ def test_sigterm_lets_the_running_job_finish_and_loses_nothing(tmp_path):
 
 
 def test_sigterm_past_the_grace_leaves_the_job_to_resume_without_redoing_datums(tmp_path):
-    store, files = _slow_store(tmp_path, 4)  # 2 s of steps: more than the grace
+    store, files, gate = _gated_store(tmp_path, 4, free=2)  # the third datum outlasts any grace
     server = Server(store, tmp_path, "--grace", "1.5")
     job = _put_and_wait_running(server, files)
+    _wait_for_successes(server, job, 2)
     assert server.stop(timeout=20) == 0
     killed_at = time.time()
     left = [e for e in server.events() if e["event"] == "server.stop"][0]
@@ -275,8 +297,9 @@ def test_sigterm_past_the_grace_leaves_the_job_to_resume_without_redoing_datums(
     from dpl.engine import Store
 
     done_before = [d for d in Store.open(store).list_datums("slow", job["id"]) if d["state"] == "success"]
-    assert done_before, "some datums finished before the server stopped"
+    assert sorted(d["key"] for d in done_before) == ["in:/f0", "in:/f1"]  # the third was held at the gate
 
+    gate.touch()
     again = Server(store, tmp_path)  # resumes the job at start
     wait_until(lambda: again.http.get(f"/api/v1/jobs/{job['id']}", params={"pipeline": "slow"}).json()["state"] == "success",
                timeout=30, what="the resumed job")
